@@ -1,0 +1,5 @@
+//! The `gangway` command-line tool.
+
+fn main() {
+    println!("gangway");
+}

@@ -1,0 +1,83 @@
+//! `Sec-WebSocket-Key` and `Sec-WebSocket-Accept` (RFC 6455 §4.1, §4.2.2, §11.3).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+use crate::random::RandomSource;
+
+/// The GUID appended to the key before hashing (RFC 6455 §1.3).
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64-encoded (24 characters).
+pub fn generate_key(rng: &mut dyn RandomSource) -> String {
+    let mut nonce = [0u8; 16];
+    rng.fill(&mut nonce);
+    STANDARD.encode(nonce)
+}
+
+/// The `Sec-WebSocket-Accept` value for a key as it was sent: base64(SHA-1(key + GUID)), with
+/// the key's surrounding whitespace trimmed.
+///
+/// ```
+/// assert_eq!(
+///     gangway_proto::handshake::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+///     "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+/// );
+/// ```
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.trim_ascii());
+    sha.update(GUID.as_bytes());
+    STANDARD.encode(sha.finalize())
+}
+
+/// Whether a received key (whitespace trimmed) is base64 that decodes to exactly 16 bytes.
+pub fn is_valid_key(key: &[u8]) -> bool {
+    let key = key.trim_ascii();
+    // 16 bytes encode to 22 characters and "==" padding: anything else cannot decode to 16.
+    key.len() == 24 && STANDARD.decode(key).is_ok_and(|v| v.len() == 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn rfc_6455_accept_vectors() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            accept_key(b"08kp54j1E3z4IfuM1m75tQ=="),
+            "Dhg2s/gXkbuTiYk690dns7LmEhY="
+        );
+        assert_eq!(
+            accept_key(b" \t08kp54j1E3z4IfuM1m75tQ== "),
+            "Dhg2s/gXkbuTiYk690dns7LmEhY="
+        );
+    }
+
+    #[test]
+    fn generated_keys_are_16_random_bytes() {
+        let mut rng = SeededRandom::new(7);
+        let a = generate_key(&mut rng);
+        let b = generate_key(&mut rng);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+        assert_eq!(STANDARD.decode(&a).unwrap().len(), 16);
+        assert!(is_valid_key(a.as_bytes()));
+    }
+
+    #[test]
+    fn keys_that_do_not_decode_to_16_bytes_are_invalid() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key(b"0123456789abcdef")); // 16 printable characters, 12 bytes
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ")); // unpadded
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZSE=")); // 17 bytes
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZ!=="));
+        assert!(!is_valid_key(b""));
+    }
+}
