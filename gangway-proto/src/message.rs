@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 
+use crate::error::ProtocolError;
+use crate::frame::mask::apply_mask;
 use crate::frame::CloseFrame;
+use crate::utf8::Utf8Validator;
 
 /// What the connection delivers from the peer, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,4 +31,232 @@ pub enum DataKind {
     Text,
     /// Arbitrary bytes.
     Binary,
+}
+
+/// A data message being received: its kind, the bytes so far, and the UTF-8 state of text.
+///
+/// The buffer grows only as payload bytes arrive, never by what a header announces, so a hostile
+/// length costs nothing until the bytes are actually sent; the size limits are checked from each
+/// header by [`Reassembly::check_frame`] before any of its payload is stored.
+#[derive(Debug, Default)]
+pub(crate) struct Reassembly {
+    kind: Option<DataKind>,
+    buf: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+impl Reassembly {
+    /// Whether a message has started and not yet finished.
+    pub(crate) fn in_progress(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// Check a data frame's announced payload against the limits, before anything is stored.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::MessageTooLarge`] if the bytes already received plus `payload_len`
+    /// exceed `max_message_size`.
+    pub(crate) fn check_frame(
+        &self,
+        payload_len: u64,
+        max_message_size: usize,
+    ) -> Result<(), ProtocolError> {
+        let so_far = to_u64(self.buf.len());
+        match so_far.checked_add(payload_len) {
+            Some(total) if total <= to_u64(max_message_size) => Ok(()),
+            _ => Err(ProtocolError::MessageTooLarge),
+        }
+    }
+
+    /// Start a new message of `kind`.
+    pub(crate) fn start(&mut self, kind: DataKind) {
+        self.kind = Some(kind);
+        self.buf.clear();
+        self.utf8.reset();
+    }
+
+    /// Append a piece of payload as it arrives: copy it once, unmask it in place (continuing at
+    /// `*mask_offset` into the key), and validate text so far (§8.1: fail as soon as it is
+    /// invalid, not at the end of the message).
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::InvalidUtf8`] as soon as a text message cannot be valid UTF-8.
+    ///
+    ///
+    /// `final_remaining` is what the message's final frame still announces, this piece included
+    /// (`None` before the final frame). It caps geometric growth at the message's known end, so a
+    /// single-frame message ends up in a buffer of exactly its size; it never makes the buffer
+    /// grow before the bytes are here. Earlier fragments grow geometrically: capping them at
+    /// their own ends would reallocate on every small fragment.
+    pub(crate) fn push(
+        &mut self,
+        piece: &[u8],
+        final_remaining: Option<u64>,
+        mask: Option<[u8; 4]>,
+        mask_offset: &mut usize,
+    ) -> Result<(), ProtocolError> {
+        let start = self.buf.len();
+        let needed = start.saturating_add(piece.len());
+        if needed > self.buf.capacity() {
+            let doubled = self.buf.capacity().saturating_mul(2).max(MIN_CAPACITY);
+            let target = match final_remaining {
+                Some(remaining) => {
+                    let end = to_u64(start).saturating_add(remaining);
+                    usize::try_from(end).map_or(doubled, |end| doubled.min(end))
+                }
+                None => doubled,
+            };
+            self.buf.reserve_exact(target.max(needed) - start);
+        }
+        self.buf.extend_from_slice(piece);
+        let added = &mut self.buf[start..];
+        if let Some(key) = mask {
+            *mask_offset = apply_mask(added, key, *mask_offset);
+        }
+        if self.kind == Some(DataKind::Text) {
+            self.utf8
+                .feed(added)
+                .map_err(|()| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    /// The final frame ended: hand the message over, leaving no allocation behind.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::InvalidUtf8`] if text ends inside a code point.
+    pub(crate) fn finish(&mut self) -> Result<Event, ProtocolError> {
+        let kind = self.kind.take();
+        let buf = std::mem::take(&mut self.buf);
+        match kind {
+            Some(DataKind::Text) => {
+                self.utf8
+                    .finish()
+                    .map_err(|()| ProtocolError::InvalidUtf8)?;
+                // Already validated piece by piece; without `unsafe` the conversion checks again.
+                String::from_utf8(buf)
+                    .map(Event::Text)
+                    .map_err(|_| ProtocolError::InvalidUtf8)
+            }
+            _ => Ok(Event::Binary(Bytes::from(buf))),
+        }
+    }
+
+    /// Bytes of memory held (tests check that hostile headers and idle connections hold none).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Drop any message in progress and its memory.
+    pub(crate) fn clear(&mut self) {
+        *self = Reassembly::default();
+    }
+}
+
+/// The smallest allocation for a message buffer, so byte-sized pieces do not reallocate often.
+const MIN_CAPACITY: usize = 64;
+
+/// Lossless on every platform Rust supports (`usize` is at most 64 bits).
+pub(crate) fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(r: &mut Reassembly, piece: &[u8], final_remaining: Option<u64>) {
+        r.push(piece, final_remaining, None, &mut 0).unwrap();
+    }
+
+    #[test]
+    fn single_frame_message_buffer_is_exactly_its_size() {
+        let mut r = Reassembly::default();
+        r.start(DataKind::Binary);
+        let total = 100_000u64;
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(1500);
+            push(&mut r, &vec![1; n as usize], Some(left));
+            left -= n;
+            assert!(r.capacity() <= total as usize);
+        }
+        assert_eq!(r.capacity(), total as usize);
+        match r.finish().unwrap() {
+            Event::Binary(b) => assert_eq!(b.len(), total as usize),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.capacity(), 0, "the buffer went with the message");
+    }
+
+    #[test]
+    fn many_small_fragments_grow_the_buffer_geometrically() {
+        let mut r = Reassembly::default();
+        r.start(DataKind::Binary);
+        let mut growths = 0;
+        let mut capacity = 0;
+        for _ in 0..10_000 {
+            push(&mut r, &[0; 100], None);
+            if r.capacity() != capacity {
+                assert!(
+                    r.capacity() >= 2 * capacity,
+                    "{capacity} -> {}",
+                    r.capacity()
+                );
+                capacity = r.capacity();
+                growths += 1;
+            }
+        }
+        assert!(growths <= 20, "{growths} reallocations");
+    }
+
+    #[test]
+    fn final_fragment_growth_stops_at_the_message_end() {
+        let mut r = Reassembly::default();
+        r.start(DataKind::Binary);
+        push(&mut r, &[0; 64], None);
+        assert_eq!(r.capacity(), 64);
+        // A final frame of 1000 bytes in 10-byte pieces: doubling, then capped at 64 + 1000.
+        for left in (1..=100u64).rev() {
+            push(&mut r, &[0; 10], Some(left * 10));
+        }
+        assert_eq!(r.capacity(), 1064);
+    }
+
+    #[test]
+    fn size_accounting_counts_what_was_received_plus_the_announced_frame() {
+        let mut r = Reassembly::default();
+        r.start(DataKind::Text);
+        assert_eq!(r.check_frame(10, 10), Ok(()));
+        push(&mut r, b"hello", None);
+        assert_eq!(r.check_frame(5, 10), Ok(()));
+        assert_eq!(r.check_frame(6, 10), Err(ProtocolError::MessageTooLarge));
+        assert_eq!(
+            r.check_frame(u64::MAX, usize::MAX),
+            Err(ProtocolError::MessageTooLarge)
+        );
+    }
+
+    #[test]
+    fn text_is_validated_as_it_arrives() {
+        let mut r = Reassembly::default();
+        r.start(DataKind::Text);
+        let key = [1, 2, 3, 4];
+        let mut masked = "añb".as_bytes().to_vec();
+        crate::frame::mask::apply_mask_scalar(&mut masked, key, 0);
+        let mut offset = 0;
+        for piece in masked.chunks(1) {
+            r.push(piece, None, Some(key), &mut offset).unwrap();
+        }
+        assert_eq!(r.finish(), Ok(Event::Text("añb".into())));
+        r.start(DataKind::Text);
+        assert_eq!(
+            r.push(b"a\xC0", None, None, &mut 0),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
 }

@@ -1,15 +1,36 @@
 //! The connection state machine: bytes in, events and bytes out.
 
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use state::State;
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
 use crate::config::Config;
 use crate::error::{ApiMisuse, ProtocolError};
-use crate::frame::CloseCode;
-use crate::message::{DataKind, Event};
+use crate::frame::mask::apply_mask;
+use crate::frame::{CloseCode, CloseFrame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::message::{to_u64, DataKind, Event, Reassembly};
 use crate::random::{OsRandom, RandomSource};
 use crate::role::Role;
+use crate::utf8::Utf8Validator;
+
+/// Largest control frame payload (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Largest close reason: the control payload minus the 2-byte code (§5.5.1).
+const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
+
+/// Output capacity kept once everything was written; a larger buffer is released, so a
+/// connection that once sent a big message does not hold that memory while idle.
+const IDLE_OUTPUT_CAPACITY: usize = 1024;
+
+/// Event queue capacity kept once drained, for the same reason.
+const IDLE_EVENT_CAPACITY: usize = 8;
 
 /// One WebSocket connection after the opening handshake, with no I/O inside.
 ///
@@ -28,16 +49,67 @@ use crate::role::Role;
 /// Protocol violations by the peer fail the connection: the right close frame is queued, further
 /// input is ignored, and `receive_data` returns the error. Events decoded before the violation stay
 /// available from `poll_event`.
+///
+/// Memory: input is never buffered beyond a partial frame header (at most 14 bytes) and the
+/// message being reassembled, which grows as its bytes arrive; an idle connection holds no
+/// heap buffer beyond a small output buffer.
 pub struct Connection {
-    _role: Role,
-    _config: Config,
-    _rng: Box<dyn RandomSource>,
+    role: Role,
+    config: Config,
+    rng: Box<dyn RandomSource>,
+    /// RSV bits that a negotiated extension gives a meaning to (§5.2). None yet; a future
+    /// permessage-deflate sets RSV1 here.
+    allowed_rsv: u8,
+
+    // Input.
+    /// A frame header split across `receive_data` calls.
+    header: [u8; MAX_HEADER_LEN],
+    header_len: u8,
+    /// The frame whose payload is arriving, after its header.
+    frame: Option<IncomingFrame>,
+    /// The data message being reassembled.
+    message: Reassembly,
+    /// The payload of the control frame being received (§5.5: at most 125 bytes, so inline).
+    control: [u8; MAX_CONTROL_PAYLOAD],
+    control_len: u8,
+    events: VecDeque<Event>,
+
+    // Output.
+    /// Bytes for the transport; `out[out_pos..]` is not written yet.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The kind of the fragmented message we are sending, between `send_fragment` calls.
+    sending: Option<DataKind>,
+    sending_utf8: Utf8Validator,
+
+    // Life cycle.
+    close_sent: bool,
+    /// The peer's close frame once received (`Some(None)`: it had no status code).
+    peer_close: Option<Option<CloseFrame>>,
+    /// The connection failed (protocol violation, or EOF before the close handshake).
+    failed: bool,
+    eof: bool,
+}
+
+/// A frame whose header is decoded and whose payload is still arriving.
+#[derive(Clone, Copy, Debug)]
+struct IncomingFrame {
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    /// Where in the masking key the next payload byte is.
+    mask_offset: usize,
+    /// Payload bytes not received yet.
+    remaining: u64,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("role", &self._role)
+            .field("role", &self.role)
+            .field("state", &self.state())
+            .field("output", &self.output().len())
+            .field("events", &self.events.len())
             .finish_non_exhaustive()
     }
 }
@@ -45,37 +117,69 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A connection in `role` with the OS random source for masking keys.
     pub fn new(role: Role, config: Config) -> Self {
-        Self::with_random(role, config, Box::new(OsRandom::new()))
+        let rng: Box<dyn RandomSource> = if role.masks_outgoing() {
+            Box::new(OsRandom::new())
+        } else {
+            // A server draws no masking keys: no 256-byte key buffer per connection.
+            Box::new(UnbufferedOsRandom)
+        };
+        Self::with_random(role, config, rng)
     }
 
     /// A connection with an injected random source (deterministic tests, fuzzing).
     pub fn with_random(role: Role, config: Config, rng: Box<dyn RandomSource>) -> Self {
         Connection {
-            _role: role,
-            _config: config,
-            _rng: rng,
+            role,
+            config,
+            rng,
+            allowed_rsv: 0,
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            message: Reassembly::default(),
+            control: [0; MAX_CONTROL_PAYLOAD],
+            control_len: 0,
+            events: VecDeque::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            sending: None,
+            sending_utf8: Utf8Validator::new(),
+            close_sent: false,
+            peer_close: None,
+            failed: false,
+            eof: false,
         }
     }
 
     /// The role this connection was built with.
     pub fn role(&self) -> Role {
-        self._role
+        self.role
     }
 
     /// Where the connection is in its life cycle.
     pub fn state(&self) -> State {
-        todo!()
+        if self.failed || self.eof || (self.close_sent && self.peer_close.is_some()) {
+            State::Closed
+        } else if self.close_sent || self.peer_close.is_some() {
+            State::Closing
+        } else {
+            State::Open
+        }
     }
 
     /// Feed bytes received from the transport. Any amount, split anywhere.
+    ///
+    /// Input after the peer's close frame, after EOF or after a failure is ignored.
     ///
     /// # Errors
     ///
     /// The peer's protocol violation, once: the connection has failed, a close frame with
     /// [`ProtocolError::close_code`] is queued in the output, and later input is ignored.
     pub fn receive_data(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
-        let _ = data;
-        todo!()
+        if self.input_finished() {
+            return Ok(());
+        }
+        self.process(data).inspect_err(|&err| self.fail(err))
     }
 
     /// The transport's read side ended.
@@ -84,7 +188,15 @@ impl Connection {
     ///
     /// [`ProtocolError::UnexpectedEof`] if the close handshake had not finished (status 1006).
     pub fn receive_eof(&mut self) -> Result<(), ProtocolError> {
-        todo!()
+        let clean = self.failed || self.eof || (self.close_sent && self.peer_close.is_some());
+        self.eof = true;
+        if clean {
+            Ok(())
+        } else {
+            // §7.1.5: closed without a close frame; 1006 is never sent, so nothing is queued.
+            self.fail(ProtocolError::UnexpectedEof);
+            Err(ProtocolError::UnexpectedEof)
+        }
     }
 
     /// Queue a text message.
@@ -94,8 +206,12 @@ impl Connection {
     /// [`ApiMisuse::AlreadyClosing`] after our close frame, [`ApiMisuse::FragmentOrder`] inside a
     /// fragmented message.
     pub fn send_text(&mut self, text: &str) -> Result<(), ApiMisuse> {
-        let _ = text;
-        todo!()
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(ApiMisuse::FragmentOrder);
+        }
+        self.write_message(OpCode::Text, text.as_bytes(), true);
+        Ok(())
     }
 
     /// Queue a binary message.
@@ -104,12 +220,18 @@ impl Connection {
     ///
     /// As [`send_text`](Self::send_text).
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ApiMisuse> {
-        let _ = data;
-        todo!()
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(ApiMisuse::FragmentOrder);
+        }
+        self.write_message(OpCode::Binary, data, true);
+        Ok(())
     }
 
     /// Queue one fragment of a message: the first call's `kind` starts it, later calls continue
     /// it (their `kind` must match), `fin` ends it. Control frames may be sent between fragments.
+    ///
+    /// A rejected fragment is not sent and leaves the message in progress as it was.
     ///
     /// # Errors
     ///
@@ -122,8 +244,32 @@ impl Connection {
         data: &[u8],
         fin: bool,
     ) -> Result<(), ApiMisuse> {
-        let _ = (kind, data, fin);
-        todo!()
+        self.check_can_send_data()?;
+        let opcode = match self.sending {
+            None => match kind {
+                DataKind::Text => OpCode::Text,
+                DataKind::Binary => OpCode::Binary,
+            },
+            Some(current) if current == kind => OpCode::Continuation,
+            Some(_) => return Err(ApiMisuse::FragmentOrder),
+        };
+        if kind == DataKind::Text {
+            // §8.1: text is UTF-8 as a whole message; a code point may straddle fragments.
+            // Work on a copy so a rejected fragment leaves the state untouched.
+            let mut utf8 = if self.sending.is_some() {
+                self.sending_utf8.clone()
+            } else {
+                Utf8Validator::new()
+            };
+            utf8.feed(data).map_err(|()| ApiMisuse::InvalidUtf8)?;
+            if fin {
+                utf8.finish().map_err(|()| ApiMisuse::InvalidUtf8)?;
+            }
+            self.sending_utf8 = utf8;
+        }
+        self.write_message(opcode, data, fin);
+        self.sending = if fin { None } else { Some(kind) };
+        Ok(())
     }
 
     /// Queue a ping.
@@ -132,8 +278,7 @@ impl Connection {
     ///
     /// [`ApiMisuse::ControlPayloadTooLong`] over 125 bytes, [`ApiMisuse::AlreadyClosing`].
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), ApiMisuse> {
-        let _ = payload;
-        todo!()
+        self.send_control(OpCode::Ping, payload)
     }
 
     /// Queue an unsolicited pong (pings are answered automatically).
@@ -142,11 +287,12 @@ impl Connection {
     ///
     /// As [`send_ping`](Self::send_ping).
     pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), ApiMisuse> {
-        let _ = payload;
-        todo!()
+        self.send_control(OpCode::Pong, payload)
     }
 
     /// Start the close handshake (or answer the peer's close, though that is automatic).
+    ///
+    /// A fragmented message we were sending is abandoned: nothing may follow the close frame.
     ///
     /// # Errors
     ///
@@ -154,18 +300,31 @@ impl Connection {
     /// [`ApiMisuse::ControlPayloadTooLong`] for a reason over 123 bytes,
     /// [`ApiMisuse::AlreadyClosing`] if our close frame was already sent.
     pub fn send_close(&mut self, code: CloseCode, reason: &str) -> Result<(), ApiMisuse> {
-        let _ = (code, reason);
-        todo!()
+        if self.close_sent || self.failed {
+            return Err(ApiMisuse::AlreadyClosing);
+        }
+        if !code.is_sendable() {
+            return Err(ApiMisuse::InvalidCloseCode(code.0));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(ApiMisuse::ControlPayloadTooLong);
+        }
+        self.write_close(Some((code, reason)));
+        Ok(())
     }
 
     /// The next event from the peer, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > IDLE_EVENT_CAPACITY {
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Bytes waiting to be written to the transport.
     pub fn output(&self) -> &[u8] {
-        todo!()
+        self.out.get(self.out_pos..).unwrap_or_default()
     }
 
     /// Mark the first `n` bytes of [`output`](Self::output) as written.
@@ -174,8 +333,20 @@ impl Connection {
     ///
     /// If `n` is larger than `output().len()`.
     pub fn consume_output(&mut self, n: usize) {
-        let _ = n;
-        todo!()
+        assert!(
+            n <= self.output().len(),
+            "consume_output({n}) past the {} bytes of output",
+            self.output().len()
+        );
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out_pos = 0;
+            if self.out.capacity() > IDLE_OUTPUT_CAPACITY {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        }
     }
 
     /// Whether this side should close the transport once [`output`](Self::output) is drained:
@@ -183,11 +354,336 @@ impl Connection {
     /// connection. A client whose close handshake is done waits for the server's EOF instead
     /// (the adapter bounds that wait with a timeout).
     pub fn should_close_transport(&self) -> bool {
-        todo!()
+        match self.role {
+            Role::Server => self.state() == State::Closed,
+            // After EOF there is nothing left to wait for.
+            Role::Client => self.failed || self.eof,
+        }
     }
 
     /// The close frame the peer sent, once received (`Some(None)`: it had no status code).
     pub fn peer_close(&self) -> Option<&Option<crate::frame::CloseFrame>> {
-        todo!()
+        self.peer_close.as_ref()
     }
+}
+
+/// Input: frame parsing, reassembly and the peer's control frames.
+impl Connection {
+    fn input_finished(&self) -> bool {
+        // §5.5.1: after the peer's close, nothing it sends is meaningful; after a failure or
+        // EOF there is no connection left to feed.
+        self.failed || self.eof || self.peer_close.is_some()
+    }
+
+    fn process(&mut self, mut data: &[u8]) -> Result<(), ProtocolError> {
+        while !data.is_empty() && self.peer_close.is_none() {
+            let used = match self.frame {
+                None => self.read_header(data)?,
+                Some(frame) => self.read_payload(frame, data)?,
+            };
+            data = data.get(used..).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Consume header bytes from the start of `data`; returns how many were used.
+    fn read_header(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
+        if self.header_len == 0 {
+            // The common case: the whole header is in `data`, decode it in place.
+            if let Some((header, len)) = FrameHeader::decode(data)? {
+                self.start_frame(header)?;
+                return Ok(len);
+            }
+        }
+        // A header split across reads: gather it, 14 bytes at most.
+        let have = usize::from(self.header_len);
+        let take = (MAX_HEADER_LEN - have).min(data.len());
+        self.header[have..have + take].copy_from_slice(&data[..take]);
+        match FrameHeader::decode(&self.header[..have + take])? {
+            Some((header, len)) => {
+                self.header_len = 0;
+                self.start_frame(header)?;
+                // `have` bytes were a proper prefix, so the header ends inside this piece.
+                Ok(len.saturating_sub(have))
+            }
+            None => {
+                // Cannot truncate: at most MAX_HEADER_LEN.
+                self.header_len = (have + take) as u8;
+                Ok(take)
+            }
+        }
+    }
+
+    /// Check a complete header against the role, the state and the limits, before any of its
+    /// payload is read or stored.
+    fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings".
+        if header.rsv & !self.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        // §5.1: a server MUST close on an unmasked frame, a client on a masked one.
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        let is_control = header.opcode.is_control();
+        if is_control {
+            // §5.5: control frames MUST have a payload of 125 bytes or less and MUST NOT be
+            // fragmented.
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if header.payload_len > to_u64(MAX_CONTROL_PAYLOAD) {
+                return Err(ProtocolError::ControlFrameTooLong);
+            }
+        } else {
+            // §5.4: continuation frames continue a message; a new message waits for the end of
+            // the previous one.
+            match (header.opcode, self.message.in_progress()) {
+                (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Text | OpCode::Binary, true) => {
+                    return Err(ProtocolError::ExpectedContinuation)
+                }
+                _ => {}
+            }
+        }
+        // §10.4: limits are decided from the announced length, before allocating anything.
+        if header.payload_len > to_u64(self.config.max_frame_size) {
+            return Err(ProtocolError::FrameTooLarge);
+        }
+        if is_control {
+            self.control_len = 0;
+        } else {
+            self.message
+                .check_frame(header.payload_len, self.config.max_message_size)?;
+            match header.opcode {
+                OpCode::Text => self.message.start(DataKind::Text),
+                OpCode::Binary => self.message.start(DataKind::Binary),
+                _ => {}
+            }
+        }
+        let frame = IncomingFrame {
+            opcode: header.opcode,
+            fin: header.fin,
+            mask: header.mask,
+            mask_offset: 0,
+            remaining: header.payload_len,
+        };
+        if frame.remaining == 0 {
+            self.end_frame(frame)
+        } else {
+            self.frame = Some(frame);
+            Ok(())
+        }
+    }
+
+    /// Consume payload bytes of `frame` from the start of `data`; returns how many were used.
+    fn read_payload(
+        &mut self,
+        mut frame: IncomingFrame,
+        data: &[u8],
+    ) -> Result<usize, ProtocolError> {
+        let take = usize::try_from(frame.remaining).map_or(data.len(), |r| r.min(data.len()));
+        let piece = &data[..take];
+        if frame.opcode.is_control() {
+            let have = usize::from(self.control_len);
+            // The header check bounds the whole payload by MAX_CONTROL_PAYLOAD.
+            let Some(dest) = self.control.get_mut(have..have + take) else {
+                return Err(ProtocolError::ControlFrameTooLong);
+            };
+            dest.copy_from_slice(piece);
+            if let Some(key) = frame.mask {
+                frame.mask_offset = apply_mask(dest, key, frame.mask_offset);
+            }
+            // Cannot truncate: at most MAX_CONTROL_PAYLOAD.
+            self.control_len = (have + take) as u8;
+        } else {
+            let final_remaining = frame.fin.then_some(frame.remaining);
+            self.message
+                .push(piece, final_remaining, frame.mask, &mut frame.mask_offset)?;
+        }
+        frame.remaining -= to_u64(take);
+        if frame.remaining == 0 {
+            self.frame = None;
+            self.end_frame(frame)?;
+        } else {
+            self.frame = Some(frame);
+        }
+        Ok(take)
+    }
+
+    /// The whole payload of `frame` has arrived.
+    fn end_frame(&mut self, frame: IncomingFrame) -> Result<(), ProtocolError> {
+        self.frame = None;
+        if !frame.opcode.is_control() {
+            if frame.fin {
+                let event = self.message.finish()?;
+                self.events.push_back(event);
+            }
+            return Ok(());
+        }
+        // A copy (at most 125 bytes) so the payload can be answered while `self` is borrowed.
+        let control = self.control;
+        let payload = control
+            .get(..usize::from(self.control_len))
+            .unwrap_or_default();
+        match frame.opcode {
+            OpCode::Ping => {
+                // §5.5.2: answer with a pong carrying the same payload, unless our close is
+                // already sent (§5.5.1: nothing follows it).
+                if !self.close_sent {
+                    self.write_frame(true, OpCode::Pong, payload);
+                }
+                self.events
+                    .push_back(Event::Ping(Bytes::copy_from_slice(payload)));
+            }
+            // §5.5.3: an unsolicited pong needs no answer.
+            OpCode::Pong => self
+                .events
+                .push_back(Event::Pong(Bytes::copy_from_slice(payload))),
+            OpCode::Close => self.receive_close(payload)?,
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {}
+        }
+        Ok(())
+    }
+
+    fn receive_close(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let close = CloseFrame::parse(payload)?;
+        if !self.close_sent {
+            // §5.5.1: answer with a close, "typically echoing the status code it received";
+            // a close without a code is answered without one.
+            self.write_close(close.as_ref().map(|c| (c.code, "")));
+        }
+        // A message cut short by the close is never delivered.
+        self.message.clear();
+        self.peer_close = Some(close.clone());
+        self.events.push_back(Event::Close(close));
+        Ok(())
+    }
+
+    /// Fail the connection (§7.1.7): queue the close frame for `err` unless ours was already
+    /// sent, and stop reading.
+    fn fail(&mut self, err: ProtocolError) {
+        self.failed = true;
+        self.frame = None;
+        self.header_len = 0;
+        self.message.clear();
+        let code = err.close_code();
+        // 1006 (the transport ended) is never sent on the wire (§7.4.1).
+        if !self.close_sent && code.is_sendable() {
+            let reason = err.to_string();
+            self.write_close(Some((code, truncate_at_char(&reason, MAX_CLOSE_REASON))));
+        }
+    }
+}
+
+/// Output: framing, masking and the output buffer.
+impl Connection {
+    fn check_can_send_data(&self) -> Result<(), ApiMisuse> {
+        // §5.5.1: nothing is sent after our close frame.
+        if self.close_sent || self.failed {
+            Err(ApiMisuse::AlreadyClosing)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), ApiMisuse> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(ApiMisuse::ControlPayloadTooLong);
+        }
+        self.check_can_send_data()?;
+        self.write_frame(true, opcode, payload);
+        Ok(())
+    }
+
+    /// Queue our close frame (`None`: without a status code) and stop sending.
+    fn write_close(&mut self, close: Option<(CloseCode, &str)>) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let len = match close {
+            None => 0,
+            Some((code, reason)) => {
+                let reason = truncate_at_char(reason, MAX_CLOSE_REASON);
+                payload[..2].copy_from_slice(&code.0.to_be_bytes());
+                payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                2 + reason.len()
+            }
+        };
+        self.write_frame(true, OpCode::Close, &payload[..len]);
+        self.close_sent = true;
+        self.sending = None;
+    }
+
+    /// Queue a data message or fragment, split into frames of at most `max_send_frame_size`.
+    fn write_message(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
+        let max = self.config.max_send_frame_size.max(1);
+        let mut opcode = opcode;
+        let mut rest = data;
+        loop {
+            let (chunk, tail) = rest.split_at(rest.len().min(max));
+            self.write_frame(fin && tail.is_empty(), opcode, chunk);
+            if tail.is_empty() {
+                return;
+            }
+            opcode = OpCode::Continuation;
+            rest = tail;
+        }
+    }
+
+    /// Queue one frame: header, then the payload copied once and masked in place.
+    fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
+        let mask = self.role.masks_outgoing().then(|| {
+            let mut key = [0u8; 4];
+            self.rng.fill(&mut key);
+            key
+        });
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: to_u64(payload.len()),
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        self.compact_output();
+        self.out.reserve(head_len + payload.len());
+        self.out.extend_from_slice(&head[..head_len]);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.out[start..], key, 0);
+        }
+    }
+
+    /// Drop written bytes from the front once they outweigh the unwritten ones, so a transport
+    /// that writes a little at a time does not make the buffer grow without bound.
+    fn compact_output(&mut self) {
+        if self.out_pos > 0 && self.out_pos >= self.out.len() - self.out_pos {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+    }
+}
+
+/// The OS random source read on demand, without a buffer (zero-sized, so boxing it allocates
+/// nothing). For roles that never mask.
+struct UnbufferedOsRandom;
+
+impl RandomSource for UnbufferedOsRandom {
+    fn fill(&mut self, dest: &mut [u8]) {
+        // Invariant: a failing OS CSPRNG leaves no safe fallback (as in `OsRandom`).
+        getrandom::fill(dest).expect("operating system random source failed");
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
 }

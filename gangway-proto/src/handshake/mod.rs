@@ -12,6 +12,7 @@
 //! The outcome is a [`Negotiated`], from which a [`Connection`](crate::Connection) is built.
 
 pub mod client;
+mod head;
 mod key;
 mod negotiate;
 pub mod server;

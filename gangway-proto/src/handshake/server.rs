@@ -1,7 +1,36 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
+//!
+//! ```
+//! use gangway_proto::handshake::{select_protocol, server, Parsed};
+//!
+//! let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+//!     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+//!     Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
+//! let Parsed::Complete(req, head_len) = server::parse_request(request, 16 * 1024).unwrap() else {
+//!     unreachable!("the whole head is there");
+//! };
+//! assert_eq!(head_len, request.len()); // later bytes would be WebSocket frames
+//! let response = match server::check_request(&req) {
+//!     Ok(offer) => {
+//!         let supported = ["chat".to_string()];
+//!         server::accept(&offer, select_protocol(&supported, &offer.protocols), &[])
+//!     }
+//!     Err(err) => server::reject(&err),
+//! };
+//! assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+//! ```
+
+use std::fmt::Write as _;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
 
 use crate::error::HandshakeError;
-use crate::handshake::{ExtensionOffer, Parsed};
+use crate::handshake::head::{self, MAX_HEADERS};
+use crate::handshake::negotiate::is_token;
+use crate::handshake::{
+    accept_key, header_tokens, is_valid_key, parse_extensions, ExtensionOffer, Parsed,
+};
 
 /// What a valid upgrade request offered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,61 +48,1018 @@ pub struct ClientOffer {
 
 /// Parse a request head received so far (HTTP/1.1, `httparse`).
 ///
+/// Call it again with everything received so far whenever more bytes arrive; the head may come a
+/// byte at a time. [`Parsed::Complete`] carries the request and the length of its head: the bytes
+/// after it are not part of the head (a client may pipeline frames right behind it) and stay the
+/// caller's, to be fed to the connection. Every header line is kept, in order, duplicates
+/// included, for [`check_request`] to judge.
+///
 /// # Errors
 ///
-/// [`HandshakeError::HeadTooLarge`] once more than `max_head_size` bytes hold no complete head,
+/// [`HandshakeError::HeadTooLarge`] once more than `max_head_size` bytes hold no complete head
+/// (or the head has more than 100 header lines),
 /// [`HandshakeError::MalformedHttp`] for bytes that are not an HTTP request.
 pub fn parse_request(
     buf: &[u8],
     max_head_size: usize,
 ) -> Result<Parsed<http::Request<()>>, HandshakeError> {
-    let _ = (buf, max_head_size);
-    todo!()
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(head::limited(buf, max_head_size)) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return head::partial(buf, max_head_size),
+        Err(e) => return Err(head::parse_error(e)),
+    };
+    // `httparse` fills every field of a complete head; the fallbacks are never taken.
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| HandshakeError::MalformedHttp("invalid method"))?;
+    let uri = http::Uri::try_from(parsed.path.unwrap_or_default())
+        .map_err(|_| HandshakeError::MalformedHttp("invalid request target"))?;
+    let mut req = http::Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = head::version(parsed.version);
+    *req.headers_mut() = head::header_map(parsed.headers)?;
+    Ok(Parsed::Complete(req, head_len))
 }
 
 /// Whether the request asks for a WebSocket upgrade at all (an `Upgrade` header naming
 /// `websocket`). A server that also serves plain HTTP answers other requests itself; requests
 /// that return `true` go to [`check_request`].
 pub fn is_upgrade_request(req: &http::Request<()>) -> bool {
-    let _ = req;
-    todo!()
+    has_token(req.headers(), header::UPGRADE, b"websocket")
 }
 
 /// Check everything RFC 6455 §4.2.1 requires of the request.
 ///
+/// The checks run in the order of §4.2.1 and the first failure is returned. The `Origin` header
+/// is reported in the [`ClientOffer`], not judged: whether to accept it is the caller's policy
+/// (§10.2), answered with [`HandshakeError::OriginRefused`].
+///
 /// # Errors
 ///
-/// The first failure: method not GET (405), HTTP before 1.1, `Host` absent or repeated,
-/// `Upgrade` without `websocket` or `Connection` without `upgrade` (token lists across all lines,
-/// case-insensitive), `Sec-WebSocket-Key` absent, repeated or not 16 bytes in base64,
-/// `Sec-WebSocket-Version` absent or repeated (400) or not 13 (426), a repeated
-/// `Sec-WebSocket-Protocol`-style header that must appear once, malformed extensions.
+/// The first failure: method not GET (405), HTTP before 1.1 or a request target that is neither
+/// an absolute path nor an absolute URI, `Host` absent or repeated, `Upgrade` without `websocket`
+/// or `Connection` without `upgrade` (token lists across all lines, case-insensitive),
+/// `Sec-WebSocket-Key` absent, repeated or not 16 bytes in base64, `Sec-WebSocket-Version` absent
+/// or repeated (400) or not 13 ([`HandshakeError::UnsupportedVersion`], 426), `Origin` repeated,
+/// a `Sec-WebSocket-Protocol` element that is not a token, malformed `Sec-WebSocket-Extensions`
+/// (all 400).
 pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeError> {
-    let _ = req;
-    todo!()
+    // §4.2.1 item 1: "An HTTP/1.1 or higher GET request, including a Request-URI".
+    if req.method() != Method::GET {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if req.version() < Version::HTTP_11 {
+        return Err(HandshakeError::UnsupportedHttpVersion);
+    }
+    // The resource name is an absolute path, or comes inside an absolute URI (§3, §4.2.1 item 1).
+    if !req.uri().path().starts_with('/') {
+        return Err(HandshakeError::MalformedHttp(
+            "request target is not an absolute path or uri",
+        ));
+    }
+    let headers = req.headers();
+    // Item 2: a |Host| header field. RFC 7230 §5.4: exactly one, with a valid value, else 400;
+    // RFC 6455 §4.1 item 4: the value is the host, optionally with ":" and the port.
+    let host = single(headers, header::HOST, "Host")?;
+    if !is_host(host.as_bytes()) {
+        return Err(HandshakeError::InvalidHeader(
+            "Host",
+            "not a host with an optional port",
+        ));
+    }
+    // Item 3: an |Upgrade| header field containing the value "websocket".
+    required_token(headers, header::UPGRADE, "Upgrade", b"websocket")?;
+    // Item 4: a |Connection| header field that includes the token "Upgrade".
+    required_token(headers, header::CONNECTION, "Connection", b"upgrade")?;
+    // Item 5: a |Sec-WebSocket-Key| that, base64-decoded, is 16 bytes long.
+    let key = single(headers, header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key")?;
+    if !is_valid_key(key.as_bytes()) {
+        return Err(HandshakeError::InvalidHeader(
+            "Sec-WebSocket-Key",
+            "not 16 bytes in base64",
+        ));
+    }
+    // Item 6: |Sec-WebSocket-Version| 13; another version gets 426 and the versions we speak
+    // (§4.2.2 item 4, see `reject`).
+    let version = single(
+        headers,
+        header::SEC_WEBSOCKET_VERSION,
+        "Sec-WebSocket-Version",
+    )?;
+    if version.as_bytes().trim_ascii() != b"13" {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    // Item 7: |Origin| is optional. Two of them would let a policy judge one and miss the other.
+    let origin = optional_single(headers, header::ORIGIN, "Origin")?
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // Item 8: subprotocols, a list of tokens that may span several lines (§11.3.4).
+    let protocols = header_tokens(headers, "sec-websocket-protocol")
+        .map(|t| {
+            if is_token(t) {
+                Ok(String::from_utf8_lossy(t).into_owned())
+            } else {
+                Err(HandshakeError::InvalidHeader(
+                    "Sec-WebSocket-Protocol",
+                    "element is not a token",
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Item 9: extensions, in the §9.1 grammar.
+    let extensions = parse_extensions(headers)
+        .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
+    Ok(ClientOffer {
+        // A valid key is base64, hence ASCII: the conversion is exact.
+        key: String::from_utf8_lossy(key.as_bytes().trim_ascii()).into_owned(),
+        protocols,
+        extensions,
+        origin,
+    })
 }
 
 /// The `101 Switching Protocols` response accepting `offer`, with the selected subprotocol and the
 /// accepted extensions (already validated by the caller against the offer), ready to write.
+///
+/// `protocol` must be a token; one chosen with [`select_protocol`](super::select_protocol) from
+/// the offer's list always is. Extension names and parameter names must be tokens (as those from
+/// [`parse_extensions`] are); parameter values that are not tokens are sent as quoted strings.
 pub fn accept(
     offer: &ClientOffer,
     protocol: Option<&str>,
     extensions: &[ExtensionOffer],
 ) -> Vec<u8> {
-    let _ = (offer, protocol, extensions);
-    todo!()
+    // §4.2.2 item 5: status 101, Upgrade, Connection, and the accept value for the key.
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n",
+        accept_key(offer.key.as_bytes())
+    );
+    if let Some(p) = protocol {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    if !extensions.is_empty() {
+        out.push_str("Sec-WebSocket-Extensions: ");
+        for (i, e) in extensions.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{e}");
+        }
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
 }
 
 /// The response refusing a request for `err`: its [`HandshakeError::status`], a short plain-text
 /// body naming the reason, `Connection: close`, and for 426 `Sec-WebSocket-Version: 13`.
+///
+/// A 426 also carries `Upgrade: websocket` (RFC 7231 §6.5.15), hence `Connection: Upgrade, close`
+/// (RFC 7230 §6.7); a 405 carries `Allow: GET` (RFC 7231 §6.5.5).
 pub fn reject(err: &HandshakeError) -> Vec<u8> {
-    let _ = err;
-    todo!()
+    let status = err.status();
+    let body = format!("{err}\n");
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    match status {
+        // §4.2.2 item 4: the versions the server understands.
+        426 => out.push_str(
+            "Connection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        ),
+        405 => out.push_str("Connection: close\r\nAllow: GET\r\n"),
+        _ => out.push_str("Connection: close\r\n"),
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
 }
 
 /// Serialize an HTTP/1.1 response head and body (for servers that answer plain requests too,
 /// e.g. a page at `/`). `Content-Length` is added when absent.
+///
+/// The status line always says `HTTP/1.1` with the status's canonical reason phrase. Header
+/// lines keep the map's order, duplicates included, with names written in the usual
+/// capitalization (`Content-Type`). No `Content-Length` is added to a 1xx, 204 or 304 response,
+/// which has no body (RFC 7230 §3.3.2), nor next to a `Transfer-Encoding`; `body` is written as
+/// given.
 pub fn encode_response(response: &http::Response<()>, body: &[u8]) -> Vec<u8> {
-    let _ = (response, body);
-    todo!()
+    let status = response.status();
+    let mut out = Vec::with_capacity(64 + 64 * response.headers().len() + body.len());
+    let status_line = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        reason_phrase(status.as_u16())
+    );
+    out.extend_from_slice(status_line.as_bytes());
+    for (name, value) in response.headers() {
+        write_name(&mut out, name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodyless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framed = response.headers().contains_key(header::CONTENT_LENGTH)
+        || response.headers().contains_key(header::TRANSFER_ENCODING);
+    if !bodyless && !framed {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// `name` as usually written: each dash-separated word capitalized.
+fn write_name(out: &mut Vec<u8>, name: &HeaderName) {
+    let mut start = true;
+    for &b in name.as_str().as_bytes() {
+        out.push(if start { b.to_ascii_uppercase() } else { b });
+        start = b == b'-';
+    }
+}
+
+/// Whether a `Host` value is `host [ ":" port ]` (RFC 7230 §5.4, RFC 3986 §3.2.2), without
+/// the user info an authority may otherwise carry.
+fn is_host(value: &[u8]) -> bool {
+    !value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok()
+}
+
+/// The canonical reason phrase, or an empty one (the status line keeps its space).
+fn reason_phrase(status: u16) -> &'static str {
+    StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+/// Whether any element of the `name` token lists, over all lines, is `token` (ASCII
+/// case-insensitive).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
+    header_tokens(headers, name.as_str()).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// A header that must be present and contain `token`.
+fn required_token(
+    headers: &HeaderMap,
+    name: HeaderName,
+    display: &'static str,
+    token: &[u8],
+) -> Result<(), HandshakeError> {
+    if !headers.contains_key(&name) {
+        return Err(HandshakeError::MissingHeader(display));
+    }
+    if !has_token(headers, name, token) {
+        return Err(HandshakeError::InvalidHeader(
+            display,
+            if token == b"websocket" {
+                "no websocket token"
+            } else {
+                "no upgrade token"
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// The value of a header that must appear exactly once.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: HeaderName,
+    display: &'static str,
+) -> Result<&'a HeaderValue, HandshakeError> {
+    optional_single(headers, name, display)?.ok_or(HandshakeError::MissingHeader(display))
+}
+
+/// The value of a header that may appear at most once.
+fn optional_single<'a>(
+    headers: &'a HeaderMap,
+    name: HeaderName,
+    display: &'static str,
+) -> Result<Option<&'a HeaderValue>, HandshakeError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(HandshakeError::DuplicateHeader(display));
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_MAX_HEAD_SIZE;
+    use crate::handshake::select_protocol;
+
+    /// The opening handshake request of RFC 6455 §1.3.
+    const RFC_REQUEST: &str = "GET /chat HTTP/1.1\r\n\
+        Host: server.example.com\r\n\
+        Upgrade: websocket\r\n\
+        Connection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\
+        \r\n";
+
+    /// A valid request with `extra` header lines (each ending in CRLF) added, and `drop`ped
+    /// header names removed.
+    fn request_with(drop: &[&str], extra: &str) -> String {
+        let mut out = String::from("GET /chat HTTP/1.1\r\n");
+        for line in RFC_REQUEST.split("\r\n").skip(1) {
+            let name = line.split(':').next().unwrap_or_default();
+            if line.is_empty() || drop.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        out.push_str(extra);
+        out.push_str("\r\n");
+        out
+    }
+
+    fn parse(head: &str) -> http::Request<()> {
+        match parse_request(head.as_bytes(), DEFAULT_MAX_HEAD_SIZE) {
+            Ok(Parsed::Complete(req, n)) => {
+                assert_eq!(n, head.len());
+                req
+            }
+            other => panic!("not a complete request: {other:?}"),
+        }
+    }
+
+    fn check(head: &str) -> Result<ClientOffer, HandshakeError> {
+        check_request(&parse(head))
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn rfc_6455_example_request_is_accepted_with_the_example_response() {
+        let offer = check(RFC_REQUEST).unwrap();
+        assert_eq!(offer.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(offer.protocols, ["chat", "superchat"]);
+        assert_eq!(offer.extensions, []);
+        assert_eq!(offer.origin.as_deref(), Some("http://example.com"));
+        let supported = ["chat".to_string()];
+        let selected = select_protocol(&supported, &offer.protocols);
+        assert_eq!(
+            text(&accept(&offer, selected, &[])),
+            "HTTP/1.1 101 Switching Protocols\r\n\
+             Upgrade: websocket\r\n\
+             Connection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: chat\r\n\
+             \r\n"
+        );
+    }
+
+    #[test]
+    fn parsed_request_keeps_method_target_version_and_every_header_line() {
+        let req = parse(&request_with(&[], "X-A: 1\r\nx-a: 2\r\n"));
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/chat");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "server.example.com");
+        let xa: Vec<_> = req.headers().get_all("x-a").iter().collect();
+        assert_eq!(xa, ["1", "2"]);
+        assert_eq!(req.headers().len(), 9);
+    }
+
+    #[test]
+    fn request_arriving_one_byte_at_a_time() {
+        let bytes = RFC_REQUEST.as_bytes();
+        for end in 0..bytes.len() {
+            assert!(
+                matches!(
+                    parse_request(&bytes[..end], DEFAULT_MAX_HEAD_SIZE),
+                    Ok(Parsed::Partial)
+                ),
+                "after {end} bytes"
+            );
+        }
+        match parse_request(bytes, DEFAULT_MAX_HEAD_SIZE) {
+            Ok(Parsed::Complete(req, n)) => {
+                assert_eq!(n, bytes.len());
+                assert!(check_request(&req).is_ok());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pipelined_frame_after_the_head_is_left_to_the_caller() {
+        let mut bytes = RFC_REQUEST.as_bytes().to_vec();
+        // A masked text frame "Hi", sent right behind the head.
+        let frame = [0x81, 0x82, 1, 2, 3, 4, b'H' ^ 1, b'i' ^ 2];
+        bytes.extend_from_slice(&frame);
+        match parse_request(&bytes, DEFAULT_MAX_HEAD_SIZE) {
+            Ok(Parsed::Complete(_, n)) => {
+                assert_eq!(n, RFC_REQUEST.len());
+                assert_eq!(&bytes[n..], frame);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn head_over_the_limit_gets_431() {
+        let head = RFC_REQUEST.as_bytes();
+        // Complete but longer than the limit.
+        assert_eq!(
+            parse_request(head, head.len() - 1).unwrap_err(),
+            (HandshakeError::HeadTooLarge)
+        );
+        // Exactly at the limit is fine, with or without pipelined bytes behind it.
+        assert!(matches!(
+            parse_request(head, head.len()),
+            Ok(Parsed::Complete(_, n)) if n == head.len()
+        ));
+        let mut more = head.to_vec();
+        more.extend_from_slice(b"\x81\x80xxxx");
+        assert!(matches!(
+            parse_request(&more, head.len()),
+            Ok(Parsed::Complete(_, n)) if n == head.len()
+        ));
+        // Still partial and already longer than the limit.
+        let partial = &head[..head.len() - 2];
+        assert!(matches!(
+            parse_request(&partial[..100], 100),
+            Ok(Parsed::Partial)
+        ));
+        assert_eq!(
+            parse_request(&partial[..101], 100).unwrap_err(),
+            (HandshakeError::HeadTooLarge)
+        );
+        // A head that never ends.
+        let mut endless = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        endless.resize(DEFAULT_MAX_HEAD_SIZE + 1, b'a');
+        assert_eq!(
+            parse_request(&endless, DEFAULT_MAX_HEAD_SIZE).unwrap_err(),
+            (HandshakeError::HeadTooLarge)
+        );
+        let response = reject(&HandshakeError::HeadTooLarge);
+        assert!(text(&response).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+    }
+
+    #[test]
+    fn too_many_header_lines_get_431() {
+        // The request has 7 lines of its own.
+        let ok = request_with(&[], &"X-Pad: 1\r\n".repeat(MAX_HEADERS - 7));
+        assert_eq!(parse(&ok).headers().len(), MAX_HEADERS);
+        assert!(check(&ok).is_ok());
+        let many = request_with(&[], &"X-Pad: 1\r\n".repeat(MAX_HEADERS - 6));
+        assert_eq!(
+            parse_request(many.as_bytes(), DEFAULT_MAX_HEAD_SIZE).unwrap_err(),
+            (HandshakeError::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn malformed_heads_get_400() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                "invalid token",
+            ),
+            (b"GET / HTTP/2.0\r\n\r\n", "invalid http version"),
+            (
+                b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                "invalid header name",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+                "invalid header value",
+            ),
+            (b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", "invalid header value"),
+            (b"GET /\x7f HTTP/1.1\r\n\r\n", "invalid token"),
+            (
+                b"GET / HTTP/1.1\r\n folded: x\r\n\r\n",
+                "invalid header name",
+            ),
+        ];
+        for (bytes, why) in cases {
+            let err = parse_request(bytes, DEFAULT_MAX_HEAD_SIZE).unwrap_err();
+            assert_eq!(err, HandshakeError::MalformedHttp(why), "{bytes:?}");
+            assert_eq!(err.status(), 400);
+        }
+        let response = reject(&HandshakeError::MalformedHttp("invalid token"));
+        assert!(text(&response).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+    }
+
+    #[test]
+    fn request_target_must_be_a_path_or_an_absolute_uri() {
+        let star = RFC_REQUEST.replacen("/chat", "*", 1);
+        assert_eq!(
+            check(&star),
+            Err(HandshakeError::MalformedHttp(
+                "request target is not an absolute path or uri"
+            ))
+        );
+        let authority = RFC_REQUEST.replacen("/chat", "example.com:80", 1);
+        assert!(check(&authority).is_err());
+        let absolute = RFC_REQUEST.replacen("/chat", "ws://server.example.com/chat?x=1", 1);
+        assert!(check(&absolute).is_ok());
+    }
+
+    #[test]
+    fn method_other_than_get_gets_405_with_allow() {
+        let post = RFC_REQUEST.replacen("GET", "POST", 1);
+        let err = check(&post).unwrap_err();
+        assert_eq!(err, HandshakeError::MethodNotAllowed);
+        assert_eq!(err.status(), 405);
+        let body = "method not allowed, expected GET\n";
+        assert_eq!(
+            text(&reject(&err)),
+            format!(
+                "HTTP/1.1 405 Method Not Allowed\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\n\
+                 Connection: close\r\n\
+                 Allow: GET\r\n\
+                 \r\n{body}",
+                body.len()
+            )
+        );
+    }
+
+    #[test]
+    fn http_1_0_is_refused() {
+        let old = RFC_REQUEST.replacen("HTTP/1.1", "HTTP/1.0", 1);
+        let err = check(&old).unwrap_err();
+        assert_eq!(err, HandshakeError::UnsupportedHttpVersion);
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn host_must_appear_exactly_once() {
+        assert_eq!(
+            check(&request_with(&["host"], "")),
+            Err(HandshakeError::MissingHeader("Host"))
+        );
+        assert_eq!(
+            check(&request_with(&[], "Host: other.example\r\n")),
+            Err(HandshakeError::DuplicateHeader("Host"))
+        );
+    }
+
+    #[test]
+    fn host_must_be_a_host_with_an_optional_port() {
+        for host in [
+            "127.0.0.1:9001",
+            "[::1]:9001",
+            "[::1]",
+            "example.com",
+            "EXAMPLE.com:80",
+        ] {
+            let head = request_with(&["host"], &format!("Host: {host}\r\n"));
+            assert!(check(&head).is_ok(), "{host}");
+        }
+        for host in [
+            "",
+            "a b",
+            "user@example.com",
+            "example.com/path",
+            "[::1",
+            "a:b:c",
+        ] {
+            let head = request_with(&["host"], &format!("Host: {host}\r\n"));
+            assert_eq!(
+                check(&head),
+                Err(HandshakeError::InvalidHeader(
+                    "Host",
+                    "not a host with an optional port"
+                )),
+                "{host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn upgrade_and_connection_tokens_across_lines_and_case() {
+        let spread = request_with(
+            &["upgrade", "connection"],
+            "Upgrade: h2c\r\nConnection: keep-alive\r\nupgrade: WebSocket\r\n\
+             CONNECTION: close, UPGRADE\r\n",
+        );
+        assert!(check(&spread).is_ok());
+        let listed = request_with(
+            &["upgrade", "connection"],
+            "Upgrade: foo/2, WEBSOCKET\r\nConnection: keep-alive, Upgrade\r\n",
+        );
+        assert!(check(&listed).is_ok());
+        assert!(is_upgrade_request(&parse(&listed)));
+    }
+
+    #[test]
+    fn upgrade_without_websocket_is_refused() {
+        assert_eq!(
+            check(&request_with(&["upgrade"], "")),
+            Err(HandshakeError::MissingHeader("Upgrade"))
+        );
+        let err = check(&request_with(&["upgrade"], "Upgrade: h2c, websockets\r\n")).unwrap_err();
+        assert_eq!(
+            err,
+            HandshakeError::InvalidHeader("Upgrade", "no websocket token")
+        );
+        assert_eq!(err.status(), 400);
+        assert_eq!(
+            err.to_string(),
+            "invalid Upgrade header: no websocket token"
+        );
+    }
+
+    #[test]
+    fn connection_without_upgrade_is_refused() {
+        assert_eq!(
+            check(&request_with(&["connection"], "")),
+            Err(HandshakeError::MissingHeader("Connection"))
+        );
+        assert_eq!(
+            check(&request_with(&["connection"], "Connection: keep-alive\r\n")),
+            Err(HandshakeError::InvalidHeader(
+                "Connection",
+                "no upgrade token"
+            ))
+        );
+        // A token is compared whole, not as a substring.
+        assert_eq!(
+            check(&request_with(&["connection"], "Connection: upgraded\r\n")),
+            Err(HandshakeError::InvalidHeader(
+                "Connection",
+                "no upgrade token"
+            ))
+        );
+    }
+
+    #[test]
+    fn plain_requests_are_not_upgrade_requests() {
+        let plain = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n";
+        assert!(!is_upgrade_request(&parse(plain)));
+        assert!(!is_upgrade_request(&parse(
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        )));
+        assert!(is_upgrade_request(&parse(RFC_REQUEST)));
+    }
+
+    #[test]
+    fn key_must_be_16_bytes_of_base64_exactly_once() {
+        assert_eq!(
+            check(&request_with(&["sec-websocket-key"], "")),
+            Err(HandshakeError::MissingHeader("Sec-WebSocket-Key"))
+        );
+        assert_eq!(
+            check(&request_with(
+                &[],
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            )),
+            Err(HandshakeError::DuplicateHeader("Sec-WebSocket-Key"))
+        );
+        let invalid = HandshakeError::InvalidHeader("Sec-WebSocket-Key", "not 16 bytes in base64");
+        for key in [
+            "0123456789abcdef", // 16 printable characters are not 16 bytes
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZSE=",
+            "dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==",
+            "",
+        ] {
+            let head = request_with(
+                &["sec-websocket-key"],
+                &format!("Sec-WebSocket-Key: {key}\r\n"),
+            );
+            assert_eq!(check(&head), Err(invalid.clone()), "{key:?}");
+        }
+        // Surrounding whitespace is not part of the key.
+        let padded = request_with(
+            &["sec-websocket-key"],
+            "Sec-WebSocket-Key: \t dGhlIHNhbXBsZSBub25jZQ== \t\r\n",
+        );
+        assert_eq!(check(&padded).unwrap().key, "dGhlIHNhbXBsZSBub25jZQ==");
+    }
+
+    #[test]
+    fn version_must_appear_once_and_be_13() {
+        assert_eq!(
+            check(&request_with(&["sec-websocket-version"], "")),
+            Err(HandshakeError::MissingHeader("Sec-WebSocket-Version"))
+        );
+        let dup = check(&request_with(&[], "Sec-WebSocket-Version: 13\r\n")).unwrap_err();
+        assert_eq!(
+            dup,
+            HandshakeError::DuplicateHeader("Sec-WebSocket-Version")
+        );
+        assert_eq!(dup.status(), 400);
+        for v in ["8", "14", "13, 8", ""] {
+            let head = request_with(
+                &["sec-websocket-version"],
+                &format!("Sec-WebSocket-Version: {v}\r\n"),
+            );
+            assert_eq!(
+                check(&head),
+                Err(HandshakeError::UnsupportedVersion),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_version_gets_426_naming_version_13() {
+        let err = HandshakeError::UnsupportedVersion;
+        assert_eq!(err.status(), 426);
+        let body = "unsupported Sec-WebSocket-Version, expected 13\n";
+        assert_eq!(
+            text(&reject(&err)),
+            format!(
+                "HTTP/1.1 426 Upgrade Required\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\n\
+                 Connection: Upgrade, close\r\n\
+                 Upgrade: websocket\r\n\
+                 Sec-WebSocket-Version: 13\r\n\
+                 \r\n{body}",
+                body.len()
+            )
+        );
+    }
+
+    #[test]
+    fn reject_answers_400_with_the_reason_as_body() {
+        let err = HandshakeError::DuplicateHeader("Sec-WebSocket-Key");
+        let response = reject(&err);
+        let body = "duplicate Sec-WebSocket-Key header\n";
+        assert_eq!(
+            text(&response),
+            format!(
+                "HTTP/1.1 400 Bad Request\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\n\
+                 Connection: close\r\n\
+                 \r\n{body}",
+                body.len()
+            )
+        );
+        assert!(
+            text(&reject(&HandshakeError::OriginRefused)).starts_with("HTTP/1.1 403 Forbidden\r\n")
+        );
+    }
+
+    #[test]
+    fn subprotocols_are_collected_across_lines_in_order() {
+        let head = request_with(
+            &["sec-websocket-protocol"],
+            "Sec-WebSocket-Protocol: chat, , superchat\r\nSec-WebSocket-Protocol: v2.json\r\n",
+        );
+        let offer = check(&head).unwrap();
+        assert_eq!(offer.protocols, ["chat", "superchat", "v2.json"]);
+        let none = check(&request_with(&["sec-websocket-protocol"], "")).unwrap();
+        assert!(none.protocols.is_empty());
+    }
+
+    #[test]
+    fn subprotocol_selection_is_the_servers_first_offered_choice() {
+        let offer = check(RFC_REQUEST).unwrap();
+        let supported = ["chat".to_string()];
+        let chat = select_protocol(&supported, &offer.protocols);
+        assert_eq!(chat, Some("chat"));
+        let response = text(&accept(&offer, chat, &[])).to_owned();
+        assert!(response.contains("\r\nSec-WebSocket-Protocol: chat\r\n"));
+        // Nothing in common: no header, and still an acceptance.
+        let other = ["mqtt".to_string()];
+        let none = select_protocol(&other, &offer.protocols);
+        assert_eq!(none, None);
+        let response = text(&accept(&offer, none, &[])).to_owned();
+        assert!(response.starts_with("HTTP/1.1 101 "));
+        assert!(!response
+            .to_ascii_lowercase()
+            .contains("sec-websocket-protocol"));
+    }
+
+    #[test]
+    fn subprotocol_that_is_not_a_token_gets_400() {
+        let head = request_with(
+            &["sec-websocket-protocol"],
+            "Sec-WebSocket-Protocol: chat, super chat\r\n",
+        );
+        assert_eq!(
+            check(&head),
+            Err(HandshakeError::InvalidHeader(
+                "Sec-WebSocket-Protocol",
+                "element is not a token"
+            ))
+        );
+    }
+
+    #[test]
+    fn extensions_are_parsed_and_echoed_in_accept() {
+        let head = request_with(
+            &[],
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+             Sec-WebSocket-Extensions: x-test; a=\"1\"\r\n",
+        );
+        let offer = check(&head).unwrap();
+        assert_eq!(offer.extensions.len(), 2);
+        assert_eq!(offer.extensions[0].name, "permessage-deflate");
+        assert_eq!(offer.extensions[1].params, [("a".into(), Some("1".into()))]);
+        let accepted = [ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: vec![("server_max_window_bits".into(), Some("10".into()))],
+        }];
+        let response = text(&accept(&offer, None, &accepted)).to_owned();
+        assert!(response.ends_with(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n\r\n"
+        ));
+        let two = text(&accept(&offer, Some("chat"), &offer.extensions)).to_owned();
+        assert!(two.ends_with(
+            "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: \
+             permessage-deflate; client_max_window_bits, x-test; a=1\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn malformed_extensions_get_400() {
+        let head = request_with(&[], "Sec-WebSocket-Extensions: foo; a=\"x y\"\r\n");
+        let err = check(&head).unwrap_err();
+        assert_eq!(
+            err,
+            HandshakeError::InvalidHeader(
+                "Sec-WebSocket-Extensions",
+                "quoted parameter value is not a token"
+            )
+        );
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn origin_is_reported_not_judged() {
+        let none = check(&request_with(&["origin"], "")).unwrap();
+        assert_eq!(none.origin, None);
+        let evil = check(&request_with(
+            &["origin"],
+            "Origin: http://evil.example\r\n",
+        ))
+        .unwrap();
+        assert_eq!(evil.origin.as_deref(), Some("http://evil.example"));
+        assert_eq!(
+            check(&request_with(&[], "Origin: http://evil.example\r\n")),
+            Err(HandshakeError::DuplicateHeader("Origin"))
+        );
+    }
+
+    #[test]
+    fn first_failure_wins() {
+        // No Host, no Upgrade and a bad key: Host is checked first (RFC 6455 §4.2.1 order).
+        let head = request_with(&["host", "upgrade", "sec-websocket-key"], "");
+        assert_eq!(check(&head), Err(HandshakeError::MissingHeader("Host")));
+        let post = head.replacen("GET", "PUT", 1);
+        assert_eq!(check(&post), Err(HandshakeError::MethodNotAllowed));
+    }
+
+    #[test]
+    fn encode_response_writes_status_headers_and_length() {
+        let response = http::Response::builder()
+            .status(200)
+            .header("content-type", "text/html; charset=utf-8")
+            .header("x-dup", "a")
+            .header("x-dup", "b")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            text(&encode_response(&response, b"<p>hi</p>")),
+            "HTTP/1.1 200 OK\r\n\
+             Content-Type: text/html; charset=utf-8\r\n\
+             X-Dup: a\r\n\
+             X-Dup: b\r\n\
+             Content-Length: 9\r\n\
+             \r\n<p>hi</p>"
+        );
+        let given = http::Response::builder()
+            .status(404)
+            .header("content-length", "0")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            text(&encode_response(&given, b"")),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        );
+        let no_content = http::Response::builder().status(204).body(()).unwrap();
+        assert_eq!(
+            text(&encode_response(&no_content, b"")),
+            "HTTP/1.1 204 No Content\r\n\r\n"
+        );
+        let chunked = http::Response::builder()
+            .status(200)
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            text(&encode_response(&chunked, b"0\r\n\r\n")),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        );
+        let unknown = http::Response::builder().status(599).body(()).unwrap();
+        assert!(text(&encode_response(&unknown, b"")).starts_with("HTTP/1.1 599 \r\n"));
+    }
+
+    /// xorshift64, for reproducible garbage.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// What the fuzz oracle saw.
+    #[derive(Default)]
+    struct Outcomes {
+        partial: usize,
+        accepted: usize,
+        refused: usize,
+        parse_errors: usize,
+    }
+
+    /// The fuzz oracle: any input is either still partial, a complete head within the input
+    /// that the checks accept or refuse with a status, or one of the documented parse errors.
+    fn assert_documented(input: &[u8], limit: usize, seen: &mut Outcomes) {
+        match parse_request(input, limit) {
+            Ok(Parsed::Partial) => {
+                assert!(input.len() <= limit);
+                seen.partial += 1;
+            }
+            Ok(Parsed::Complete(req, n)) => {
+                assert!(n <= input.len() && n <= limit);
+                match check_request(&req) {
+                    Ok(offer) => {
+                        let protocol = offer.protocols.first().map(String::as_str);
+                        let response = accept(&offer, protocol, &offer.extensions);
+                        assert!(response.starts_with(b"HTTP/1.1 101 "));
+                        seen.accepted += 1;
+                    }
+                    Err(e) => {
+                        assert!(matches!(e.status(), 400 | 405 | 426), "{e:?}");
+                        assert!(reject(&e).starts_with(b"HTTP/1.1 4"));
+                        seen.refused += 1;
+                    }
+                }
+            }
+            Err(HandshakeError::HeadTooLarge | HandshakeError::MalformedHttp(_)) => {
+                seen.parse_errors += 1;
+            }
+            Err(other) => panic!("undocumented parse error {other:?} for {input:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_input_never_panics() {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let alphabet = b"GET / HTTP/1.1\r\n:, ;=\"\\\tHost Upgrade websocket Connection upgrade \
+            Sec-WebSocket-Key Sec-WebSocket-Version 13 Sec-WebSocket-Extensions \x00\x7f\xff";
+        for _ in 0..3000 {
+            let len = (next(&mut state) % 200) as usize;
+            // Half raw bytes, half bytes drawn from HTTP-looking pieces.
+            let raw = next(&mut state) % 2 == 0;
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next(&mut state);
+                    if raw {
+                        r as u8
+                    } else {
+                        alphabet[(r % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            assert_documented(&input, 128, &mut Outcomes::default());
+        }
+        // Mutations of a valid request: flipped bytes, truncations, duplicated spans.
+        let valid = request_with(&[], "Sec-WebSocket-Extensions: a; b=\"c\", d\r\n").into_bytes();
+        let mut seen = Outcomes::default();
+        for _ in 0..3000 {
+            let mut input = valid.clone();
+            for _ in 0..(next(&mut state) % 4 + 1) {
+                let at = (next(&mut state) % input.len() as u64) as usize;
+                match next(&mut state) % 3 {
+                    0 => input[at] = next(&mut state) as u8,
+                    1 => input.truncate(at.max(1)),
+                    _ => {
+                        let span: Vec<u8> = input[at..].iter().take(20).copied().collect();
+                        input.splice(at..at, span);
+                    }
+                }
+            }
+            assert_documented(&input, DEFAULT_MAX_HEAD_SIZE, &mut seen);
+        }
+        // The mutations reach every outcome, so the oracle is exercised, not bypassed.
+        assert!(seen.partial > 0 && seen.accepted > 0 && seen.refused > 0 && seen.parse_errors > 0);
+    }
 }

@@ -1,0 +1,1217 @@
+//! In-memory client↔server tests of [`Connection`]: two endpoints with seeded randomness, the
+//! output of one fed to the other, no sockets. Raw frames stand in for a misbehaving peer.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::random::SeededRandom;
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+// ---- Harness ----
+
+fn client_with(config: Config) -> Connection {
+    Connection::with_random(Role::Client, config, Box::new(SeededRandom::new(7)))
+}
+
+fn server_with(config: Config) -> Connection {
+    Connection::with_random(Role::Server, config, Box::new(SeededRandom::new(11)))
+}
+
+fn client() -> Connection {
+    client_with(Config::default())
+}
+
+fn server() -> Connection {
+    server_with(Config::default())
+}
+
+fn endpoint_with(role: Role, config: Config) -> Connection {
+    match role {
+        Role::Client => client_with(config),
+        Role::Server => server_with(config),
+    }
+}
+
+fn endpoint(role: Role) -> Connection {
+    endpoint_with(role, Config::default())
+}
+
+/// Everything `conn` wants to write, marked as written.
+fn take_output(conn: &mut Connection) -> Vec<u8> {
+    let bytes = conn.output().to_vec();
+    conn.consume_output(bytes.len());
+    bytes
+}
+
+/// Move everything `from` wants to write into `to`, in one piece.
+fn pump(from: &mut Connection, to: &mut Connection) -> Result<(), ProtocolError> {
+    let bytes = take_output(from);
+    to.receive_data(&bytes)
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+/// A frame as seen on the wire, unmasked.
+#[derive(Debug)]
+struct WireFrame {
+    header: FrameHeader,
+    payload: Vec<u8>,
+}
+
+/// Decode every frame in `bytes`, which must hold whole frames only.
+fn frames(mut bytes: &[u8]) -> Vec<WireFrame> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (header, len) = FrameHeader::decode(bytes).unwrap().expect("whole header");
+        let end = len + usize::try_from(header.payload_len).unwrap();
+        let mut payload = bytes[len..end].to_vec();
+        if let Some(key) = header.mask {
+            crate::frame::mask::apply_mask_scalar(&mut payload, key, 0);
+        }
+        out.push(WireFrame { header, payload });
+        bytes = &bytes[end..];
+    }
+    out
+}
+
+/// The close frame in `bytes` (which must be the last frame): `Some(None)` for an empty one.
+fn close_in(bytes: &[u8]) -> Option<Option<CloseFrame>> {
+    let all = frames(bytes);
+    let position = all.iter().position(|f| f.header.opcode == OpCode::Close)?;
+    assert_eq!(position, all.len() - 1, "frames after the close frame");
+    Some(CloseFrame::parse(&all[position].payload).unwrap())
+}
+
+/// The status code of the close frame waiting in `conn`'s output.
+fn queued_close_code(conn: &Connection) -> Option<u16> {
+    close_in(conn.output())?.map(|c| c.code.0)
+}
+
+/// A frame as a peer might send it: any first byte (FIN, RSV, opcode), minimal length form.
+fn raw(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut out = vec![first];
+    match payload.len() {
+        n @ 0..=125 => out.push(mask_bit | n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let start = out.len();
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+        out.extend_from_slice(payload);
+        crate::frame::mask::apply_mask_scalar(&mut out[start + 4..], key, 0);
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// A frame a well-behaved peer of `receiver` would send: masked towards a server only.
+fn to(receiver: Role, first: u8, payload: &[u8]) -> Vec<u8> {
+    raw(first, payload, (receiver == Role::Server).then_some(KEY))
+}
+
+/// A close frame payload.
+fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    [&code.to_be_bytes()[..], reason].concat()
+}
+
+/// Feed `bytes` to a fresh endpoint and expect it to fail with `err` and queue `code`.
+fn assert_fails(role: Role, bytes: &[u8], err: ProtocolError, code: u16) {
+    let mut conn = endpoint(role);
+    assert_eq!(conn.receive_data(bytes), Err(err), "{role:?}");
+    assert_eq!(queued_close_code(&conn), Some(code), "{role:?}");
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.should_close_transport());
+}
+
+const ROLES: [Role; 2] = [Role::Client, Role::Server];
+
+// ---- Messages both ways ----
+
+#[test]
+fn echo_of_text_and_binary_at_length_boundaries() {
+    for size in [0usize, 125, 126, 65535, 65536, 1 << 20] {
+        let (mut c, mut s) = (client(), server());
+        let text: String = (0..size)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let binary: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+
+        c.send_text(&text).unwrap();
+        c.send_binary(&binary).unwrap();
+        let wire = frames(c.output());
+        assert_eq!(wire.len(), 2);
+        for (frame, payload) in wire.iter().zip([text.as_bytes(), &binary]) {
+            assert!(frame.header.fin && frame.header.mask.is_some(), "{size}");
+            assert_eq!(frame.header.payload_len, size as u64);
+            assert!(frame.payload == payload, "{size}");
+        }
+        pump(&mut c, &mut s).unwrap();
+        let received = events(&mut s);
+        assert!(
+            received
+                == [
+                    Event::Text(text.clone()),
+                    Event::Binary(binary.clone().into())
+                ],
+            "server side, {size} bytes"
+        );
+
+        for event in received {
+            match event {
+                Event::Text(t) => s.send_text(&t).unwrap(),
+                Event::Binary(b) => s.send_binary(&b).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(frames(s.output()).iter().all(|f| f.header.mask.is_none()));
+        pump(&mut s, &mut c).unwrap();
+        assert!(
+            events(&mut c) == [Event::Text(text), Event::Binary(binary.into())],
+            "client side, {size} bytes"
+        );
+    }
+}
+
+/// A stream exercising every frame kind, as `receiver`'s peer would send it.
+fn mixed_stream(receiver: Role) -> (Vec<u8>, Vec<Event>) {
+    let big: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+    let stream = [
+        to(receiver, 0x81, b"Hello"),
+        to(receiver, 0x01, "H€".as_bytes()),
+        to(receiver, 0x89, b"ping"),
+        to(receiver, 0x00, &[]),
+        to(receiver, 0x80, "l😀o".as_bytes()),
+        to(receiver, 0x82, &big),
+        to(receiver, 0x82, &[]),
+        to(receiver, 0x8A, b"pong"),
+        to(receiver, 0x88, &close_payload(1000, b"bye")),
+    ]
+    .concat();
+    let expected = vec![
+        Event::Text("Hello".into()),
+        Event::Ping(Bytes::from_static(b"ping")),
+        Event::Text("H€l😀o".into()),
+        Event::Binary(big.into()),
+        Event::Binary(Bytes::new()),
+        Event::Pong(Bytes::from_static(b"pong")),
+        Event::Close(Some(CloseFrame {
+            code: CloseCode::NORMAL,
+            reason: "bye".into(),
+        })),
+    ];
+    (stream, expected)
+}
+
+fn feed_in_pieces(role: Role, stream: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
+    let mut conn = endpoint(role);
+    let mut start = 0;
+    for &end in cuts.iter().chain([stream.len()].iter()) {
+        assert_eq!(conn.receive_data(&stream[start..end]), Ok(()), "{cuts:?}");
+        start = end;
+    }
+    (events(&mut conn), take_output(&mut conn))
+}
+
+#[test]
+fn every_byte_split_of_small_frames_gives_the_same_events_and_output() {
+    for role in ROLES {
+        let (stream, expected) = mixed_stream(role);
+        let (whole_events, whole_output) = feed_in_pieces(role, &stream, &[]);
+        assert_eq!(whole_events, expected);
+        // The pong answers the ping, then the close is echoed with the same code.
+        let answers = frames(&whole_output);
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].header.opcode, OpCode::Pong);
+        assert_eq!(answers[0].payload, b"ping");
+        assert_eq!(close_in(&whole_output).unwrap().unwrap().code.0, 1000);
+
+        for cut in 0..=stream.len() {
+            let (e, o) = feed_in_pieces(role, &stream, &[cut]);
+            assert_eq!(e, expected, "{role:?} cut at {cut}");
+            assert_eq!(o, whole_output, "{role:?} cut at {cut}");
+        }
+        let bytewise: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(
+            feed_in_pieces(role, &stream, &bytewise),
+            (expected, whole_output)
+        );
+    }
+}
+
+#[test]
+fn random_splits_into_many_pieces_give_the_same_events() {
+    let mut rng = SeededRandom::new(99);
+    let mut byte = [0u8; 1];
+    for role in ROLES {
+        let (stream, expected) = mixed_stream(role);
+        for _ in 0..200 {
+            let cuts: Vec<usize> = (1..stream.len())
+                .filter(|_| {
+                    rng.fill(&mut byte);
+                    byte[0] < 40
+                })
+                .collect();
+            assert_eq!(feed_in_pieces(role, &stream, &cuts).0, expected, "{cuts:?}");
+        }
+    }
+}
+
+#[test]
+fn rfc_6455_section_5_7_frames_decode_to_messages() {
+    let mut c = client();
+    c.receive_data(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f])
+        .unwrap();
+    c.receive_data(&[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f])
+        .unwrap();
+    c.receive_data(&[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f])
+        .unwrap();
+    assert_eq!(
+        events(&mut c),
+        [
+            Event::Text("Hello".into()),
+            Event::Text("Hello".into()),
+            Event::Ping(Bytes::from_static(b"Hello")),
+        ]
+    );
+    // The pong is masked, like the §5.7 example, with a key from the random source.
+    let pong = frames(c.output());
+    assert_eq!(pong.len(), 1);
+    assert_eq!(pong[0].header.opcode, OpCode::Pong);
+    assert!(pong[0].header.mask.is_some());
+    assert_eq!(pong[0].payload, b"Hello");
+
+    let mut s = server();
+    s.receive_data(&[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ])
+    .unwrap();
+    assert_eq!(events(&mut s), [Event::Text("Hello".into())]);
+}
+
+// ---- Fragmentation ----
+
+#[test]
+fn fragmented_binary_with_empty_fragments_is_reassembled() {
+    for role in ROLES {
+        let mut conn = endpoint(role);
+        let stream = [
+            to(role, 0x02, &[]),
+            to(role, 0x00, &[1, 2]),
+            to(role, 0x00, &[]),
+            to(role, 0x80, &[3]),
+        ]
+        .concat();
+        conn.receive_data(&stream).unwrap();
+        assert_eq!(events(&mut conn), [Event::Binary(vec![1, 2, 3].into())]);
+    }
+}
+
+#[test]
+fn ping_inside_a_fragmented_message_is_answered_at_once() {
+    let mut s = server();
+    s.receive_data(&to(Role::Server, 0x01, b"Hel")).unwrap();
+    s.receive_data(&to(Role::Server, 0x89, b"p")).unwrap();
+    // Answered before the message ends.
+    let pong = frames(s.output());
+    assert_eq!(pong.len(), 1);
+    assert_eq!(
+        (pong[0].header.opcode, &pong[0].payload[..]),
+        (OpCode::Pong, &b"p"[..])
+    );
+    s.receive_data(&to(Role::Server, 0x80, b"lo")).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Ping(Bytes::from_static(b"p")),
+            Event::Text("Hello".into())
+        ]
+    );
+}
+
+#[test]
+fn continuation_without_a_message_fails_with_1002() {
+    for role in ROLES {
+        assert_fails(
+            role,
+            &to(role, 0x80, b"x"),
+            ProtocolError::UnexpectedContinuation,
+            1002,
+        );
+        // Also right after a message that was complete.
+        let stream = [to(role, 0x81, b"a"), to(role, 0x00, b"b")].concat();
+        assert_fails(role, &stream, ProtocolError::UnexpectedContinuation, 1002);
+    }
+}
+
+#[test]
+fn new_message_inside_a_fragmented_message_fails_with_1002() {
+    for role in ROLES {
+        for second in [0x81, 0x01, 0x82, 0x02] {
+            let stream = [to(role, 0x01, b"a"), to(role, second, b"b")].concat();
+            assert_fails(role, &stream, ProtocolError::ExpectedContinuation, 1002);
+        }
+    }
+}
+
+#[test]
+fn close_inside_a_fragmented_message_drops_the_partial_message() {
+    let mut s = server();
+    let stream = [
+        to(Role::Server, 0x01, b"Hel"),
+        to(Role::Server, 0x88, &close_payload(1001, b"")),
+        to(Role::Server, 0x80, b"lo"),
+    ]
+    .concat();
+    s.receive_data(&stream).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [Event::Close(Some(CloseFrame {
+            code: CloseCode::GOING_AWAY,
+            reason: String::new()
+        }))]
+    );
+    assert_eq!(s.message.capacity(), 0);
+}
+
+// ---- UTF-8 ----
+
+#[test]
+fn invalid_utf8_fails_mid_frame_before_the_rest_arrives() {
+    for role in ROLES {
+        let mut payload = b"hello".to_vec();
+        payload.extend_from_slice(&[0xED, 0xA0, 0x80]); // a surrogate
+        payload.extend_from_slice(&[b'x'; 92]);
+        let frame = to(role, 0x81, &payload);
+        let header_len = frame.len() - payload.len();
+        let mut conn = endpoint(role);
+        // "hello" and the lead byte 0xED can still be the start of valid text.
+        assert_eq!(conn.receive_data(&frame[..header_len + 6]), Ok(()));
+        assert!(conn.output().is_empty());
+        // 0xA0 after 0xED can not: fail now, with most of the frame still to come.
+        assert_eq!(
+            conn.receive_data(&frame[header_len + 6..header_len + 7]),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        assert_eq!(queued_close_code(&conn), Some(1007));
+        assert_eq!(conn.receive_data(&frame[header_len + 7..]), Ok(()));
+        assert!(events(&mut conn).is_empty());
+    }
+}
+
+#[test]
+fn invalid_utf8_across_fragments_fails_on_the_first_bad_byte() {
+    let mut s = server();
+    s.receive_data(&to(Role::Server, 0x01, b"a\xF0\x9F"))
+        .unwrap();
+    s.receive_data(&to(Role::Server, 0x00, b"\x98")).unwrap();
+    let last = to(Role::Server, 0x80, b"Ab");
+    // The header alone is fine; its first payload byte ends the 4-byte sequence too early.
+    s.receive_data(&last[..6]).unwrap();
+    assert_eq!(s.receive_data(&last[6..7]), Err(ProtocolError::InvalidUtf8));
+    assert_eq!(queued_close_code(&s), Some(1007));
+}
+
+#[test]
+fn text_ending_inside_a_code_point_fails_with_1007() {
+    for role in ROLES {
+        assert_fails(
+            role,
+            &to(role, 0x81, b"a\xE2\x82"),
+            ProtocolError::InvalidUtf8,
+            1007,
+        );
+    }
+}
+
+#[test]
+fn four_byte_character_split_across_fragments_is_valid() {
+    let mut s = server();
+    let bytes = "😀".as_bytes();
+    let stream = [
+        to(Role::Server, 0x01, &bytes[..1]),
+        to(Role::Server, 0x00, &bytes[1..3]),
+        to(Role::Server, 0x80, &bytes[3..]),
+    ]
+    .concat();
+    s.receive_data(&stream).unwrap();
+    assert_eq!(events(&mut s), [Event::Text("😀".into())]);
+}
+
+#[test]
+fn binary_messages_are_not_checked_for_utf8() {
+    let mut s = server();
+    s.receive_data(&to(Role::Server, 0x82, &[0xFF, 0xED, 0xA0]))
+        .unwrap();
+    assert_eq!(
+        events(&mut s),
+        [Event::Binary(Bytes::from_static(&[0xFF, 0xED, 0xA0]))]
+    );
+}
+
+// ---- Limits ----
+
+/// A masked binary header announcing `len` bytes, with no payload.
+fn masked_header(first: u8, len: u64) -> Vec<u8> {
+    let mut header = vec![first, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&KEY);
+    header
+}
+
+#[test]
+fn header_announcing_2_pow_62_bytes_fails_with_1009_without_allocating() {
+    let mut s = server();
+    assert_eq!(
+        s.receive_data(&masked_header(0x82, 1 << 62)),
+        Err(ProtocolError::FrameTooLarge)
+    );
+    assert_eq!(queued_close_code(&s), Some(1009));
+    assert_eq!(s.message.capacity(), 0);
+
+    // With no frame limit, the message limit catches it just the same.
+    let config = Config {
+        max_frame_size: usize::MAX,
+        ..Config::default()
+    };
+    let mut s = server_with(config);
+    assert_eq!(
+        s.receive_data(&masked_header(0x81, 1 << 62)),
+        Err(ProtocolError::MessageTooLarge)
+    );
+    assert_eq!(queued_close_code(&s), Some(1009));
+    assert_eq!(s.message.capacity(), 0);
+}
+
+#[test]
+fn sixty_four_bit_length_with_top_bit_fails_with_1002() {
+    assert_fails(
+        Role::Server,
+        &masked_header(0x82, 1 << 63),
+        ProtocolError::InvalidLength,
+        1002,
+    );
+}
+
+#[test]
+fn message_buffer_grows_only_as_bytes_arrive() {
+    let mut s = server();
+    let mut stream = masked_header(0x82, 10 << 20);
+    stream.extend_from_slice(&[0u8; 1000]);
+    s.receive_data(&stream).unwrap();
+    assert!(s.message.capacity() < 4096, "{}", s.message.capacity());
+}
+
+#[test]
+fn single_frame_message_buffer_ends_at_its_exact_size() {
+    let mut s = server();
+    let payload = vec![5u8; 100_000];
+    let frame = to(Role::Server, 0x82, &payload);
+    for piece in frame.chunks(1000) {
+        s.receive_data(piece).unwrap();
+    }
+    assert_eq!(events(&mut s), [Event::Binary(payload.into())]);
+}
+
+#[test]
+fn message_growing_past_the_limit_fails_at_the_header_that_crosses_it() {
+    let config = Config {
+        max_message_size: 1000,
+        ..Config::default()
+    };
+    for role in ROLES {
+        // 600 then 400 ends exactly at the limit: fine.
+        let mut conn = endpoint_with(role, config.clone());
+        let fits = [to(role, 0x02, &[0; 600]), to(role, 0x80, &[0; 400])].concat();
+        conn.receive_data(&fits).unwrap();
+        assert_eq!(events(&mut conn), [Event::Binary(vec![0; 1000].into())]);
+
+        // 401 more crosses it: refused from the header, before its payload is here.
+        let mut conn = endpoint_with(role, config.clone());
+        conn.receive_data(&to(role, 0x02, &[0; 600])).unwrap();
+        let next = to(role, 0x80, &[0; 401]);
+        let header_len = next.len() - 401;
+        assert_eq!(
+            conn.receive_data(&next[..header_len]),
+            Err(ProtocolError::MessageTooLarge)
+        );
+        assert_eq!(queued_close_code(&conn), Some(1009));
+        assert_eq!(conn.message.capacity(), 0);
+    }
+}
+
+#[test]
+fn frame_over_max_frame_size_fails_with_1009() {
+    let config = Config {
+        max_frame_size: 100,
+        ..Config::default()
+    };
+    let mut s = server_with(config.clone());
+    s.receive_data(&to(Role::Server, 0x82, &[1; 100])).unwrap();
+    assert_eq!(events(&mut s).len(), 1);
+    let mut s = server_with(config);
+    assert_eq!(
+        s.receive_data(&to(Role::Server, 0x82, &[1; 101])),
+        Err(ProtocolError::FrameTooLarge)
+    );
+    assert_eq!(queued_close_code(&s), Some(1009));
+}
+
+// ---- Masking, reserved bits and opcodes, control frame rules ----
+
+#[test]
+fn server_receives_unmasked_frame() {
+    assert_fails(
+        Role::Server,
+        &raw(0x81, b"hi", None),
+        ProtocolError::UnmaskedFrame,
+        1002,
+    );
+}
+
+#[test]
+fn client_receives_masked_frame() {
+    assert_fails(
+        Role::Client,
+        &raw(0x81, b"hi", Some(KEY)),
+        ProtocolError::MaskedFrame,
+        1002,
+    );
+}
+
+#[test]
+fn client_masks_every_frame_with_a_fresh_key_and_server_never_masks() {
+    for role in ROLES {
+        let mut conn = endpoint(role);
+        conn.send_text("text").unwrap();
+        conn.send_binary(b"binary").unwrap();
+        conn.send_ping(b"ping").unwrap();
+        conn.send_pong(b"pong").unwrap();
+        conn.send_fragment(DataKind::Text, b"frag", false).unwrap();
+        conn.send_fragment(DataKind::Text, b"ment", true).unwrap();
+        conn.send_close(CloseCode::NORMAL, "done").unwrap();
+        let wire = frames(conn.output());
+        assert_eq!(wire.len(), 7);
+        let keys: Vec<Option<[u8; 4]>> = wire.iter().map(|f| f.header.mask).collect();
+        match role {
+            Role::Client => {
+                assert!(keys.iter().all(Option::is_some));
+                let mut distinct = keys.clone();
+                distinct.sort();
+                distinct.dedup();
+                assert_eq!(distinct.len(), keys.len(), "keys repeat: {keys:?}");
+            }
+            Role::Server => assert!(keys.iter().all(Option::is_none)),
+        }
+        assert!(wire.iter().all(|f| f.header.rsv == 0));
+        let payloads: Vec<&[u8]> = wire.iter().map(|f| &f.payload[..]).collect();
+        assert_eq!(
+            payloads[..6],
+            [&b"text"[..], b"binary", b"ping", b"pong", b"frag", b"ment"]
+        );
+    }
+}
+
+#[test]
+fn reserved_bits_without_an_extension_fail_with_1002() {
+    for role in ROLES {
+        for rsv in [0x40, 0x20, 0x10, 0x70] {
+            for opcode in [0x1, 0x2, 0x9] {
+                assert_fails(
+                    role,
+                    &to(role, 0x80 | rsv | opcode, b"x"),
+                    ProtocolError::ReservedBits,
+                    1002,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn reserved_opcodes_fail_with_1002() {
+    for role in ROLES {
+        for opcode in (3u8..=7).chain(11..=15) {
+            assert_fails(
+                role,
+                &to(role, 0x80 | opcode, b"x"),
+                ProtocolError::ReservedOpcode(opcode),
+                1002,
+            );
+            // Even when it is the first byte of a read.
+            let mut conn = endpoint(role);
+            assert_eq!(
+                conn.receive_data(&[0x80 | opcode]),
+                Err(ProtocolError::ReservedOpcode(opcode))
+            );
+        }
+    }
+}
+
+#[test]
+fn fragmented_control_frames_fail_with_1002() {
+    for role in ROLES {
+        for opcode in [0x8, 0x9, 0xA] {
+            assert_fails(
+                role,
+                &to(role, opcode, b""),
+                ProtocolError::FragmentedControlFrame,
+                1002,
+            );
+        }
+    }
+}
+
+#[test]
+fn control_frames_over_125_bytes_fail_with_1002() {
+    for role in ROLES {
+        for opcode in [0x88, 0x89, 0x8A] {
+            assert_fails(
+                role,
+                &to(role, opcode, &[b'a'; 126]),
+                ProtocolError::ControlFrameTooLong,
+                1002,
+            );
+        }
+        // 125 is the largest allowed, and the pong carries all of it back.
+        let mut conn = endpoint(role);
+        conn.receive_data(&to(role, 0x89, &[b'z'; 125])).unwrap();
+        assert_eq!(frames(conn.output())[0].payload, [b'z'; 125]);
+    }
+}
+
+#[test]
+fn unsolicited_pong_is_delivered_and_not_answered() {
+    let mut s = server();
+    s.receive_data(&to(Role::Server, 0x8A, b"hb")).unwrap();
+    assert_eq!(events(&mut s), [Event::Pong(Bytes::from_static(b"hb"))]);
+    assert!(s.output().is_empty());
+}
+
+// ---- Failing the connection ----
+
+#[test]
+fn events_decoded_before_a_violation_stay_available() {
+    let mut s = server();
+    let stream = [
+        to(Role::Server, 0x81, b"first"),
+        to(Role::Server, 0x89, b"p"),
+        to(Role::Server, 0x83, b"bad"),
+        to(Role::Server, 0x81, b"never"),
+    ]
+    .concat();
+    assert_eq!(
+        s.receive_data(&stream),
+        Err(ProtocolError::ReservedOpcode(3))
+    );
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Text("first".into()),
+            Event::Ping(Bytes::from_static(b"p"))
+        ]
+    );
+    let out = frames(s.output());
+    assert_eq!(out.len(), 2, "the pong, then the close");
+    assert_eq!(out[0].header.opcode, OpCode::Pong);
+}
+
+#[test]
+fn input_after_a_failure_is_ignored_and_the_error_reported_once() {
+    let mut s = server();
+    assert!(s.receive_data(&raw(0x81, b"x", None)).is_err());
+    let output = s.output().to_vec();
+    assert_eq!(s.receive_data(&to(Role::Server, 0x81, b"later")), Ok(()));
+    assert_eq!(s.receive_data(&raw(0x81, b"again", None)), Ok(()));
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.output(), output);
+    assert_eq!(s.send_text("x"), Err(ApiMisuse::AlreadyClosing));
+    assert_eq!(s.receive_eof(), Ok(()));
+}
+
+#[test]
+fn failure_close_reason_is_the_error_text() {
+    let mut c = client();
+    assert!(c.receive_data(&raw(0x81, b"x", Some(KEY))).is_err());
+    let close = close_in(c.output()).unwrap().unwrap();
+    assert_eq!(close.code, CloseCode::PROTOCOL_ERROR);
+    assert_eq!(close.reason, ProtocolError::MaskedFrame.to_string());
+}
+
+#[test]
+fn failure_after_our_close_queues_no_second_close() {
+    let mut s = server();
+    s.send_close(CloseCode::NORMAL, "").unwrap();
+    assert_eq!(
+        s.receive_data(&raw(0x81, b"x", None)),
+        Err(ProtocolError::UnmaskedFrame)
+    );
+    assert_eq!(frames(s.output()).len(), 1);
+    assert_eq!(queued_close_code(&s), Some(1000));
+    assert_eq!(s.state(), State::Closed);
+}
+
+#[test]
+fn close_reason_is_truncated_at_a_character_boundary() {
+    assert_eq!(truncate_at_char("abc", 123), "abc");
+    let long = "é".repeat(100); // 200 bytes
+    let cut = truncate_at_char(&long, 123);
+    assert_eq!(cut.len(), 122);
+    assert_eq!(truncate_at_char("€", 2), "");
+}
+
+#[test]
+fn random_input_never_panics() {
+    let mut rng = SeededRandom::new(4242);
+    let mut buf = [0u8; 64];
+    for round in 0..3000 {
+        let role = ROLES[round % 2];
+        let mut conn = endpoint(role);
+        // Half the rounds start from a valid stream with bytes flipped, half from noise.
+        let mut input = if round % 4 < 2 {
+            mixed_stream(role).0
+        } else {
+            let mut v = vec![0u8; 300];
+            rng.fill(&mut v);
+            v
+        };
+        rng.fill(&mut buf);
+        for pair in buf.chunks(2).take(usize::from(buf[63] % 8)) {
+            let at = usize::from(pair[0]) % input.len();
+            input[at] ^= pair[1];
+        }
+        let mut failed = false;
+        for piece in input.chunks(usize::from(buf[62] % 20) + 1) {
+            match conn.receive_data(piece) {
+                Ok(()) => {}
+                Err(e) => {
+                    assert!(!failed, "error reported twice");
+                    failed = true;
+                    assert_eq!(queued_close_code(&conn), Some(e.close_code().0), "{e:?}");
+                }
+            }
+            let _ = events(&mut conn);
+        }
+        let _ = conn.receive_eof();
+        assert_eq!(conn.state(), State::Closed);
+    }
+}
+
+// ---- The close handshake ----
+
+#[test]
+fn close_codes_0_to_5000_are_accepted_exactly_when_sendable() {
+    for code in 0u16..=5000 {
+        let mut s = server();
+        let result = s.receive_data(&to(Role::Server, 0x88, &close_payload(code, b"r")));
+        if CloseCode(code).is_sendable() {
+            assert_eq!(result, Ok(()), "{code}");
+            let expected = CloseFrame {
+                code: CloseCode(code),
+                reason: "r".into(),
+            };
+            assert_eq!(events(&mut s), [Event::Close(Some(expected))], "{code}");
+            // Answered with the same code (§5.5.1).
+            assert_eq!(queued_close_code(&s), Some(code));
+        } else {
+            assert_eq!(result, Err(ProtocolError::InvalidCloseCode(code)));
+            assert_eq!(queued_close_code(&s), Some(1002), "{code}");
+        }
+    }
+}
+
+#[test]
+fn one_byte_close_payload_fails_with_1002() {
+    for role in ROLES {
+        assert_fails(
+            role,
+            &to(role, 0x88, &[0x03]),
+            ProtocolError::InvalidClosePayload,
+            1002,
+        );
+    }
+}
+
+#[test]
+fn close_reason_with_invalid_utf8_fails_with_1007() {
+    for role in ROLES {
+        assert_fails(
+            role,
+            &to(role, 0x88, &close_payload(1000, b"ok\xFF")),
+            ProtocolError::InvalidUtf8,
+            1007,
+        );
+    }
+}
+
+#[test]
+fn empty_close_is_answered_with_an_empty_close() {
+    let mut c = client();
+    c.receive_data(&to(Role::Client, 0x88, &[])).unwrap();
+    assert_eq!(events(&mut c), [Event::Close(None)]);
+    assert_eq!(c.peer_close(), Some(&None));
+    assert_eq!(close_in(c.output()), Some(None));
+}
+
+#[test]
+fn client_close_is_echoed_and_the_server_closes_the_transport() {
+    let (mut c, mut s) = (client(), server());
+    c.send_close(CloseCode(4000), "bye").unwrap();
+    assert_eq!(c.state(), State::Closing);
+    assert_eq!(
+        c.send_close(CloseCode::NORMAL, ""),
+        Err(ApiMisuse::AlreadyClosing)
+    );
+    pump(&mut c, &mut s).unwrap();
+    let expected = CloseFrame {
+        code: CloseCode(4000),
+        reason: "bye".into(),
+    };
+    assert_eq!(events(&mut s), [Event::Close(Some(expected.clone()))]);
+    assert_eq!(s.peer_close(), Some(&Some(expected)));
+    assert_eq!(s.state(), State::Closed);
+    assert_eq!(queued_close_code(&s), Some(4000));
+    // §7.1.1: the server closes TCP first, once its close frame is written.
+    assert!(s.should_close_transport());
+
+    pump(&mut s, &mut c).unwrap();
+    assert_eq!(
+        events(&mut c),
+        [Event::Close(Some(CloseFrame {
+            code: CloseCode(4000),
+            reason: String::new()
+        }))]
+    );
+    assert_eq!(c.state(), State::Closed);
+    assert!(c.output().is_empty(), "a close is not answered twice");
+    // The client waits for the server's EOF.
+    assert!(!c.should_close_transport());
+    assert_eq!(c.receive_eof(), Ok(()));
+    assert!(c.should_close_transport());
+    assert_eq!(s.receive_eof(), Ok(()));
+}
+
+#[test]
+fn server_initiated_close_leaves_the_client_waiting_for_eof() {
+    let (mut c, mut s) = (client(), server());
+    s.send_close(CloseCode::GOING_AWAY, "restart").unwrap();
+    assert_eq!(s.state(), State::Closing);
+    assert!(!s.should_close_transport());
+    pump(&mut s, &mut c).unwrap();
+    assert_eq!(c.state(), State::Closed);
+    assert!(!c.should_close_transport());
+    assert_eq!(queued_close_code(&c), Some(1001));
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [Event::Close(Some(CloseFrame {
+            code: CloseCode::GOING_AWAY,
+            reason: String::new()
+        }))]
+    );
+    assert_eq!(s.state(), State::Closed);
+    assert!(s.should_close_transport());
+}
+
+#[test]
+fn nothing_is_processed_after_the_peers_close() {
+    let mut s = server();
+    let stream = [
+        to(Role::Server, 0x88, &close_payload(1000, b"")),
+        to(Role::Server, 0x89, b"ping"),
+        to(Role::Server, 0x81, b"text"),
+        raw(0x83, b"even invalid frames", None),
+    ]
+    .concat();
+    s.receive_data(&stream).unwrap();
+    s.receive_data(&to(Role::Server, 0x89, b"later")).unwrap();
+    assert_eq!(events(&mut s).len(), 1, "only the close");
+    let out = frames(s.output());
+    assert_eq!(out.len(), 1, "no pong after close: {out:?}");
+    assert_eq!(out[0].header.opcode, OpCode::Close);
+}
+
+#[test]
+fn after_our_close_data_still_arrives_but_pings_get_no_pong() {
+    let mut s = server();
+    s.send_close(CloseCode::NORMAL, "").unwrap();
+    let sent = take_output(&mut s);
+    s.receive_data(&to(Role::Server, 0x81, b"in flight"))
+        .unwrap();
+    s.receive_data(&to(Role::Server, 0x89, b"p")).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Text("in flight".into()),
+            Event::Ping(Bytes::from_static(b"p"))
+        ]
+    );
+    assert!(s.output().is_empty());
+    assert_eq!(s.send_text("no"), Err(ApiMisuse::AlreadyClosing));
+    assert_eq!(s.send_binary(b"no"), Err(ApiMisuse::AlreadyClosing));
+    assert_eq!(
+        s.send_fragment(DataKind::Binary, b"no", true),
+        Err(ApiMisuse::AlreadyClosing)
+    );
+    assert_eq!(s.send_ping(b""), Err(ApiMisuse::AlreadyClosing));
+    assert_eq!(s.send_pong(b""), Err(ApiMisuse::AlreadyClosing));
+    assert_eq!(close_in(&sent).unwrap().unwrap().code, CloseCode::NORMAL);
+}
+
+#[test]
+fn eof_before_the_close_handshake_is_unexpected() {
+    for role in ROLES {
+        let mut conn = endpoint(role);
+        assert_eq!(conn.receive_eof(), Err(ProtocolError::UnexpectedEof));
+        assert_eq!(conn.state(), State::Closed);
+        assert!(conn.should_close_transport());
+        assert!(conn.output().is_empty(), "1006 is never sent");
+        assert_eq!(conn.receive_eof(), Ok(()), "reported once");
+
+        // Our close sent, the peer's never came.
+        let mut conn = endpoint(role);
+        conn.send_close(CloseCode::NORMAL, "").unwrap();
+        assert_eq!(conn.receive_eof(), Err(ProtocolError::UnexpectedEof));
+        assert_eq!(conn.state(), State::Closed);
+    }
+}
+
+#[test]
+fn eof_in_the_middle_of_a_frame_is_unexpected() {
+    let mut s = server();
+    s.receive_data(&to(Role::Server, 0x81, b"Hello")[..4])
+        .unwrap();
+    assert_eq!(s.receive_eof(), Err(ProtocolError::UnexpectedEof));
+    assert!(events(&mut s).is_empty());
+}
+
+// ---- Sending ----
+
+#[test]
+fn send_close_checks_code_and_reason_length() {
+    let mut c = client();
+    for code in [0, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+        assert_eq!(
+            c.send_close(CloseCode(code), ""),
+            Err(ApiMisuse::InvalidCloseCode(code))
+        );
+    }
+    assert_eq!(
+        c.send_close(CloseCode::NORMAL, &"a".repeat(124)),
+        Err(ApiMisuse::ControlPayloadTooLong)
+    );
+    assert!(c.output().is_empty());
+    c.send_close(CloseCode::NORMAL, &"a".repeat(123)).unwrap();
+    let close = close_in(c.output()).unwrap().unwrap();
+    assert_eq!(close.reason.len(), 123);
+}
+
+#[test]
+fn control_payloads_over_125_bytes_are_refused() {
+    let mut c = client();
+    assert_eq!(
+        c.send_ping(&[0; 126]),
+        Err(ApiMisuse::ControlPayloadTooLong)
+    );
+    assert_eq!(
+        c.send_pong(&[0; 126]),
+        Err(ApiMisuse::ControlPayloadTooLong)
+    );
+    c.send_ping(&[0; 125]).unwrap();
+    assert_eq!(frames(c.output()).len(), 1);
+}
+
+#[test]
+fn long_messages_are_split_at_max_send_frame_size() {
+    let config = Config {
+        max_send_frame_size: 10,
+        ..Config::default()
+    };
+    let mut c = client_with(config);
+    let text = "0123456789abcdef€xyz"; // 22 bytes; '€' straddles a frame boundary
+    c.send_text(text).unwrap();
+    let wire = frames(c.output());
+    let shape: Vec<(OpCode, bool, usize)> = wire
+        .iter()
+        .map(|f| (f.header.opcode, f.header.fin, f.payload.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (OpCode::Text, false, 10),
+            (OpCode::Continuation, false, 10),
+            (OpCode::Continuation, true, 2)
+        ]
+    );
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(events(&mut s), [Event::Text(text.into())]);
+}
+
+#[test]
+fn fragments_with_interleaved_control_frames_arrive_as_one_message() {
+    let (mut c, mut s) = (client(), server());
+    let bytes = "a😀b".as_bytes();
+    c.send_fragment(DataKind::Text, &bytes[..2], false).unwrap();
+    c.send_ping(b"mid").unwrap();
+    c.send_fragment(DataKind::Text, &bytes[2..4], false)
+        .unwrap();
+    c.send_fragment(DataKind::Text, &bytes[4..], true).unwrap();
+    c.send_fragment(DataKind::Binary, &[1], true).unwrap();
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Ping(Bytes::from_static(b"mid")),
+            Event::Text("a😀b".into()),
+            Event::Binary(Bytes::from_static(&[1])),
+        ]
+    );
+}
+
+#[test]
+fn fragments_out_of_order_are_refused() {
+    let mut c = client();
+    c.send_fragment(DataKind::Binary, b"a", false).unwrap();
+    assert_eq!(
+        c.send_fragment(DataKind::Text, b"b", true),
+        Err(ApiMisuse::FragmentOrder)
+    );
+    assert_eq!(c.send_text("x"), Err(ApiMisuse::FragmentOrder));
+    assert_eq!(c.send_binary(b"x"), Err(ApiMisuse::FragmentOrder));
+    c.send_fragment(DataKind::Binary, b"c", true).unwrap();
+    c.send_text("after").unwrap();
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Binary(Bytes::from_static(b"ac")),
+            Event::Text("after".into())
+        ]
+    );
+}
+
+#[test]
+fn invalid_utf8_text_fragments_are_refused_without_sending() {
+    let mut c = client();
+    c.send_fragment(DataKind::Text, b"ok\xE2\x82", false)
+        .unwrap();
+    let before = c.output().len();
+    assert_eq!(
+        c.send_fragment(DataKind::Text, b"A", false),
+        Err(ApiMisuse::InvalidUtf8)
+    );
+    // Ending the message inside the code point is refused too.
+    assert_eq!(
+        c.send_fragment(DataKind::Text, b"", true),
+        Err(ApiMisuse::InvalidUtf8)
+    );
+    assert_eq!(c.output().len(), before);
+    // The message in progress is intact: completing the code point works.
+    c.send_fragment(DataKind::Text, b"\xAC!", true).unwrap();
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(events(&mut s), [Event::Text("ok€!".into())]);
+}
+
+#[test]
+fn close_abandons_a_fragmented_message_we_were_sending() {
+    let mut c = client();
+    c.send_fragment(DataKind::Text, b"part", false).unwrap();
+    c.send_close(CloseCode::NORMAL, "").unwrap();
+    assert_eq!(
+        c.send_fragment(DataKind::Text, b"rest", true),
+        Err(ApiMisuse::AlreadyClosing)
+    );
+}
+
+// ---- Output buffer and memory ----
+
+#[test]
+fn output_is_consumed_in_pieces() {
+    let mut s = server();
+    s.send_text("abc").unwrap();
+    let all = s.output().to_vec();
+    s.consume_output(2);
+    assert_eq!(s.output(), &all[2..]);
+    s.send_text("def").unwrap();
+    assert_eq!(&s.output()[..all.len() - 2], &all[2..]);
+    let rest = s.output().len();
+    s.consume_output(rest);
+    assert!(s.output().is_empty());
+}
+
+#[test]
+#[should_panic(expected = "past the")]
+fn consuming_more_output_than_there_is_panics() {
+    let mut s = server();
+    s.send_text("abc").unwrap();
+    s.consume_output(6);
+}
+
+#[test]
+fn slow_writer_does_not_grow_the_output_without_bound() {
+    let mut s = server();
+    for _ in 0..10_000 {
+        s.send_binary(&[0; 100]).unwrap();
+        s.consume_output(100);
+    }
+    // Each round adds 102 bytes and writes 100: only the unwritten bytes are kept (plus slack).
+    assert!(s.out.len() <= 2 * s.output().len() + 102, "{}", s.out.len());
+}
+
+/// Heap bytes a connection holds in its buffers.
+fn heap_bytes(conn: &Connection) -> usize {
+    conn.out.capacity()
+        + conn.message.capacity()
+        + conn.events.capacity() * std::mem::size_of::<Event>()
+}
+
+#[test]
+fn idle_connection_holds_almost_no_memory() {
+    let (mut c, mut s) = (client(), server());
+    assert_eq!(heap_bytes(&c) + heap_bytes(&s), 0);
+    let big = vec![7u8; 1 << 20];
+    for _ in 0..3 {
+        c.send_binary(&big).unwrap();
+        c.send_ping(b"x").unwrap();
+        pump(&mut c, &mut s).unwrap();
+        for event in events(&mut s) {
+            if let Event::Binary(b) = event {
+                s.send_binary(&b).unwrap();
+            }
+        }
+        pump(&mut s, &mut c).unwrap();
+        assert_eq!(events(&mut c).len(), 2, "pong and the echo");
+    }
+    for conn in [&c, &s] {
+        assert!(heap_bytes(conn) <= 2048, "{}", heap_bytes(conn));
+        assert!(std::mem::size_of_val(conn) <= 512);
+    }
+}
+
+#[test]
+fn connections_with_the_os_random_source_mask_as_their_role_requires() {
+    let mut c = Connection::new(Role::Client, Config::default());
+    let mut s = Connection::new(Role::Server, Config::default());
+    c.send_text("to server").unwrap();
+    s.send_text("to client").unwrap();
+    assert!(frames(c.output())[0].header.mask.is_some());
+    assert!(frames(s.output())[0].header.mask.is_none());
+    pump(&mut c, &mut s).unwrap();
+    pump(&mut s, &mut c).unwrap();
+    assert_eq!(events(&mut s), [Event::Text("to server".into())]);
+    assert_eq!(events(&mut c), [Event::Text("to client".into())]);
+}

@@ -1,0 +1,65 @@
+//! What parsing a request head and a response head share: the size limit, the header count and
+//! turning `httparse` headers into an [`http::HeaderMap`].
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::HandshakeError;
+
+/// The most header lines a head may have; more is answered like an oversized head (431). The
+/// handshake needs about ten; browsers send around twenty.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// The part of `buf` worth handing to `httparse`: never more than `max_head_size` bytes, so the
+/// work per call is bounded by the limit, whatever the caller buffered.
+pub(crate) fn limited(buf: &[u8], max_head_size: usize) -> &[u8] {
+    &buf[..buf.len().min(max_head_size)]
+}
+
+/// What to answer when `httparse` wants more bytes: more is fine until the buffer already holds
+/// more than the limit without a complete head.
+pub(crate) fn partial<T>(
+    buf: &[u8],
+    max_head_size: usize,
+) -> Result<super::Parsed<T>, HandshakeError> {
+    if buf.len() > max_head_size {
+        Err(HandshakeError::HeadTooLarge)
+    } else {
+        Ok(super::Parsed::Partial)
+    }
+}
+
+/// Map an `httparse` error to ours; too many header lines counts as an oversized head.
+pub(crate) fn parse_error(err: httparse::Error) -> HandshakeError {
+    let why = match err {
+        httparse::Error::TooManyHeaders => return HandshakeError::HeadTooLarge,
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status code",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::Version => "invalid http version",
+    };
+    HandshakeError::MalformedHttp(why)
+}
+
+/// The HTTP version `httparse` reported (it only parses HTTP/1.x).
+pub(crate) fn version(minor: Option<u8>) -> http::Version {
+    match minor {
+        Some(0) => http::Version::HTTP_10,
+        _ => http::Version::HTTP_11,
+    }
+}
+
+/// Every header line, in order, duplicates kept (several lines with one name are lists that
+/// the checks read as a whole, RFC 7230 §3.2.2).
+pub(crate) fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HandshakeError::MalformedHttp("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HandshakeError::MalformedHttp("invalid header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
