@@ -1,5 +1,181 @@
-//! The `gangway` command-line tool.
+//! The `gangway` command-line tool: a WebSocket echo server with a demo page (`serve`), a
+//! line-oriented client (`connect`), and the handshake's key arithmetic (`accept`, `key`).
+//!
+//! `main` only parses the command line and dispatches; each subcommand lives in its own module
+//! with its own options struct.
 
-fn main() {
-    println!("gangway");
+#![forbid(unsafe_code)]
+
+mod connect;
+mod demo;
+mod escape;
+mod keys;
+mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// WebSocket (RFC 6455) toolkit: echo server, client, and handshake helpers.
+#[derive(Parser, Debug)]
+#[command(name = "gangway", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an echo server with a demo page at http://ADDR/.
+    Serve(serve::ServeOpts),
+    /// Connect to a WebSocket server: stdin lines out, received messages on stdout.
+    Connect(connect::ConnectOpts),
+    /// Print the Sec-WebSocket-Accept value for a Sec-WebSocket-Key.
+    Accept(keys::AcceptOpts),
+    /// Print a fresh random Sec-WebSocket-Key.
+    Key(keys::KeyOpts),
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 (clap's convention, and the CLI contract); `--help` exits 0.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Accept(opts) => keys::accept(&opts),
+        Command::Key(opts) => keys::key(&opts),
+        Command::Serve(opts) => {
+            init_logging("info");
+            run_async(serve::run(opts))
+        }
+        Command::Connect(opts) => {
+            // The client's stderr belongs to the contract's `gangway: ...` lines; logs only
+            // appear when asked for with RUST_LOG.
+            init_logging("warn");
+            run_async(connect::run(opts))
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level.
+fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Run a subcommand on a tokio runtime. An error that escapes it is printed as one
+/// `gangway: ...` line (with its causes) and exits 1.
+fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gangway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(task) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gangway: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // A blocking read of stdin cannot be cancelled; do not let it hold the process open.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// An error and its causes on one line: `outer: inner: innermost`, skipping a cause whose text
+/// the previous one already contains.
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = e.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn causes_joins_the_source_chain() {
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(causes(&e), "outer: inner");
+    }
+
+    #[test]
+    fn command_line_parses_repeated_options() {
+        let cli = Cli::try_parse_from([
+            "gangway",
+            "connect",
+            "ws://127.0.0.1:1/",
+            "--protocol",
+            "a",
+            "--protocol",
+            "b",
+            "-H",
+            "X-One: 1",
+            "--header",
+            "X-Two:2",
+            "--binary",
+        ])
+        .expect("valid command line");
+        let Command::Connect(opts) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
+        assert_eq!(opts.protocols, ["a", "b"]);
+        assert_eq!(
+            opts.headers,
+            [
+                ("X-One".to_owned(), "1".to_owned()),
+                ("X-Two".to_owned(), "2".to_owned())
+            ]
+        );
+        assert!(opts.binary && !opts.echo);
+    }
+
+    #[test]
+    fn malformed_header_option_is_a_usage_error() {
+        let err = Cli::try_parse_from(["gangway", "connect", "ws://x/", "-H", "no colon"])
+            .expect_err("header without a colon");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -3,6 +3,29 @@
 //! WebSocket (RFC 6455) client and server for tokio, built on the sans-IO core
 //! [`gangway_proto`]. This crate only moves bytes: it feeds socket reads to the core, writes what
 //! the core produces, and bounds the time and memory each connection may take.
+//!
+//! ```text
+//!   ClientBuilder::connect ─┐                       ┌─ ServerBuilder::read_request
+//!   (TCP + request/response)│                       │  Incoming::accept (checks, 101)
+//!                           ▼                       ▼
+//!                 WebSocket<S>: Stream<Item = Result<Message>> + Sink<Message>
+//!                           │  socket reads ──► Connection::receive_data
+//!                           │  Connection::output() ──► socket writes
+//!                           ▼
+//!                 gangway_proto::Connection (one state machine: frames, pongs, close)
+//! ```
+//!
+//! - Clients: [`connect`] or [`ClientBuilder`].
+//! - Servers: [`accept`] or [`ServerBuilder`]; [`ServerBuilder::read_request`] lets a server
+//!   answer plain HTTP requests on the same port.
+//! - Bounds: handshakes time out ([`DEFAULT_HANDSHAKE_TIMEOUT`]), request heads are limited, the
+//!   close handshake times out ([`DEFAULT_CLOSE_TIMEOUT`]), and sending waits while more than
+//!   [`WRITE_BUFFER_HIGH_WATER`] bytes are queued.
+//!
+//! A clean close is not an error: the stream ends with `None` and
+//! [`WebSocket::close_frame`] holds the peer's close frame.
+
+#![forbid(unsafe_code)]
 
 mod client;
 mod error;
@@ -10,10 +33,15 @@ mod message;
 mod server;
 mod stream;
 
+use std::time::Duration;
+
 pub use client::{connect, ClientBuilder};
 pub use error::Error;
 pub use gangway_proto as proto;
 pub use gangway_proto::{CloseCode, CloseFrame, Config};
 pub use message::Message;
 pub use server::{accept, Incoming, ServerBuilder};
-pub use stream::WebSocket;
+pub use stream::{WebSocket, DEFAULT_CLOSE_TIMEOUT, WRITE_BUFFER_HIGH_WATER};
+
+/// How long the opening handshake may take by default (client: TCP connect included).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

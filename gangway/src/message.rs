@@ -1,6 +1,7 @@
 //! Messages as the tokio layer sends and receives them.
 
 use bytes::Bytes;
+use gangway_proto::Event;
 
 /// A WebSocket message. Close frames are not messages: the stream ends after the peer's close,
 /// and [`WebSocket::close_frame`](crate::WebSocket::close_frame) returns it.
@@ -25,5 +26,18 @@ impl Message {
     /// A binary message.
     pub fn binary(b: impl Into<Bytes>) -> Self {
         Message::Binary(b.into())
+    }
+}
+
+impl Message {
+    /// The message for a core event; `None` for the peer's close, which is not a message.
+    pub(crate) fn from_event(event: Event) -> Option<Message> {
+        match event {
+            Event::Text(text) => Some(Message::Text(text)),
+            Event::Binary(data) => Some(Message::Binary(data)),
+            Event::Ping(payload) => Some(Message::Ping(payload)),
+            Event::Pong(payload) => Some(Message::Pong(payload)),
+            Event::Close(_) => None,
+        }
     }
 }

@@ -3,10 +3,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gangway_proto::Config;
-use tokio::io::{AsyncRead, AsyncWrite};
+use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
+use gangway_proto::handshake::server::{self as hs, ClientOffer};
+use gangway_proto::handshake::{self, Parsed};
+use gangway_proto::{Config, Connection, HandshakeError, Role};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{Error, WebSocket};
+use crate::{Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+
+/// How much to read at a time while waiting for the request head.
+const HEAD_READ_SIZE: usize = 4 << 10;
+
+/// After refusing a request, how long to keep reading (and discarding) what the client still
+/// sends before dropping the connection, and how much at most.
+///
+/// Closing a socket with unread bytes in its receive buffer makes the kernel answer with a reset,
+/// which can destroy the error response before the client has read it.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: u64 = 64 << 10;
 
 /// Accept a WebSocket on `stream` with default settings; a bad request gets the HTTP error answer
 /// the RFC calls for and an [`Error::Handshake`].
@@ -33,18 +47,51 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Result<WebS
 type OriginCheck = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 
 /// Settings for accepting connections. Cheap to clone; share one per listener.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), gangway::Error> {
+/// let server = gangway::ServerBuilder::new()
+///     .protocol("chat")
+///     .origin_check(|origin| origin == Some("https://example.com"));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// loop {
+///     let (tcp, _) = listener.accept().await?;
+///     let server = server.clone();
+///     tokio::spawn(async move {
+///         let incoming = server.read_request(tcp).await?;
+///         if !incoming.is_upgrade() {
+///             let page = http::Response::builder()
+///                 .header("Content-Type", "text/plain")
+///                 .body(())
+///                 .expect("static response");
+///             return incoming.respond(page, b"hello\n").await;
+///         }
+///         let _ws = incoming.accept().await?;
+///         Ok::<_, gangway::Error>(())
+///     });
+/// }
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ServerBuilder {
-    _protocols: Vec<String>,
-    _config: Config,
-    _max_head_size: usize,
-    _handshake_timeout: Duration,
-    _origin_check: Option<OriginCheck>,
+    protocols: Vec<String>,
+    config: Config,
+    max_head_size: usize,
+    handshake_timeout: Duration,
+    close_timeout: Duration,
+    origin_check: Option<OriginCheck>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerBuilder").finish_non_exhaustive()
+        f.debug_struct("ServerBuilder")
+            .field("protocols", &self.protocols)
+            .field("config", &self.config)
+            .field("max_head_size", &self.max_head_size)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .field("origin_check", &self.origin_check.is_some())
+            .finish()
     }
 }
 
@@ -58,40 +105,54 @@ impl ServerBuilder {
     /// Default settings: no subprotocols, default limits, 16 KiB head, 10 s handshake timeout,
     /// every origin allowed.
     pub fn new() -> Self {
-        todo!()
+        ServerBuilder {
+            protocols: Vec::new(),
+            config: Config::default(),
+            max_head_size: DEFAULT_MAX_HEAD_SIZE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            origin_check: None,
+        }
     }
 
     /// Support a subprotocol; the first supported one the client offered is selected.
-    pub fn protocol(self, name: impl Into<String>) -> Self {
-        let _ = name;
-        todo!()
+    pub fn protocol(mut self, name: impl Into<String>) -> Self {
+        self.protocols.push(name.into());
+        self
     }
 
     /// Limits for accepted connections.
-    pub fn config(self, config: Config) -> Self {
-        let _ = config;
-        todo!()
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
     }
 
     /// Largest request head (default 16 KiB); larger ones get 431.
-    pub fn max_head_size(self, bytes: usize) -> Self {
-        let _ = bytes;
-        todo!()
+    pub fn max_head_size(mut self, bytes: usize) -> Self {
+        self.max_head_size = bytes;
+        self
     }
 
     /// Bound on receiving the request head (default 10 s).
-    pub fn handshake_timeout(self, timeout: Duration) -> Self {
-        let _ = timeout;
-        todo!()
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Bound on the close handshake of accepted connections (default 5 s); see
+    /// [`WebSocket::set_close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
     }
 
     /// Decide by `Origin` (None when the request has none); `false` answers 403.
     pub fn origin_check(
-        self,
+        mut self,
         check: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
     ) -> Self {
-        let _ = check;
-        todo!()
+        self.origin_check = Some(Arc::new(check));
+        self
     }
 
     /// Read the request head and accept the WebSocket, or answer the error and fail.
@@ -103,11 +164,13 @@ impl ServerBuilder {
         &self,
         stream: S,
     ) -> Result<WebSocket<S>, Error> {
-        let _ = stream;
-        todo!()
+        self.read_request(stream).await?.accept().await
     }
 
     /// Read the request head only, for servers that answer plain HTTP requests too.
+    ///
+    /// The whole head must arrive within the handshake timeout: a client that trickles bytes is
+    /// cut off (the connection is dropped) when it expires.
     ///
     /// # Errors
     ///
@@ -117,46 +180,214 @@ impl ServerBuilder {
         &self,
         stream: S,
     ) -> Result<Incoming<S>, Error> {
-        let _ = stream;
-        todo!()
+        let mut stream = stream;
+        let head = tokio::time::timeout(
+            self.handshake_timeout,
+            read_head(&mut stream, self.max_head_size),
+        )
+        .await;
+        match head {
+            Ok(Ok((request, leftover))) => Ok(Incoming {
+                stream,
+                request,
+                leftover,
+                builder: self.clone(),
+            }),
+            Ok(Err(Error::Handshake(e))) => {
+                tracing::debug!(error = %e, "refused websocket request head");
+                reject(&mut stream, &e).await;
+                Err(Error::Handshake(e))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_elapsed) => {
+                tracing::debug!("request head not received within the handshake timeout");
+                Err(Error::Timeout)
+            }
+        }
     }
+}
+
+/// Read until a complete request head; return it and every byte after it.
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_head_size: usize,
+) -> Result<(http::Request<()>, Vec<u8>), Error> {
+    let mut buf = Vec::with_capacity(HEAD_READ_SIZE);
+    loop {
+        buf.reserve(HEAD_READ_SIZE);
+        let start = buf.len();
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the request head was complete",
+            )));
+        }
+        // A head can only end at a newline: a client trickling bytes without one costs no parse.
+        if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
+            continue;
+        }
+        match hs::parse_request(&buf, max_head_size)? {
+            Parsed::Complete(request, head_len) => {
+                // Frames pipelined behind the head are kept for the connection.
+                let leftover = buf.split_off(head_len.min(buf.len()));
+                return Ok((request, leftover));
+            }
+            // The core enforces the limit; this keeps memory bounded whatever it does.
+            Parsed::Partial if buf.len() > max_head_size => {
+                return Err(Error::Handshake(HandshakeError::HeadTooLarge));
+            }
+            Parsed::Partial => {}
+        }
+    }
+}
+
+/// Answer `err` with its HTTP status, then close the connection gracefully. Failures are ignored:
+/// the handshake error is what the caller reports.
+async fn reject<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: &HandshakeError) {
+    let response = hs::reject(err);
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        stream.write_all(&response).await?;
+        stream.flush().await
+    })
+    .await;
+    close_gracefully(stream).await;
+}
+
+/// Shut the write side down, then discard what the client still sends (bounded) so that the
+/// answer is not destroyed by a reset.
+async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        stream.shutdown().await?;
+        let mut rest = (&mut *stream).take(LINGER_BYTES);
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()).await
+    })
+    .await;
 }
 
 /// A request head that was read, before it is accepted as a WebSocket or answered as HTTP.
 pub struct Incoming<S> {
-    _stream: S,
-    _request: http::Request<()>,
-    _leftover: Vec<u8>,
-    _builder: ServerBuilder,
+    stream: S,
+    request: http::Request<()>,
+    leftover: Vec<u8>,
+    builder: ServerBuilder,
+}
+
+impl<S> std::fmt::Debug for Incoming<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("request", &self.request)
+            .field("leftover", &self.leftover.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// The request head.
     pub fn request(&self) -> &http::Request<()> {
-        &self._request
+        &self.request
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
     }
 
     /// Whether the request asks for a WebSocket upgrade.
     pub fn is_upgrade(&self) -> bool {
-        todo!()
+        hs::is_upgrade_request(&self.request)
+    }
+
+    /// The `Sec-WebSocket-Accept` value an accepted handshake answers with: `None` unless the
+    /// request has exactly one valid `Sec-WebSocket-Key`.
+    pub fn accept_key(&self) -> Option<String> {
+        let mut keys = self
+            .request
+            .headers()
+            .get_all("sec-websocket-key")
+            .into_iter();
+        let key = keys.next()?.as_bytes();
+        if keys.next().is_some() || !handshake::is_valid_key(key) {
+            return None;
+        }
+        Some(handshake::accept_key(key))
     }
 
     /// Check the request (RFC 6455 §4.2.1 and the origin policy) and answer 101, or answer the error.
     ///
     /// # Errors
     ///
-    /// [`Error::Handshake`] (already answered), [`Error::Io`].
-    pub async fn accept(self) -> Result<WebSocket<S>, Error> {
-        todo!()
+    /// [`Error::Handshake`] (already answered), [`Error::Io`], [`Error::Timeout`] if the answer
+    /// cannot be written within the handshake timeout.
+    pub async fn accept(mut self) -> Result<WebSocket<S>, Error> {
+        let offer = match self.check() {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::debug!(error = %e, status = e.status(), "refused websocket request");
+                reject(&mut self.stream, &e).await;
+                return Err(Error::Handshake(e));
+            }
+        };
+        let protocol = handshake::select_protocol(&self.builder.protocols, &offer.protocols)
+            .map(str::to_owned);
+        // No extension is implemented yet, so none is accepted: the client then must not use any
+        // (RFC 6455 §9.1).
+        let response = hs::accept(&offer, protocol.as_deref(), &[]);
+        let written = tokio::time::timeout(self.builder.handshake_timeout, async {
+            self.stream.write_all(&response).await?;
+            self.stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Io(e)),
+            Err(_elapsed) => return Err(Error::Timeout),
+        }
+        let conn = Connection::new(Role::Server, self.builder.config.clone());
+        let mut ws = WebSocket::from_parts(self.stream, conn, protocol, &self.leftover);
+        ws.set_close_timeout(self.builder.close_timeout);
+        Ok(ws)
     }
 
     /// Answer as plain HTTP and close the connection.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`].
+    /// [`Error::Io`], [`Error::Timeout`] if the answer cannot be written within the handshake
+    /// timeout.
     pub async fn respond(self, response: http::Response<()>, body: &[u8]) -> Result<(), Error> {
-        let _ = (response, body);
-        todo!()
+        let mut stream = self.stream;
+        let bytes = hs::encode_response(&response, body);
+        let written = tokio::time::timeout(self.builder.handshake_timeout, async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Io(e)),
+            Err(_elapsed) => return Err(Error::Timeout),
+        }
+        close_gracefully(&mut stream).await;
+        Ok(())
+    }
+
+    /// Everything the RFC and the origin policy require of the request.
+    fn check(&self) -> Result<ClientOffer, HandshakeError> {
+        if !self.is_upgrade() {
+            return Err(
+                if self.request.headers().contains_key(http::header::UPGRADE) {
+                    HandshakeError::InvalidHeader("Upgrade", "no websocket token")
+                } else {
+                    HandshakeError::MissingHeader("Upgrade")
+                },
+            );
+        }
+        let offer = hs::check_request(&self.request)?;
+        if let Some(check) = &self.builder.origin_check {
+            if !check(offer.origin.as_deref()) {
+                return Err(HandshakeError::OriginRefused);
+            }
+        }
+        Ok(offer)
     }
 }

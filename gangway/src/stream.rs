@@ -1,56 +1,346 @@
 //! `WebSocket`: a `Stream` of received messages and a `Sink` of messages to send.
+//!
+//! The adapter holds no protocol state of its own: every decision (reassembly, pongs, close
+//! answers, when to drop the transport) is the core's [`Connection`]. This file only moves bytes
+//! between the transport and the core, and bounds the waits the core cannot time (it has no clock).
 
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use futures_core::Stream;
 use futures_sink::Sink;
-use gangway_proto::{CloseCode, CloseFrame, Connection};
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::task::AtomicWaker;
+use gangway_proto::{CloseCode, CloseFrame, Connection, ProtocolError, State};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use crate::{Error, Message};
 
+/// How many bytes of encoded frames may wait in the write buffer before sending waits.
+///
+/// [`Sink::poll_ready`] returns `Pending` while more than this many bytes are queued and the
+/// transport does not take them, so a peer that stops reading holds at most this much (plus the
+/// one message that crossed the mark) of this side's memory.
+pub const WRITE_BUFFER_HIGH_WATER: usize = 128 << 10;
+
+/// How long the close handshake may take by default: waiting for the peer's close frame, writing
+/// ours, and (client) waiting for the server to close the TCP connection.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// First size of the read buffer; it doubles while reads fill it, up to [`MAX_READ_SIZE`].
+const MIN_READ_SIZE: usize = 4 << 10;
+/// Largest read buffer: enough to amortise system calls on bulk transfers.
+const MAX_READ_SIZE: usize = 64 << 10;
+/// How many bytes of automatic answers (pongs, close) may wait unsent before reading pauses.
+///
+/// Reading must go on while our own messages wait for the transport (the peer may be waiting for
+/// us to read before it reads), but each ping read queues a pong: a peer that pings without
+/// reading would make the write buffer grow without bound. Past this many unsent answers, reading
+/// waits for the transport to take them.
+const MAX_UNSENT_ANSWERS: usize = 64 << 10;
+
 /// An open WebSocket over the transport `S`.
 ///
-/// Receive with `StreamExt::next`, send with `SinkExt::send`; `StreamExt::split` gives halves for
-/// two tasks. Sending waits while the write buffer is full, so a peer that does not read cannot make
-/// this side's memory grow.
+/// Receive with `StreamExt::next`: the stream yields [`Message`]s and ends with `None` after a
+/// clean close (the peer's close frame is then in [`close_frame`](Self::close_frame)). A protocol
+/// violation by the peer yields one [`Error::Protocol`] (once the matching close frame was
+/// written, or the close timeout passed), a lost connection one [`Error::Io`] or
+/// [`Error::Protocol`] with [`ProtocolError::UnexpectedEof`]; the stream ends after that.
+///
+/// To close, [`close`](Self::close) sends a close frame and waits for the handshake to finish.
+/// `SinkExt::close` (spelled `SinkExt::close(&mut ws)` on a whole `WebSocket`, whose own `close`
+/// takes a code) only sends close 1000 and flushes; the stream then ends after the peer's answer.
+///
+/// Send with `SinkExt::send`. Sending waits while more than [`WRITE_BUFFER_HIGH_WATER`] bytes are
+/// queued, so a peer that does not read cannot make this side's memory grow. Pings are answered
+/// and the peer's close frame is echoed while the stream is polled: keep reading, even in a
+/// server that only sends.
+///
+/// # Two tasks
+///
+/// `futures_util::StreamExt::split` gives a read half and a write half that can move to two tasks
+/// (they share the `WebSocket` behind a lock that is held only during each poll). Both halves may
+/// write to the transport (the read half writes pongs and close answers), and each half is woken
+/// when the transport becomes writable again.
+///
+/// ```no_run
+/// # async fn run(ws: gangway::WebSocket<tokio::net::TcpStream>) -> Result<(), gangway::Error> {
+/// use futures_util::{SinkExt, StreamExt};
+/// let (mut tx, mut rx) = ws.split();
+/// let reader = tokio::spawn(async move {
+///     while let Some(msg) = rx.next().await {
+///         println!("{:?}", msg?);
+///     }
+///     Ok::<_, gangway::Error>(())
+/// });
+/// tx.send(gangway::Message::text("hello")).await?;
+/// tx.close().await?; // sends close 1000; the reader ends after the peer's answer
+/// reader.await.expect("reader task panicked")?;
+/// # Ok(()) }
+/// ```
+///
+/// # Timers
+///
+/// The close handshake is bounded by a timer ([`DEFAULT_CLOSE_TIMEOUT`]), so the tokio runtime
+/// must have its time driver enabled.
+///
+/// # Drop behavior
+///
+/// Dropping the `WebSocket` drops the transport at once, without a close handshake; call
+/// [`close`](Self::close) first to close cleanly.
 pub struct WebSocket<S> {
-    _io: S,
-    _conn: Connection,
-    _protocol: Option<String>,
+    io: S,
+    conn: Connection,
+    protocol: Option<String>,
+    /// Read buffer; only its spare capacity is used (bytes go straight to the core). Allocated on
+    /// the first read after an idle period and released whenever the transport has nothing to
+    /// read, so an idle connection holds none.
+    read_buf: Vec<u8>,
+    /// The size of the next allocation of `read_buf`.
+    read_size: usize,
+    close_timeout: Duration,
+    /// Bounds the close handshake; created the first time the connection is seen closing.
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// The wakers of the read and write halves, woken together when the transport is writable.
+    write_wakers: Arc<WriteWakers>,
+    /// A waker for `write_wakers`, passed to every write, flush and shutdown of the transport.
+    write_waker: Waker,
+    /// The peer's protocol violation, yielded once the close frame is out.
+    failure: Option<ProtocolError>,
+    /// The transport's read side ended.
+    read_eof: bool,
+    /// We shut the transport's write side down.
+    write_shutdown: bool,
+    /// Bytes were written since the last flush of the transport.
+    needs_flush: bool,
+    /// Bytes the core queued in answer to input (pongs, close) since the output was last empty.
+    unsent_answers: usize,
+    /// The stream ended: everything after yields `None`.
+    done: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
-    /// Wrap a transport whose handshake is done. `leftover` are bytes read after the handshake head.
+    /// Wrap a transport whose handshake is done. `leftover` are bytes read after the handshake
+    /// head (frames the peer pipelined); they are fed to `conn` before anything else is read.
+    ///
+    /// A protocol violation in `leftover` is reported by the first poll of the stream, after the
+    /// messages that preceded it.
     pub fn from_parts(io: S, conn: Connection, protocol: Option<String>, leftover: &[u8]) -> Self {
-        let _ = leftover;
+        let mut conn = conn;
+        let failure = if leftover.is_empty() {
+            None
+        } else {
+            conn.receive_data(leftover).err()
+        };
+        let write_wakers = Arc::new(WriteWakers::default());
         WebSocket {
-            _io: io,
-            _conn: conn,
-            _protocol: protocol,
+            io,
+            conn,
+            protocol,
+            read_buf: Vec::new(),
+            read_size: MIN_READ_SIZE,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            close_timer: None,
+            write_waker: Waker::from(Arc::clone(&write_wakers)),
+            write_wakers,
+            failure,
+            read_eof: false,
+            write_shutdown: false,
+            needs_flush: false,
+            unsent_answers: 0,
+            done: false,
         }
     }
 
     /// The negotiated subprotocol.
     pub fn protocol(&self) -> Option<&str> {
-        self._protocol.as_deref()
+        self.protocol.as_deref()
     }
 
     /// The peer's close frame, once received (`Some(None)`: it carried no status code).
     pub fn close_frame(&self) -> Option<&Option<CloseFrame>> {
-        todo!()
+        self.conn.peer_close()
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Bound the close handshake by `timeout` instead of [`DEFAULT_CLOSE_TIMEOUT`]. A wait that
+    /// has already started keeps its deadline.
+    pub fn set_close_timeout(&mut self, timeout: Duration) {
+        self.close_timeout = timeout;
     }
 
     /// Send a close frame, then wait (bounded) for the peer's close and the end of the transport.
+    /// Messages that arrive meanwhile are discarded.
+    ///
+    /// If the peer closed first (or the connection already ended) nothing is sent: this only
+    /// finishes the close. A server shuts the TCP connection down once the handshake is done
+    /// (RFC 6455 §7.1.1); a client waits for the server to do so, at most the close timeout.
     ///
     /// # Errors
     ///
     /// [`Error::Api`] for a code that may not be sent or after a close was already sent,
-    /// [`Error::Io`], [`Error::Timeout`].
+    /// [`Error::Io`], [`Error::Timeout`] when the peer did not answer within the close timeout,
+    /// [`Error::Protocol`] when the peer broke the protocol meanwhile.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let _ = (code, reason);
-        todo!()
+        if !self.done && self.conn.peer_close().is_none() {
+            match self.conn.state() {
+                State::Open => self.conn.send_close(code, reason)?,
+                // Our close frame is already out: a second one is a caller mistake (§5.5.1).
+                State::Closing => return Err(Error::Api(gangway_proto::ApiMisuse::AlreadyClosing)),
+                // Failed, or ended: nothing to send, only the transport to finish.
+                State::Closed => {}
+            }
+        }
+        std::future::poll_fn(|cx| loop {
+            match Pin::new(&mut *self).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Ok(_discarded))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            }
+        })
+        .await
+    }
+
+    /// Write as much of the core's output as the transport takes, then flush it.
+    ///
+    /// `Ready(Ok)` means everything was written and flushed. `Pending` means the transport is
+    /// full; `cx`'s waker (as the given half) is woken when it is writable.
+    fn poll_write_output(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<io::Result<()>> {
+        if self.conn.output().is_empty() && !self.needs_flush {
+            return Poll::Ready(Ok(()));
+        }
+        self.write_wakers.register(half, cx.waker());
+        let mut wcx = Context::from_waker(&self.write_waker);
+        loop {
+            let out = self.conn.output();
+            if out.is_empty() {
+                break;
+            }
+            if self.write_shutdown {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "write side already shut down",
+                )));
+            }
+            let len = out.len();
+            match Pin::new(&mut self.io).poll_write(&mut wcx, out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                // `min`: a transport claiming more than it was given must not make us panic.
+                Poll::Ready(Ok(n)) => {
+                    self.conn.consume_output(n.min(len));
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.unsent_answers = 0;
+        if self.needs_flush {
+            ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))?;
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shut the transport's write side down (TCP FIN). Failures are ignored: the peer is gone.
+    fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.write_shutdown {
+            self.write_wakers.register(Half::Read, cx.waker());
+            let mut wcx = Context::from_waker(&self.write_waker);
+            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(&mut wcx));
+            self.write_shutdown = true;
+        }
+        Poll::Ready(())
+    }
+
+    /// Read once from the transport and feed the core (or tell it about EOF).
+    fn poll_read_into_core(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.read_buf.capacity() == 0 {
+            self.read_buf = Vec::with_capacity(self.read_size);
+        }
+        let mut buf = ReadBuf::uninit(self.read_buf.spare_capacity_mut());
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Pending => {
+                // Nothing to read: the connection is idle, so give the buffer back.
+                self.read_buf = Vec::new();
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {
+                let data = buf.filled();
+                if data.is_empty() {
+                    self.read_eof = true;
+                    if let Err(e) = self.conn.receive_eof() {
+                        self.failure.get_or_insert(e);
+                    }
+                } else {
+                    if data.len() == buf.capacity() && self.read_size < MAX_READ_SIZE {
+                        self.read_size *= 2;
+                    }
+                    let queued = self.conn.output().len();
+                    if let Err(e) = self.conn.receive_data(data) {
+                        self.failure.get_or_insert(e);
+                    }
+                    self.unsent_answers += self.conn.output().len().saturating_sub(queued);
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Whether the close timer has fired; arms it on first use.
+    fn poll_close_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.close_timeout;
+        let timer = self
+            .close_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// End the stream: what to yield last.
+    fn finish(&mut self, timed_out: bool, drained: bool) -> Option<Result<Message, Error>> {
+        self.done = true;
+        self.close_timer = None;
+        self.read_buf = Vec::new();
+        if let Some(e) = self.failure.take() {
+            return Some(Err(Error::Protocol(e)));
+        }
+        // A client whose close handshake is complete only missed the server's EOF: that is a
+        // clean end. Anything else cut short by the timer is not.
+        if timed_out && !(self.conn.state() == State::Closed && drained) {
+            return Some(Err(Error::Timeout));
+        }
+        None
+    }
+
+    /// End the stream on a transport error (a protocol failure already seen takes precedence).
+    fn finish_with_io(&mut self, e: io::Error) -> Error {
+        self.done = true;
+        self.close_timer = None;
+        self.read_buf = Vec::new();
+        match self.failure.take() {
+            Some(p) => Error::Protocol(p),
+            None => Error::Io(e),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("conn", &self.conn)
+            .field("protocol", &self.protocol)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,8 +348,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let _ = cx;
-        todo!()
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            // Events decoded before a violation are delivered before the error.
+            if let Some(event) = this.conn.poll_event() {
+                match Message::from_event(event) {
+                    Some(msg) => return Poll::Ready(Some(Ok(msg))),
+                    None => continue, // the peer's close: the core answered it
+                }
+            }
+            // Pongs, close answers and queued messages go out while we keep reading: a full
+            // transport must not stop us from receiving (the peer may be waiting for us to read).
+            let drained = match this.poll_write_output(cx, Half::Read) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
+                Poll::Pending => false,
+            };
+            let ending = this.read_eof || this.conn.should_close_transport();
+            let timed_out = if ending || this.conn.state() != State::Open {
+                this.poll_close_timer(cx)
+            } else {
+                false
+            };
+            if ending || timed_out {
+                if timed_out {
+                    // Best effort; dropping the transport closes it anyway.
+                    let _ = this.poll_shutdown_write(cx);
+                } else {
+                    if !drained {
+                        return Poll::Pending;
+                    }
+                    // The server closes the TCP connection first (RFC 6455 §7.1.1); a failed
+                    // connection is closed by either side (§7.1.7); after the peer's EOF there
+                    // is nothing left to wait for.
+                    ready!(this.poll_shutdown_write(cx));
+                }
+                return Poll::Ready(this.finish(timed_out, drained));
+            }
+            if !drained && this.unsent_answers > MAX_UNSENT_ANSWERS {
+                // Woken by the transport once it takes more (the write registered the waker).
+                return Poll::Pending;
+            }
+            // Reading goes on in the closing state too: the peer's close frame, and for a client
+            // the server's EOF (§7.1.1), are still to come.
+            match this.poll_read_into_core(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
     }
 }
 
@@ -67,22 +407,219 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let _ = cx;
-        todo!()
+        let this = self.get_mut();
+        match this.poll_write_output(cx, Half::Write) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
+            // The bounded write buffer: wait for the transport while too much is queued.
+            _ if this.conn.output().len() > WRITE_BUFFER_HIGH_WATER => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        let _ = item;
-        todo!()
+        let conn = &mut self.get_mut().conn;
+        match item {
+            Message::Text(text) => conn.send_text(&text),
+            Message::Binary(data) => conn.send_binary(&data),
+            Message::Ping(payload) => conn.send_ping(&payload),
+            Message::Pong(payload) => conn.send_pong(&payload),
+        }
+        .map_err(Error::Api)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let _ = cx;
-        todo!()
+        self.get_mut()
+            .poll_write_output(cx, Half::Write)
+            .map_err(Error::Io)
     }
 
+    /// Send close 1000 (unless a close was already sent or received) and flush. The transport
+    /// stays open: keep polling the stream to receive the peer's close and end cleanly.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let _ = cx;
-        todo!()
+        let this = self.get_mut();
+        if this.conn.state() == State::Open {
+            this.conn.send_close(CloseCode::NORMAL, "")?;
+        }
+        this.poll_write_output(cx, Half::Write).map_err(Error::Io)
+    }
+}
+
+/// Which half of a split `WebSocket` is writing.
+#[derive(Clone, Copy, Debug)]
+enum Half {
+    /// The stream side (pongs, close answers, output flushed while reading).
+    Read,
+    /// The sink side.
+    Write,
+}
+
+/// The two tasks that may wait for the transport to become writable.
+///
+/// A transport remembers one waker per direction, so after a split the read half's write (of a
+/// pong, say) would replace the write half's waker and leave the sender asleep forever. Every
+/// write goes through this proxy instead, which wakes both.
+#[derive(Debug, Default)]
+struct WriteWakers {
+    read_half: AtomicWaker,
+    write_half: AtomicWaker,
+}
+
+impl WriteWakers {
+    fn register(&self, half: Half, waker: &Waker) {
+        match half {
+            Half::Read => self.read_half.register(waker),
+            Half::Write => self.write_half.register(waker),
+        }
+    }
+}
+
+impl Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.read_half.wake();
+        self.write_half.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use gangway_proto::{Config, Role};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn server_over(io: DuplexStream, leftover: &[u8]) -> WebSocket<DuplexStream> {
+        WebSocket::from_parts(
+            io,
+            Connection::new(Role::Server, Config::default()),
+            None,
+            leftover,
+        )
+    }
+
+    /// A client frame: FIN, `opcode`, masked with a zero key (payload unchanged) when `masked`.
+    fn client_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut frame = vec![0x80 | opcode, payload.len() as u8];
+        if masked {
+            frame[1] |= 0x80;
+            frame.extend_from_slice(&[0; 4]);
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[tokio::test]
+    async fn violation_in_leftover_is_reported_after_the_messages_before_it() {
+        let (io, _peer) = tokio::io::duplex(1024);
+        let mut leftover = client_frame(0x1, b"first", true);
+        leftover.extend(client_frame(0x1, b"unmasked", false));
+        let mut ws = server_over(io, &leftover);
+        assert_eq!(
+            futures_util::StreamExt::next(&mut ws)
+                .await
+                .unwrap()
+                .unwrap(),
+            Message::text("first")
+        );
+        assert!(matches!(
+            futures_util::StreamExt::next(&mut ws).await,
+            Some(Err(Error::Protocol(ProtocolError::UnmaskedFrame)))
+        ));
+        assert!(futures_util::StreamExt::next(&mut ws).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_connection_holds_no_read_buffer() {
+        let (io, mut peer) = tokio::io::duplex(1024);
+        let mut ws = server_over(io, &[]);
+        peer.write_all(&client_frame(0x2, b"data", true))
+            .await
+            .unwrap();
+        let msg = futures_util::StreamExt::next(&mut ws)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg, Message::binary(&b"data"[..]));
+        let waker = Waker::from(Arc::new(CountingWaker::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut ws).poll_next(&mut cx).is_pending());
+        assert_eq!(ws.read_buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn sender_is_woken_when_the_transport_drains_after_the_reader_wrote() {
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let mut ws = server_over(io, &[]);
+        let sender = Arc::new(CountingWaker::default());
+        let reader = Arc::new(CountingWaker::default());
+        let sender_waker = Waker::from(Arc::clone(&sender));
+        let reader_waker = Waker::from(Arc::clone(&reader));
+        let mut sender_cx = Context::from_waker(&sender_waker);
+        let mut reader_cx = Context::from_waker(&reader_waker);
+
+        // Fill the transport and the write buffer until sending waits.
+        let chunk = Bytes::from(vec![0u8; 32 << 10]);
+        while Pin::new(&mut ws).poll_ready(&mut sender_cx).is_ready() {
+            Pin::new(&mut ws)
+                .start_send(Message::Binary(chunk.clone()))
+                .unwrap();
+        }
+        // The read half writes too (it flushes queued output), replacing the transport's waker.
+        assert!(Pin::new(&mut ws).poll_next(&mut reader_cx).is_pending());
+
+        // The peer reads: the transport is writable again, and the sender must hear of it.
+        let mut sink = vec![0u8; 4096];
+        let _ = peer.read(&mut sink).await.unwrap();
+        assert!(sender.0.load(Ordering::SeqCst) > 0, "sender never woken");
+    }
+
+    #[tokio::test]
+    async fn peer_that_pings_without_reading_cannot_grow_the_write_buffer() {
+        let (io, mut peer) = tokio::io::duplex(64 << 10);
+        let mut ws = server_over(io, &[]);
+        let ping = client_frame(0x9, &[0x55; 125], true);
+        // 4 MiB of pings, far more than any buffer; the writer stalls once we stop reading.
+        let flood = tokio::spawn(async move {
+            for _ in 0..(4 << 20) / ping.len() {
+                if peer.write_all(&ping).await.is_err() {
+                    break;
+                }
+            }
+            peer
+        });
+        let mut pings = 0;
+        while let Ok(Some(msg)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        {
+            assert!(matches!(msg, Ok(Message::Ping(_))));
+            pings += 1;
+        }
+        assert!(pings > 0);
+        assert!(
+            ws.conn.output().len() <= MAX_UNSENT_ANSWERS + 2 * MAX_READ_SIZE,
+            "{} bytes of pongs queued",
+            ws.conn.output().len()
+        );
+        flood.abort();
     }
 }

@@ -316,6 +316,14 @@ impl Connection {
     /// The next event from the peer, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
+        if let Some(Event::Close(close)) = &event {
+            if !self.close_sent && !self.failed {
+                // §5.5.1: answer with a close, "typically echoing the status code it received";
+                // a close without a code is answered without one.
+                let reply = close.as_ref().map(|c| (c.code, ""));
+                self.write_close(reply);
+            }
+        }
         if self.events.is_empty() && self.events.capacity() > IDLE_EVENT_CAPACITY {
             self.events = VecDeque::new();
         }
@@ -550,11 +558,9 @@ impl Connection {
 
     fn receive_close(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
         let close = CloseFrame::parse(payload)?;
-        if !self.close_sent {
-            // §5.5.1: answer with a close, "typically echoing the status code it received";
-            // a close without a code is answered without one.
-            self.write_close(close.as_ref().map(|c| (c.code, "")));
-        }
+        // The answering close is queued when `poll_event` hands this event out, not here:
+        // messages that arrived before the close are delivered first, and replies to them
+        // (an echo) must still go out before our close frame (§5.5.1: "as soon as practical").
         // A message cut short by the close is never delivered.
         self.message.clear();
         self.peer_close = Some(close.clone());

@@ -909,6 +909,10 @@ fn server_initiated_close_leaves_the_client_waiting_for_eof() {
     assert_eq!(s.state(), State::Closing);
     assert!(!s.should_close_transport());
     pump(&mut s, &mut c).unwrap();
+    // The answer is queued when the application takes the close event.
+    assert_eq!(c.state(), State::Closing);
+    assert_eq!(queued_close_code(&c), None);
+    assert!(matches!(events(&mut c)[..], [Event::Close(Some(_))]));
     assert_eq!(c.state(), State::Closed);
     assert!(!c.should_close_transport());
     assert_eq!(queued_close_code(&c), Some(1001));
@@ -1214,4 +1218,34 @@ fn connections_with_the_os_random_source_mask_as_their_role_requires() {
     pump(&mut s, &mut c).unwrap();
     assert_eq!(events(&mut s), [Event::Text("to server".into())]);
     assert_eq!(events(&mut c), [Event::Text("to client".into())]);
+}
+
+#[test]
+fn messages_before_a_close_can_still_be_answered() {
+    // A client sends two messages and its close in one burst; an echo server that answers each
+    // message as it takes it must get the echoes out before its close frame.
+    let (mut c, mut s) = (client(), server());
+    c.send_text("a").unwrap();
+    c.send_text("b").unwrap();
+    c.send_close(CloseCode::NORMAL, "").unwrap();
+    pump(&mut c, &mut s).unwrap();
+    while let Some(event) = s.poll_event() {
+        if let Event::Text(t) = event {
+            s.send_text(&t).unwrap();
+        }
+    }
+    assert!(s.should_close_transport());
+    pump(&mut s, &mut c).unwrap();
+    assert_eq!(
+        events(&mut c),
+        [
+            Event::Text("a".into()),
+            Event::Text("b".into()),
+            Event::Close(Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: String::new()
+            }))
+        ]
+    );
+    assert_eq!(c.state(), State::Closed);
 }

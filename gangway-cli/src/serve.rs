@@ -1,0 +1,452 @@
+//! `gangway serve`: an echo server on every path, with the demo page at `GET /`.
+//!
+//! Each accepted TCP connection gets its own task. The request head is read first; an upgrade
+//! request becomes an echo session, anything else is answered as plain HTTP (the page, the
+//! handshake record the page asks for, or 404). On SIGINT or SIGTERM the listener stops, every
+//! session closes with 1001 (RFC 6455 §7.4.1: "going away"), and the process exits 0 once they are
+//! done or after [`DRAIN_TIMEOUT`].
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
+use gangway::{CloseCode, CloseFrame, Config, Incoming, Message, ServerBuilder, WebSocket};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::causes;
+use crate::demo::{self, HandshakeLog, HandshakeRecord};
+
+/// How long shutdown waits for open connections to finish their close handshakes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a session that failed keeps reading, so the close frame the core queued is flushed
+/// and the peer can answer it.
+const AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a finished session waits for the client to close its side of the TCP connection.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Options of `gangway serve`.
+#[derive(Args, Debug)]
+pub(crate) struct ServeOpts {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    listen: String,
+
+    /// Subprotocol to support (repeatable); the first of these the client offers is selected.
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+
+    /// Largest message accepted, in bytes; a larger one fails the connection with 1009.
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
+}
+
+/// What every connection task shares.
+struct Server {
+    builder: ServerBuilder,
+    protocols: Vec<String>,
+    handshakes: HandshakeLog,
+}
+
+/// Run the server until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// The address cannot be bound, stdout cannot be written, or signal handlers cannot be installed.
+pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
+    // Install the handlers before announcing the address: a signal sent right after the
+    // `listening on` line must shut down cleanly, not kill the process.
+    let mut signals = Signals::new().context("cannot install signal handlers")?;
+
+    let listener = TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
+        stdout.flush().context("cannot write to stdout")?;
+    }
+    info!(%addr, protocols = ?opts.protocols, "serving; open http://{addr}/ for the demo page");
+
+    let mut config = Config::default();
+    if let Some(max) = opts.max_message_size {
+        config.max_message_size = max;
+        // No frame can be larger than the message it belongs to; checking the frame header
+        // refuses an oversized message before any of it is buffered.
+        config.max_frame_size = config.max_frame_size.min(max);
+    }
+    let mut builder = ServerBuilder::new().config(config);
+    for p in &opts.protocols {
+        builder = builder.protocol(p.clone());
+    }
+    let server = Arc::new(Server {
+        builder,
+        protocols: opts.protocols,
+        handshakes: HandshakeLog::default(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let signal = loop {
+        tokio::select! {
+            signal = signals.recv() => break signal,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tasks.spawn(connection(server.clone(), tcp, peer, shutdown_rx.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    warn!("connection task failed: {e}");
+                }
+            }
+        }
+    };
+
+    drop(listener);
+    info!(signal, open = tasks.len(), "shutting down");
+    // The receivers only look at the value; a send error means no connection is left.
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            open = tasks.len(),
+            "connections still open after {DRAIN_TIMEOUT:?}; dropping them"
+        );
+        tasks.abort_all();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One TCP connection: read the head, then a WebSocket session or a plain HTTP answer.
+async fn connection(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let incoming = tokio::select! {
+        incoming = server.builder.read_request(tcp) => incoming,
+        _ = stopping(&mut shutdown) => return,
+    };
+    let incoming = match incoming {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            // Already answered (400/431) by the builder, or the peer went away.
+            info!(%peer, "request failed: {}", causes(&e));
+            return;
+        }
+    };
+    if incoming.is_upgrade() {
+        websocket(&server, incoming, peer, shutdown).await;
+    } else {
+        http(&server, incoming, peer).await;
+    }
+}
+
+/// An upgrade request: accept it and echo until the session ends; then log one line.
+async fn websocket(
+    server: &Server,
+    incoming: Incoming<TcpStream>,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let path = incoming.request().uri().path().to_owned();
+    // Record before answering 101: the page asks for the record as soon as its socket opens.
+    let id = demo::query_id(incoming.request().uri().query()).map(str::to_owned);
+    if let Some(id) = &id {
+        if let Some(record) = record_handshake(server, incoming.request()) {
+            server.handshakes.insert(id, record);
+        }
+    }
+
+    let mut ws = match incoming.accept().await {
+        Ok(ws) => ws,
+        Err(e) => {
+            if let Some(id) = &id {
+                server.handshakes.remove(id);
+            }
+            info!(%peer, %path, "websocket handshake refused: {}", causes(&e));
+            return;
+        }
+    };
+    let protocol = ws.protocol().map(str::to_owned);
+    if let Some(id) = &id {
+        let selected = protocol.clone();
+        server.handshakes.update(id, |r| r.protocol = selected);
+    }
+
+    let (echoed, end) = echo(&mut ws, &mut shutdown).await;
+    linger(ws.get_ref()).await;
+    info!(
+        %peer,
+        %path,
+        protocol = protocol.as_deref().unwrap_or("none"),
+        echoed,
+        "websocket ended: {end}"
+    );
+}
+
+/// Echo every text and binary message until the peer closes, the connection fails, or the server
+/// shuts down. Returns how many messages were echoed and how the session ended.
+async fn echo(
+    ws: &mut WebSocket<TcpStream>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> (u64, String) {
+    let mut echoed = 0u64;
+    loop {
+        let item = tokio::select! {
+            item = ws.next() => item,
+            _ = stopping(shutdown) => return (echoed, going_away(ws).await),
+        };
+        let message = match item {
+            None => return (echoed, format!("closed by peer, {}", describe_close(ws))),
+            Some(Err(e)) => {
+                let end = format!("error: {}", causes(&e));
+                drain(ws).await;
+                return (echoed, end);
+            }
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
+            // Pings are answered by the core; pongs need nothing.
+            Some(Ok(_)) => continue,
+        };
+        tokio::select! {
+            sent = ws.send(message) => {
+                if let Err(e) = sent {
+                    let end = format!("error while echoing: {}", causes(&e));
+                    drain(ws).await;
+                    return (echoed, end);
+                }
+            }
+            _ = stopping(shutdown) => return (echoed, going_away(ws).await),
+        }
+        echoed += 1;
+    }
+}
+
+/// Resolves once shutdown has begun (or the server is gone).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // Only the value matters; the guard `wait_for` returns must not live across an await.
+    let _ = shutdown.wait_for(|&s| s).await;
+}
+
+/// Close with 1001 because the server is shutting down, and wait (bounded) for the answer.
+async fn going_away(ws: &mut WebSocket<TcpStream>) -> String {
+    match ws
+        .close(CloseCode::GOING_AWAY, "server shutting down")
+        .await
+    {
+        Ok(()) => format!(
+            "closed by server shutdown (1001), peer answered {}",
+            describe_close(ws)
+        ),
+        Err(e) => format!("server shutdown, close failed: {}", causes(&e)),
+    }
+}
+
+/// After an error the core has queued the right close frame; keep reading (bounded) so it is
+/// written and the peer's answer is read, instead of cutting the TCP connection at once.
+async fn drain(ws: &mut WebSocket<TcpStream>) {
+    let _ = tokio::time::timeout(AFTER_ERROR_TIMEOUT, async {
+        while let Some(item) = ws.next().await {
+            if item.is_err() {
+                // A second error means the transport is gone.
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Read and discard what the client still sends until it closes its side, bounded by
+/// [`LINGER_TIMEOUT`].
+///
+/// Closing a TCP socket that has unread data makes the kernel send RST instead of FIN, and an RST
+/// can destroy the close frame we just sent before the client reads it. That happens whenever the
+/// client was still sending (a message, its own close) when the session ended here, e.g. after a
+/// 1009. The write side is already shut down (FIN sent) when the stream has ended.
+async fn linger(tcp: &TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
+        loop {
+            if tcp.readable().await.is_err() {
+                return;
+            }
+            match tcp.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// The peer's close frame as a log fragment.
+fn describe_close(ws: &WebSocket<TcpStream>) -> String {
+    match ws.close_frame() {
+        Some(Some(CloseFrame { code, reason })) if reason.is_empty() => format!("code {code}"),
+        Some(Some(CloseFrame { code, reason })) => format!("code {code} {reason:?}"),
+        Some(None) => "no status code (1005)".to_owned(),
+        None => "no close frame (1006)".to_owned(),
+    }
+}
+
+/// What the demo page shows about this handshake. `None` when the request has no key (the
+/// handshake is going to be refused anyway).
+fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeRecord> {
+    let headers = request.headers();
+    let key = headers.get("sec-websocket-key")?;
+    let key = String::from_utf8_lossy(key.as_bytes()).trim().to_owned();
+    let offered: Vec<String> = header_tokens(headers, "sec-websocket-protocol")
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect();
+    Some(HandshakeRecord {
+        request_line: format!(
+            "{} {} {:?}",
+            request.method(),
+            request.uri(),
+            request.version()
+        ),
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect(),
+        accept: accept_key(key.as_bytes()),
+        key,
+        // The same rule the builder applies; replaced by the actual selection after the 101.
+        protocol: select_protocol(&server.protocols, &offered).map(str::to_owned),
+    })
+}
+
+/// A plain HTTP request: the demo page, a handshake record, or 404.
+async fn http(server: &Server, incoming: Incoming<TcpStream>, peer: SocketAddr) {
+    let request = incoming.request();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let head_only = method == Method::HEAD;
+
+    let (status, content_type, body) = match (&method, path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/") => (
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            demo::PAGE.as_bytes().to_vec(),
+        ),
+        (&Method::GET | &Method::HEAD, "/handshake") => {
+            let record = demo::query_id(request.uri().query())
+                .and_then(|id| server.handshakes.get(id).map(|r| r.to_json(id)));
+            match record {
+                Some(json) => (StatusCode::OK, "application/json", json.into_bytes()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    b"{\"error\":\"no handshake recorded for this id\"}".to_vec(),
+                ),
+            }
+        }
+        (_, "/" | "/handshake") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            b"method not allowed\n".to_vec(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            b"not found; WebSocket clients are welcome on any path\n".to_vec(),
+        ),
+    };
+
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // `respond` closes the connection after the answer; say so (RFC 9112 §9.6).
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    let body: &[u8] = if head_only {
+        // HEAD: the headers GET would send, including its length, and no body.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        &[]
+    } else {
+        &body
+    };
+    let result = incoming.respond(response, body).await;
+    match result {
+        Ok(()) => info!(%peer, %method, %path, status = status.as_u16(), "http request"),
+        Err(e) => {
+            info!(%peer, %method, %path, status = status.as_u16(), "http request, answer failed: {}", causes(&e))
+        }
+    }
+}
+
+/// SIGINT and SIGTERM (Ctrl-C only where there are no Unix signals).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
+        }
+    }
+
+    /// Wait for the next signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // If Ctrl-C cannot be watched, shutting down at once beats running unstoppable.
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

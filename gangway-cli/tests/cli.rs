@@ -1,0 +1,651 @@
+//! End-to-end tests of the `gangway` binary: its processes, its stdout/stderr lines and exit
+//! statuses, against itself, an in-test gangway server, and hand-written raw peers.
+//!
+//! Every test is bounded in time and kills the processes it started on every path.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use gangway::{CloseCode, Message, ServerBuilder};
+
+/// Upper bound for anything a test waits for.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn gangway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gangway"))
+}
+
+/// A child process that is killed and reaped when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        Proc(cmd.spawn().expect("gangway binary starts"))
+    }
+
+    /// Wait for the exit, at most `TIMEOUT`.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Collect everything a pipe produces, on a thread (so the child never blocks on a full pipe).
+fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        all
+    })
+}
+
+/// Run `cmd` with `input` on stdin to completion (at most `TIMEOUT`).
+fn run(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut proc = Proc::spawn(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdin = proc.0.stdin.take().expect("stdin piped");
+    let input = input.to_vec();
+    // The process may exit without reading everything (an error); that is not the test's concern.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let stdout = collect(proc.0.stdout.take().expect("stdout piped"));
+    let stderr = collect(proc.0.stderr.take().expect("stderr piped"));
+    let status = proc.wait();
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Run `cmd` to completion (at most `TIMEOUT`) with a stdin that stays open, so only the peer
+/// can end the session.
+fn run_open_stdin(cmd: &mut Command) -> Output {
+    let mut proc = Proc::spawn(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let stdout = collect(proc.0.stdout.take().expect("stdout piped"));
+    let stderr = collect(proc.0.stderr.take().expect("stderr piped"));
+    let status = proc.wait();
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// A client process driven line by line: stdin stays open until dropped, stdout arrives by line.
+struct Interactive {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Interactive {
+    fn start(cmd: &mut Command) -> Interactive {
+        let mut proc = Proc::spawn(
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let stdin = proc.0.stdin.take();
+        let stdout = proc.0.stdout.take().expect("stdout piped");
+        let stderr = Some(collect(proc.0.stderr.take().expect("stderr piped")));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Interactive {
+            proc,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    fn next_line(&self) -> String {
+        self.lines.recv_timeout(TIMEOUT).expect("a line in time")
+    }
+
+    /// Wait for the exit (stdin still open); the status and stderr.
+    fn wait(&mut self) -> (ExitStatus, String) {
+        let status = self.proc.wait();
+        self.stdin = None;
+        let stderr = self.stderr.take().expect("stderr").join().expect("reader");
+        (status, text(&stderr))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `gangway serve --listen 127.0.0.1:0 ARGS...`.
+struct Serve {
+    proc: Proc,
+    addr: SocketAddr,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let mut proc = Proc::spawn(
+            gangway()
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let stderr = collect(proc.0.stderr.take().expect("stderr piped"));
+        let stdout = proc.0.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(TIMEOUT).expect("serve prints its address");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        assert!(line.ends_with('\n'));
+        Serve {
+            proc,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Send SIGTERM; return the exit status and everything it logged.
+    fn terminate(&mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.proc.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let status = self.proc.wait();
+        let log = self.stderr.take().expect("stderr").join().expect("reader");
+        (status, text(&log))
+    }
+}
+
+/// A plain HTTP/1.1 request over a fresh connection; the whole answer (the server closes).
+fn http_get(addr: SocketAddr, target: &str, extra_headers: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    write!(
+        tcp,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Connection: close\r\n\r\n"
+    )
+    .expect("write request");
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).expect("read answer");
+    text(&answer)
+}
+
+/// Read an HTTP head (through the blank line) byte by byte, leaving what follows unread.
+fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tcp.read(&mut byte).expect("read head");
+        assert_eq!(n, 1, "connection closed inside the head: {}", text(&head));
+        head.push(byte[0]);
+    }
+    text(&head)
+}
+
+/// Run an async block on its own thread and runtime (the test thread stays free to block on
+/// processes).
+fn in_thread<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> JoinHandle<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move { tokio::time::timeout(TIMEOUT, fut).await.expect("in time") })
+    })
+}
+
+/// A listener on a free loopback port, for a raw or in-test peer.
+fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (l, addr)
+}
+
+// --- accept / key ---
+
+#[test]
+fn accept_prints_the_rfc_6455_example_value() {
+    let out = run(gangway().args(["accept", "dGhlIHNhbXBsZSBub25jZQ=="]), b"");
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\n");
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn key_prints_a_fresh_16_byte_key_each_time() {
+    let keys: Vec<String> = (0..2)
+        .map(|_| {
+            let out = run(gangway().arg("key"), b"");
+            assert!(out.status.success());
+            text(&out.stdout)
+        })
+        .collect();
+    for key in &keys {
+        let key = key.strip_suffix('\n').expect("ends with a newline");
+        assert_eq!(key.len(), 24);
+        assert!(gangway::proto::handshake::is_valid_key(key.as_bytes()));
+    }
+    assert_ne!(keys[0], keys[1]);
+}
+
+// --- connect against serve ---
+
+#[test]
+fn connect_sends_lines_and_prints_escaped_echoes() {
+    let serve = Serve::start(&[]);
+    let input = "hello\n\
+                 tab\there\n\
+                 crlf line\r\n\
+                 \n\
+                 bell\x07 esc\x1b del\x7f back\\slash cr\rmid\n\
+                 caf\u{e9} \u{1F600}\n\
+                 last line without newline";
+    let out = run(
+        gangway().args(["connect", &serve.url("/")]),
+        input.as_bytes(),
+    );
+    assert_eq!(text(&out.stderr), "");
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(
+        text(&out.stdout),
+        "hello\n\
+         tab\\there\n\
+         crlf line\n\
+         \n\
+         bell\\x07 esc\\x1b del\\x7f back\\\\slash cr\\rmid\n\
+         caf\u{e9} \u{1F600}\n\
+         last line without newline\n"
+    );
+}
+
+#[test]
+fn connect_binary_sends_raw_bytes() {
+    let serve = Serve::start(&[]);
+    let out = run(
+        gangway().args(["connect", "--binary", &serve.url("/bin")]),
+        b"\xff\xfeabc\nok \xe2\x82\xac\n\x00\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "\\xff\\xfeabc\nok \u{20ac}\n\\x00\n");
+}
+
+#[test]
+fn connect_refuses_invalid_utf8_in_text_mode() {
+    let serve = Serve::start(&[]);
+    let out = run(
+        gangway().args(["connect", &serve.url("/")]),
+        b"fine\nbad \xff\nnever sent\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "fine\n");
+    assert_eq!(
+        text(&out.stderr),
+        "gangway: stdin line 2 is not valid utf-8 (use --binary to send bytes)\n"
+    );
+}
+
+#[test]
+fn connect_sends_a_16_mib_line() {
+    let serve = Serve::start(&[]);
+    let mut line: Vec<u8> = (0..16 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let expected = line.clone();
+    line.push(b'\n');
+    let out = run(gangway().args(["connect", &serve.url("/")]), &line);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), expected.len() + 1);
+    assert!(out.stdout.starts_with(&expected[..1000]));
+    assert_eq!(&out.stdout[..expected.len()], &expected[..]);
+}
+
+#[test]
+fn connect_negotiates_the_servers_subprotocol() {
+    let serve = Serve::start(&["--protocol", "chat"]);
+    let out = run(
+        gangway().args([
+            "connect",
+            "--protocol",
+            "superchat",
+            "--protocol",
+            "chat",
+            &serve.url("/"),
+        ]),
+        b"hi\n",
+    );
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "gangway: subprotocol: chat\n");
+    assert_eq!(text(&out.stdout), "hi\n");
+
+    let out = run(
+        gangway().args(["connect", "--protocol", "superchat", &serve.url("/")]),
+        b"",
+    );
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "gangway: subprotocol: none\n");
+}
+
+#[test]
+fn serve_fails_messages_over_the_limit_with_1009() {
+    let serve = Serve::start(&["--max-message-size", "10"]);
+    let mut client = Interactive::start(gangway().args(["connect", &serve.url("/")]));
+    client.send_line("0123456789");
+    assert_eq!(client.next_line(), "0123456789");
+    client.send_line("0123456789a");
+    let (status, stderr) = client.wait();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stderr.starts_with("gangway: closed by peer: 1009"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_closes_open_connections_with_1001_on_sigterm() {
+    let mut serve = Serve::start(&[]);
+    let mut client = Interactive::start(gangway().args(["connect", &serve.url("/some/path?x=1")]));
+    // Once the echo is back the session is surely open.
+    client.send_line("before shutdown");
+    assert_eq!(client.next_line(), "before shutdown");
+
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "serve exit {status:?}");
+    assert!(log.contains("websocket ended"), "{log}");
+    assert!(log.contains("1001"), "{log}");
+
+    // Stdin is still open: the client ends because the server closed, with 1001.
+    let (status, stderr) = client.wait();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        stderr,
+        "gangway: closed by peer: 1001 server shutting down\n"
+    );
+}
+
+// --- serve as an HTTP server ---
+
+#[test]
+fn serve_answers_the_demo_page_at_root() {
+    let serve = Serve::start(&[]);
+    let answer = http_get(serve.addr, "/", "");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(body.starts_with("<!doctype html>"));
+    assert!(body.contains("new WebSocket("));
+    assert!(body.contains("/handshake?id="));
+    assert!(body.trim_end().ends_with("</html>"));
+}
+
+#[test]
+fn serve_answers_404_to_other_plain_requests() {
+    let serve = Serve::start(&[]);
+    let answer = http_get(serve.addr, "/nothing-here", "");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let answer = http_get(serve.addr, "/handshake?id=unknown", "");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[test]
+fn serve_records_the_handshake_for_the_demo_page() {
+    let serve = Serve::start(&["--protocol", "chat"]);
+    let mut tcp = TcpStream::connect(serve.addr).expect("connect");
+    tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    write!(
+        tcp,
+        "GET /demo?id=test-42 HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: other, chat\r\nX-Demo: \"quoted\"\r\n\r\n",
+        serve.addr
+    )
+    .expect("write");
+    let head = read_head(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+
+    let answer = http_get(serve.addr, "/handshake?id=test-42", "");
+    let (head, json) = answer.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("application/json"));
+    assert!(json.starts_with("{\"id\":\"test-42\""), "{json}");
+    assert!(
+        json.contains("\"key\":\"dGhlIHNhbXBsZSBub25jZQ==\""),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"accept\":\"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\""),
+        "{json}"
+    );
+    assert!(json.contains("\"protocol\":\"chat\""), "{json}");
+    assert!(
+        json.contains("\"request_line\":\"GET /demo?id=test-42 HTTP/1.1\""),
+        "{json}"
+    );
+    assert!(json.contains("[\"x-demo\",\"\\\"quoted\\\"\"]"), "{json}");
+}
+
+// --- connect against in-test and raw peers ---
+
+#[test]
+fn connect_echo_sends_every_message_back() {
+    let (l, addr) = listener();
+    let server = in_thread(async move {
+        l.set_nonblocking(true).expect("nonblocking");
+        let l = tokio::net::TcpListener::from_std(l).expect("listener");
+        let (tcp, _) = l.accept().await.expect("accept");
+        let mut ws = ServerBuilder::new().accept(tcp).await.expect("handshake");
+        let sent = vec![
+            Message::text("one"),
+            Message::binary(vec![0u8, 1, 2, 255]),
+            Message::text("\u{1F600}".repeat(20_000)),
+            Message::binary(Vec::new()),
+        ];
+        for m in &sent {
+            ws.send(m.clone()).await.expect("send");
+        }
+        let mut received = Vec::new();
+        while received.len() < sent.len() {
+            let m = ws.next().await.expect("message").expect("no error");
+            if matches!(m, Message::Text(_) | Message::Binary(_)) {
+                received.push(m);
+            }
+        }
+        ws.close(CloseCode::NORMAL, "").await.expect("close");
+        (sent, received)
+    });
+    let out = run(
+        gangway().args(["connect", "--echo", &format!("ws://{addr}/")]),
+        b"stdin is ignored\n",
+    );
+    let (sent, received) = server.join().expect("server");
+    assert_eq!(received, sent);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn connect_reports_the_peers_close_code_and_reason() {
+    let (l, addr) = listener();
+    let server = in_thread(async move {
+        l.set_nonblocking(true).expect("nonblocking");
+        let l = tokio::net::TcpListener::from_std(l).expect("listener");
+        let (tcp, _) = l.accept().await.expect("accept");
+        let mut ws = ServerBuilder::new().accept(tcp).await.expect("handshake");
+        ws.send(Message::text("bye soon")).await.expect("send");
+        ws.close(CloseCode(4001), "done\nnow").await.expect("close");
+        ws.close_frame().cloned()
+    });
+    let out = run_open_stdin(gangway().args(["connect", &format!("ws://{addr}/")]));
+    let answer = server.join().expect("server");
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(text(&out.stdout), "bye soon\n");
+    assert_eq!(
+        text(&out.stderr),
+        "gangway: closed by peer: 4001 done\\nnow\n"
+    );
+    // The client answered with the same code (RFC 6455 §5.5.1).
+    assert_eq!(answer.flatten().map(|f| f.code), Some(CloseCode(4001)));
+}
+
+#[test]
+fn connect_fails_with_1007_on_invalid_utf8_text() {
+    let (l, addr) = listener();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = l.accept().expect("accept");
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let head = read_head(&mut tcp);
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("key header");
+        let accept = gangway::proto::handshake::accept_key(key.as_bytes());
+        write!(
+            tcp,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .expect("write 101");
+        // A valid message, then a text frame that is not UTF-8.
+        tcp.write_all(&[0x81, 0x02, b'o', b'k']).expect("write");
+        tcp.write_all(&[0x81, 0x03, b'a', 0xff, b'b'])
+            .expect("write");
+        // The client's close frame: FIN + close, masked, payload = code.
+        let mut header = [0u8; 2];
+        tcp.read_exact(&mut header).expect("close frame");
+        assert_eq!(header[0], 0x88);
+        assert_eq!(header[1] & 0x80, 0x80, "client frames are masked");
+        let len = usize::from(header[1] & 0x7f);
+        let mut rest = vec![0u8; 4 + len];
+        tcp.read_exact(&mut rest).expect("close payload");
+        let payload: Vec<u8> = rest[4..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ rest[i % 4])
+            .collect();
+        // Answer the close, then end the TCP connection as a server does. The client may be gone
+        // already (a failed connection may be closed by either side, RFC 6455 §7.1.7).
+        let _ = tcp.write_all(&[0x88, 0x02, payload[0], payload[1]]);
+        u16::from_be_bytes([payload[0], payload[1]])
+    });
+    // Stdin stays open: the close must come from the failure, not from EOF.
+    let out = run_open_stdin(gangway().args(["connect", &format!("ws://{addr}/")]));
+    let code = server.join().expect("raw server");
+    assert_eq!(code, 1007);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "ok\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("gangway: protocol error: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn connect_reports_an_http_error_status() {
+    let (l, addr) = listener();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = l.accept().expect("accept");
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        read_head(&mut tcp);
+        tcp.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+            .expect("write");
+    });
+    let out = run(gangway().args(["connect", &format!("ws://{addr}/")]), b"");
+    server.join().expect("raw server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("gangway: handshake failed: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unexpected status 404"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn connect_reports_a_refused_connection() {
+    let (l, addr) = listener();
+    drop(l);
+    let out = run(gangway().args(["connect", &format!("ws://{addr}/")]), b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("gangway: connection failed: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let out = run(gangway().arg("connect"), b"");
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(gangway().args(["connect", "ws://x/", "-H", "nocolon"]), b"");
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(gangway().args(["connect", "http://127.0.0.1:1/"]), b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("gangway: "));
+    let out = run(gangway().arg("frobnicate"), b"");
+    assert_eq!(out.status.code(), Some(2));
+}
