@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Run every check and test of the project: the command the README gives and CI runs (.ci/run).
+#
+# Needs the Rust toolchain (with rustfmt and clippy), Python 3.11+, Node.js 20+ with npm, and the
+# package registries. It installs, inside the repository only:
+#   - interop/.venv        a Python venv with the pinned peers of interop/python/requirements.txt
+#                          (websockets, pytest); python3-venv comes from apt if venv is missing;
+#   - interop/node_modules the npm packages of interop/package.json (ws).
+#
+# Every step runs, in order, and any failure stops the script with a non-zero exit: there is no
+# switch to skip a step.
+set -Eeuo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+TOTAL_STEPS=8
+steps_done=0
+current=""
+started_all=$SECONDS
+
+step() {
+    current=$1
+    step_started=$SECONDS
+    printf '\n==> [%d/%d] %s\n' "$((steps_done + 1))" "$TOTAL_STEPS" "$current"
+}
+
+step_ok() {
+    steps_done=$((steps_done + 1))
+    printf -- '--> ok: %s (%ds)\n' "$current" "$((SECONDS - step_started))"
+}
+
+on_error() {
+    local status=$?
+    printf '\ntest.sh: FAILED at step "%s" (exit %d)\n' "$current" "$status" >&2
+    printf 'steps: %d passed, 1 failed\n' "$steps_done"
+    exit "$status"
+}
+trap on_error ERR
+
+fail() {
+    printf 'test.sh: %s\n' "$*" >&2
+    false
+}
+
+require() {
+    command -v "$1" >/dev/null 2>&1 || fail "$1 is required but not installed ($2)"
+}
+
+# Runs a command as root, through sudo when we are not root (fresh CI machines run as root).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        fail "need root to run: $*"
+    fi
+}
+
+current="prerequisites"
+require cargo "install Rust with rustup"
+require python3 "apt-get install python3"
+require node "apt-get install nodejs, or Node.js 20+"
+require npm "apt-get install npm"
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        require rustup "the $component component is missing and rustup is not there to add it"
+        rustup component add "$component"
+    fi
+done
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    fail "Python 3.11 or later is required (websockets 17), found $(python3 --version 2>&1)"
+echo "$(cargo --version); $(python3 --version); node $(node --version); npm $(npm --version)"
+
+# --- Rust ---------------------------------------------------------------------------------------
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+step_ok
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step_ok
+
+step "cargo doc --workspace --no-deps (warnings denied)"
+RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps
+step_ok
+
+step "cargo test --workspace"
+cargo test --workspace
+step_ok
+
+step "cargo build --release -p gangway-cli"
+cargo build --release -p gangway-cli
+# Honour CARGO_TARGET_DIR and any other way the target directory was moved.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+GANGWAY_BIN="$target_dir/release/gangway"
+[ -x "$GANGWAY_BIN" ] || fail "the release build did not produce $GANGWAY_BIN"
+export GANGWAY_BIN
+echo "GANGWAY_BIN=$GANGWAY_BIN"
+step_ok
+
+# --- Interop: Python websockets -----------------------------------------------------------------
+
+step "Python venv with the interop peers (interop/.venv)"
+VENV="$ROOT/interop/.venv"
+venv_python="$VENV/bin/python"
+# Reuse the venv only when it still runs and was made by this python3.
+if [ -x "$venv_python" ] &&
+    [ "$("$venv_python" -c 'import sys; print(sys.version)' 2>/dev/null)" = \
+        "$(python3 -c 'import sys; print(sys.version)')" ]; then
+    echo "reusing $VENV"
+else
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV"; then
+        # Debian ships venv/ensurepip separately from python3.
+        echo "python3 -m venv failed; installing python3-venv with apt-get"
+        rm -rf "$VENV"
+        as_root apt-get update
+        py_minor=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv "python${py_minor}-venv"
+        python3 -m venv "$VENV"
+    fi
+fi
+"$venv_python" -m pip install --disable-pip-version-check --quiet -r interop/python/requirements.txt
+"$venv_python" -m pip --disable-pip-version-check list 2>/dev/null | grep -Ei '^(websockets|pytest) '
+step_ok
+
+step "interop: Python websockets <-> gangway (pytest interop/python)"
+# pytest exits non-zero when a test fails and when it collects none (exit 5).
+"$venv_python" -m pytest -q interop/python
+step_ok
+
+# --- Interop: Node ws ---------------------------------------------------------------------------
+
+step "interop: Node ws <-> gangway (npm packages, node --test interop/node)"
+if [ -f interop/package-lock.json ]; then
+    npm ci --prefix interop --no-audit --no-fund
+else
+    npm install --prefix interop --no-audit --no-fund
+fi
+shopt -s nullglob
+node_tests=(interop/node/*.test.mjs interop/node/*.test.js interop/node/*.test.cjs)
+shopt -u nullglob
+[ "${#node_tests[@]}" -gt 0 ] || fail "no Node interop tests found in interop/node"
+# The files are listed explicitly: how `node --test` expands a directory differs across Node
+# versions. It exits non-zero on any failure.
+node --test "${node_tests[@]}"
+step_ok
+
+trap - ERR
+printf '\ntest.sh: all %d steps passed in %ds\n' "$steps_done" "$((SECONDS - started_all))"
+printf 'steps: %d passed, 0 failed\n' "$steps_done"
