@@ -5,7 +5,9 @@
 # package registries. It installs, inside the repository only:
 #   - interop/.venv        a Python venv with the pinned peers of interop/python/requirements.txt
 #                          (websockets, pytest); python3-venv comes from apt if venv is missing;
-#   - interop/node_modules the npm packages of interop/package.json (ws).
+#   - interop/node_modules the npm packages of interop/package.json (ws, playwright-core);
+# and, outside it, Debian's chromium with apt-get when /usr/bin/chromium is missing (the browser
+# test drives it headless; no tool ever downloads a browser of its own).
 #
 # Every step runs, in order, and any failure stops the script with a non-zero exit: there is no
 # switch to skip a step.
@@ -14,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=8
+TOTAL_STEPS=9
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -37,6 +39,10 @@ on_error() {
     exit "$status"
 }
 trap on_error ERR
+
+# playwright-core never downloads a browser, but make sure nothing in the npm tree tries: the
+# browser test uses Debian's chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 fail() {
     printf 'test.sh: %s\n' "$*" >&2
@@ -148,6 +154,27 @@ shopt -u nullglob
 # The files are listed explicitly: how `node --test` expands a directory differs across Node
 # versions. It exits non-zero on any failure.
 node --test "${node_tests[@]}"
+step_ok
+
+# --- Interop: headless Chromium -----------------------------------------------------------------
+
+step "interop: headless Chromium <-> gangway serve demo page (node --test interop/browser)"
+CHROMIUM_BIN=/usr/bin/chromium
+if [ ! -x "$CHROMIUM_BIN" ]; then
+    echo "$CHROMIUM_BIN is missing; installing Debian's chromium with apt-get"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+[ -x "$CHROMIUM_BIN" ] || fail "apt-get install chromium did not provide $CHROMIUM_BIN"
+# The wrapper script may print noise on stderr; the version line is on stdout.
+"$CHROMIUM_BIN" --version 2>/dev/null
+export CHROMIUM_BIN
+shopt -s nullglob
+browser_tests=(interop/browser/*.test.mjs)
+shopt -u nullglob
+[ "${#browser_tests[@]}" -gt 0 ] || fail "no browser tests found in interop/browser"
+# interop/node_modules (playwright-core) was installed by the previous step.
+node --test "${browser_tests[@]}"
 step_ok
 
 trap - ERR
