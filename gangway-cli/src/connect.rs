@@ -29,8 +29,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::causes;
 use crate::escape::escape_into;
+use crate::{causes, parse_seconds};
 
 /// How long the session keeps reading after it failed, so the close frame the core queued gets
 /// written and the peer's answer read.
@@ -69,6 +69,17 @@ pub(crate) struct ConnectOpts {
     /// Ignore stdin; send every received message back unchanged until the peer closes.
     #[arg(long)]
     pub(crate) echo: bool,
+
+    /// Ping the server after this many seconds without hearing from it (fractions allowed;
+    /// default: never).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) ping_interval: Option<Duration>,
+
+    /// Give up on the server after this many seconds without receiving anything from it, not
+    /// even an answer to a ping: exit 1 with "connection lost: peer idle timeout" (fractions
+    /// allowed; default: never).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// `Name: value` → (`Name`, `value`), the value's surrounding whitespace trimmed.
@@ -128,6 +139,9 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
     for (name, value) in &opts.headers {
         builder = builder.header(name.clone(), value.clone());
     }
+    builder = builder
+        .ping_interval(opts.ping_interval)
+        .idle_timeout(opts.idle_timeout);
     let ws = match builder.connect().await {
         Ok((ws, _response)) => ws,
         Err(e) => return Ok(fail(&connect_error(&e), exit_status(&e))),
@@ -234,9 +248,11 @@ fn session_error(e: &Error) -> String {
         }
         Error::Protocol(p) => format!("protocol error: {p} (sent close {})", p.close_code()),
         Error::Io(io) => format!("connection lost: {}", causes(io)),
-        // During a session the only timer is the close handshake's (RFC 6455 §7.1.1: the
-        // peer's close frame, then the server's EOF).
+        // During a session this timer is the close handshake's (RFC 6455 §7.1.1: the peer's
+        // close frame, then the server's EOF).
         Error::Timeout => "connection lost: close handshake timed out".to_owned(),
+        // The idle or write timeout: the server went silent, or stopped reading.
+        Error::Unresponsive(t) => format!("connection lost: {t}"),
         other => causes(other),
     }
 }
@@ -467,6 +483,8 @@ mod tests {
         );
         let e = Error::Protocol(ProtocolError::UnexpectedEof);
         assert!(session_error(&e).starts_with("connection lost: "));
+        let e = Error::Unresponsive(gangway::proto::TimeoutError::Idle);
+        assert_eq!(session_error(&e), "connection lost: peer idle timeout");
         let e = Error::Api(gangway::proto::ApiMisuse::InvalidUrl("scheme must be ws"));
         assert_eq!(exit_status(&e), USAGE);
     }

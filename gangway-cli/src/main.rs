@@ -94,6 +94,18 @@ fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) 
     code
 }
 
+/// A duration option in seconds: a decimal number, fractions allowed (`0.5`); `0` turns the
+/// timer off.
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of seconds such as 30 or 0.5, got {s:?}"))?;
+    // Negative, NaN, infinite and absurdly large values are refused here.
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("expected a number of seconds such as 30 or 0.5, got {s:?}"))
+}
+
 /// An error and its causes on one line: `outer: inner: innermost`, skipping a cause whose text
 /// the previous one already contains.
 pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
@@ -171,6 +183,34 @@ mod tests {
         let err = Cli::try_parse_from(["gangway", "connect", "ws://x/", "-H", "no colon"])
             .expect_err("header without a colon");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn seconds_take_fractions_and_refuse_negatives() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "NaN", "inf", "1e30", "", "soon"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn serve_origin_option_takes_origins_only() {
+        for good in ["https://example.com", "http://localhost:8080/", "null"] {
+            let cli = Cli::try_parse_from(["gangway", "serve", "--origin", good]);
+            assert!(cli.is_ok(), "{good}");
+        }
+        for bad in [
+            "example.com",
+            "https://example.com/path",
+            "https://a@b",
+            "https://x/?q",
+        ] {
+            let err = Cli::try_parse_from(["gangway", "serve", "--origin", bad])
+                .expect_err("not an origin");
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! handshake record the page asks for, or 404). On SIGINT or SIGTERM the listener stops, every
 //! session closes with 1001 (RFC 6455 §7.4.1: "going away"), and the process exits 0 once they are
 //! done or after [`DRAIN_TIMEOUT`].
+//!
+//! A server on the internet meets clients that vanish without a word (a laptop closed, a NAT
+//! mapping expired): by default a client is pinged after 30 s of silence and dropped after 60 s
+//! without an answer (`--ping-interval`, `--idle-timeout`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -24,8 +28,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::causes;
 use crate::demo::{self, HandshakeLog, HandshakeRecord};
+use crate::{causes, parse_seconds};
 
 /// How long shutdown waits for open connections to finish their close handshakes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,6 +55,44 @@ pub(crate) struct ServeOpts {
     /// Largest message accepted, in bytes; a larger one fails the connection with 1009.
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<usize>,
+
+    /// Ping a client after this many seconds without hearing from it (fractions allowed; 0: never).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    ping_interval: Duration,
+
+    /// Drop a client after this many seconds without receiving anything from it, not even an
+    /// answer to a ping; no close frame is sent to a dead peer (fractions allowed; 0: never).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    idle_timeout: Duration,
+
+    /// Accept WebSocket requests only from this origin (repeatable), e.g. https://example.com;
+    /// other origins get 403. Requests without an Origin header (non-browser clients) are
+    /// accepted.
+    #[arg(long = "origin", value_name = "URL", value_parser = parse_origin)]
+    origins: Vec<String>,
+}
+
+/// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
+/// tolerated), or `null`.
+fn parse_origin(s: &str) -> Result<String, String> {
+    if s == "null" {
+        return Ok(s.to_owned());
+    }
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|_| format!("expected an origin such as https://example.com, got {s:?}"))?;
+    let is_origin = uri.scheme().is_some()
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none()
+        && !uri.authority().is_some_and(|a| a.as_str().contains('@'));
+    if is_origin {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "an origin is scheme://host[:port] with no path, got {s:?}"
+        ))
+    }
 }
 
 /// What every connection task shares.
@@ -90,9 +132,19 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         // refuses an oversized message before any of it is buffered.
         config.max_frame_size = config.max_frame_size.min(max);
     }
+    // Zero turns a timer off (the core's rule).
+    config.ping_interval = Some(opts.ping_interval);
+    config.idle_timeout = Some(opts.idle_timeout);
+    if !opts.idle_timeout.is_zero() && opts.idle_timeout <= opts.ping_interval {
+        warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
+    }
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
+    }
+    if !opts.origins.is_empty() {
+        info!(origins = ?opts.origins, "accepting only these origins");
+        builder = builder.allowed_origins(&opts.origins);
     }
     let server = Arc::new(Server {
         builder,
@@ -148,32 +200,58 @@ async fn connection(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The opening handshake (or the plain HTTP answer) runs in a future of its own, on the heap
+    // and only until it is done. A task's future keeps the size of its largest state for its
+    // whole life, and the handshake's (request head, answer being written, their timers) is
+    // several times an idle session's: inline, it would be most of every idle connection's
+    // memory.
+    let mut opened = Box::pin(open(&server, tcp, peer, &mut shutdown)).await;
+    // By reference: moving the session out would give the future a second copy of it.
+    if let Some(session) = &mut opened {
+        run_session(session, peer, &mut shutdown).await;
+    }
+}
+
+/// Read the request head, then accept an upgrade or answer a plain HTTP request. `None` when
+/// there is no session to run: answered as HTTP, refused, or the server is stopping.
+async fn open(
+    server: &Server,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Session> {
     let incoming = tokio::select! {
         incoming = server.builder.read_request(tcp) => incoming,
-        _ = stopping(&mut shutdown) => return,
+        _ = stopping(shutdown) => return None,
     };
     let incoming = match incoming {
         Ok(incoming) => incoming,
         Err(e) => {
             // Already answered (400/431) by the builder, or the peer went away.
             info!(%peer, "request failed: {}", causes(&e));
-            return;
+            return None;
         }
     };
     if incoming.is_upgrade() {
-        websocket(&server, incoming, peer, shutdown).await;
+        websocket(server, incoming, peer).await
     } else {
-        http(&server, incoming, peer).await;
+        http(server, incoming, peer).await;
+        None
     }
 }
 
-/// An upgrade request: accept it and echo until the session ends; then log one line.
+/// An accepted WebSocket, and the request path for its log line.
+struct Session {
+    ws: WebSocket<TcpStream>,
+    path: String,
+}
+
+/// An upgrade request: accept it (`None` if refused).
 async fn websocket(
     server: &Server,
     incoming: Incoming<TcpStream>,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
+) -> Option<Session> {
     let path = incoming.request().uri().path().to_owned();
     // Record before answering 101: the page asks for the record as soon as its socket opens.
     let id = demo::query_id(incoming.request().uri().query()).map(str::to_owned);
@@ -183,28 +261,36 @@ async fn websocket(
         }
     }
 
-    let mut ws = match incoming.accept().await {
+    let ws = match incoming.accept().await {
         Ok(ws) => ws,
         Err(e) => {
             if let Some(id) = &id {
                 server.handshakes.remove(id);
             }
             info!(%peer, %path, "websocket handshake refused: {}", causes(&e));
-            return;
+            return None;
         }
     };
-    let protocol = ws.protocol().map(str::to_owned);
     if let Some(id) = &id {
-        let selected = protocol.clone();
+        let selected = ws.protocol().map(str::to_owned);
         server.handshakes.update(id, |r| r.protocol = selected);
     }
+    Some(Session { ws, path })
+}
 
-    let (echoed, end) = echo(&mut ws, &mut shutdown).await;
+/// Echo until the session ends; then log one line.
+async fn run_session(
+    session: &mut Session,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let ws = &mut session.ws;
+    let (echoed, end) = echo(ws, shutdown).await;
     linger(ws.get_ref()).await;
     info!(
         %peer,
-        %path,
-        protocol = protocol.as_deref().unwrap_or("none"),
+        path = %session.path,
+        protocol = ws.protocol().unwrap_or("none"),
         echoed,
         "websocket ended: {end}"
     );
@@ -289,7 +375,9 @@ async fn drain(ws: &mut WebSocket<TcpStream>) {
 /// client was still sending (a message, its own close) when the session ended here, e.g. after a
 /// 1009. The write side is already shut down (FIN sent) when the stream has ended.
 async fn linger(tcp: &TcpStream) {
-    let mut buf = [0u8; 4096];
+    // On the heap, and only while lingering: a local array would be part of every session's
+    // future for its whole life, idle or not.
+    let mut buf = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
         loop {
             if tcp.readable().await.is_err() {
@@ -448,5 +536,30 @@ impl Signals {
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_session_task_stays_small() {
+        // Most of what an idle WebSocket costs the server is its task, whose future keeps the
+        // size of its largest state for its whole life (see `connection`).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let server = Arc::new(Server {
+            builder: ServerBuilder::new(),
+            protocols: Vec::new(),
+            handshakes: HandshakeLog::default(),
+        });
+        let task = connection(server, tcp, addr, rx);
+        let size = std::mem::size_of_val(&task);
+        // About 1.4 KiB, of which the `WebSocket` is 640 bytes; 6.8 KiB with the handshake
+        // and a 4 KiB linger buffer inline.
+        assert!(size <= 2048, "connection future of {size} bytes");
     }
 }

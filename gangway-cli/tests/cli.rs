@@ -649,3 +649,146 @@ fn usage_errors_exit_with_2() {
     let out = run(gangway().arg("frobnicate"), b"");
     assert_eq!(out.status.code(), Some(2));
 }
+
+// --- keepalive and origin policy ---
+
+/// A raw WebSocket upgrade to `serve` with `extra` header lines; the response head, and the
+/// connection for what follows.
+fn raw_upgrade(addr: SocketAddr, extra: &str) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    write!(
+        tcp,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .expect("write request");
+    (read_head(&mut tcp), tcp)
+}
+
+#[test]
+fn serve_drops_a_dead_client_at_the_idle_timeout() {
+    let mut serve = Serve::start(&["--ping-interval", "0.1", "--idle-timeout", "0.4"]);
+    let (head, mut tcp) = raw_upgrade(serve.addr, "");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let started = Instant::now();
+    // The client is "dead": it reads, but never answers. It sees pings, then the end of the
+    // connection without a close frame (1006, RFC 6455 §7.1.5).
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).expect("the server closes");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert!(rest.len() >= 4 && rest.len() % 2 == 0, "{rest:x?}");
+    assert!(
+        rest.chunks(2).all(|f| f == [0x89, 0x00]),
+        "only pings: {rest:x?}"
+    );
+    let (status, log) = serve.terminate();
+    assert!(status.success());
+    assert!(log.contains("peer idle timeout"), "{log}");
+}
+
+#[test]
+fn serve_keeps_a_client_that_answers_pings() {
+    let serve = Serve::start(&["--ping-interval", "0.1", "--idle-timeout", "0.3"]);
+    let mut client = Interactive::start(gangway().args(["connect", &serve.url("/")]));
+    client.send_line("first");
+    assert_eq!(client.next_line(), "first");
+    // Four idle timeouts of silence; the client answers the pings meanwhile.
+    std::thread::sleep(Duration::from_millis(1200));
+    client.send_line("still here");
+    assert_eq!(client.next_line(), "still here");
+}
+
+#[test]
+fn connect_gives_up_on_a_silent_server_at_the_idle_timeout() {
+    let (l, addr) = listener();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = l.accept().expect("accept");
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let head = read_head(&mut tcp);
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("key header");
+        let accept = gangway::proto::handshake::accept_key(key.as_bytes());
+        write!(
+            tcp,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .expect("write 101");
+        // Silent from now on, though it reads: the client's pings arrive, masked.
+        let mut pings = 0;
+        let mut frame = [0u8; 6];
+        while tcp.read_exact(&mut frame).is_ok() {
+            assert_eq!(frame[..2], [0x89, 0x80], "an empty masked ping");
+            pings += 1;
+        }
+        pings
+    });
+    let started = Instant::now();
+    let out = run_open_stdin(gangway().args([
+        "connect",
+        "--ping-interval",
+        "0.1",
+        "--idle-timeout",
+        "0.5",
+        &format!("ws://{addr}/"),
+    ]));
+    let elapsed = started.elapsed();
+    let pings = server.join().expect("raw server");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "gangway: connection lost: peer idle timeout\n"
+    );
+    assert!(pings >= 2, "{pings} pings");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn serve_accepts_only_the_given_origins() {
+    let serve = Serve::start(&[
+        "--origin",
+        "https://app.example",
+        "--origin",
+        "http://localhost:8080",
+    ]);
+    for origin in [
+        "https://app.example",
+        "HTTPS://APP.example:443",
+        "http://localhost:8080",
+    ] {
+        let (head, _tcp) = raw_upgrade(serve.addr, &format!("Origin: {origin}\r\n"));
+        assert!(head.starts_with("HTTP/1.1 101"), "{origin}: {head}");
+    }
+    for origin in ["https://evil.example", "http://app.example", "null"] {
+        let (head, _tcp) = raw_upgrade(serve.addr, &format!("Origin: {origin}\r\n"));
+        assert!(head.starts_with("HTTP/1.1 403"), "{origin}: {head}");
+    }
+    // No Origin: a non-browser client, accepted.
+    let (head, _tcp) = raw_upgrade(serve.addr, "");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+#[test]
+fn keepalive_and_origin_options_refuse_bad_values() {
+    for args in [
+        &["serve", "--ping-interval", "-1"][..],
+        &["serve", "--idle-timeout", "soon"][..],
+        &["serve", "--origin", "example.com"][..],
+        &["connect", "ws://127.0.0.1:1/", "--idle-timeout", "-0.5"][..],
+    ] {
+        let out = run(gangway().args(args), b"");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

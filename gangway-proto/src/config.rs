@@ -1,17 +1,34 @@
 //! Limits and switches of a [`Connection`](crate::Connection).
 
+use std::time::Duration;
+
 /// Default limit for one reassembled message: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// Default limit for an HTTP request or response head during the opening handshake: 16 KiB.
 pub const DEFAULT_MAX_HEAD_SIZE: usize = 16 << 10;
 
+/// Default [`Config::write_timeout`]: 30 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Limits and switches for a [`Connection`](crate::Connection).
 ///
 /// ```
+/// use std::time::Duration;
+///
 /// let mut config = gangway_proto::Config::default();
 /// config.max_message_size = 1 << 20;
+/// // Ping a silent peer every 20 s; give up on it after a minute without a word.
+/// config.ping_interval = Some(Duration::from_secs(20));
+/// config.idle_timeout = Some(Duration::from_secs(60));
 /// ```
+///
+/// # Timers
+///
+/// The core has no clock. The three timers below run on the time the caller passes in
+/// ([`Connection::set_now`](crate::Connection::set_now) and
+/// [`Connection::handle_timeout`](crate::Connection::handle_timeout)); a connection that is never
+/// given the time never fires them. `Some(Duration::ZERO)` means the same as `None`: off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
@@ -24,6 +41,20 @@ pub struct Config {
     /// Largest outgoing frame payload; longer messages are split into fragments.
     /// `usize::MAX` (the default) sends every message as one frame.
     pub max_send_frame_size: usize,
+    /// Keepalive: after this long without receiving anything, send a ping, and another after
+    /// each further interval of silence. The peer must answer with a pong (RFC 6455 §5.5.2), and
+    /// any byte received ends the silence. `None` (the default): no automatic pings.
+    pub ping_interval: Option<Duration>,
+    /// Dead peer detection: after this long without receiving anything, not even a pong, the
+    /// connection is closed abnormally, without a close frame
+    /// ([`TimeoutError::Idle`](crate::TimeoutError::Idle)). Make it longer than
+    /// `ping_interval` so that a live peer has time to answer a ping. `None` (the default): never.
+    pub idle_timeout: Option<Duration>,
+    /// Peer that never reads: when output has waited this long without the transport taking any
+    /// of it, the connection is closed abnormally and the output dropped
+    /// ([`TimeoutError::Write`](crate::TimeoutError::Write)). Default
+    /// [`DEFAULT_WRITE_TIMEOUT`]; `None`: never.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -32,6 +63,9 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_send_frame_size: usize::MAX,
+            ping_interval: None,
+            idle_timeout: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }

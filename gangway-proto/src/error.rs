@@ -4,6 +4,8 @@
 //!   we send ([`ProtocolError::close_code`]), in one place.
 //! - [`HandshakeError`]: the opening handshake was refused, by us or by the peer. On the server
 //!   side each maps to the HTTP status we answer with ([`HandshakeError::status`]).
+//! - [`TimeoutError`]: the peer, or the path to it, stopped responding: a deadline of
+//!   [`Config`](crate::Config) passed. Nobody broke the protocol; the connection is lost.
 //! - [`ApiMisuse`]: the caller asked for something the protocol does not allow. Never caused by
 //!   network input.
 
@@ -98,6 +100,44 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// The peer, or the path to it, stopped responding: a deadline passed
+/// ([`Connection::handle_timeout`](crate::Connection::handle_timeout)).
+///
+/// The connection is closed abnormally. No close frame is sent: RFC 6455 §7.1.7 lets an endpoint
+/// omit it when the other side is unlikely to receive and process it, which is exactly what the
+/// timeout found out, and waiting for its answer would only hold the connection longer. Unsent
+/// output is dropped and the transport is to be closed at once (§7.1.1: "via any means
+/// available when necessary"). The close code is 1006 (§7.1.5: closed without a close frame),
+/// which is reported locally and never sent (§7.4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutError {
+    /// Nothing arrived for [`Config::idle_timeout`](crate::Config::idle_timeout), not even a
+    /// pong to our keepalive pings (which a live peer must answer, §5.5.2).
+    Idle,
+    /// Output waited for [`Config::write_timeout`](crate::Config::write_timeout) and the
+    /// transport took none of it: the peer stopped reading.
+    Write,
+}
+
+impl TimeoutError {
+    /// The close code of a connection lost this way: always 1006 (never sent, §7.4.1).
+    pub fn close_code(self) -> CloseCode {
+        CloseCode::ABNORMAL
+    }
+}
+
+impl fmt::Display for TimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimeoutError::Idle => f.write_str("peer idle timeout"),
+            TimeoutError::Write => f.write_str("write timeout, the peer is not reading"),
+        }
+    }
+}
+
+impl std::error::Error for TimeoutError {}
 
 /// The opening handshake failed.
 ///

@@ -57,7 +57,7 @@ pub mod utf8;
 
 pub use config::Config;
 pub use connection::{Connection, State};
-pub use error::{ApiMisuse, HandshakeError, ProtocolError};
+pub use error::{ApiMisuse, HandshakeError, ProtocolError, TimeoutError};
 pub use frame::{CloseCode, CloseFrame, OpCode};
 pub use message::{DataKind, Event};
 pub use random::{OsRandom, RandomSource, SeededRandom};

@@ -20,7 +20,7 @@ pub enum Event {
     /// A pong.
     Pong(Bytes),
     /// The peer's close frame (`None`: it had no status code, 1005). If we had not sent a close,
-    /// handing out this event queues the answering close (same code), so replies to the
+    /// handing out this event queues the answering close (same code and reason), so replies to the
     /// messages before it still go out first. Nothing can be sent after it.
     Close(Option<CloseFrame>),
 }

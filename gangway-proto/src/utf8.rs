@@ -27,6 +27,14 @@ impl Utf8Validator {
     /// A failed call leaves the validator as it was before the call.
     #[allow(clippy::result_unit_err)]
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        // Completing a carried code point updates the state before the rest is checked; a
+        // failure in the rest must not leave that half-applied (5 bytes to copy).
+        let before = self.clone();
+        self.advance(bytes).inspect_err(|()| *self = before)
+    }
+
+    /// [`feed`](Self::feed) without restoring the state on failure.
+    fn advance(&mut self, bytes: &[u8]) -> Result<(), ()> {
         let rest = if self.pending_len == 0 {
             bytes
         } else {
@@ -303,6 +311,17 @@ mod tests {
         assert_eq!(v.feed(&[0xAC]), Ok(())); // completes U+20AC
         assert_eq!(v.finish(), Ok(()));
         assert_eq!(v.feed(b"abc\xE2\x82\xACxyz\xFF"), Err(()));
+        assert_eq!(v.finish(), Ok(()));
+    }
+
+    #[test]
+    fn failed_feed_after_completing_a_carried_code_point_leaves_the_state_unchanged() {
+        // Found by the `utf8` fuzz target: `CF` is carried, the next piece completes it with
+        // `83` and then fails on `FF`; the failed call used to drop the carried `CF`.
+        let mut v = Utf8Validator::new();
+        assert_eq!(v.feed(&[0xCF]), Ok(()));
+        assert_eq!(v.feed(&[0x83, 0xFF]), Err(()));
+        assert_eq!(v.feed(&[0x83]), Ok(()), "the carried CF is still there");
         assert_eq!(v.finish(), Ok(()));
     }
 

@@ -94,9 +94,32 @@ impl ClientBuilder {
         self
     }
 
-    /// Limits for the connection.
+    /// Limits and timers for the connection. Replaces the whole [`Config`], including what
+    /// [`ping_interval`](Self::ping_interval), [`idle_timeout`](Self::idle_timeout) and
+    /// [`write_timeout`](Self::write_timeout) set before.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Keepalive: ping the peer after this long without receiving anything
+    /// ([`Config::ping_interval`]; default off). `None` or zero: off.
+    pub fn ping_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.config.ping_interval = interval.into();
+        self
+    }
+
+    /// Drop a dead peer: close the connection abnormally after this long without receiving
+    /// anything, pongs included ([`Config::idle_timeout`]; default off). `None` or zero: off.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Drop a peer that stopped reading: fail sending after output waited this long without
+    /// the transport taking any ([`Config::write_timeout`]; default 30 s). `None` or zero: off.
+    pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.write_timeout = timeout.into();
         self
     }
 

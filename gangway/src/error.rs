@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use gangway_proto::{ApiMisuse, HandshakeError, ProtocolError};
+use gangway_proto::{ApiMisuse, HandshakeError, ProtocolError, TimeoutError};
 
 /// Anything that can go wrong on a gangway connection.
 #[derive(Debug)]
@@ -18,6 +18,10 @@ pub enum Error {
     Api(ApiMisuse),
     /// The opening handshake, or the close handshake, took longer than allowed.
     Timeout,
+    /// The peer stopped responding: nothing received for the idle timeout, or output not taken
+    /// for the write timeout ([`Config`](gangway_proto::Config)). The connection was dropped
+    /// without a close frame (close code 1006, RFC 6455 §7.1.5).
+    Unresponsive(TimeoutError),
 }
 
 impl fmt::Display for Error {
@@ -28,6 +32,7 @@ impl fmt::Display for Error {
             Error::Protocol(_) => f.write_str("websocket protocol error"),
             Error::Api(_) => f.write_str("invalid use of the websocket"),
             Error::Timeout => f.write_str("timed out"),
+            Error::Unresponsive(_) => f.write_str("connection lost"),
         }
     }
 }
@@ -40,6 +45,7 @@ impl std::error::Error for Error {
             Error::Protocol(e) => Some(e),
             Error::Api(e) => Some(e),
             Error::Timeout => None,
+            Error::Unresponsive(e) => Some(e),
         }
     }
 }
@@ -59,6 +65,12 @@ impl From<HandshakeError> for Error {
 impl From<ProtocolError> for Error {
     fn from(e: ProtocolError) -> Self {
         Error::Protocol(e)
+    }
+}
+
+impl From<TimeoutError> for Error {
+    fn from(e: TimeoutError) -> Self {
+        Error::Unresponsive(e)
     }
 }
 

@@ -20,7 +20,12 @@
 //!   answer plain HTTP requests on the same port.
 //! - Bounds: handshakes time out ([`DEFAULT_HANDSHAKE_TIMEOUT`]), request heads are limited, the
 //!   close handshake times out ([`DEFAULT_CLOSE_TIMEOUT`]), and sending waits while more than
-//!   [`WRITE_BUFFER_HIGH_WATER`] bytes are queued.
+//!   [`WRITE_BUFFER_HIGH_WATER`] bytes are queued, then fails if the peer reads nothing for the
+//!   write timeout ([`Config::write_timeout`], 30 s).
+//! - Keepalive, off by default: pings after [`Config::ping_interval`] of silence, and a dead
+//!   peer dropped after [`Config::idle_timeout`] ([`Error::Unresponsive`]); set them on the
+//!   builders. The core decides; this crate only arms the timer it asks for.
+//! - Origin policy: [`ServerBuilder::allowed_origins`], [`ServerBuilder::require_origin`].
 //!
 //! A clean close is not an error: the stream ends with `None` and
 //! [`WebSocket::close_frame`] holds the peer's close frame.
@@ -30,6 +35,7 @@
 mod client;
 mod error;
 mod message;
+mod origin;
 mod server;
 mod stream;
 
@@ -45,3 +51,8 @@ pub use stream::{WebSocket, DEFAULT_CLOSE_TIMEOUT, WRITE_BUFFER_HIGH_WATER};
 
 /// How long the opening handshake may take by default (client: TCP connect included).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+// Keep the README's examples compiling: rustdoc tests its `rust` code blocks.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

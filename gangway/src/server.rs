@@ -9,7 +9,7 @@ use gangway_proto::handshake::{self, Parsed};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::{origin, Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// How much to read at a time while waiting for the request head.
 const HEAD_READ_SIZE: usize = 4 << 10;
@@ -80,6 +80,7 @@ pub struct ServerBuilder {
     handshake_timeout: Duration,
     close_timeout: Duration,
     origin_check: Option<OriginCheck>,
+    require_origin: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -91,6 +92,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("origin_check", &self.origin_check.is_some())
+            .field("require_origin", &self.require_origin)
             .finish()
     }
 }
@@ -103,7 +105,7 @@ impl Default for ServerBuilder {
 
 impl ServerBuilder {
     /// Default settings: no subprotocols, default limits, 16 KiB head, 10 s handshake timeout,
-    /// every origin allowed.
+    /// no keepalive, 30 s write timeout, every origin allowed (and none required).
     pub fn new() -> Self {
         ServerBuilder {
             protocols: Vec::new(),
@@ -112,6 +114,7 @@ impl ServerBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             origin_check: None,
+            require_origin: false,
         }
     }
 
@@ -121,9 +124,32 @@ impl ServerBuilder {
         self
     }
 
-    /// Limits for accepted connections.
+    /// Limits and timers for accepted connections. Replaces the whole [`Config`], including
+    /// what [`ping_interval`](Self::ping_interval), [`idle_timeout`](Self::idle_timeout) and
+    /// [`write_timeout`](Self::write_timeout) set before.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Keepalive: ping the peer after this long without receiving anything
+    /// ([`Config::ping_interval`]; default off). `None` or zero: off.
+    pub fn ping_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.config.ping_interval = interval.into();
+        self
+    }
+
+    /// Drop a dead peer: close the connection abnormally after this long without receiving
+    /// anything, pongs included ([`Config::idle_timeout`]; default off). `None` or zero: off.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Drop a peer that stopped reading: fail sending after output waited this long without
+    /// the transport taking any ([`Config::write_timeout`]; default 30 s). `None` or zero: off.
+    pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.write_timeout = timeout.into();
         self
     }
 
@@ -147,11 +173,53 @@ impl ServerBuilder {
     }
 
     /// Decide by `Origin` (None when the request has none); `false` answers 403.
+    ///
+    /// Replaces the list set by [`allowed_origins`](Self::allowed_origins).
     pub fn origin_check(
         mut self,
         check: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.origin_check = Some(Arc::new(check));
+        self
+    }
+
+    /// Accept only these origins (`https://example.com`, `http://localhost:8080`); a request
+    /// with another `Origin` gets 403 (RFC 6455 §4.2.2 item 4, §10.2). A request without
+    /// `Origin` is still accepted unless [`require_origin`](Self::require_origin) says otherwise.
+    ///
+    /// Compared as origins, not as strings (RFC 6454 §5, §6.2): scheme and host case-insensitive,
+    /// a default port (80 for http and ws, 443 for https and wss) the same as none, a trailing
+    /// `/` ignored. Anything else must match exactly: no wildcards, and a path never matches.
+    /// `null` allows the opaque origin that sandboxed pages and local files send.
+    ///
+    /// Replaces a check set by [`origin_check`](Self::origin_check).
+    ///
+    /// ```
+    /// let server = gangway::ServerBuilder::new()
+    ///     .allowed_origins(["https://example.com", "http://localhost:8080"]);
+    /// ```
+    pub fn allowed_origins<I>(self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let allowed: Vec<String> = origins
+            .into_iter()
+            .map(|o| origin::normalize(o.as_ref()))
+            .collect();
+        self.origin_check(move |sent| match sent {
+            None => true,
+            Some(sent) => allowed.contains(&origin::normalize(sent)),
+        })
+    }
+
+    /// Whether a request without an `Origin` header is refused with 403 (default `false`).
+    ///
+    /// Browsers always send `Origin` (RFC 6455 §4.1 item 8), so requiring it shuts out only
+    /// other clients, which usually send none; the origin policy protects against pages in a
+    /// browser, not against clients that can send any header they like (§10.2).
+    pub fn require_origin(mut self, require: bool) -> Self {
+        self.require_origin = require;
         self
     }
 
@@ -208,15 +276,26 @@ impl ServerBuilder {
 }
 
 /// Read until a complete request head; return it and every byte after it.
+///
+/// Never reads more than one byte past `max_head_size` (enough to know that the head is too
+/// large), so a client that never completes its head holds at most that much memory.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_head_size: usize,
 ) -> Result<(http::Request<()>, Vec<u8>), Error> {
-    let mut buf = Vec::with_capacity(HEAD_READ_SIZE);
+    let limit = max_head_size.saturating_add(1);
+    let mut buf = Vec::new();
     loop {
-        buf.reserve(HEAD_READ_SIZE);
+        // At least 1: the loop ends with 431 once `buf` holds more than `max_head_size`.
+        let room = limit.saturating_sub(buf.len()).min(HEAD_READ_SIZE);
+        if buf.capacity() - buf.len() < room {
+            // Grow geometrically (a byte-at-a-time client costs no quadratic copying), but
+            // never past the limit.
+            let target = (buf.capacity() * 2).max(buf.len() + room).min(limit);
+            buf.reserve_exact(target - buf.len());
+        }
         let start = buf.len();
-        if stream.read_buf(&mut buf).await? == 0 {
+        if (&mut *stream).take(room as u64).read_buf(&mut buf).await? == 0 {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "connection closed before the request head was complete",
@@ -383,11 +462,109 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             );
         }
         let offer = hs::check_request(&self.request)?;
+        if self.builder.require_origin && offer.origin.is_none() {
+            return Err(HandshakeError::OriginRefused);
+        }
         if let Some(check) = &self.builder.origin_check {
             if !check(offer.origin.as_deref()) {
                 return Err(HandshakeError::OriginRefused);
             }
         }
         Ok(offer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// A client that sends `prefix`, then `pattern` over and over, in reads of at most `chunk`
+    /// bytes, and counts what was taken from it.
+    struct Endless {
+        prefix: &'static [u8],
+        pattern: &'static [u8],
+        chunk: usize,
+        taken: usize,
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining().min(self.chunk);
+            for i in self.taken..self.taken + n {
+                let byte = match self.prefix.get(i) {
+                    Some(b) => *b,
+                    None => self.pattern[(i - self.prefix.len()) % self.pattern.len()],
+                };
+                buf.put_slice(&[byte]);
+            }
+            self.taken += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn taken_before_refusal(
+        prefix: &'static [u8],
+        pattern: &'static [u8],
+        chunk: usize,
+        max: usize,
+    ) -> usize {
+        let mut client = Endless {
+            prefix,
+            pattern,
+            chunk,
+            taken: 0,
+        };
+        match read_head(&mut client, max).await {
+            Err(Error::Handshake(HandshakeError::HeadTooLarge)) => {}
+            other => panic!("expected a head too large, got {other:?}"),
+        }
+        client.taken
+    }
+
+    #[tokio::test]
+    async fn endless_head_is_refused_after_one_byte_past_the_limit() {
+        let request_line = b"GET / HTTP/1.1\r\n";
+        let header_line = b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n";
+        for (prefix, pattern, chunk) in [
+            (&request_line[..], &header_line[..], 1),
+            (&request_line[..], &header_line[..], 1000),
+            (&request_line[..], &header_line[..], 1 << 20),
+            // A request target that never ends: no newline at all.
+            (&b"GET /"[..], &b"a"[..], 7),
+            (&b"GET /"[..], &b"a"[..], 1 << 20),
+        ] {
+            for max in [100, DEFAULT_MAX_HEAD_SIZE] {
+                let taken = taken_before_refusal(prefix, pattern, chunk, max).await;
+                // The buffer holds everything read: it never exceeds the limit by more than 1.
+                // (Many short header lines are refused sooner, for their number.)
+                assert!(taken <= max + 1, "chunk {chunk}, limit {max}: {taken} read");
+                assert!(
+                    taken > max.min(3000),
+                    "chunk {chunk}, limit {max}: {taken} read"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn head_at_the_limit_is_read_and_what_follows_is_kept() {
+        let head = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut bytes = head.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\x81\x80pipelined");
+        let mut stream = &bytes[..];
+        let (request, leftover) = read_head(&mut stream, head.len()).await.unwrap();
+        assert_eq!(request.uri(), "/");
+        // One byte past the head was read with it; the rest is still in the transport.
+        assert_eq!(leftover, b"\x81");
+        assert_eq!(stream, b"\x80pipelined");
     }
 }

@@ -9,12 +9,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::AtomicWaker;
-use gangway_proto::{CloseCode, CloseFrame, Connection, ProtocolError, State};
+use gangway_proto::{CloseCode, CloseFrame, Connection, ProtocolError, State, TimeoutError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -49,7 +49,8 @@ const MAX_UNSENT_ANSWERS: usize = 64 << 10;
 /// clean close (the peer's close frame is then in [`close_frame`](Self::close_frame)). A protocol
 /// violation by the peer yields one [`Error::Protocol`] (once the matching close frame was
 /// written, or the close timeout passed), a lost connection one [`Error::Io`] or
-/// [`Error::Protocol`] with [`ProtocolError::UnexpectedEof`]; the stream ends after that.
+/// [`Error::Protocol`] with [`ProtocolError::UnexpectedEof`], a peer that stopped responding one
+/// [`Error::Unresponsive`] (see Timers below); the stream ends after that.
 ///
 /// To close, [`close`](Self::close) sends a close frame and waits for the handshake to finish.
 /// `SinkExt::close` (spelled `SinkExt::close(&mut ws)` on a whole `WebSocket`, whose own `close`
@@ -85,8 +86,18 @@ const MAX_UNSENT_ANSWERS: usize = 64 << 10;
 ///
 /// # Timers
 ///
-/// The close handshake is bounded by a timer ([`DEFAULT_CLOSE_TIMEOUT`]), so the tokio runtime
-/// must have its time driver enabled.
+/// One timer per connection, armed for the earliest of:
+///
+/// - the core's deadlines from the [`Config`](gangway_proto::Config): keepalive pings after
+///   `ping_interval` of silence, [`TimeoutError::Idle`] after `idle_timeout` without receiving
+///   anything, [`TimeoutError::Write`] after `write_timeout` without the transport taking any
+///   output (a peer that never reads: sending waits, then fails). A timeout ends the
+///   connection at once, without a close frame (1006), as [`Error::Unresponsive`]: the stream
+///   yields it once and ends, and sending returns it from then on.
+/// - the close handshake's bound ([`DEFAULT_CLOSE_TIMEOUT`]).
+///
+/// So the tokio runtime must have its time driver enabled. Keepalive works while the stream is
+/// polled: pongs and other input are only read then.
 ///
 /// # Drop behavior
 ///
@@ -103,14 +114,20 @@ pub struct WebSocket<S> {
     /// The size of the next allocation of `read_buf`.
     read_size: usize,
     close_timeout: Duration,
-    /// Bounds the close handshake; created the first time the connection is seen closing.
-    close_timer: Option<Pin<Box<Sleep>>>,
+    /// When the close handshake must be over; set the first time the connection is seen closing.
+    close_deadline: Option<Instant>,
+    /// The one timer: armed for the earliest of the core's deadline and `close_deadline`, and
+    /// only moved earlier, never later (a timer that fires early is re-armed), so traffic that
+    /// postpones the keepalive costs nothing. `None` while there is no deadline.
+    timer: Option<Pin<Box<Sleep>>>,
     /// The wakers of the read and write halves, woken together when the transport is writable.
     write_wakers: Arc<WriteWakers>,
     /// A waker for `write_wakers`, passed to every write, flush and shutdown of the transport.
     write_waker: Waker,
     /// The peer's protocol violation, yielded once the close frame is out.
     failure: Option<ProtocolError>,
+    /// The core gave up on an unresponsive peer; sending fails with it from then on.
+    timed_out: Option<TimeoutError>,
     /// The transport's read side ended.
     read_eof: bool,
     /// We shut the transport's write side down.
@@ -131,6 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// messages that preceded it.
     pub fn from_parts(io: S, conn: Connection, protocol: Option<String>, leftover: &[u8]) -> Self {
         let mut conn = conn;
+        // The connection is established now: the idle and keepalive clocks start here.
+        conn.set_now(now());
         let failure = if leftover.is_empty() {
             None
         } else {
@@ -144,10 +163,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             read_buf: Vec::new(),
             read_size: MIN_READ_SIZE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            close_timer: None,
+            close_deadline: None,
+            timer: None,
             write_waker: Waker::from(Arc::clone(&write_wakers)),
             write_wakers,
             failure,
+            timed_out: None,
             read_eof: false,
             write_shutdown: false,
             needs_flush: false,
@@ -220,6 +241,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         self.write_wakers.register(half, cx.waker());
         let mut wcx = Context::from_waker(&self.write_waker);
+        // Progress of the output resets the core's write timeout.
+        self.conn.set_now(now());
         loop {
             let out = self.conn.output();
             if out.is_empty() {
@@ -287,6 +310,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         self.read_size *= 2;
                     }
                     let queued = self.conn.output().len();
+                    // Received bytes reset the core's idle and keepalive clocks.
+                    self.conn.set_now(now());
                     if let Err(e) = self.conn.receive_data(data) {
                         self.failure.get_or_insert(e);
                     }
@@ -297,22 +322,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// Whether the close timer has fired; arms it on first use.
-    fn poll_close_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = self.close_timeout;
-        let timer = self
-            .close_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        timer.as_mut().poll(cx).is_ready()
+    /// Act on the deadlines that have passed and arm the timer for the next one.
+    ///
+    /// Returns whether the core acted (a keepalive ping is queued, or the connection was given
+    /// up on: either way there is output or an ending to process), and whether the close
+    /// handshake's deadline has passed. The timer wakes both halves, like the transport's
+    /// writability (the write half may be waiting for a write timeout, the read half for a ping).
+    fn poll_timers(&mut self, cx: &mut Context<'_>, half: Half) -> (bool, bool) {
+        let mut acted = false;
+        loop {
+            let now = now();
+            if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+                acted = true;
+                if let Err(e) = self.conn.handle_timeout(now) {
+                    self.timed_out.get_or_insert(e);
+                    // The other half may be waiting for the transport, which will never come.
+                    self.write_waker.wake_by_ref();
+                }
+            }
+            let close_passed = self.close_deadline.is_some_and(|d| d <= now);
+            let close_next = self.close_deadline.filter(|_| !close_passed);
+            // The core's next deadline is later than `now` after `handle_timeout`.
+            let Some(next) = self.conn.poll_timeout().into_iter().chain(close_next).min() else {
+                self.timer = None;
+                return (acted, close_passed);
+            };
+            let next = tokio::time::Instant::from_std(next);
+            let timer = match &mut self.timer {
+                Some(timer) => {
+                    if timer.is_elapsed() || next < timer.deadline() {
+                        timer.as_mut().reset(next);
+                    }
+                    timer
+                }
+                None => self.timer.insert(Box::pin(tokio::time::sleep_until(next))),
+            };
+            self.write_wakers.register(half, cx.waker());
+            let mut wcx = Context::from_waker(&self.write_waker);
+            if timer.as_mut().poll(&mut wcx).is_pending() {
+                return (acted, close_passed);
+            }
+            // It fired meanwhile: look at the deadlines again.
+        }
+    }
+
+    /// The error that ends the connection for good, if any: what sending returns.
+    fn dead(&self) -> Option<Error> {
+        self.timed_out.map(Error::Unresponsive)
     }
 
     /// End the stream: what to yield last.
     fn finish(&mut self, timed_out: bool, drained: bool) -> Option<Result<Message, Error>> {
         self.done = true;
-        self.close_timer = None;
+        self.timer = None;
         self.read_buf = Vec::new();
         if let Some(e) = self.failure.take() {
             return Some(Err(Error::Protocol(e)));
+        }
+        if let Some(e) = self.dead() {
+            return Some(Err(e));
         }
         // A client whose close handshake is complete only missed the server's EOF: that is a
         // clean end. Anything else cut short by the timer is not.
@@ -325,11 +393,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// End the stream on a transport error (a protocol failure already seen takes precedence).
     fn finish_with_io(&mut self, e: io::Error) -> Error {
         self.done = true;
-        self.close_timer = None;
+        self.timer = None;
         self.read_buf = Vec::new();
         match self.failure.take() {
             Some(p) => Error::Protocol(p),
-            None => Error::Io(e),
+            None => self.dead().unwrap_or(Error::Io(e)),
         }
     }
 }
@@ -368,11 +436,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                 Poll::Pending => false,
             };
             let ending = this.read_eof || this.conn.should_close_transport();
-            let timed_out = if ending || this.conn.state() != State::Open {
-                this.poll_close_timer(cx)
-            } else {
-                false
-            };
+            if (ending || this.conn.state() != State::Open) && this.close_deadline.is_none() {
+                this.close_deadline = now().checked_add(this.close_timeout);
+            }
+            let reading_paused = !drained && this.unsent_answers > MAX_UNSENT_ANSWERS;
+            if !ending && !reading_paused && this.conn.poll_timeout().is_some_and(|d| d <= now()) {
+                // A deadline is due: read first, so that bytes already waiting count as heard
+                // from the peer (an application that was busy must not find its peer idle).
+                match this.poll_read_into_core(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
+                    Poll::Pending => {}
+                }
+            }
+            let (acted, timed_out) = this.poll_timers(cx, Half::Read);
+            if acted {
+                // A keepalive ping to write, or the connection given up on: start over.
+                continue;
+            }
             if ending || timed_out {
                 if timed_out {
                     // Best effort; dropping the transport closes it anyway.
@@ -388,7 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                 }
                 return Poll::Ready(this.finish(timed_out, drained));
             }
-            if !drained && this.unsent_answers > MAX_UNSENT_ANSWERS {
+            if reading_paused {
                 // Woken by the transport once it takes more (the write registered the waker).
                 return Poll::Pending;
             }
@@ -408,16 +489,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        match this.poll_write_output(cx, Half::Write) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
-            // The bounded write buffer: wait for the transport while too much is queued.
-            _ if this.conn.output().len() > WRITE_BUFFER_HIGH_WATER => Poll::Pending,
-            _ => Poll::Ready(Ok(())),
+        if let Some(e) = this.dead() {
+            return Poll::Ready(Err(e));
+        }
+        if let Poll::Ready(Err(e)) = this.poll_write_output(cx, Half::Write) {
+            return Poll::Ready(Err(Error::Io(e)));
+        }
+        // The write timeout ends the wait below for a peer that never reads.
+        let (acted, _) = this.poll_timers(cx, Half::Write);
+        if let Some(e) = this.dead() {
+            return Poll::Ready(Err(e));
+        }
+        if acted {
+            // A keepalive ping was queued: send it along.
+            if let Poll::Ready(Err(e)) = this.poll_write_output(cx, Half::Write) {
+                return Poll::Ready(Err(Error::Io(e)));
+            }
+        }
+        // The bounded write buffer: wait for the transport while too much is queued.
+        if this.conn.output().len() > WRITE_BUFFER_HIGH_WATER {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
         }
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        let conn = &mut self.get_mut().conn;
+        let this = self.get_mut();
+        if let Some(e) = this.dead() {
+            return Err(e);
+        }
+        let conn = &mut this.conn;
+        // Output that starts waiting starts the write timeout.
+        conn.set_now(now());
         match item {
             Message::Text(text) => conn.send_text(&text),
             Message::Binary(data) => conn.send_binary(&data),
@@ -428,20 +532,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.get_mut()
-            .poll_write_output(cx, Half::Write)
-            .map_err(Error::Io)
+        self.get_mut().poll_write_all(cx)
     }
 
     /// Send close 1000 (unless a close was already sent or received) and flush. The transport
     /// stays open: keep polling the stream to receive the peer's close and end cleanly.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
+        if let Some(e) = this.dead() {
+            return Poll::Ready(Err(e));
+        }
         if this.conn.state() == State::Open {
+            this.conn.set_now(now());
             this.conn.send_close(CloseCode::NORMAL, "")?;
         }
-        this.poll_write_output(cx, Half::Write).map_err(Error::Io)
+        this.poll_write_all(cx)
     }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// The sink's flush: write everything, or fail at the write timeout.
+    fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if let Some(e) = self.dead() {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if let Poll::Ready(result) = self.poll_write_output(cx, Half::Write) {
+                return Poll::Ready(result.map_err(Error::Io));
+            }
+            let (acted, _) = self.poll_timers(cx, Half::Write);
+            if let Some(e) = self.dead() {
+                return Poll::Ready(Err(e));
+            }
+            if !acted {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// The current time, from tokio's clock (so that tests with paused time control it too).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Which half of a split `WebSocket` is writing.

@@ -240,3 +240,117 @@ async fn incoming_tells_the_accept_key_it_will_send() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn trickling_client_is_cut_at_the_default_10_second_handshake_timeout() {
+    // Simulated time: the default takes 10 s, which would be long to wait for.
+    let (client, server) = tokio::io::duplex(1024);
+    let started = tokio::time::Instant::now();
+    let accepting = tokio::spawn(async move { ServerBuilder::new().accept(server).await });
+    let trickle = tokio::spawn(async move {
+        let mut client = client;
+        // One byte a second, newlines included: always making progress, never finishing.
+        for b in request_head("").bytes().filter(|&b| b != b'\r').cycle() {
+            if client.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let result = tokio::time::timeout(Duration::from_secs(60), accepting)
+        .await
+        .expect("cut within a minute")
+        .unwrap();
+    assert!(matches!(result, Err(Error::Timeout)), "{result:?}");
+    let elapsed = started.elapsed();
+    assert_eq!(gangway::DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_secs(10));
+    assert!(
+        elapsed >= Duration::from_secs(10) && elapsed < Duration::from_secs(11),
+        "{elapsed:?}"
+    );
+    // The server dropped its end: the trickle's next write fails.
+    tokio::time::timeout(Duration::from_secs(5), trickle)
+        .await
+        .expect("the trickle stops")
+        .unwrap();
+}
+
+/// Whether a server built by `server` accepts `request`; its raw answer.
+async fn answer_of(server: ServerBuilder, request: &str) -> (bool, String) {
+    let (listener, _) = listener().await;
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        server.accept(tcp).await
+    });
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(request.as_bytes()).await.unwrap();
+    let head = common::read_head(&mut raw).await;
+    // Gone at once: a refusing server need not linger for more of the request.
+    drop(raw);
+    let accepted = accepting.await.unwrap();
+    if let Err(e) = &accepted {
+        assert!(
+            matches!(e, Error::Handshake(HandshakeError::OriginRefused)),
+            "{e:?}"
+        );
+    }
+    (accepted.is_ok(), head)
+}
+
+#[tokio::test]
+async fn allowed_origins_accept_only_the_listed_origins() {
+    bounded(async {
+        let server = || {
+            ServerBuilder::new().allowed_origins(["https://app.example", "http://localhost:8080"])
+        };
+        for origin in [
+            "https://app.example",
+            // RFC 6454: scheme and host are case-insensitive, the default port is no port.
+            "HTTPS://App.Example",
+            "https://app.example:443",
+            "http://localhost:8080",
+        ] {
+            let request = request_head(&format!("Origin: {origin}\r\n"));
+            let (accepted, head) = answer_of(server(), &request).await;
+            assert!(accepted, "{origin}: {head}");
+            assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        }
+        for origin in [
+            "https://evil.example",
+            "http://app.example",
+            "https://app.example:8443",
+            "https://app.example.evil",
+            "http://localhost",
+            "null",
+        ] {
+            let request = request_head(&format!("Origin: {origin}\r\n"));
+            let (accepted, head) = answer_of(server(), &request).await;
+            assert!(!accepted, "{origin}");
+            assert!(head.starts_with("HTTP/1.1 403 "), "{origin}: {head}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_without_origin_is_allowed_unless_origin_is_required() {
+    bounded(async {
+        let listed = || ServerBuilder::new().allowed_origins(["https://app.example"]);
+        let (accepted, head) = answer_of(listed(), &request_head("")).await;
+        assert!(accepted, "{head}");
+
+        let (accepted, head) = answer_of(listed().require_origin(true), &request_head("")).await;
+        assert!(!accepted);
+        assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+
+        // Required, with no list: any origin will do, but one there must be.
+        let required = || ServerBuilder::new().require_origin(true);
+        let (accepted, _) = answer_of(required(), &request_head("")).await;
+        assert!(!accepted);
+        let request = request_head("Origin: https://anywhere.example\r\n");
+        let (accepted, head) = answer_of(required(), &request).await;
+        assert!(accepted, "{head}");
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 mod state;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 pub use state::State;
 
@@ -25,13 +26,6 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Largest close reason: the control payload minus the 2-byte code (§5.5.1).
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
-/// Output capacity kept once everything was written; a larger buffer is released, so a
-/// connection that once sent a big message does not hold that memory while idle.
-const IDLE_OUTPUT_CAPACITY: usize = 1024;
-
-/// Event queue capacity kept once drained, for the same reason.
-const IDLE_EVENT_CAPACITY: usize = 8;
-
 /// One WebSocket connection after the opening handshake, with no I/O inside.
 ///
 /// Three groups of calls, in any order:
@@ -45,14 +39,18 @@ const IDLE_EVENT_CAPACITY: usize = 8;
 ///   [`output`](Self::output) to the transport and [`consume_output`](Self::consume_output) what was
 ///   written; once [`output`](Self::output) is empty and
 ///   [`should_close_transport`](Self::should_close_transport) is true, close the transport.
+/// - **time** (only with timers in the [`Config`]): [`set_now`](Self::set_now) before the calls
+///   above, [`handle_timeout`](Self::handle_timeout) once [`poll_timeout`](Self::poll_timeout)
+///   has passed (keepalive pings, idle and write timeouts; the core itself has no clock).
 ///
-/// Protocol violations by the peer fail the connection: the right close frame is queued, further
-/// input is ignored, and `receive_data` returns the error. Events decoded before the violation stay
-/// available from `poll_event`.
+/// Protocol violations by the peer fail the connection: further input is ignored and
+/// `receive_data` returns the error. Events decoded before the violation stay available from
+/// `poll_event`, and may still be answered; the right close frame is queued once they are handed
+/// out (at once if there are none).
 ///
 /// Memory: input is never buffered beyond a partial frame header (at most 14 bytes) and the
 /// message being reassembled, which grows as its bytes arrive; an idle connection holds no
-/// heap buffer beyond a small output buffer.
+/// heap buffer (output and event queue are released once drained).
 pub struct Connection {
     role: Role,
     config: Config,
@@ -88,7 +86,14 @@ pub struct Connection {
     peer_close: Option<Option<CloseFrame>>,
     /// The connection failed (protocol violation, or EOF before the close handshake).
     failed: bool,
+    /// The violation that failed the connection while events decoded before it were still
+    /// queued: its close frame waits until they are handed out (see `poll_event`).
+    deferred_close: Option<ProtocolError>,
     eof: bool,
+
+    // Time.
+    /// Keepalive and deadlines, on the caller's clock (see `timers.rs`).
+    timers: timers::Timers,
 }
 
 /// A frame whose header is decoded and whose payload is still arriving.
@@ -147,7 +152,9 @@ impl Connection {
             close_sent: false,
             peer_close: None,
             failed: false,
+            deferred_close: None,
             eof: false,
+            timers: timers::Timers::default(),
         }
     }
 
@@ -174,8 +181,12 @@ impl Connection {
     /// # Errors
     ///
     /// The peer's protocol violation, once: the connection has failed, a close frame with
-    /// [`ProtocolError::close_code`] is queued in the output, and later input is ignored.
+    /// [`ProtocolError::close_code`] is queued in the output (once the events decoded before the
+    /// violation are handed out by [`poll_event`](Self::poll_event)), and later input is ignored.
     pub fn receive_data(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        if !data.is_empty() {
+            self.timers.note_received();
+        }
         if self.input_finished() {
             return Ok(());
         }
@@ -314,17 +325,28 @@ impl Connection {
     }
 
     /// The next event from the peer, in order.
+    ///
+    /// After a protocol violation, the events decoded before it come first; the close frame that
+    /// fails the connection is queued by the call that finds none left, so the application can
+    /// still answer them (an echo server echoes a message that arrived in the same read as the
+    /// violation).
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
+        if event.is_none() {
+            if let Some(err) = self.deferred_close.take() {
+                self.write_failure_close(err);
+            }
+        }
         if let Some(Event::Close(close)) = &event {
             if !self.close_sent && !self.failed {
                 // §5.5.1: answer with a close, "typically echoing the status code it received";
-                // a close without a code is answered without one.
-                let reply = close.as_ref().map(|c| (c.code, ""));
+                // the reason is echoed too, and a close without a code is answered without one.
+                let reply = close.as_ref().map(|c| (c.code, c.reason.as_str()));
                 self.write_close(reply);
             }
         }
-        if self.events.is_empty() && self.events.capacity() > IDLE_EVENT_CAPACITY {
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // Released once drained, like the output: an idle connection holds no queue.
             self.events = VecDeque::new();
         }
         event
@@ -347,13 +369,15 @@ impl Connection {
             self.output().len()
         );
         self.out_pos += n;
+        if n > 0 {
+            self.timers.note_output_progress();
+        }
         if self.out_pos == self.out.len() {
             self.out_pos = 0;
-            if self.out.capacity() > IDLE_OUTPUT_CAPACITY {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
+            // Released, not kept for the next message: an idle connection should cost next to
+            // nothing, and even a buffer of a few hundred bytes per connection adds up over many
+            // thousands of them. Allocating again for the next burst is cheap next to the write.
+            self.out = Vec::new();
         }
     }
 
@@ -362,6 +386,10 @@ impl Connection {
     /// connection. A client whose close handshake is done waits for the server's EOF instead
     /// (the adapter bounds that wait with a timeout).
     pub fn should_close_transport(&self) -> bool {
+        if self.deferred_close.is_some() {
+            // The failure's close frame is not even queued yet.
+            return false;
+        }
         match self.role {
             Role::Server => self.state() == State::Closed,
             // After EOF there is nothing left to wait for.
@@ -568,13 +596,23 @@ impl Connection {
         Ok(())
     }
 
-    /// Fail the connection (§7.1.7): queue the close frame for `err` unless ours was already
-    /// sent, and stop reading.
+    /// Fail the connection (§7.1.7): stop reading, and queue the close frame for `err` unless
+    /// ours was already sent. While events decoded before the violation wait to be handed out,
+    /// the close frame waits for them (`poll_event`): the answers to them still go first.
     fn fail(&mut self, err: ProtocolError) {
         self.failed = true;
         self.frame = None;
         self.header_len = 0;
         self.message.clear();
+        if self.events.is_empty() {
+            self.write_failure_close(err);
+        } else {
+            self.deferred_close = Some(err);
+        }
+    }
+
+    /// The close frame that fails the connection for `err`.
+    fn write_failure_close(&mut self, err: ProtocolError) {
         let code = err.close_code();
         // 1006 (the transport ended) is never sent on the wire (§7.4.1).
         if !self.close_sent && code.is_sendable() {
@@ -587,8 +625,9 @@ impl Connection {
 /// Output: framing, masking and the output buffer.
 impl Connection {
     fn check_can_send_data(&self) -> Result<(), ApiMisuse> {
-        // §5.5.1: nothing is sent after our close frame.
-        if self.close_sent || self.failed {
+        // §5.5.1: nothing is sent after our close frame. A failure whose close frame waits for
+        // the events before it still lets the application answer those.
+        if self.close_sent || (self.failed && self.deferred_close.is_none()) {
             Err(ApiMisuse::AlreadyClosing)
         } else {
             Ok(())
@@ -654,6 +693,10 @@ impl Connection {
         };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
+        if self.output().is_empty() {
+            // The write timeout counts from when output starts waiting.
+            self.timers.note_output_progress();
+        }
         self.compact_output();
         self.out.reserve(head_len + payload.len());
         self.out.extend_from_slice(&head[..head_len]);

@@ -126,10 +126,12 @@ fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
     [&code.to_be_bytes()[..], reason].concat()
 }
 
-/// Feed `bytes` to a fresh endpoint and expect it to fail with `err` and queue `code`.
+/// Feed `bytes` to a fresh endpoint and expect it to fail with `err` and queue `code` (once the
+/// events before the violation are handed out).
 fn assert_fails(role: Role, bytes: &[u8], err: ProtocolError, code: u16) {
     let mut conn = endpoint(role);
     assert_eq!(conn.receive_data(bytes), Err(err), "{role:?}");
+    let _ = events(&mut conn);
     assert_eq!(queued_close_code(&conn), Some(code), "{role:?}");
     assert_eq!(conn.state(), State::Closed);
     assert!(conn.should_close_transport());
@@ -728,6 +730,26 @@ fn events_decoded_before_a_violation_stay_available() {
 }
 
 #[test]
+fn answers_to_events_before_a_violation_go_out_before_the_close() {
+    // A message and a violation in the same read: the echo still goes out, then the close
+    // (Autobahn 3.2, 4.1.3, 5.15: "echo for the first message, then the connection fails").
+    let mut s = server();
+    let stream = [to(Role::Server, 0x81, b"first"), to(Role::Server, 0xA1, b"rsv")].concat();
+    assert_eq!(s.receive_data(&stream), Err(ProtocolError::ReservedBits));
+    assert_eq!(s.state(), State::Closed);
+    assert!(!s.should_close_transport(), "the close frame is not queued yet");
+    assert_eq!(s.poll_event(), Some(Event::Text("first".into())));
+    assert_eq!(s.send_text("first"), Ok(()));
+    assert_eq!(s.poll_event(), None);
+    let out = frames(s.output());
+    assert_eq!(out.len(), 2, "the echo, then the close");
+    assert_eq!(out[0].header.opcode, OpCode::Text);
+    assert_eq!(queued_close_code(&s), Some(1002));
+    assert!(s.should_close_transport());
+    assert_eq!(s.send_text("late"), Err(ApiMisuse::AlreadyClosing));
+}
+
+#[test]
 fn input_after_a_failure_is_ignored_and_the_error_reported_once() {
     let mut s = server();
     assert!(s.receive_data(&raw(0x81, b"x", None)).is_err());
@@ -798,6 +820,7 @@ fn random_input_never_panics() {
                 Err(e) => {
                     assert!(!failed, "error reported twice");
                     failed = true;
+                    let _ = events(&mut conn);
                     assert_eq!(queued_close_code(&conn), Some(e.close_code().0), "{e:?}");
                 }
             }
@@ -890,7 +913,7 @@ fn client_close_is_echoed_and_the_server_closes_the_transport() {
         events(&mut c),
         [Event::Close(Some(CloseFrame {
             code: CloseCode(4000),
-            reason: String::new()
+            reason: "bye".into()
         }))]
     );
     assert_eq!(c.state(), State::Closed);
@@ -921,7 +944,7 @@ fn server_initiated_close_leaves_the_client_waiting_for_eof() {
         events(&mut s),
         [Event::Close(Some(CloseFrame {
             code: CloseCode::GOING_AWAY,
-            reason: String::new()
+            reason: "restart".into()
         }))]
     );
     assert_eq!(s.state(), State::Closed);
@@ -1203,6 +1226,27 @@ fn idle_connection_holds_almost_no_memory() {
     for conn in [&c, &s] {
         assert!(heap_bytes(conn) <= 2048, "{}", heap_bytes(conn));
         assert!(std::mem::size_of_val(conn) <= 512);
+    }
+}
+
+#[test]
+fn idle_connection_keeps_no_buffer_after_small_messages() {
+    // Small buffers are released too: kept per connection, they would add up over thousands
+    // of idle connections.
+    let (mut c, mut s) = (client(), server());
+    for size in [1, 100, 1000] {
+        c.send_text(&"a".repeat(size)).unwrap();
+        c.send_ping(b"x").unwrap();
+        pump(&mut c, &mut s).unwrap();
+        for event in events(&mut s) {
+            if let Event::Text(t) = event {
+                s.send_text(&t).unwrap();
+            }
+        }
+        pump(&mut s, &mut c).unwrap();
+        assert_eq!(events(&mut c).len(), 2, "pong and the echo");
+        assert_eq!(heap_bytes(&c), 0, "client after {size}-byte messages");
+        assert_eq!(heap_bytes(&s), 0, "server after {size}-byte messages");
     }
 }
 

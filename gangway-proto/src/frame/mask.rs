@@ -48,10 +48,12 @@ fn rotation_bits(offset: usize) -> u32 {
 
 /// The byte-at-a-time reference implementation; fuzzing checks [`apply_mask`] against it.
 pub fn apply_mask_scalar(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
+    // Only the offset modulo 4 matters, and wrapping keeps it (2^64 is a multiple of 4): an
+    // offset near `usize::MAX` must not overflow.
     for (i, b) in data.iter_mut().enumerate() {
-        *b ^= key[(offset + i) & 3];
+        *b ^= key[offset.wrapping_add(i) & 3];
     }
-    (offset + data.len()) & 3
+    offset.wrapping_add(data.len()) & 3
 }
 
 #[cfg(test)]
@@ -125,5 +127,18 @@ mod tests {
     #[test]
     fn offset_above_three_wraps_like_scalar() {
         assert_same_as_scalar(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2, 4, 8], 6);
+    }
+
+    #[test]
+    fn offset_near_usize_max_does_not_overflow() {
+        // Found by the `mask` fuzz target: the scalar reference computed `offset + len` and
+        // overflowed (a panic with overflow checks on).
+        let key = [0xA9, 0xA9, 0xA9, 0xFF];
+        assert_same_as_scalar(&[0], key, usize::MAX);
+        assert_same_as_scalar(&[1, 2, 3, 4, 5, 6, 7, 8, 9], key, usize::MAX - 2);
+        let mut data = [0u8; 2];
+        // usize::MAX is 3 modulo 4: key[3], then key[0].
+        assert_eq!(apply_mask_scalar(&mut data, key, usize::MAX), 1);
+        assert_eq!(data, [0xFF, 0xA9]);
     }
 }
