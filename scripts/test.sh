@@ -16,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=10
+TOTAL_STEPS=11
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -69,6 +69,7 @@ require cargo "install Rust with rustup"
 require python3 "apt-get install python3"
 require node "apt-get install nodejs, or Node.js 20+"
 require npm "apt-get install npm"
+require openssl "apt-get install openssl (the browser test makes a self-signed certificate)"
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         require rustup "the $component component is missing and rustup is not there to add it"
@@ -85,16 +86,18 @@ step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 step_ok
 
-step "cargo clippy --workspace --all-targets -- -D warnings"
+step "cargo clippy (default features, all features, no default features), warnings denied"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+cargo clippy -p gangway-proto -p gangway --all-targets --no-default-features -- -D warnings
 step_ok
 
-step "cargo doc --workspace --no-deps (warnings denied)"
-RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps
+step "cargo doc --workspace --no-deps --all-features (warnings denied)"
+RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps --all-features
 step_ok
 
-step "cargo test --workspace"
-cargo test --workspace
+step "cargo test --workspace --all-features (examples included)"
+cargo test --workspace --all-features
 step_ok
 
 step "cargo build --release -p gangway-cli"
@@ -113,6 +116,11 @@ step "10,000 idle connections: server RSS per connection (scripts/idle-conns.py)
 # Prints the figures; fails above 4 KiB per idle connection (issue target), also after one
 # 64 KiB echo on each connection.
 python3 scripts/idle-conns.py --no-build --connections 10000 --max-idle-bytes 4096 --max-after-echo-bytes 4096
+step_ok
+
+# ---------------------------------------------------------------------------------------------
+step "fuzz every target of the core (scripts/fuzz.sh, ${FUZZ_SECONDS:-60}s each)"
+bash scripts/fuzz.sh
 step_ok
 
 # --- Interop: Python websockets -----------------------------------------------------------------

@@ -13,23 +13,33 @@
 //!
 //! Stdin is read on a plain thread: a blocking read cannot be cancelled, and a thread that is
 //! still blocked when the session ends simply goes away with the process.
+//!
+//! With `--reconnect` the stdin thread and its queue outlive the connections: each session's
+//! writer borrows the queue and hands it back, so lines that a dead connection did not take wait,
+//! in order, for the next one ([`AFTER_HELP`] states the rules, [`crate::backoff`] the delays).
+//! Exit statuses and their lines come from [`crate::exit`]; `-v` from [`crate::trace`].
 
 use std::io::BufRead as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use clap::Args;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use gangway::proto::ProtocolError;
-use gangway::{ClientBuilder, CloseCode, CloseFrame, Error, Message, WebSocket};
+use gangway::proto::OsRandom;
+use gangway::{
+    ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, MaybeTlsStream, Message, WebSocket,
+};
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backoff::{Backoff, STABLE_AFTER};
 use crate::escape::escape_into;
+use crate::exit::{code, seconds, Failure};
+use crate::trace::{self, Traced};
 use crate::{causes, parse_seconds};
 
 /// How long the session keeps reading after it failed, so the close frame the core queued gets
@@ -39,9 +49,6 @@ const AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages queued between stdin (or the echo) and the writer. Small, because a queued line may
 /// be 16 MiB; the reader of stdin waits when it is full.
 const QUEUE: usize = 4;
-
-/// Exit status for usage errors (same as clap's).
-const USAGE: u8 = 2;
 
 /// Options of `gangway connect`.
 #[derive(Args, Debug)]
@@ -62,9 +69,13 @@ pub(crate) struct ConnectOpts {
     )]
     pub(crate) headers: Vec<(String, String)>,
 
-    /// Send each stdin line as a binary message instead of text.
-    #[arg(long)]
+    /// Send each stdin line as a binary message (any bytes).
+    #[arg(long, conflicts_with = "text")]
     pub(crate) binary: bool,
+
+    /// Send each stdin line as a text message, which must be UTF-8 (the default).
+    #[arg(long)]
+    pub(crate) text: bool,
 
     /// Ignore stdin; send every received message back unchanged until the peer closes.
     #[arg(long)]
@@ -76,10 +87,63 @@ pub(crate) struct ConnectOpts {
     pub(crate) ping_interval: Option<Duration>,
 
     /// Give up on the server after this many seconds without receiving anything from it, not
-    /// even an answer to a ping: exit 1 with "connection lost: peer idle timeout" (fractions
+    /// even an answer to a ping: exit 28 with "connection lost: peer idle timeout" (fractions
     /// allowed; default: never).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub(crate) idle_timeout: Option<Duration>,
+
+    /// Show the connection on stderr as curl -v does: "* " information, then the request head
+    /// ("> " lines) and the response head ("< " lines) as sent and received.
+    #[arg(long, short = 'v')]
+    pub(crate) verbose: bool,
+
+    /// Give up connecting after this many seconds: TCP (and proxy), TLS and the opening
+    /// handshake together (fractions allowed; 0: never; default 10). Exit 28.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) connect_timeout: Option<Duration>,
+
+    /// When connecting fails or the connection is lost, connect again after 0.5 s, 1 s, 2 s, …
+    /// (at most 30 s) and go on with stdin; see --help for the rules.
+    #[arg(long)]
+    pub(crate) reconnect: bool,
+
+    /// With --reconnect: give up after this many retries in a row (default: never).
+    #[arg(long, value_name = "N", requires = "reconnect")]
+    pub(crate) max_retries: Option<u32>,
+
+    /// Trust the CA certificates in this PEM file for wss://, instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+
+    /// Do not verify the server's certificate (wss://). DANGEROUS: anyone on the path can then
+    /// pose as the server; only for test servers you control.
+    #[arg(long, short = 'k')]
+    pub(crate) insecure: bool,
+
+    /// Client certificate to present (PEM chain, ours first); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// The PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+
+    /// Connect through this proxy: http://[user:password@]host[:port] (CONNECT),
+    /// socks5://… (names resolved here) or socks5h://… (resolved by the proxy); port 1080 by
+    /// default. Without it, https_proxy/HTTPS_PROXY (wss), http_proxy/HTTP_PROXY (ws) or
+    /// all_proxy/ALL_PROXY are used, as curl does; "" means no proxy at all.
+    #[arg(long, short = 'x', value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+
+    /// Hosts to reach without the proxy, comma-separated: names (with their subdomains), IP
+    /// addresses, ranges such as 10.0.0.0/8, or * for all. Replaces NO_PROXY/no_proxy.
+    #[arg(long, value_name = "LIST")]
+    pub(crate) noproxy: Option<String>,
+
+    /// Offer permessage-deflate compression (RFC 7692); once connected, print on stderr
+    /// whether the server accepted it: "gangway: permessage-deflate: on" (or "off").
+    #[arg(long)]
+    pub(crate) deflate: bool,
 }
 
 /// `Name: value` → (`Name`, `value`), the value's surrounding whitespace trimmed.
@@ -99,6 +163,8 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 enum Outgoing {
     /// Send a message.
     Message(Message),
+    /// Send a message back (`--echo`); the sender is told once it is queued on the connection.
+    Echo(Message, oneshot::Sender<()>),
     /// Start the close handshake (normal closure, 1000).
     Close,
 }
@@ -114,25 +180,180 @@ enum ReadEnd {
     Stdout(std::io::Error),
 }
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Traced<MaybeTlsStream>>;
 
-/// Connect, run the session, and print the outcome as the contract says.
+/// Stdin's queue: lines as [`Outgoing::Message`], then [`Outgoing::Close`] at its end. `None`
+/// with `--echo`, which does not read stdin.
+type Lines = Option<mpsc::Receiver<Outgoing>>;
+
+/// How a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// A clean close handshake; the peer's close frame (`None`: it had no status code).
+    Closed(Option<CloseFrame>),
+    /// Anything else.
+    Failed(Failure),
+}
+
+/// The part of `--help` that does not fit an option: framing, reconnecting, exit codes.
+pub(crate) const AFTER_HELP: &str = "\
+Framing:
+  Sent: each stdin line is one message: its bytes without the \"\\n\" and without one \"\\r\"
+  right before it; a last line without \"\\n\" counts. Text by default (--text; the line must be
+  UTF-8, else exit 1), binary with --binary (any bytes).
+  Received: each text or binary message is printed on stdout as exactly one line, whatever it
+  holds, escaped: \\ -> \\\\, LF -> \\n, CR -> \\r, TAB -> \\t, other bytes 0x00-0x1F and 0x7F ->
+  \\xNN (lowercase hex), in binary messages bytes that are not UTF-8 -> \\xNN; all else verbatim.
+  Unescaping a line gives back the message's bytes exactly. Pings and pongs are not printed.
+  At the end of stdin: close 1000, print what still arrives, exit 0 after the peer's close.
+
+Reconnecting (--reconnect):
+  A failed attempt or a lost connection (exit codes 6, 7, 28, 52, 56; 22 only for 408, 429 and
+  5xx; a proxy failure that may pass) is retried after 0.5 s, doubling up to 30 s, each wait up
+  to 25 % shorter at random; the count starts over once a connection stays up for 5 s. A close
+  by the peer with 1001, 1012, 1013 or 1014 (going away, restart, try again later, bad gateway)
+  reconnects too; any other close ends the program with 0. Certificate, URL, usage and protocol
+  errors are not retried. While disconnected, stdin lines wait (stdin is read only a few lines
+  ahead) and go, in order, to the next connection; a line being sent when the connection broke
+  may be lost. Once stdin has ended and the close was sent, nothing is retried. On giving up
+  (--max-retries), the exit code is the last failure's.
+
+Exit codes (curl's numbers where curl has the same failure):
+   0  clean close, whichever side started it, any close code
+   1  a stdin line is not UTF-8 in text mode; internal error
+   2  usage: unknown or conflicting options, a header the handshake cannot send
+   3  malformed URL (not ws:// or wss://, no host, a fragment)
+   5  the proxy's name did not resolve, or a malformed proxy URL
+   6  the host name did not resolve
+   7  the TCP connection failed (refused, unreachable), to the server or the proxy
+   8  a 101 answer that is not a valid upgrade (Sec-WebSocket-Accept, Upgrade, ...)
+  22  the server answered the upgrade with another HTTP status (404, 403, 503, ...)
+  23  writing stdout failed
+  26  reading stdin failed
+  28  timeout: --connect-timeout, --idle-timeout, write or close handshake timeout
+  35  the TLS handshake failed (other than the server's certificate)
+  52  the server closed the connection without answering the upgrade
+  56  the connection was lost, or the peer broke the protocol (close code sent)
+  58  --cert/--key cannot be used
+  60  the server's certificate was refused (unknown CA, another host, expired)
+  77  --cacert cannot be used
+  97  the proxy refused the tunnel (HTTP status such as 407, SOCKS5 refusal)";
+
+/// Connect, run sessions (more than one with `--reconnect`), and end as the contract says.
 ///
 /// # Errors
 ///
 /// Only internal failures (a task that panicked); every connection outcome is an exit status.
 pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
-    if opts
-        .url
-        .get(..6)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"))
-    {
-        return Ok(fail("wss:// is not supported yet (TLS comes later)", USAGE));
-    }
-    let mut builder = match ClientBuilder::new(&opts.url) {
+    let builder = match client_builder(&opts) {
         Ok(b) => b,
-        Err(e) => return Ok(fail(&connect_error(&e), exit_status(&e))),
+        Err(failure) => return Ok(failure.report()),
     };
+    // `ClientBuilder::new` checked that there is a host.
+    let host = builder.uri().host().unwrap_or_default().to_owned();
+    let secure = builder
+        .uri()
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+    let port = builder
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
+    let timeout = opts
+        .connect_timeout
+        .unwrap_or(gangway::DEFAULT_HANDSHAKE_TIMEOUT);
+
+    let stdin_error = Arc::new(Mutex::new(None));
+    let mut lines: Lines = None;
+    if !opts.echo {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (stdin_error, binary) = (stdin_error.clone(), opts.binary);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || read_stdin(&tx, binary, &stdin_error))
+            .context("cannot start the stdin thread")?;
+        lines = Some(rx);
+    }
+
+    let mut backoff = Backoff::new(opts.max_retries, Box::new(OsRandom::new()));
+    // Set while a retry is under way, for its success to be announced.
+    let mut retrying = false;
+    loop {
+        if opts.verbose {
+            trace::info(&format!("connecting to {host}:{port}"));
+        }
+        let attempt = builder
+            .connect_with(|stream| {
+                if opts.verbose {
+                    trace::describe(&stream, opts.insecure);
+                }
+                Traced::new(stream, opts.verbose)
+            })
+            .await;
+        // What ended this attempt, when it is worth another: `None` for a restart announced
+        // by the peer's close code.
+        let retry_after: Option<Failure> = match attempt {
+            Err(e) => {
+                let failure = Failure::connect(&e, &host, timeout);
+                if !(opts.reconnect && failure.transient) {
+                    return Ok(failure.report());
+                }
+                Some(failure)
+            }
+            Ok((ws, _response)) => {
+                if std::mem::take(&mut retrying) {
+                    eprintln!("gangway: reconnected");
+                }
+                announce(&ws, &opts);
+                let opened = Instant::now();
+                let (rest, input_done, end) =
+                    session(ws, lines.take(), &opts, &stdin_error).await?;
+                lines = rest;
+                if opened.elapsed() >= STABLE_AFTER {
+                    backoff.reset();
+                }
+                match end {
+                    SessionEnd::Closed(frame) => {
+                        report_peer_close(frame.as_ref());
+                        let restart = frame.is_some_and(|f| announces_restart(f.code));
+                        if !(opts.reconnect && restart && !input_done) {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        None
+                    }
+                    SessionEnd::Failed(failure) => {
+                        if !(opts.reconnect && failure.transient && !input_done) {
+                            return Ok(failure.report());
+                        }
+                        Some(failure)
+                    }
+                }
+            }
+        };
+        if let Some(failure) = &retry_after {
+            eprintln!("gangway: {}", failure.message);
+        }
+        let Some(delay) = backoff.next_delay() else {
+            eprintln!("gangway: giving up after {} retries", backoff.retries());
+            return Ok(ExitCode::from(retry_after.map_or(code::OK, |f| f.code)));
+        };
+        let of = backoff
+            .max_retries()
+            .map_or_else(String::new, |max| format!(" of {max}"));
+        eprintln!(
+            "gangway: reconnecting in {} (retry {}{of})",
+            seconds(delay),
+            backoff.retries()
+        );
+        tokio::time::sleep(delay).await;
+        retrying = true;
+    }
+}
+
+/// The client settings the options ask for.
+fn client_builder(opts: &ConnectOpts) -> Result<ClientBuilder, Failure> {
+    let builder = ClientBuilder::new(&opts.url).map_err(|e| Failure::setup(&e, code::OTHER))?;
+    let mut builder = transport_options(builder, opts)?;
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
     }
@@ -142,119 +363,148 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
     builder = builder
         .ping_interval(opts.ping_interval)
         .idle_timeout(opts.idle_timeout);
-    let ws = match builder.connect().await {
-        Ok((ws, _response)) => ws,
-        Err(e) => return Ok(fail(&connect_error(&e), exit_status(&e))),
-    };
+    if let Some(timeout) = opts.connect_timeout {
+        // 0 turns the timer off, as for the other timers (the timer saturates at "never").
+        builder = builder.handshake_timeout(if timeout.is_zero() {
+            Duration::MAX
+        } else {
+            timeout
+        });
+    }
+    if opts.deflate {
+        builder = builder.deflate(DeflateConfig::default());
+    }
+    Ok(builder)
+}
+
+/// The stderr lines of a fresh connection that the options ask for.
+fn announce(ws: &Ws, opts: &ConnectOpts) {
     if !opts.protocols.is_empty() {
         eprintln!(
             "gangway: subprotocol: {}",
             ws.protocol().map_or_else(|| "none".to_owned(), escape_line)
         );
     }
-
-    let (sink, stream) = ws.split();
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, rx, stop_rx));
-    let stdin_error = Arc::new(Mutex::new(None));
-    if !opts.echo {
-        let (tx, stdin_error, binary) = (tx.clone(), stdin_error.clone(), opts.binary);
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || read_stdin(&tx, binary, &stdin_error))
-            .context("cannot start the stdin thread")?;
+    if opts.deflate {
+        let state = if ws.uses_deflate() { "on" } else { "off" };
+        eprintln!("gangway: permessage-deflate: {state}");
     }
+}
 
-    let (stream, end) = read_loop(stream, tx, opts.echo).await;
+/// One connection's session: stdin lines (or echoes) out, messages printed, until it ends.
+/// Hands back stdin's queue, and whether stdin's end was taken (our close was sent).
+async fn session(
+    ws: Ws,
+    lines: Lines,
+    opts: &ConnectOpts,
+    stdin_error: &Mutex<Option<Failure>>,
+) -> anyhow::Result<(Lines, bool, SessionEnd)> {
+    let (sink, stream) = ws.split();
+    let (control, control_rx) = mpsc::channel(QUEUE);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let writer = tokio::spawn(write_loop(sink, control_rx, lines, stop_rx));
+
+    let (stream, end) = read_loop(stream, control, opts.echo).await;
     // The writer may still be blocked on a send the peer will never read; it is not needed now.
     let _ = stop_tx.send(());
-    let sink = writer.await.context("writer task failed")?;
+    let (sink, lines, input_done) = writer.await.context("writer task failed")?;
     let ws = stream
         .reunite(sink)
         .map_err(|_| anyhow!("the websocket halves do not belong together"))?;
 
-    match end {
-        ReadEnd::Failed(e) => Ok(fail(&session_error(&e), 1)),
-        ReadEnd::Stdout(e) => Ok(fail(&format!("cannot write to stdout: {e}"), 1)),
+    let end = match end {
+        ReadEnd::Failed(e) => SessionEnd::Failed(Failure::session(&e)),
+        ReadEnd::Stdout(e) => SessionEnd::Failed(Failure::new(
+            code::WRITE,
+            format!("cannot write to stdout: {e}"),
+            false,
+        )),
         ReadEnd::Ended => {
-            let stdin_error = stdin_error
+            let stdin_failed = stdin_error
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            if let Some(message) = stdin_error {
-                return Ok(fail(&message, 1));
+            match (stdin_failed, ws.close_frame()) {
+                (Some(failure), _) => SessionEnd::Failed(failure),
+                (None, Some(frame)) => SessionEnd::Closed(frame.clone()),
+                // The stream ended without a close frame and without reporting an error.
+                (None, None) => SessionEnd::Failed(Failure::no_close_frame()),
             }
-            Ok(peer_closed(ws.close_frame()))
         }
-    }
+    };
+    Ok((lines, input_done, end))
 }
 
-/// The exit after the stream ended: the peer's close frame decides.
-fn peer_closed(frame: Option<&Option<CloseFrame>>) -> ExitCode {
+/// TLS and proxy options: what curl users expect, environment included.
+fn transport_options(
+    mut builder: ClientBuilder,
+    opts: &ConnectOpts,
+) -> Result<ClientBuilder, Failure> {
+    if let Some(ca) = &opts.cacert {
+        builder = builder
+            .ca_file(ca)
+            .map_err(|e| Failure::setup(&e, code::CA_FILE))?;
+    }
+    if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
+        builder = builder
+            .client_cert_files(cert, key)
+            .map_err(|e| Failure::setup(&e, code::CLIENT_CERT))?;
+    }
+    builder = builder.danger_accept_invalid_certs(opts.insecure);
+    let proxy_error = |e| Failure::setup(&e, code::PROXY_RESOLVE);
+    builder = match opts.proxy.as_deref() {
+        Some("") => builder.no_proxy(),
+        Some(url) => {
+            // As in curl, NO_PROXY also applies to an explicit proxy.
+            let bypass = opts.noproxy.clone().or_else(|| {
+                ["no_proxy", "NO_PROXY"]
+                    .iter()
+                    .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+            });
+            let builder = builder.proxy(url).map_err(proxy_error)?;
+            match bypass {
+                Some(list) => builder.proxy_bypass(&list),
+                None => builder,
+            }
+        }
+        None => {
+            let builder = builder.proxy_from_env();
+            match &opts.noproxy {
+                Some(list) => builder.proxy_bypass(list),
+                None => builder,
+            }
+        }
+    };
+    Ok(builder)
+}
+
+/// The line for a clean close by the peer: none for 1000.
+fn report_peer_close(frame: Option<&CloseFrame>) {
     match frame {
-        Some(Some(CloseFrame { code, .. })) if *code == CloseCode::NORMAL => ExitCode::SUCCESS,
-        Some(Some(CloseFrame { code, reason })) => {
-            if reason.is_empty() {
-                eprintln!("gangway: closed by peer: {code}");
-            } else {
-                eprintln!("gangway: closed by peer: {code} {}", escape_line(reason));
-            }
-            ExitCode::SUCCESS
+        Some(CloseFrame { code, .. }) if *code == CloseCode::NORMAL => {}
+        Some(CloseFrame { code, reason }) if reason.is_empty() => {
+            eprintln!("gangway: closed by peer: {code}");
         }
-        Some(None) => {
-            eprintln!(
-                "gangway: closed by peer: {} (no status code)",
-                CloseCode::NO_STATUS
-            );
-            ExitCode::SUCCESS
+        Some(CloseFrame { code, reason }) => {
+            eprintln!("gangway: closed by peer: {code} {}", escape_line(reason));
         }
-        // The stream ended without a close frame and without reporting an error.
-        None => fail("connection lost: closed without a close frame", 1),
+        None => eprintln!(
+            "gangway: closed by peer: {} (no status code)",
+            CloseCode::NO_STATUS
+        ),
     }
 }
 
-/// Print `gangway: MESSAGE` on stderr and return `status`.
-fn fail(message: &str, status: u8) -> ExitCode {
-    eprintln!("gangway: {message}");
-    ExitCode::from(status)
-}
-
-/// The exit status for an error before the session started: 2 for our own mistakes (a bad URL or
-/// header), 1 for anything the network did.
-fn exit_status(e: &Error) -> u8 {
-    match e {
-        Error::Api(_) => USAGE,
-        _ => 1,
-    }
-}
-
-/// One line describing an error of the TCP connect or the opening handshake.
-fn connect_error(e: &Error) -> String {
-    match e {
-        Error::Handshake(h) => format!("handshake failed: {}", causes(h)),
-        Error::Io(io) => format!("connection failed: {}", causes(io)),
-        Error::Timeout => "connection failed: timed out during the opening handshake".to_owned(),
-        Error::Api(a) => causes(a),
-        other => format!("connection failed: {}", causes(other)),
-    }
-}
-
-/// One line describing an error of an open session.
-fn session_error(e: &Error) -> String {
-    match e {
-        Error::Protocol(ProtocolError::UnexpectedEof) => {
-            format!("connection lost: {}", ProtocolError::UnexpectedEof)
-        }
-        Error::Protocol(p) => format!("protocol error: {p} (sent close {})", p.close_code()),
-        Error::Io(io) => format!("connection lost: {}", causes(io)),
-        // During a session this timer is the close handshake's (RFC 6455 §7.1.1: the peer's
-        // close frame, then the server's EOF).
-        Error::Timeout => "connection lost: close handshake timed out".to_owned(),
-        // The idle or write timeout: the server went silent, or stopped reading.
-        Error::Unresponsive(t) => format!("connection lost: {t}"),
-        other => causes(other),
-    }
+/// Close codes by which a server says it will be back (RFC 6455 §7.4.1 and the IANA registry):
+/// going away (a server shutting down), service restart, try again later, bad gateway.
+fn announces_restart(code: CloseCode) -> bool {
+    [
+        CloseCode::GOING_AWAY,
+        CloseCode::SERVICE_RESTART,
+        CloseCode::TRY_AGAIN_LATER,
+        CloseCode::BAD_GATEWAY,
+    ]
+    .contains(&code)
 }
 
 /// Peer-chosen text for a stderr line, escaped like a message so it stays on one line.
@@ -296,8 +546,14 @@ async fn read_loop(
             Some(Ok(_)) => continue,
         };
         if echo {
-            // The writer only goes away at the end of the session; nothing is lost then.
-            let _ = tx.send(Outgoing::Message(message)).await;
+            // Wait until the echo is queued on the connection before reading on: the next read
+            // may hand out the peer's close (or fail the connection), after which nothing can be
+            // sent, and an echo of a message that came before it must not be lost.
+            let (queued_tx, queued_rx) = oneshot::channel();
+            if tx.send(Outgoing::Echo(message, queued_tx)).await.is_ok() {
+                // An error means the writer gave up on the message; the read side reports why.
+                let _ = queued_rx.await;
+            }
             continue;
         }
         line.clear();
@@ -342,22 +598,31 @@ async fn drain(stream: &mut SplitStream<Ws>) {
     .await;
 }
 
-/// Send what is queued, in order, until told to stop. After a failed send or our close, further
-/// requests are taken off the queue and dropped, so their senders never block.
+/// Send what is queued, in order, until told to stop: the reader's requests (`control`) and
+/// stdin's lines. After a failed send or our close, the reader's further requests are taken off
+/// their queue and dropped, so the reader never blocks; stdin's lines are left in theirs, for
+/// the next connection (`--reconnect`). Hands back the sink, stdin's queue, and whether stdin's
+/// end (our close) was taken.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut control: mpsc::Receiver<Outgoing>,
+    mut lines: Lines,
     mut stop: oneshot::Receiver<()>,
-) -> SplitSink<Ws, Message> {
+) -> (SplitSink<Ws, Message>, Lines, bool) {
     let mut done = false;
+    let mut input_done = false;
     loop {
         let request = tokio::select! {
             biased;
             _ = &mut stop => break,
-            request = rx.recv() => match request {
+            request = control.recv() => match request {
                 Some(r) => r,
                 None => break,
             },
+            request = next_line(&mut lines), if !done => {
+                input_done |= matches!(request, Outgoing::Close);
+                request
+            }
         };
         if done {
             continue;
@@ -368,6 +633,14 @@ async fn write_loop(
             result = async {
                 match request {
                     Outgoing::Message(m) => sink.send(m).await,
+                    Outgoing::Echo(m, queued) => {
+                        let fed = hand_over(&mut sink, m).await;
+                        let _ = queued.send(());
+                        match fed {
+                            Ok(()) => sink.flush().await,
+                            Err(e) => Err(e),
+                        }
+                    }
                     Outgoing::Close => {
                         done = true;
                         sink.close().await
@@ -381,13 +654,39 @@ async fn write_loop(
             done = true;
         }
     }
-    sink
+    (sink, lines, input_done)
+}
+
+/// Queue `message` on the connection itself, without waiting for the transport to take it.
+///
+/// `feed` alone is not enough: on a split sink it only parks the message in the half's slot, and
+/// the slot reaches the connection at the next `poll_ready` or flush. The echo's reader reads on
+/// once this returns, and that read may queue the failure's close frame (or the answer to the
+/// peer's close), after which nothing can be sent (RFC 6455 §5.5.1): a message still in the slot
+/// would be refused and its echo lost.
+async fn hand_over<S>(sink: &mut S, message: Message) -> Result<(), Error>
+where
+    S: futures_util::Sink<Message, Error = Error> + Unpin,
+{
+    sink.feed(message).await?;
+    std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await
+}
+
+/// The next request from stdin's queue; never, with `--echo` or once the queue is closed.
+/// Cancel-safe (`recv` is): a line is never lost by a `select!` that picks another branch.
+async fn next_line(lines: &mut Lines) -> Outgoing {
+    if let Some(rx) = lines {
+        if let Some(request) = rx.recv().await {
+            return request;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Read stdin line by line (any length, any bytes) and queue each line as a message; at EOF queue
 /// the close. A line that cannot be sent as asked (invalid UTF-8 in text mode) or a read error
 /// ends input early: the error is stored for the exit status and the session is closed normally.
-fn read_stdin(tx: &mpsc::Sender<Outgoing>, binary: bool, error: &Mutex<Option<String>>) {
+fn read_stdin(tx: &mpsc::Sender<Outgoing>, binary: bool, error: &Mutex<Option<Failure>>) {
     let mut stdin = std::io::stdin().lock();
     let mut number = 0u64;
     loop {
@@ -396,8 +695,11 @@ fn read_stdin(tx: &mpsc::Sender<Outgoing>, binary: bool, error: &Mutex<Option<St
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                *error.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(format!("cannot read stdin: {e}"));
+                *error.lock().unwrap_or_else(PoisonError::into_inner) = Some(Failure::new(
+                    code::READ,
+                    format!("cannot read stdin: {e}"),
+                    false,
+                ));
                 break;
             }
         }
@@ -409,8 +711,12 @@ fn read_stdin(tx: &mpsc::Sender<Outgoing>, binary: bool, error: &Mutex<Option<St
             match String::from_utf8(line) {
                 Ok(text) => Message::Text(text),
                 Err(_) => {
-                    *error.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
-                        "stdin line {number} is not valid utf-8 (use --binary to send bytes)"
+                    *error.lock().unwrap_or_else(PoisonError::into_inner) = Some(Failure::new(
+                        code::OTHER,
+                        format!(
+                            "stdin line {number} is not valid utf-8 (use --binary to send bytes)"
+                        ),
+                        false,
                     ));
                     break;
                 }
@@ -469,28 +775,62 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_their_cause() {
-        use gangway::proto::HandshakeError;
-        let e = Error::Handshake(HandshakeError::UnexpectedStatus(404));
-        assert_eq!(connect_error(&e), "handshake failed: unexpected status 404");
-        assert_eq!(exit_status(&e), 1);
-        let e = Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(connect_error(&e).starts_with("connection failed: "));
-        let e = Error::Protocol(ProtocolError::InvalidUtf8);
-        assert_eq!(
-            session_error(&e),
-            "protocol error: invalid utf-8 (sent close 1007)"
-        );
-        let e = Error::Protocol(ProtocolError::UnexpectedEof);
-        assert!(session_error(&e).starts_with("connection lost: "));
-        let e = Error::Unresponsive(gangway::proto::TimeoutError::Idle);
-        assert_eq!(session_error(&e), "connection lost: peer idle timeout");
-        let e = Error::Api(gangway::proto::ApiMisuse::InvalidUrl("scheme must be ws"));
-        assert_eq!(exit_status(&e), USAGE);
+    fn only_close_codes_that_announce_a_return_reconnect() {
+        for code in [1001, 1012, 1013, 1014] {
+            assert!(announces_restart(CloseCode(code)), "{code}");
+        }
+        for code in [1000, 1002, 1008, 1011, 4000] {
+            assert!(!announces_restart(CloseCode(code)), "{code}");
+        }
     }
 
     #[test]
     fn peer_reason_is_kept_on_one_line() {
         assert_eq!(escape_line("bye\nnow"), "bye\\nnow");
+    }
+
+    #[tokio::test]
+    async fn echo_handed_over_before_the_next_read_precedes_the_failure_close() {
+        use gangway::proto::{Config, Connection, Role};
+        use tokio::io::AsyncReadExt as _;
+
+        // A complete text message, then a continuation with nothing to continue (§5.4), masked
+        // with a zero key as a client's frames are: "done" is delivered, then the connection fails.
+        let mut input = vec![0x81, 0x84, 0, 0, 0, 0];
+        input.extend_from_slice(b"done");
+        input.extend_from_slice(&[0x80, 0x84, 0, 0, 0, 0]);
+        input.extend_from_slice(b"more");
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let conn = Connection::new(Role::Server, Config::default());
+        let (mut sink, mut stream) = WebSocket::from_parts(io, conn, None, &input).split();
+
+        let message = stream
+            .next()
+            .await
+            .expect("a message")
+            .expect("no error yet");
+        assert_eq!(message, Message::text("done"));
+        hand_over(&mut sink, message)
+            .await
+            .expect("sending is still allowed");
+        // The next read queues the failure's close frame and writes out all that is queued.
+        assert!(matches!(stream.next().await, Some(Err(Error::Protocol(_)))));
+        drop((sink, stream));
+
+        let mut sent = Vec::new();
+        peer.read_to_end(&mut sent)
+            .await
+            .expect("read what was sent");
+        assert_eq!(
+            sent.get(..6),
+            Some(&b"\x81\x04done"[..]),
+            "echo first: {sent:02x?}"
+        );
+        assert_eq!(sent.get(6), Some(&0x88), "then the close: {sent:02x?}");
+        assert_eq!(
+            sent.get(8..10),
+            Some(&[0x03, 0xea][..]),
+            "1002: {sent:02x?}"
+        );
     }
 }

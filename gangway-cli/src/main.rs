@@ -6,11 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod connect;
 mod demo;
 mod escape;
+mod exit;
 mod keys;
 mod serve;
+mod trace;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -32,6 +35,7 @@ enum Command {
     /// Run an echo server with a demo page at http://ADDR/.
     Serve(serve::ServeOpts),
     /// Connect to a WebSocket server: stdin lines out, received messages on stdout.
+    #[command(after_long_help = connect::AFTER_HELP)]
     Connect(connect::ConnectOpts),
     /// Print the Sec-WebSocket-Accept value for a Sec-WebSocket-Key.
     Accept(keys::AcceptOpts),
@@ -176,6 +180,23 @@ mod tests {
             ]
         );
         assert!(opts.binary && !opts.echo);
+    }
+
+    #[test]
+    fn connect_text_and_binary_exclude_each_other() {
+        use clap::error::ErrorKind;
+        let err = Cli::try_parse_from(["gangway", "connect", "ws://x/", "--text", "--binary"])
+            .expect_err("both framings");
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let err = Cli::try_parse_from(["gangway", "connect", "ws://x/", "--max-retries", "2"])
+            .expect_err("a limit without --reconnect");
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        let cli = Cli::try_parse_from(["gangway", "connect", "ws://x/", "--reconnect", "-v"])
+            .expect("valid command line");
+        let Command::Connect(opts) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
+        assert!(opts.reconnect && opts.verbose && opts.max_retries.is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,10 @@ use anyhow::Context as _;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
-use gangway::{CloseCode, CloseFrame, Config, Incoming, Message, ServerBuilder, WebSocket};
+use gangway::{
+    CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
+    WebSocket,
+};
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +74,20 @@ pub(crate) struct ServeOpts {
     /// accepted.
     #[arg(long = "origin", value_name = "URL", value_parser = parse_origin)]
     origins: Vec<String>,
+
+    /// Serve https:// and wss:// with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Refuse permessage-deflate compression (RFC 7692), which is otherwise accepted when a
+    /// client offers it.
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 /// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
@@ -100,6 +118,8 @@ struct Server {
     builder: ServerBuilder,
     protocols: Vec<String>,
     handshakes: HandshakeLog,
+    /// Set with --tls-cert: every connection starts with a TLS handshake.
+    tls: Option<gangway::tls::TlsAcceptor>,
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -112,6 +132,16 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     // `listening on` line must shut down cleanly, not kill the process.
     let mut signals = Signals::new().context("cannot install signal handlers")?;
 
+    // Load the certificate before listening: a bad file is a startup error, not a per-connection one.
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            gangway::tls::acceptor_from_pem_files(cert, key)
+                .map_err(|e| anyhow::anyhow!("{}", causes(&e)))
+                .context("cannot use the tls certificate")?,
+        ),
+        _ => None,
+    };
+
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -123,7 +153,8 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
     }
-    info!(%addr, protocols = ?opts.protocols, "serving; open http://{addr}/ for the demo page");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, protocols = ?opts.protocols, "serving; open {scheme}://{addr}/ for the demo page");
 
     let mut config = Config::default();
     if let Some(max) = opts.max_message_size {
@@ -138,6 +169,9 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.idle_timeout.is_zero() && opts.idle_timeout <= opts.ping_interval {
         warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
     }
+    if !opts.no_deflate {
+        config.deflate = DeflateConfig::default();
+    }
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
@@ -150,6 +184,7 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         builder,
         protocols: opts.protocols,
         handshakes: HandshakeLog::default(),
+        tls,
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -220,8 +255,32 @@ async fn open(
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Session> {
+    let stream = match &server.tls {
+        None => MaybeTlsStream::Plain(tcp),
+        Some(acceptor) => {
+            // Bounded like the request head: a client that never finishes must not hold a task.
+            let accepted = tokio::select! {
+                tls = tokio::time::timeout(
+                    gangway::DEFAULT_HANDSHAKE_TIMEOUT,
+                    acceptor.accept(tcp),
+                ) => tls,
+                _ = stopping(shutdown) => return None,
+            };
+            match accepted {
+                Ok(Ok(tls)) => MaybeTlsStream::from(tls),
+                Ok(Err(e)) => {
+                    info!(%peer, "tls handshake failed: {}", causes(&e));
+                    return None;
+                }
+                Err(_elapsed) => {
+                    info!(%peer, "tls handshake timed out");
+                    return None;
+                }
+            }
+        }
+    };
     let incoming = tokio::select! {
-        incoming = server.builder.read_request(tcp) => incoming,
+        incoming = server.builder.read_request(stream) => incoming,
         _ = stopping(shutdown) => return None,
     };
     let incoming = match incoming {
@@ -242,14 +301,14 @@ async fn open(
 
 /// An accepted WebSocket, and the request path for its log line.
 struct Session {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<MaybeTlsStream>,
     path: String,
 }
 
 /// An upgrade request: accept it (`None` if refused).
 async fn websocket(
     server: &Server,
-    incoming: Incoming<TcpStream>,
+    incoming: Incoming<MaybeTlsStream>,
     peer: SocketAddr,
 ) -> Option<Session> {
     let path = incoming.request().uri().path().to_owned();
@@ -286,11 +345,12 @@ async fn run_session(
 ) {
     let ws = &mut session.ws;
     let (echoed, end) = echo(ws, shutdown).await;
-    linger(ws.get_ref()).await;
+    linger(ws.get_ref().get_ref()).await;
     info!(
         %peer,
         path = %session.path,
         protocol = ws.protocol().unwrap_or("none"),
+        deflate = ws.uses_deflate(),
         echoed,
         "websocket ended: {end}"
     );
@@ -299,7 +359,7 @@ async fn run_session(
 /// Echo every text and binary message until the peer closes, the connection fails, or the server
 /// shuts down. Returns how many messages were echoed and how the session ended.
 async fn echo(
-    ws: &mut WebSocket<TcpStream>,
+    ws: &mut WebSocket<MaybeTlsStream>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> (u64, String) {
     let mut echoed = 0u64;
@@ -340,7 +400,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Close with 1001 because the server is shutting down, and wait (bounded) for the answer.
-async fn going_away(ws: &mut WebSocket<TcpStream>) -> String {
+async fn going_away(ws: &mut WebSocket<MaybeTlsStream>) -> String {
     match ws
         .close(CloseCode::GOING_AWAY, "server shutting down")
         .await
@@ -355,7 +415,7 @@ async fn going_away(ws: &mut WebSocket<TcpStream>) -> String {
 
 /// After an error the core has queued the right close frame; keep reading (bounded) so it is
 /// written and the peer's answer is read, instead of cutting the TCP connection at once.
-async fn drain(ws: &mut WebSocket<TcpStream>) {
+async fn drain(ws: &mut WebSocket<MaybeTlsStream>) {
     let _ = tokio::time::timeout(AFTER_ERROR_TIMEOUT, async {
         while let Some(item) = ws.next().await {
             if item.is_err() {
@@ -395,7 +455,7 @@ async fn linger(tcp: &TcpStream) {
 }
 
 /// The peer's close frame as a log fragment.
-fn describe_close(ws: &WebSocket<TcpStream>) -> String {
+fn describe_close(ws: &WebSocket<MaybeTlsStream>) -> String {
     match ws.close_frame() {
         Some(Some(CloseFrame { code, reason })) if reason.is_empty() => format!("code {code}"),
         Some(Some(CloseFrame { code, reason })) => format!("code {code} {reason:?}"),
@@ -435,7 +495,7 @@ fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeR
 }
 
 /// A plain HTTP request: the demo page, a handshake record, or 404.
-async fn http(server: &Server, incoming: Incoming<TcpStream>, peer: SocketAddr) {
+async fn http(server: &Server, incoming: Incoming<MaybeTlsStream>, peer: SocketAddr) {
     let request = incoming.request();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -555,6 +615,7 @@ mod tests {
             builder: ServerBuilder::new(),
             protocols: Vec::new(),
             handshakes: HandshakeLog::default(),
+            tls: None,
         });
         let task = connection(server, tcp, addr, rx);
         let size = std::mem::size_of_val(&task);

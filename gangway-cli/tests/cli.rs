@@ -594,7 +594,8 @@ fn connect_fails_with_1007_on_invalid_utf8_text() {
     let out = run_open_stdin(gangway().args(["connect", &format!("ws://{addr}/")]));
     let code = server.join().expect("raw server");
     assert_eq!(code, 1007);
-    assert_eq!(out.status.code(), Some(1));
+    // curl's 56, "failure receiving network data": the peer broke the protocol.
+    assert_eq!(out.status.code(), Some(56));
     assert_eq!(text(&out.stdout), "ok\n");
     let stderr = text(&out.stderr);
     assert!(stderr.starts_with("gangway: protocol error: "), "{stderr}");
@@ -613,7 +614,8 @@ fn connect_reports_an_http_error_status() {
     });
     let out = run(gangway().args(["connect", &format!("ws://{addr}/")]), b"");
     server.join().expect("raw server");
-    assert_eq!(out.status.code(), Some(1));
+    // curl's 22: the server answered the upgrade with an HTTP error.
+    assert_eq!(out.status.code(), Some(22));
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with("gangway: handshake failed: "),
@@ -628,7 +630,8 @@ fn connect_reports_a_refused_connection() {
     let (l, addr) = listener();
     drop(l);
     let out = run(gangway().args(["connect", &format!("ws://{addr}/")]), b"");
-    assert_eq!(out.status.code(), Some(1));
+    // curl's 7, "failed to connect to host".
+    assert_eq!(out.status.code(), Some(7));
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with("gangway: connection failed: "),
@@ -643,8 +646,9 @@ fn usage_errors_exit_with_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(gangway().args(["connect", "ws://x/", "-H", "nocolon"]), b"");
     assert_eq!(out.status.code(), Some(2));
+    // A URL that is not a WebSocket URL is curl's 3, "URL malformed", not a usage error.
     let out = run(gangway().args(["connect", "http://127.0.0.1:1/"]), b"");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).starts_with("gangway: "));
     let out = run(gangway().arg("frobnicate"), b"");
     assert_eq!(out.status.code(), Some(2));
@@ -741,7 +745,8 @@ fn connect_gives_up_on_a_silent_server_at_the_idle_timeout() {
     ]));
     let elapsed = started.elapsed();
     let pings = server.join().expect("raw server");
-    assert_eq!(out.status.code(), Some(1));
+    // curl's 28, "operation timeout".
+    assert_eq!(out.status.code(), Some(28));
     assert_eq!(
         text(&out.stderr),
         "gangway: connection lost: peer idle timeout\n"

@@ -55,6 +55,17 @@ pub struct Config {
     /// ([`TimeoutError::Write`](crate::TimeoutError::Write)). Default
     /// [`DEFAULT_WRITE_TIMEOUT`]; `None`: never.
     pub write_timeout: Option<Duration>,
+    /// permessage-deflate (RFC 7692, feature `deflate`): whether the opening handshake offers
+    /// (client) or accepts (server) it, with which parameters, and how messages are compressed
+    /// once it is in use. Off by default
+    /// ([`DeflateConfig::disabled`](crate::extensions::permessage_deflate::DeflateConfig::disabled)):
+    /// compression costs CPU and up to about 515 KiB per connection that uses it with context
+    /// takeover (see [the extension's docs](crate::extensions::permessage_deflate)), and
+    /// compressing secrets together with data an attacker chooses can leak them through the
+    /// compressed size. Turn it on with
+    /// [`DeflateConfig::default`](crate::extensions::permessage_deflate::DeflateConfig).
+    #[cfg(feature = "deflate")]
+    pub deflate: crate::extensions::permessage_deflate::DeflateConfig,
 }
 
 impl Default for Config {
@@ -66,6 +77,8 @@ impl Default for Config {
             ping_interval: None,
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            #[cfg(feature = "deflate")]
+            deflate: crate::extensions::permessage_deflate::DeflateConfig::disabled(),
         }
     }
 }

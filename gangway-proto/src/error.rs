@@ -49,16 +49,24 @@ pub enum ProtocolError {
     DataAfterClose,
     /// The transport ended before the close handshake (RFC 6455 §7.1.5: code 1006).
     UnexpectedEof,
+    /// RSV1, the "Per-Message Compressed" bit of permessage-deflate, on a control frame or a
+    /// continuation frame (RFC 7692 §6: only the first frame of a data message carries it).
+    MisplacedCompressedBit,
+    /// A compressed message whose payload is not valid DEFLATE data (RFC 7692 §7.2.2).
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code sent to the peer when failing the connection for this error.
     ///
-    /// 1007 for bad UTF-8, 1009 for oversize, 1006 (never sent) for a lost transport,
-    /// 1002 for everything else.
+    /// 1007 for bad UTF-8 and for compressed data that does not inflate (the payload is not
+    /// what its frame says it is), 1009 for oversize (inflated size included), 1006 (never sent)
+    /// for a lost transport, 1002 for everything else.
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::TOO_BIG,
             ProtocolError::UnexpectedEof => CloseCode::ABNORMAL,
             _ => CloseCode::PROTOCOL_ERROR,
@@ -95,6 +103,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::MessageTooLarge => f.write_str("message exceeds the size limit"),
             ProtocolError::DataAfterClose => f.write_str("data frame after close frame"),
             ProtocolError::UnexpectedEof => f.write_str("connection closed without a close frame"),
+            ProtocolError::MisplacedCompressedBit => {
+                f.write_str("rsv1 set on a control or continuation frame")
+            }
+            ProtocolError::InvalidCompressedData => f.write_str("invalid compressed data"),
         }
     }
 }

@@ -48,6 +48,7 @@
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod message;

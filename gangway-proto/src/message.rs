@@ -4,6 +4,8 @@
 use bytes::Bytes;
 
 use crate::error::ProtocolError;
+#[cfg(feature = "deflate")]
+use crate::extensions::permessage_deflate::{Decompressor, InflateError};
 use crate::frame::mask::apply_mask;
 use crate::frame::CloseFrame;
 use crate::utf8::Utf8Validator;
@@ -124,6 +126,89 @@ impl Reassembly {
         Ok(())
     }
 
+    /// Inflate a piece of a compressed message's payload (RFC 7692 §7.2.2) into the message as it
+    /// arrives: unmask it (continuing at `*mask_offset`) a stack-sized chunk at a time, inflate it
+    /// into the buffer, which never grows past `max_message_size`, and validate text so far.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::MessageTooLarge`] as soon as the inflated message would pass the limit,
+    /// [`ProtocolError::InvalidCompressedData`] for data that does not inflate,
+    /// [`ProtocolError::InvalidUtf8`] as soon as inflated text cannot be valid UTF-8.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn push_compressed(
+        &mut self,
+        piece: &[u8],
+        mask: Option<[u8; 4]>,
+        mask_offset: &mut usize,
+        inflater: &mut Decompressor,
+        max_message_size: usize,
+    ) -> Result<(), ProtocolError> {
+        let Some(key) = mask else {
+            return self.inflate(piece, inflater, max_message_size);
+        };
+        // The input is borrowed; unmask a copy, a chunk at a time, so nothing is allocated.
+        let mut chunk = [0u8; INFLATE_CHUNK];
+        for part in piece.chunks(INFLATE_CHUNK) {
+            let unmasked = &mut chunk[..part.len()];
+            unmasked.copy_from_slice(part);
+            *mask_offset = apply_mask(unmasked, key, *mask_offset);
+            self.inflate(unmasked, inflater, max_message_size)?;
+        }
+        Ok(())
+    }
+
+    /// The compressed message's payload is complete: inflate the tail its sender removed
+    /// (RFC 7692 §7.2.2). [`finish`](Self::finish) then hands the message over.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_compressed`](Self::push_compressed).
+    #[cfg(feature = "deflate")]
+    pub(crate) fn finish_compressed(
+        &mut self,
+        inflater: &mut Decompressor,
+        max_message_size: usize,
+    ) -> Result<(), ProtocolError> {
+        let start = self.buf.len();
+        inflater
+            .finish(&mut self.buf, max_message_size)
+            .map_err(inflate_error)?;
+        self.validate_from(start)?;
+        // Inflating grows the buffer by doubling; the message keeps only what it needs.
+        if self.buf.capacity() - self.buf.len() > self.buf.len() / 8 + MIN_CAPACITY {
+            self.buf.shrink_to_fit();
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "deflate")]
+    fn inflate(
+        &mut self,
+        input: &[u8],
+        inflater: &mut Decompressor,
+        max_message_size: usize,
+    ) -> Result<(), ProtocolError> {
+        let start = self.buf.len();
+        let inflated = inflater.decompress(input, &mut self.buf, max_message_size);
+        // Validate what did come out even when inflating failed: invalid text is reported
+        // before an oversize message, as it would be without compression.
+        self.validate_from(start)?;
+        inflated.map_err(inflate_error)
+    }
+
+    /// Validate text appended since `start` (§8.1: fail as soon as it is invalid).
+    #[cfg(feature = "deflate")]
+    fn validate_from(&mut self, start: usize) -> Result<(), ProtocolError> {
+        if self.kind == Some(DataKind::Text) {
+            let added = self.buf.get(start..).unwrap_or_default();
+            self.utf8
+                .feed(added)
+                .map_err(|()| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
     /// The final frame ended: hand the message over, leaving no allocation behind.
     ///
     /// # Errors
@@ -160,6 +245,20 @@ impl Reassembly {
 
 /// The smallest allocation for a message buffer, so byte-sized pieces do not reallocate often.
 const MIN_CAPACITY: usize = 64;
+
+/// The stack buffer masked compressed input is unmasked into before inflating.
+#[cfg(feature = "deflate")]
+const INFLATE_CHUNK: usize = 4096;
+
+/// The connection-level meaning of an inflate failure.
+#[cfg(feature = "deflate")]
+fn inflate_error(err: InflateError) -> ProtocolError {
+    match err {
+        // §10.4 and RFC 7692 §8: the limit applies to the inflated size.
+        InflateError::TooLarge => ProtocolError::MessageTooLarge,
+        _ => ProtocolError::InvalidCompressedData,
+    }
+}
 
 /// Lossless on every platform Rust supports (`usize` is at most 64 bits).
 pub(crate) fn to_u64(n: usize) -> u64 {

@@ -1,4 +1,4 @@
-//! Client: connect to a `ws://` URL.
+//! Client: connect to a `ws://` or `wss://` URL, directly or through a proxy.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use gangway_proto::{ApiMisuse, Config, Connection, OsRandom, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::proxy::ProxySettings;
+use crate::{Error, MaybeTlsStream, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// How much to read at a time while waiting for the response head.
 const HEAD_READ_SIZE: usize = 4 << 10;
@@ -29,9 +30,11 @@ const HEAD_READ_SIZE: usize = 4 << 10;
 ///
 /// # Errors
 ///
-/// [`Error::Api`] for a bad URL, [`Error::Io`] for connection failures, [`Error::Handshake`] when
-/// the server's answer is not a valid WebSocket upgrade, [`Error::Timeout`].
-pub async fn connect(url: &str) -> Result<(WebSocket<TcpStream>, http::Response<()>), Error> {
+/// [`Error::Api`] for a bad URL, [`Error::Io`] for connection failures, [`Error::Tls`] when the
+/// TLS handshake fails (e.g. a certificate that is not trusted, expired, or for another host),
+/// [`Error::Proxy`] when a proxy fails, [`Error::Handshake`] when the server's answer is not a
+/// valid WebSocket upgrade, [`Error::Timeout`].
+pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, http::Response<()>), Error> {
     ClientBuilder::new(url)?.connect().await
 }
 
@@ -56,6 +59,9 @@ pub struct ClientBuilder {
     config: Config,
     handshake_timeout: Duration,
     close_timeout: Duration,
+    proxy: ProxySettings,
+    #[cfg(feature = "rustls")]
+    tls: crate::tls::ClientTls,
 }
 
 impl ClientBuilder {
@@ -73,6 +79,9 @@ impl ClientBuilder {
             config: Config::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            proxy: ProxySettings::default(),
+            #[cfg(feature = "rustls")]
+            tls: crate::tls::ClientTls::default(),
         })
     }
 
@@ -102,6 +111,15 @@ impl ClientBuilder {
         self
     }
 
+    /// permessage-deflate (RFC 7692): offer it with these preferences
+    /// (`DeflateConfig::default()`), or not (`DeflateConfig::disabled()`, the default). The
+    /// server may decline; it is then not used. Sets [`Config`]'s `deflate`.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, deflate: crate::DeflateConfig) -> Self {
+        self.config.deflate = deflate;
+        self
+    }
+
     /// Keepalive: ping the peer after this long without receiving anything
     /// ([`Config::ping_interval`]; default off). `None` or zero: off.
     pub fn ping_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
@@ -123,7 +141,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Bound on the TCP connect plus opening handshake (default 10 s).
+    /// Bound on the TCP connect (through the proxy, if any), the TLS handshake and the opening
+    /// handshake together (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -136,32 +155,171 @@ impl ClientBuilder {
         self
     }
 
+    /// Connect through this proxy (see [`proxy_from_env`](Self::proxy_from_env) for the URL
+    /// forms): `http://[user:password@]host[:port]` (HTTP `CONNECT`, credentials sent as
+    /// `Proxy-Authorization: Basic`), `socks5://…` (the server's name resolved here) or
+    /// `socks5h://…` (resolved by the proxy). The port defaults to 1080. `wss://` is tunnelled:
+    /// TLS runs end to end with the server. Replaces [`proxy_from_env`](Self::proxy_from_env);
+    /// the environment is not read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Proxy`] ([`ProxyError::InvalidUrl`](crate::ProxyError::InvalidUrl)) for a URL
+    /// that is not a usable proxy URL.
+    pub fn proxy(mut self, url: &str) -> Result<Self, Error> {
+        self.proxy.fixed(url)?;
+        Ok(self)
+    }
+
+    /// Connect directly, without a proxy (the default).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy.direct();
+        self
+    }
+
+    /// Take the proxy from the environment, read at each connect, as curl does: for `wss://`
+    /// `https_proxy` or `HTTPS_PROXY`, for `ws://` `http_proxy` or `HTTP_PROXY` (the uppercase
+    /// one not under CGI, where any request can set it), then `all_proxy` or `ALL_PROXY`;
+    /// lowercase first, empty means unset. Hosts in `no_proxy` or `NO_PROXY` are reached
+    /// directly: a comma-separated list of names (each also matching the names under it),
+    /// IP addresses, IP ranges (`10.0.0.0/8`), or `*` for all. Loopback addresses and
+    /// `localhost` are proxied too unless listed (curl's rule, unlike some other tools).
+    ///
+    /// Off by default: a library should not change where it connects because of its process's
+    /// environment unless asked. (The `gangway` CLI asks.) A malformed proxy variable fails the
+    /// connect with [`Error::Proxy`].
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy.use_env();
+        self
+    }
+
+    /// Hosts to reach without the proxy, in the `no_proxy` syntax of
+    /// [`proxy_from_env`](Self::proxy_from_env). Applies to [`proxy`](Self::proxy) and to the
+    /// environment's proxy, where it replaces `no_proxy`.
+    pub fn proxy_bypass(mut self, list: &str) -> Self {
+        self.proxy.bypass(list);
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file for `wss://`, instead of the default roots
+    /// (like curl's `--cacert`). May be called several times: each adds its certificates.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when the file cannot be read or holds no certificate.
+    #[cfg(feature = "rustls")]
+    pub fn ca_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let certs = crate::tls::certificates_from_pem_file(path)?;
+        self.tls.roots.get_or_insert_with(Vec::new).extend(certs);
+        Ok(self)
+    }
+
+    /// Present this client certificate when the server asks for one: a PEM certificate chain
+    /// (ours first) and its PEM private key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when a file cannot be read or holds no certificate or key. A key that does
+    /// not suit the certificate is reported by [`connect`](Self::connect).
+    #[cfg(feature = "rustls")]
+    pub fn client_cert_files(
+        mut self,
+        cert_chain: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<Self, Error> {
+        let certs = crate::tls::certificates_from_pem_file(cert_chain)?;
+        let key = crate::tls::private_key_from_pem_file(key)?;
+        self.tls.identity = Some((certs, std::sync::Arc::new(key)));
+        Ok(self)
+    }
+
+    /// **Dangerous**: accept any server certificate for `wss://`, whoever it names, whoever
+    /// signed it, expired or not.
+    ///
+    /// The connection is still encrypted, but anyone on the path can impersonate the server
+    /// with a certificate of their own and read and change everything: this protects against
+    /// nothing but passive eavesdropping. Meant for a command-line `--insecure` against a test
+    /// server you control; never in a program that talks to servers it does not.
+    #[cfg(feature = "rustls")]
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.tls.insecure = accept;
+        self
+    }
+
+    /// Use this TLS configuration for `wss://` as it is, instead of the one built from
+    /// [`ca_file`](Self::ca_file), [`client_cert_files`](Self::client_cert_files) and
+    /// [`danger_accept_invalid_certs`](Self::danger_accept_invalid_certs), which are then
+    /// ignored. Set `alpn_protocols` to `[b"http/1.1"]` if the server needs ALPN; build it with
+    /// [`tls::crypto_provider`](crate::tls::crypto_provider) to use the same cryptography.
+    #[cfg(feature = "rustls")]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
+    }
+
     /// The URL being connected to.
     pub fn uri(&self) -> &http::Uri {
         &self.uri
     }
 
-    /// Connect over TCP and perform the handshake.
+    /// Connect over TCP (through the proxy, if any), speak TLS for `wss://`, and perform the
+    /// handshake.
     ///
     /// # Errors
     ///
-    /// As [`connect`]; [`Error::Api`] for a `wss://` URL (TLS is not built in yet: use
-    /// [`connect_on`](Self::connect_on) with a TLS stream).
-    pub async fn connect(&self) -> Result<(WebSocket<TcpStream>, http::Response<()>), Error> {
-        if self.uri.scheme_str() == Some("wss") {
+    /// As [`connect`]. Without the `rustls` feature, [`Error::Api`] for a `wss://` URL.
+    pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream>, http::Response<()>), Error> {
+        self.connect_with(std::convert::identity).await
+    }
+
+    /// As [`connect`](Self::connect), with the transport handed to `wrap` once it is connected
+    /// (TCP, through the proxy if any, TLS done for `wss://`) and before the opening handshake;
+    /// the handshake and the connection then run over what `wrap` returns. For watching or
+    /// counting the bytes: the `gangway` CLI's `-v` prints the handshake this way.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with<S, F>(
+        &self,
+        wrap: F,
+    ) -> Result<(WebSocket<S>, http::Response<()>), Error>
+    where
+        F: FnOnce(MaybeTlsStream) -> S,
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let secure = self
+            .uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+        #[cfg(not(feature = "rustls"))]
+        if secure {
             return Err(Error::Api(ApiMisuse::InvalidUrl(
-                "wss:// needs a TLS stream: use connect_on",
+                "wss:// needs the rustls feature (or connect_on with a TLS stream)",
             )));
         }
         // `parse_url` guarantees a host; IPv6 hosts come bracketed in URLs but not in lookups.
         let host = self.uri.host().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self.uri.port_u16().unwrap_or(80);
+        // RFC 6455 §3: the default ports are 80 (ws) and 443 (wss).
+        let port = self.uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let proxy = self.proxy.select(secure, host)?;
         let attempt = async {
-            let tcp = TcpStream::connect((host, port)).await?;
-            // Frames are written whole; waiting to coalesce them only adds latency.
-            tcp.set_nodelay(true)?;
-            self.handshake(tcp).await
+            let tcp = match &proxy {
+                Some(proxy) => proxy.tunnel(host, port).await?,
+                None => {
+                    let tcp = TcpStream::connect((host, port)).await?;
+                    // Frames are written whole; waiting to coalesce them only adds latency.
+                    tcp.set_nodelay(true)?;
+                    tcp
+                }
+            };
+            #[cfg(feature = "rustls")]
+            if secure {
+                let tls = self.tls.connect(host, tcp).await?;
+                return self.handshake(wrap(MaybeTlsStream::from(tls))).await;
+            }
+            self.handshake(wrap(MaybeTlsStream::Plain(tcp))).await
         };
         match tokio::time::timeout(self.handshake_timeout, attempt).await {
             Ok(result) => result,
@@ -199,6 +357,14 @@ impl ClientBuilder {
         options.origin.clone_from(&self.origin);
         options.protocols.clone_from(&self.protocols);
         options.headers.clone_from(&self.headers);
+        // RFC 7692 §5: one permessage-deflate offer, when configured; the answer is checked by
+        // the handshake and put to work by the connection.
+        #[cfg(feature = "deflate")]
+        if self.config.deflate.enabled {
+            options
+                .extensions
+                .push(self.config.deflate.offer().to_string());
+        }
         let max_head_size = options.max_head_size;
         // A fresh key per connection from the OS CSPRNG (RFC 6455 §4.1).
         let handshake = ClientHandshake::new(&self.uri, &options, &mut OsRandom::new())?;
@@ -221,7 +387,9 @@ impl ClientBuilder {
             }
             match handshake.parse_response(&buf) {
                 Ok(Parsed::Complete((response, negotiated), head_len)) => {
-                    let conn = Connection::new(Role::Client, self.config.clone());
+                    let conn =
+                        Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
+                            .map_err(|e| self.refused(e))?;
                     // Frames the server sent right behind its head belong to the connection.
                     let leftover = buf.get(head_len..).unwrap_or_default();
                     let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, leftover);
@@ -293,12 +461,71 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "rustls"))]
     #[tokio::test]
-    async fn wss_without_a_tls_stream_is_an_api_error() {
+    async fn wss_without_tls_support_is_an_api_error() {
         let builder = ClientBuilder::new("wss://127.0.0.1:1/").unwrap();
         assert!(matches!(
             builder.connect().await,
             Err(Error::Api(ApiMisuse::InvalidUrl(_)))
         ));
+    }
+
+    #[cfg(feature = "rustls")]
+    #[tokio::test]
+    async fn wss_is_attempted_when_tls_is_built_in() {
+        // Nothing listens on port 1: the TCP connect fails before TLS, on the URL's port.
+        let builder = ClientBuilder::new("wss://127.0.0.1:1/").unwrap();
+        assert!(matches!(builder.connect().await, Err(Error::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn proxy_urls_are_checked_by_the_builder() {
+        let builder = ClientBuilder::new("ws://127.0.0.1:1/").unwrap();
+        assert!(matches!(
+            builder.clone().proxy("ftp://proxy"),
+            Err(Error::Proxy(crate::ProxyError::InvalidUrl { .. }))
+        ));
+        // A proxy that refuses connections is reported as the proxy's failure, not the server's.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let err = builder
+            .proxy(&format!("http://{closed}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap_err();
+        match err {
+            Error::Proxy(crate::ProxyError::Io { proxy, .. }) => {
+                assert_eq!(proxy, closed.to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_with_runs_the_handshake_over_the_wrapped_transport() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            crate::ServerBuilder::new().accept(tcp).await.is_ok()
+        });
+        let mut wrapped = false;
+        let (ws, response) = ClientBuilder::new(&format!("ws://{addr}/"))
+            .unwrap()
+            .connect_with(|stream| {
+                wrapped = true;
+                assert!(!stream.is_tls());
+                tokio::io::BufStream::new(stream)
+            })
+            .await
+            .unwrap();
+        assert!(wrapped);
+        assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        // The connection runs over what `wrap` returned.
+        let _: &tokio::io::BufStream<MaybeTlsStream> = ws.get_ref();
+        assert!(server.await.unwrap());
     }
 }

@@ -1,8 +1,11 @@
-//! The adapter's error: the core's errors plus I/O and timeouts.
+//! The adapter's error: the core's errors plus I/O, TLS, proxies and timeouts.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use gangway_proto::{ApiMisuse, HandshakeError, ProtocolError, TimeoutError};
+
+use crate::ProxyError;
 
 /// Anything that can go wrong on a gangway connection.
 #[derive(Debug)]
@@ -22,6 +25,11 @@ pub enum Error {
     /// for the write timeout ([`Config`](gangway_proto::Config)). The connection was dropped
     /// without a close frame (close code 1006, RFC 6455 §7.1.5).
     Unresponsive(TimeoutError),
+    /// TLS failed: the handshake (a certificate refused, an alert from the peer), or loading
+    /// certificates and keys. The cause comes through [`source`](std::error::Error::source).
+    Tls(TlsError),
+    /// The proxy could not be reached, or refused to open a tunnel to the server.
+    Proxy(ProxyError),
 }
 
 impl fmt::Display for Error {
@@ -33,6 +41,8 @@ impl fmt::Display for Error {
             Error::Api(_) => f.write_str("invalid use of the websocket"),
             Error::Timeout => f.write_str("timed out"),
             Error::Unresponsive(_) => f.write_str("connection lost"),
+            Error::Tls(_) => f.write_str("tls error"),
+            Error::Proxy(_) => f.write_str("proxy error"),
         }
     }
 }
@@ -46,13 +56,98 @@ impl std::error::Error for Error {
             Error::Api(e) => Some(e),
             Error::Timeout => None,
             Error::Unresponsive(e) => Some(e),
+            Error::Tls(e) => Some(e),
+            Error::Proxy(e) => Some(e),
         }
     }
 }
 
 impl From<std::io::Error> for Error {
+    /// [`Error::Io`], or [`Error::Tls`] when the I/O error is TLS failing (the TLS stream reports
+    /// a refused certificate or a peer's alert as an I/O error wrapping the TLS error).
     fn from(e: std::io::Error) -> Self {
+        #[cfg(feature = "rustls")]
+        let e = match e.downcast::<rustls::Error>() {
+            Ok(tls) => return Error::Tls(TlsError::new("tls connection failed", tls)),
+            Err(e) => e,
+        };
         Error::Io(e)
+    }
+}
+
+impl From<TlsError> for Error {
+    fn from(e: TlsError) -> Self {
+        Error::Tls(e)
+    }
+}
+
+impl From<ProxyError> for Error {
+    fn from(e: ProxyError) -> Self {
+        Error::Proxy(e)
+    }
+}
+
+/// What failed with TLS, in words, and the underlying cause (a TLS error, an I/O error, a
+/// malformed PEM file) as its [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct TlsError {
+    context: Cow<'static, str>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl TlsError {
+    /// `context` says what was being done (lowercase, e.g. "tls handshake with example.com
+    /// failed"); `source` why it failed.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+    pub(crate) fn new(
+        context: impl Into<Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        TlsError {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An error without a further cause.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+    pub(crate) fn msg(context: impl Into<Cow<'static, str>>) -> Self {
+        TlsError {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The TLS library's error, when that is the cause (e.g. to tell an expired certificate
+    /// from one for another host: `rustls::Error::InvalidCertificate`).
+    #[cfg(feature = "rustls")]
+    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match &self.source {
+            Some(s) => Some(s.as_ref()),
+            None => None,
+        };
+        while let Some(e) = cause {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            cause = e.source();
+        }
+        None
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.source {
+            Some(s) => Some(s.as_ref()),
+            None => None,
+        }
     }
 }
 

@@ -18,6 +18,8 @@
 //! - Clients: [`connect`] or [`ClientBuilder`].
 //! - Servers: [`accept`] or [`ServerBuilder`]; [`ServerBuilder::read_request`] lets a server
 //!   answer plain HTTP requests on the same port.
+//! - Inside a hyper 1 or axum server (feature `hyper`): `hyper::upgrade` accepts a request the
+//!   HTTP server already parsed, with the same checks.
 //! - Bounds: handshakes time out ([`DEFAULT_HANDSHAKE_TIMEOUT`]), request heads are limited, the
 //!   close handshake times out ([`DEFAULT_CLOSE_TIMEOUT`]), and sending waits while more than
 //!   [`WRITE_BUFFER_HIGH_WATER`] bytes are queued, then fails if the peer reads nothing for the
@@ -26,6 +28,10 @@
 //!   peer dropped after [`Config::idle_timeout`] ([`Error::Unresponsive`]); set them on the
 //!   builders. The core decides; this crate only arms the timer it asks for.
 //! - Origin policy: [`ServerBuilder::allowed_origins`], [`ServerBuilder::require_origin`].
+//! - TLS (feature `rustls`, on by default): `wss://` URLs in [`ClientBuilder::connect`]; servers
+//!   accept on a TLS stream from a [`tls::TlsAcceptor`] (see [`tls`]).
+//! - Client proxies: HTTP `CONNECT` and SOCKS5, explicit ([`ClientBuilder::proxy`]) or from
+//!   `https_proxy`/`http_proxy`/`all_proxy`/`no_proxy` ([`ClientBuilder::proxy_from_env`]).
 //!
 //! A clean close is not an error: the stream ends with `None` and
 //! [`WebSocket::close_frame`] holds the peer's close frame.
@@ -34,20 +40,30 @@
 
 mod client;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod message;
 mod origin;
+mod proxy;
 mod server;
 mod stream;
+#[cfg(feature = "rustls")]
+pub mod tls;
+mod transport;
 
 use std::time::Duration;
 
 pub use client::{connect, ClientBuilder};
-pub use error::Error;
+pub use error::{Error, TlsError};
 pub use gangway_proto as proto;
+#[cfg(feature = "deflate")]
+pub use gangway_proto::extensions::permessage_deflate::DeflateConfig;
 pub use gangway_proto::{CloseCode, CloseFrame, Config};
 pub use message::Message;
+pub use proxy::ProxyError;
 pub use server::{accept, Incoming, ServerBuilder};
 pub use stream::{WebSocket, DEFAULT_CLOSE_TIMEOUT, WRITE_BUFFER_HIGH_WATER};
+pub use transport::MaybeTlsStream;
 
 /// How long the opening handshake may take by default (client: TCP connect included).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
 use gangway_proto::handshake::server::{self as hs, ClientOffer};
-use gangway_proto::handshake::{self, Parsed};
+use gangway_proto::handshake::{self, ExtensionOffer, Negotiated, Parsed};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -129,6 +129,16 @@ impl ServerBuilder {
     /// [`write_timeout`](Self::write_timeout) set before.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences
+    /// (`DeflateConfig::default()`), or never (`DeflateConfig::disabled()`, the default: a
+    /// connection that compresses holds up to about 515 KiB of compression state). Sets
+    /// [`Config`]'s `deflate`.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, deflate: crate::DeflateConfig) -> Self {
+        self.config.deflate = deflate;
         self
     }
 
@@ -275,6 +285,103 @@ impl ServerBuilder {
     }
 }
 
+/// A handshake the server accepts: what the `101` answer says and what the connection is built
+/// from.
+///
+/// Both ways of accepting produce it with [`ServerBuilder::negotiate`] and consume it with
+/// [`ServerBuilder::open`]: a request head read from a stream ([`Incoming::accept`]) and a
+/// request an HTTP server already parsed (`gangway::hyper`). The checks and the choices live
+/// there once, so the two cannot drift apart.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// What the client offered (its key answers in `Sec-WebSocket-Accept`).
+    pub(crate) offer: ClientOffer,
+    /// The selected subprotocol, if any.
+    pub(crate) protocol: Option<String>,
+    /// The extensions in effect, in the order of the answer.
+    pub(crate) extensions: Vec<ExtensionOffer>,
+}
+
+impl Accepted {
+    /// The `101 Switching Protocols` answer as HTTP/1.1 bytes.
+    pub(crate) fn response(&self) -> Vec<u8> {
+        hs::accept(&self.offer, self.protocol.as_deref(), &self.extensions)
+    }
+}
+
+impl ServerBuilder {
+    /// Everything RFC 6455 §4.2.1 and the origin policy require of `request`, then the choices
+    /// of the answer (§4.2.2 item 5): the subprotocol and the extensions.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, whose [`HandshakeError::status`] is the answer's status.
+    pub(crate) fn negotiate(
+        &self,
+        request: &http::Request<()>,
+    ) -> Result<Accepted, HandshakeError> {
+        if !hs::is_upgrade_request(request) {
+            return Err(if request.headers().contains_key(http::header::UPGRADE) {
+                HandshakeError::InvalidHeader("Upgrade", "no websocket token")
+            } else {
+                HandshakeError::MissingHeader("Upgrade")
+            });
+        }
+        let offer = hs::check_request(request)?;
+        // §4.2.2 item 4 and §10.2: the server decides which origins it serves, with 403.
+        if self.require_origin && offer.origin.is_none() {
+            return Err(HandshakeError::OriginRefused);
+        }
+        if let Some(check) = &self.origin_check {
+            if !check(offer.origin.as_deref()) {
+                return Err(HandshakeError::OriginRefused);
+            }
+        }
+        let protocol =
+            handshake::select_protocol(&self.protocols, &offer.protocols).map(str::to_owned);
+        // permessage-deflate is the only extension implemented, so the only one ever accepted:
+        // the client then must not use any other (RFC 6455 §9.1).
+        #[cfg(feature = "deflate")]
+        let extensions = self
+            .config
+            .deflate
+            .accept(&offer.extensions)
+            .map(|accepted| vec![accepted.response])
+            .unwrap_or_default();
+        #[cfg(not(feature = "deflate"))]
+        let extensions = Vec::new();
+        Ok(Accepted {
+            offer,
+            protocol,
+            extensions,
+        })
+    }
+
+    /// The WebSocket on `io` once the `101` for `accepted` is sent; `leftover` are bytes the
+    /// client sent after its request head (pipelined frames), fed to the connection first.
+    pub(crate) fn open<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        accepted: Accepted,
+        leftover: &[u8],
+    ) -> WebSocket<S> {
+        let negotiated = Negotiated {
+            protocol: None,
+            extensions: accepted.extensions,
+        };
+        let conn = Connection::from_negotiated(Role::Server, self.config.clone(), &negotiated)
+            .unwrap_or_else(|e| {
+                // Unreachable: the extensions are the answer `negotiate` built, which is valid.
+                // Were it not, the peer's compressed frames would fail the connection (1002).
+                tracing::error!(error = %e, "accepted extensions not usable");
+                Connection::new(Role::Server, self.config.clone())
+            });
+        let mut ws = WebSocket::from_parts(io, conn, accepted.protocol, leftover);
+        ws.set_close_timeout(self.close_timeout);
+        ws
+    }
+}
+
 /// Read until a complete request head; return it and every byte after it.
 ///
 /// Never reads more than one byte past `max_head_size` (enough to know that the head is too
@@ -398,19 +505,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// [`Error::Handshake`] (already answered), [`Error::Io`], [`Error::Timeout`] if the answer
     /// cannot be written within the handshake timeout.
     pub async fn accept(mut self) -> Result<WebSocket<S>, Error> {
-        let offer = match self.check() {
-            Ok(offer) => offer,
+        let accepted = match self.builder.negotiate(&self.request) {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(error = %e, status = e.status(), "refused websocket request");
                 reject(&mut self.stream, &e).await;
                 return Err(Error::Handshake(e));
             }
         };
-        let protocol = handshake::select_protocol(&self.builder.protocols, &offer.protocols)
-            .map(str::to_owned);
-        // No extension is implemented yet, so none is accepted: the client then must not use any
-        // (RFC 6455 §9.1).
-        let response = hs::accept(&offer, protocol.as_deref(), &[]);
+        let response = accepted.response();
         let written = tokio::time::timeout(self.builder.handshake_timeout, async {
             self.stream.write_all(&response).await?;
             self.stream.flush().await
@@ -421,10 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             Ok(Err(e)) => return Err(Error::Io(e)),
             Err(_elapsed) => return Err(Error::Timeout),
         }
-        let conn = Connection::new(Role::Server, self.builder.config.clone());
-        let mut ws = WebSocket::from_parts(self.stream, conn, protocol, &self.leftover);
-        ws.set_close_timeout(self.builder.close_timeout);
-        Ok(ws)
+        Ok(self.builder.open(self.stream, accepted, &self.leftover))
     }
 
     /// Answer as plain HTTP and close the connection.
@@ -448,29 +548,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         }
         close_gracefully(&mut stream).await;
         Ok(())
-    }
-
-    /// Everything the RFC and the origin policy require of the request.
-    fn check(&self) -> Result<ClientOffer, HandshakeError> {
-        if !self.is_upgrade() {
-            return Err(
-                if self.request.headers().contains_key(http::header::UPGRADE) {
-                    HandshakeError::InvalidHeader("Upgrade", "no websocket token")
-                } else {
-                    HandshakeError::MissingHeader("Upgrade")
-                },
-            );
-        }
-        let offer = hs::check_request(&self.request)?;
-        if self.builder.require_origin && offer.origin.is_none() {
-            return Err(HandshakeError::OriginRefused);
-        }
-        if let Some(check) = &self.builder.origin_check {
-            if !check(offer.origin.as_deref()) {
-                return Err(HandshakeError::OriginRefused);
-            }
-        }
-        Ok(offer)
     }
 }
 

@@ -68,6 +68,11 @@ const MAX_UNSENT_ANSWERS: usize = 64 << 10;
 /// write to the transport (the read half writes pongs and close answers), and each half is woken
 /// when the transport becomes writable again.
 ///
+/// The write half's `feed` (`start_send`) only parks the message in the half; it reaches the
+/// connection at the half's next `poll_ready` or flush. A reply to a message must reach it before
+/// the stream is polled again if it is to be sent: that poll may take the peer's close or a
+/// protocol violation that followed the message, and nothing can be sent after that.
+///
 /// ```no_run
 /// # async fn run(ws: gangway::WebSocket<tokio::net::TcpStream>) -> Result<(), gangway::Error> {
 /// use futures_util::{SinkExt, StreamExt};
@@ -180,6 +185,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The negotiated subprotocol.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate (RFC 7692) was negotiated: messages may then be compressed
+    /// both ways.
+    #[cfg(feature = "deflate")]
+    pub fn uses_deflate(&self) -> bool {
+        self.conn.uses_deflate()
     }
 
     /// The peer's close frame, once received (`Some(None)`: it carried no status code).

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::{bounded, listener, read_frame, read_head, request_head};
 use futures_util::{SinkExt, StreamExt};
 use gangway::proto::TimeoutError;
-use gangway::{ClientBuilder, CloseCode, Error, Message, ServerBuilder, WebSocket};
+use gangway::{ClientBuilder, CloseCode, Error, MaybeTlsStream, Message, ServerBuilder, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,7 +35,7 @@ async fn server_with_raw_client(server: ServerBuilder) -> (WebSocket<TcpStream>,
 /// A client built by `client` and a raw TCP server that answered its handshake.
 async fn client_with_raw_server(
     client: impl FnOnce(ClientBuilder) -> ClientBuilder,
-) -> (WebSocket<TcpStream>, TcpStream) {
+) -> (WebSocket<MaybeTlsStream>, TcpStream) {
     let (listener, url) = listener().await;
     let serving = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();

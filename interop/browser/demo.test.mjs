@@ -14,6 +14,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
+import { compressibleText, startWireProxy } from '../node/wire.mjs';
 
 /** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
@@ -235,10 +236,12 @@ test('demo page: connects, echoes what is typed, and shows a handshake that chec
   assert.deepEqual(problems, [], 'the page ran without errors');
 });
 
-test('raw WebSocket in the page: text and 70000-byte binary echoed exactly, deflate declined', {
+test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactly, deflate used', {
   timeout: TEST_MS,
 }, async (t) => {
   const { addr } = await startServe(t);
+  // The raw socket goes through a proxy that reads the frame headers on the wire.
+  const proxy = await startWireProxy(t, Number(addr.split(':')[1]));
   const { page, problems } = await openPage(t);
   const wire = await watchHandshakes(page);
   await page.goto(`http://${addr}/`);
@@ -247,11 +250,12 @@ test('raw WebSocket in the page: text and 70000-byte binary echoed exactly, defl
   // Control characters, quotes, a NUL and 4-byte UTF-8: everything must come back as it was.
   const text = 'raw 🚀 text \u0000 "quoted" \\ tab\t end 𝄞';
   const binary = randomBytes(70_000); // > 65535: the 64-bit payload length form (RFC 6455 §5.2)
-  const url = `ws://${addr}/any/path`;
+  const big = compressibleText(1 << 20); // shrinks more than tenfold with deflate
+  const url = `ws://127.0.0.1:${proxy.port}/any/path`;
 
   const result = await withTimeout(
     page.evaluate(
-      async ({ url, text, binaryB64, stepMs }) => {
+      async ({ url, text, binaryB64, big, stepMs }) => {
         const toBase64 = (buf) => {
           const bytes = new Uint8Array(buf);
           let s = '';
@@ -267,10 +271,10 @@ test('raw WebSocket in the page: text and 70000-byte binary echoed exactly, defl
         const closed = new Promise((resolve) => {
           ws.onclose = (e) => resolve({ code: e.code, reason: e.reason, wasClean: e.wasClean });
         });
-        const twoMessages = new Promise((resolve) => {
+        const threeMessages = new Promise((resolve) => {
           ws.onmessage = (e) => {
             received.push(e.data);
-            if (received.length === 2) resolve();
+            if (received.length === 3) resolve();
           };
         });
         const within = (p, what) =>
@@ -290,7 +294,8 @@ test('raw WebSocket in the page: text and 70000-byte binary echoed exactly, defl
         const opened = { extensions: ws.extensions, protocol: ws.protocol };
         ws.send(text);
         ws.send(sent.buffer); // an ArrayBuffer: a binary message
-        await within(twoMessages, 'two echoes');
+        ws.send(big);
+        await within(threeMessages, 'three echoes');
         ws.close(1000, 'done');
         const close = await within(closed, 'the close event');
         return {
@@ -303,18 +308,19 @@ test('raw WebSocket in the page: text and 70000-byte binary echoed exactly, defl
           ),
         };
       },
-      { url, text, binaryB64: binary.toString('base64'), stepMs: STEP_MS },
+      { url, text, binaryB64: binary.toString('base64'), big, stepMs: STEP_MS },
     ),
     3 * STEP_MS,
     'the raw WebSocket exchange in the page',
   );
 
-  // No extension was negotiated, no subprotocol.
-  assert.equal(result.opened.extensions, '', 'ws.extensions');
+  // permessage-deflate was negotiated (Chromium always offers it), no subprotocol.
+  assert.equal(result.opened.extensions, 'permessage-deflate', 'ws.extensions');
   assert.equal(result.opened.protocol, '', 'ws.protocol');
 
-  assert.equal(result.echoes.length, 2);
-  const [first, second] = result.echoes;
+  assert.equal(result.echoes.length, 3);
+  const [first, second, third] = result.echoes;
+  assert.deepEqual(third, { type: 'string', text: big }, '1 MiB text echo');
   assert.deepEqual(first, { type: 'string', text }, 'text echo: same type, same text');
   assert.equal(second.type, '[object ArrayBuffer]', 'binary echo stays binary');
   const echoed = Buffer.from(second.b64, 'base64');
@@ -323,16 +329,27 @@ test('raw WebSocket in the page: text and 70000-byte binary echoed exactly, defl
 
   assert.deepEqual(result.close, { code: 1000, reason: 'done', wasClean: true }, 'close');
 
-  // Chromium offered permessage-deflate (RFC 7692) and gangway answered without the extension.
+  // Chromium offered permessage-deflate (RFC 7692) and gangway accepted it.
   const hs = await wire.handshake((u) => u === url, 'the raw socket');
   const offered = header(hs.request.headers, 'Sec-WebSocket-Extensions');
   assert.match(offered ?? '', /permessage-deflate/, 'Chromium offered permessage-deflate');
   assert.equal(hs.response.status, 101);
   assert.equal(
     header(hs.response.headers, 'Sec-WebSocket-Extensions'),
-    undefined,
-    'gangway declined every extension (no Sec-WebSocket-Extensions in the 101)',
+    'permessage-deflate',
+    'gangway accepted permessage-deflate in the 101',
   );
+  // And used it, both ways: RSV1 on the compressed messages' frames on the wire (text, binary
+  // and the 1 MiB text; the 40-byte text too from gangway, over its 32-byte threshold), and the
+  // 1 MiB message crossing in a small fraction of its size.
+  const rsv1 = (frames) =>
+    frames.filter((f) => f.opcode === 1 || f.opcode === 2).map((f) => (f.rsv & 4) !== 0);
+  const fromChromium = rsv1(proxy.up.frames);
+  assert.equal(fromChromium.length, 3, 'three messages from Chromium');
+  assert.ok(fromChromium[1] && fromChromium[2], `Chromium compressed: ${fromChromium}`);
+  assert.deepEqual(rsv1(proxy.down.frames), [true, true, true], 'gangway compressed all three');
+  assert.ok(proxy.up.bytes < 300_000, `Chromium → gangway: ${proxy.up.bytes} bytes`);
+  assert.ok(proxy.down.bytes < 300_000, `gangway → Chromium: ${proxy.down.bytes} bytes`);
 
   assert.deepEqual(problems, [], 'the page ran without errors');
 });

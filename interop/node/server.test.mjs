@@ -304,7 +304,7 @@ test('--header values arrive at the server', T, async (t) => {
   assert.deepEqual(await g.exited(), { code: 0, signal: null });
 });
 
-test('invalid UTF-8 in a text message: close 1007, exit 1', T, async (t) => {
+test('invalid UTF-8 in a text message: close 1007, exit 56 (curl: receive failure)', T, async (t) => {
   // `ws` does not validate what it sends, so a server can send a broken text frame.
   const srv = await startWsServer(t, {}, (ws) =>
     ws.send(Buffer.from([0x6f, 0x6b, 0xff, 0x21]), { binary: false }),
@@ -313,12 +313,12 @@ test('invalid UTF-8 in a text message: close 1007, exit 1', T, async (t) => {
   const { rec } = await srv.connection();
   assert.equal((await rec.closedEvent()).code, 1007, 'RFC 6455 §8.1: fail with 1007');
   const exit = await g.exited();
-  assert.equal(exit.code, 1, g.describe());
+  assert.equal(exit.code, 56, g.describe());
   assert.match(g.stderrLines()[0] ?? '', /^gangway: /);
   assert.equal(g.stdout.text(), '', 'the invalid message must not be printed');
 });
 
-test('handshake failure: 404 to the upgrade → exit 1, "unexpected status 404"', T, async (t) => {
+test('handshake failure: 404 to the upgrade → exit 22 (curl: HTTP error), "unexpected status 404"', T, async (t) => {
   const server = http.createServer((_req, res) => {
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not here');
@@ -340,13 +340,13 @@ test('handshake failure: 404 to the upgrade → exit 1, "unexpected status 404"'
   );
   const g = spawnGangway(t, ['connect', `ws://127.0.0.1:${server.address().port}/`]);
   const exit = await g.exited();
-  assert.equal(exit.code, 1, g.describe());
+  assert.equal(exit.code, 22, g.describe());
   const stderr = g.stderrLines();
   assert.equal(stderr.length, 1, `one line on stderr: ${JSON.stringify(stderr)}`);
   assert.match(stderr[0], /^gangway: .*unexpected status 404/);
 });
 
-test('connection refused → exit 1 with a gangway: error line', T, async (t) => {
+test('connection refused → exit 7 (curl: failed to connect) with a gangway: error line', T, async (t) => {
   // A port that was free a moment ago and has nothing listening now.
   const probe = net.createServer();
   await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
@@ -354,6 +354,6 @@ test('connection refused → exit 1 with a gangway: error line', T, async (t) =>
   await new Promise((resolve) => probe.close(resolve));
   const g = spawnGangway(t, ['connect', `ws://127.0.0.1:${port}/`]);
   const exit = await g.exited();
-  assert.equal(exit.code, 1, g.describe());
+  assert.equal(exit.code, 7, g.describe());
   assert.match(g.stderrLines()[0] ?? '', /^gangway: /);
 });

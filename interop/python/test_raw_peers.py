@@ -469,7 +469,7 @@ def test_connect_fails_a_misbehaving_server_with_the_right_code(frame, code):
     async def body():
         raw = RawServer(script)
         async with raw.running() as url, GangwayConnect(url) as gw:
-            assert await gw.wait() == 1
+            assert await gw.wait() == 56  # curl's "failure receiving network data"
             err = gw.stderr_text()
             assert err.startswith("gangway: "), err
             assert await raw.errors() == []
@@ -480,28 +480,39 @@ def test_connect_fails_a_misbehaving_server_with_the_right_code(frame, code):
     run(body())
 
 
+# Each with gangway's exit code: curl's 22 ("HTTP error") for a status other than 101, curl's 8
+# ("weird server reply") for a 101 that is not a valid upgrade.
 BAD_RESPONSES = {
-    "status-200": lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-    "no-upgrade-header": lambda req: switching_protocols(req).replace(
-        b"Upgrade: websocket\r\n", b""
+    "status-200": (lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 22),
+    "no-upgrade-header": (
+        lambda req: switching_protocols(req).replace(b"Upgrade: websocket\r\n", b""),
+        8,
     ),
-    "no-connection-header": lambda req: switching_protocols(req).replace(
-        b"Connection: Upgrade\r\n", b""
+    "no-connection-header": (
+        lambda req: switching_protocols(req).replace(b"Connection: Upgrade\r\n", b""),
+        8,
     ),
-    "two-accept-headers": lambda req: switching_protocols(
-        req, f"Sec-WebSocket-Accept: {accept_for(req[1]['sec-websocket-key'][0])}\r\n"
+    "two-accept-headers": (
+        lambda req: switching_protocols(
+            req, f"Sec-WebSocket-Accept: {accept_for(req[1]['sec-websocket-key'][0])}\r\n"
+        ),
+        8,
     ),
-    "subprotocol-not-offered": lambda req: switching_protocols(
-        req, "Sec-WebSocket-Protocol: chat\r\n"
+    "subprotocol-not-offered": (
+        lambda req: switching_protocols(req, "Sec-WebSocket-Protocol: chat\r\n"),
+        8,
     ),
-    "extension-not-offered": lambda req: switching_protocols(
-        req, "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    "extension-not-offered": (
+        lambda req: switching_protocols(req, "Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        8,
     ),
 }
 
 
-@pytest.mark.parametrize("respond", BAD_RESPONSES.values(), ids=BAD_RESPONSES.keys())
-def test_connect_rejects_an_invalid_handshake_response(respond):
+@pytest.mark.parametrize(
+    "respond, exit_code", BAD_RESPONSES.values(), ids=BAD_RESPONSES.keys()
+)
+def test_connect_rejects_an_invalid_handshake_response(respond, exit_code):
     async def script(reader, writer, request):
         writer.write(respond(request))
         await writer.drain()
@@ -510,7 +521,7 @@ def test_connect_rejects_an_invalid_handshake_response(respond):
     async def body():
         raw = RawServer(script)
         async with raw.running() as url, GangwayConnect(url) as gw:
-            assert await gw.wait() == 1
+            assert await gw.wait() == exit_code, gw.stderr_text()
             err = gw.stderr_text()
             assert err.startswith("gangway: "), err
             assert len(err.strip().splitlines()) == 1, err

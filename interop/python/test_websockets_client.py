@@ -241,16 +241,16 @@ def test_subprotocol_selection(gangway_server, server_protocols, offered, select
     run(body())
 
 
-def test_extension_offer_is_declined(gangway_server):
-    # websockets offers permessage-deflate by default; gangway negotiates no extension yet, so it
-    # must answer without Sec-WebSocket-Extensions and send no RSV bits.
+def test_extension_offer_is_accepted(gangway_server):
+    # websockets offers permessage-deflate by default and `gangway serve` accepts it (RFC 7692;
+    # test_deflate.py covers every parameter and proves the compression on the wire).
     server = gangway_server()
 
     async def body():
         async with ws_connect(server, compression="deflate") as ws:
             assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
-            assert ws.response.headers.get_all("Sec-WebSocket-Extensions") == []
-            assert ws.protocol.extensions == []
+            assert ws.response.headers.get_all("Sec-WebSocket-Extensions") == ["permessage-deflate"]
+            assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
             text = "compressible " * 1000
             await ws.send(text)
             assert await ws.recv() == text

@@ -312,12 +312,12 @@ def test_server_close_1000_exits_0_quietly():
     run(body())
 
 
-def test_server_dropping_the_connection_exits_1():
+def test_server_dropping_the_connection_exits_56():
     async def body():
         async with peer() as (url, accepted), GangwayConnect(url) as gw:
             ws = await next_connection(accepted, gw)
             ws.transport.abort()  # TCP reset without a close frame: the connection is lost
-            assert await gw.wait() == 1
+            assert await gw.wait() == 56  # curl's "failure receiving network data"
             assert gw.stderr_text().startswith("gangway: ")
 
     run(body())
@@ -424,12 +424,12 @@ async def raw_http_server(response: bytes):
         yield f"ws://127.0.0.1:{port}/"
 
 
-def test_handshake_404_exits_1_naming_the_status():
+def test_handshake_404_exits_22_naming_the_status():
     response = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found"
 
     async def body():
         async with raw_http_server(response) as url, GangwayConnect(url) as gw:
-            assert await gw.wait() == 1
+            assert await gw.wait() == 22  # curl's "HTTP error", as for a refused upgrade
             err = gw.stderr_text()
             assert err.startswith("gangway: "), err
             assert "404" in err
@@ -438,7 +438,7 @@ def test_handshake_404_exits_1_naming_the_status():
     run(body())
 
 
-def test_handshake_with_wrong_accept_exits_1():
+def test_handshake_with_wrong_accept_exits_8():
     response = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
@@ -446,7 +446,7 @@ def test_handshake_with_wrong_accept_exits_1():
 
     async def body():
         async with raw_http_server(response) as url, GangwayConnect(url) as gw:
-            assert await gw.wait() == 1
+            assert await gw.wait() == 8  # curl's "weird server reply"
             err = gw.stderr_text()
             assert err.startswith("gangway: "), err
             assert "accept" in err.lower(), err
@@ -454,7 +454,7 @@ def test_handshake_with_wrong_accept_exits_1():
     run(body())
 
 
-def test_connection_refused_exits_1():
+def test_connection_refused_exits_7():
     async def body():
         # Bind then close a port so that nothing listens on it.
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -462,7 +462,7 @@ def test_connection_refused_exits_1():
         server.close()
         await server.wait_closed()
         async with GangwayConnect(f"ws://127.0.0.1:{port}/") as gw:
-            assert await gw.wait() == 1
+            assert await gw.wait() == 7  # curl's "failed to connect"
             assert gw.stderr_text().startswith("gangway: ")
 
     run(body())

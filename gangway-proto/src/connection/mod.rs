@@ -1,5 +1,7 @@
 //! The connection state machine: bytes in, events and bytes out.
 
+#[cfg(feature = "deflate")]
+mod deflate;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -12,9 +14,12 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ApiMisuse, ProtocolError};
+use crate::error::{ApiMisuse, HandshakeError, ProtocolError};
+#[cfg(feature = "deflate")]
+use crate::extensions::permessage_deflate::PerMessageDeflate;
 use crate::frame::mask::apply_mask;
 use crate::frame::{CloseCode, CloseFrame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::handshake::Negotiated;
 use crate::message::{to_u64, DataKind, Event, Reassembly};
 use crate::random::{OsRandom, RandomSource};
 use crate::role::Role;
@@ -25,6 +30,9 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Largest close reason: the control payload minus the 2-byte code (§5.5.1).
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
+
+/// RSV1 in [`FrameHeader::rsv`]: permessage-deflate's "Per-Message Compressed" bit (RFC 7692 §6).
+const RSV1: u8 = 0b100;
 
 /// One WebSocket connection after the opening handshake, with no I/O inside.
 ///
@@ -55,9 +63,12 @@ pub struct Connection {
     role: Role,
     config: Config,
     rng: Box<dyn RandomSource>,
-    /// RSV bits that a negotiated extension gives a meaning to (§5.2). None yet; a future
-    /// permessage-deflate sets RSV1 here.
+    /// RSV bits that a negotiated extension gives a meaning to (§5.2): RSV1 with
+    /// permessage-deflate, else none.
     allowed_rsv: u8,
+    /// permessage-deflate, when negotiated (boxed: a connection without it pays one pointer).
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<PerMessageDeflate>>,
 
     // Input.
     /// A frame header split across `receive_data` calls.
@@ -67,6 +78,8 @@ pub struct Connection {
     frame: Option<IncomingFrame>,
     /// The data message being reassembled.
     message: Reassembly,
+    /// That message is compressed (RSV1 on its first frame, RFC 7692 §6).
+    receiving_compressed: bool,
     /// The payload of the control frame being received (§5.5: at most 125 bytes, so inline).
     control: [u8; MAX_CONTROL_PAYLOAD],
     control_len: u8,
@@ -79,6 +92,9 @@ pub struct Connection {
     /// The kind of the fragmented message we are sending, between `send_fragment` calls.
     sending: Option<DataKind>,
     sending_utf8: Utf8Validator,
+    /// The fragmented message we are sending is compressed.
+    #[cfg(feature = "deflate")]
+    sending_compressed: bool,
 
     // Life cycle.
     close_sent: bool,
@@ -120,15 +136,47 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// A connection in `role` with the OS random source for masking keys.
+    /// A connection in `role` with the OS random source for masking keys, and no extension.
     pub fn new(role: Role, config: Config) -> Self {
-        let rng: Box<dyn RandomSource> = if role.masks_outgoing() {
-            Box::new(OsRandom::new())
-        } else {
-            // A server draws no masking keys: no 256-byte key buffer per connection.
-            Box::new(UnbufferedOsRandom)
-        };
-        Self::with_random(role, config, rng)
+        Self::with_random(role, config, os_random(role))
+    }
+
+    /// A connection in `role` that uses what the opening handshake `negotiated`: the extensions
+    /// in it that this crate implements (permessage-deflate, feature `deflate`, with the rest of
+    /// its settings from [`Config`]'s `deflate`). Others are ignored: frames that use them fail
+    /// the connection like any frame with reserved bits set (1002).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::InvalidHeader`] for `Sec-WebSocket-Extensions` if `negotiated` has
+    /// permessage-deflate twice or with invalid parameters, which a [`Negotiated`] from this
+    /// crate's handshake never has.
+    pub fn from_negotiated(
+        role: Role,
+        config: Config,
+        negotiated: &Negotiated,
+    ) -> Result<Self, HandshakeError> {
+        Self::from_negotiated_with_random(role, config, negotiated, os_random(role))
+    }
+
+    /// [`from_negotiated`](Self::from_negotiated) with an injected random source.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_negotiated`](Self::from_negotiated).
+    pub fn from_negotiated_with_random(
+        role: Role,
+        config: Config,
+        negotiated: &Negotiated,
+        rng: Box<dyn RandomSource>,
+    ) -> Result<Self, HandshakeError> {
+        #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+        let mut conn = Self::with_random(role, config, rng);
+        #[cfg(feature = "deflate")]
+        conn.use_deflate(&negotiated.extensions)?;
+        #[cfg(not(feature = "deflate"))]
+        let _ = negotiated;
+        Ok(conn)
     }
 
     /// A connection with an injected random source (deterministic tests, fuzzing).
@@ -138,10 +186,13 @@ impl Connection {
             config,
             rng,
             allowed_rsv: 0,
+            #[cfg(feature = "deflate")]
+            deflate: None,
             header: [0; MAX_HEADER_LEN],
             header_len: 0,
             frame: None,
             message: Reassembly::default(),
+            receiving_compressed: false,
             control: [0; MAX_CONTROL_PAYLOAD],
             control_len: 0,
             events: VecDeque::new(),
@@ -149,6 +200,8 @@ impl Connection {
             out_pos: 0,
             sending: None,
             sending_utf8: Utf8Validator::new(),
+            #[cfg(feature = "deflate")]
+            sending_compressed: false,
             close_sent: false,
             peer_close: None,
             failed: false,
@@ -457,6 +510,13 @@ impl Connection {
         if header.rsv & !self.allowed_rsv != 0 {
             return Err(ProtocolError::ReservedBits);
         }
+        // RFC 7692 §6: the "Per-Message Compressed" bit is for the first frame of a data
+        // message only; "an endpoint receiving such a frame MUST _Fail the WebSocket
+        // Connection_". (Allowed only with permessage-deflate, so never set here without it.)
+        let compressed = header.rsv & RSV1 != 0;
+        if compressed && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::MisplacedCompressedBit);
+        }
         // §5.1: a server MUST close on an unmasked frame, a client on a masked one.
         match (self.role, header.mask.is_some()) {
             (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
@@ -484,15 +544,34 @@ impl Connection {
                 _ => {}
             }
         }
+        let compressed_message = match header.opcode {
+            OpCode::Continuation => self.receiving_compressed,
+            _ => compressed,
+        };
         // §10.4: limits are decided from the announced length, before allocating anything.
-        if header.payload_len > to_u64(self.config.max_frame_size) {
+        let max_frame = if compressed_message {
+            // A compressed frame is inflated as it arrives, never stored, and may be a little
+            // larger than the data it carries: deflate's worst case is 9 bits per byte (fixed
+            // Huffman codes) plus block headers. Allow for that, so that a message at the size
+            // limit is not refused for its compressed frame.
+            let max = self.config.max_frame_size;
+            max.saturating_add(max / 8 + 64)
+        } else {
+            self.config.max_frame_size
+        };
+        if header.payload_len > to_u64(max_frame) {
             return Err(ProtocolError::FrameTooLarge);
         }
         if is_control {
             self.control_len = 0;
         } else {
-            self.message
-                .check_frame(header.payload_len, self.config.max_message_size)?;
+            self.receiving_compressed = compressed_message;
+            // A compressed message's limit is on its inflated size, checked as it inflates;
+            // its frames are bounded by the frame limit above.
+            if !self.receiving_compressed {
+                self.message
+                    .check_frame(header.payload_len, self.config.max_message_size)?;
+            }
             match header.opcode {
                 OpCode::Text => self.message.start(DataKind::Text),
                 OpCode::Binary => self.message.start(DataKind::Binary),
@@ -534,6 +613,8 @@ impl Connection {
             }
             // Cannot truncate: at most MAX_CONTROL_PAYLOAD.
             self.control_len = (have + take) as u8;
+        } else if self.receiving_compressed {
+            self.inflate_piece(piece, frame.mask, &mut frame.mask_offset)?;
         } else {
             let final_remaining = frame.fin.then_some(frame.remaining);
             self.message
@@ -554,6 +635,9 @@ impl Connection {
         self.frame = None;
         if !frame.opcode.is_control() {
             if frame.fin {
+                if self.receiving_compressed {
+                    self.finish_inflating()?;
+                }
                 let event = self.message.finish()?;
                 self.events.push_back(event);
             }
@@ -604,6 +688,11 @@ impl Connection {
         self.frame = None;
         self.header_len = 0;
         self.message.clear();
+        // Nothing more is inflated: free the state now rather than when the connection goes.
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &mut self.deflate {
+            deflate.decompressor.release();
+        }
         if self.events.is_empty() {
             self.write_failure_close(err);
         } else {
@@ -660,14 +749,27 @@ impl Connection {
         self.sending = None;
     }
 
-    /// Queue a data message or fragment, split into frames of at most `max_send_frame_size`.
+    /// Queue a data message or fragment (compressed when permessage-deflate is in use and the
+    /// message qualifies), split into frames of at most `max_send_frame_size`.
     fn write_message(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
+        #[cfg(feature = "deflate")]
+        if let Some((compressed, rsv)) = self.compress_outgoing(opcode, data, fin) {
+            self.write_frames(opcode, rsv, &compressed, fin);
+            return;
+        }
+        self.write_frames(opcode, 0, data, fin);
+    }
+
+    /// Queue `data` as frames of at most `max_send_frame_size`, `rsv` on the first only.
+    fn write_frames(&mut self, opcode: OpCode, rsv: u8, data: &[u8], fin: bool) {
         let max = self.config.max_send_frame_size.max(1);
         let mut opcode = opcode;
+        let mut rsv = rsv;
         let mut rest = data;
         loop {
             let (chunk, tail) = rest.split_at(rest.len().min(max));
-            self.write_frame(fin && tail.is_empty(), opcode, chunk);
+            self.write_frame_rsv(fin && tail.is_empty(), rsv, opcode, chunk);
+            rsv = 0;
             if tail.is_empty() {
                 return;
             }
@@ -676,8 +778,13 @@ impl Connection {
         }
     }
 
-    /// Queue one frame: header, then the payload copied once and masked in place.
+    /// Queue one frame without RSV bits (control frames, and data without an extension).
     fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        self.write_frame_rsv(fin, 0, opcode, payload);
+    }
+
+    /// Queue one frame: header, then the payload copied once and masked in place.
+    fn write_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
         // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
         let mask = self.role.masks_outgoing().then(|| {
             let mut key = [0u8; 4];
@@ -686,7 +793,7 @@ impl Connection {
         });
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: to_u64(payload.len()),
@@ -714,6 +821,34 @@ impl Connection {
             self.out.drain(..self.out_pos);
             self.out_pos = 0;
         }
+    }
+}
+
+/// Without permessage-deflate no message is compressed: RSV1 is refused with the other reserved
+/// bits, so these are never reached.
+#[cfg(not(feature = "deflate"))]
+impl Connection {
+    fn inflate_piece(
+        &mut self,
+        _piece: &[u8],
+        _mask: Option<[u8; 4]>,
+        _mask_offset: &mut usize,
+    ) -> Result<(), ProtocolError> {
+        Err(ProtocolError::ReservedBits)
+    }
+
+    fn finish_inflating(&mut self) -> Result<(), ProtocolError> {
+        Err(ProtocolError::ReservedBits)
+    }
+}
+
+/// The OS random source for `role`.
+fn os_random(role: Role) -> Box<dyn RandomSource> {
+    if role.masks_outgoing() {
+        Box::new(OsRandom::new())
+    } else {
+        // A server draws no masking keys: no 256-byte key buffer per connection.
+        Box::new(UnbufferedOsRandom)
     }
 }
 

@@ -734,10 +734,17 @@ fn answers_to_events_before_a_violation_go_out_before_the_close() {
     // A message and a violation in the same read: the echo still goes out, then the close
     // (Autobahn 3.2, 4.1.3, 5.15: "echo for the first message, then the connection fails").
     let mut s = server();
-    let stream = [to(Role::Server, 0x81, b"first"), to(Role::Server, 0xA1, b"rsv")].concat();
+    let stream = [
+        to(Role::Server, 0x81, b"first"),
+        to(Role::Server, 0xA1, b"rsv"),
+    ]
+    .concat();
     assert_eq!(s.receive_data(&stream), Err(ProtocolError::ReservedBits));
     assert_eq!(s.state(), State::Closed);
-    assert!(!s.should_close_transport(), "the close frame is not queued yet");
+    assert!(
+        !s.should_close_transport(),
+        "the close frame is not queued yet"
+    );
     assert_eq!(s.poll_event(), Some(Event::Text("first".into())));
     assert_eq!(s.send_text("first"), Ok(()));
     assert_eq!(s.poll_event(), None);

@@ -30,7 +30,7 @@ use crate::error::{ApiMisuse, HandshakeError};
 use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::negotiate::{is_token, parse_extension_list};
 use crate::handshake::{
-    accept_key, generate_key, header_tokens, parse_extensions, Negotiated, Parsed,
+    accept_key, generate_key, header_tokens, parse_extensions, ExtensionOffer, Negotiated, Parsed,
 };
 use crate::random::RandomSource;
 
@@ -73,8 +73,8 @@ pub struct ClientHandshake {
     request: Vec<u8>,
     /// Subprotocols offered, to check the server's choice against.
     protocols: Vec<String>,
-    /// Names of the extensions offered, to check the server's answer against.
-    extension_names: Vec<String>,
+    /// The extensions offered, to check the server's answer against.
+    offered_extensions: Vec<ExtensionOffer>,
     /// Largest response head accepted.
     max_head_size: usize,
 }
@@ -205,7 +205,7 @@ impl ClientHandshake {
             key,
             request: request.into_bytes(),
             protocols: options.protocols.clone(),
-            extension_names: offered_extensions.into_iter().map(|e| e.name).collect(),
+            offered_extensions,
             max_head_size: options.max_head_size,
         })
     }
@@ -306,12 +306,19 @@ impl ClientHandshake {
             .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
         if let Some(e) = extensions.iter().find(|e| {
             !self
-                .extension_names
+                .offered_extensions
                 .iter()
-                .any(|n| n.eq_ignore_ascii_case(&e.name))
+                .any(|o| o.name.eq_ignore_ascii_case(&e.name))
         }) {
             return Err(HandshakeError::UnofferedExtension(e.name.clone()));
         }
+        // RFC 7692 §5: the client MUST fail the connection on an invalid permessage-deflate
+        // answer, or one that answers none of its offers.
+        #[cfg(feature = "deflate")]
+        crate::extensions::permessage_deflate::check_response(
+            &self.offered_extensions,
+            &extensions,
+        )?;
         Ok(Negotiated {
             protocol,
             extensions,
@@ -538,14 +545,46 @@ mod tests {
         assert_eq!(offer.protocols, ["chat", "superchat"]);
         let supported = ["superchat".to_string()];
         let protocol = crate::handshake::select_protocol(&supported, &offer.protocols);
-        let response = server::accept(&offer, protocol, &offer.extensions);
+        // RFC 7692 §7.1.2.2: the answer to a bare client_max_window_bits carries a value.
+        let accepted = [ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: vec![("client_max_window_bits".into(), Some("10".into()))],
+        }];
+        let response = server::accept(&offer, protocol, &accepted);
         let Ok(Parsed::Complete((resp, negotiated), n)) = hs.parse_response(&response) else {
             panic!("response refused");
         };
         assert_eq!(n, response.len());
         assert_eq!(resp.status(), 101);
         assert_eq!(negotiated.protocol.as_deref(), Some("superchat"));
-        assert_eq!(negotiated.extensions, offer.extensions);
+        assert_eq!(negotiated.extensions, accepted);
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn invalid_permessage_deflate_answer_fails_the_handshake() {
+        let hs = handshake(
+            "ws://server.example.com/chat",
+            &options(&[], &["permessage-deflate"]),
+        )
+        .unwrap();
+        let response = response_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n",
+        );
+        assert_eq!(
+            outcome(&hs, &response),
+            Err(HandshakeError::InvalidHeader(
+                "Sec-WebSocket-Extensions",
+                "permessage-deflate response has client_max_window_bits, which was not offered"
+            ))
+        );
+        let valid = response_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=9\r\n",
+        );
+        assert_eq!(
+            outcome(&hs, &valid).unwrap().extensions[0].name,
+            "permessage-deflate"
+        );
     }
 
     #[test]

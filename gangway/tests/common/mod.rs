@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use gangway::{ClientBuilder, ServerBuilder, WebSocket};
+use gangway::{ClientBuilder, MaybeTlsStream, ServerBuilder, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -31,7 +31,7 @@ pub(crate) async fn listener() -> (TcpListener, String) {
 pub(crate) async fn pair_with(
     client: impl FnOnce(ClientBuilder) -> ClientBuilder,
     server: ServerBuilder,
-) -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
+) -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
     let (listener, url) = listener().await;
     let accepting = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -46,7 +46,7 @@ pub(crate) async fn pair_with(
 }
 
 /// A client and a server with default settings.
-pub(crate) async fn pair() -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
+pub(crate) async fn pair() -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
     pair_with(|c| c, ServerBuilder::new()).await
 }
 

@@ -1,0 +1,560 @@
+//! A [`Connection`] in either role fed arbitrary bytes in arbitrary pieces, with commands
+//! interleaved, checked against a model of what RFC 6455 and the documented API allow.
+//!
+//! Input: one configuration byte, then a sequence of chunks, each starting with a tag byte:
+//!
+//! | tag         | action                                                                  |
+//! |-------------|-------------------------------------------------------------------------|
+//! | `0x00–0xF7` | `receive_data` with the next `tag` bytes (fewer at the end of the input) |
+//! | `0xF8`      | `send_ping(b"hi")`                                                      |
+//! | `0xF9`      | `send_close(1000, "bye")`                                               |
+//! | `0xFA`      | `send_text("text")`                                                     |
+//! | `0xFB`      | `send_fragment(Text, b"fr\xC3", false)` (a character left open)         |
+//! | `0xFC`      | `send_fragment(Text, b"\xA9!", true)` (closes it)                       |
+//! | `0xFD`      | `send_fragment(Binary, [0xFF, 0], false)`                               |
+//! | `0xFE`      | `send_fragment(Binary, [], true)`                                       |
+//! | `0xFF`      | `receive_eof`                                                           |
+//!
+//! After each chunk every event is polled (text and binary messages are echoed back when the
+//! configuration asks for it) and the whole output is taken and parsed as frames. At the end of
+//! the input, `receive_eof`.
+//!
+//! Configuration byte: bits 0–1 pick `max_message_size`, bits 2–3 `max_frame_size`, bits 4–5
+//! `max_send_frame_size`, bit 6 turns the echo on.
+
+use std::collections::VecDeque;
+
+use gangway_proto::config::DEFAULT_MAX_MESSAGE_SIZE;
+use gangway_proto::frame::mask::apply_mask_scalar;
+use gangway_proto::frame::FrameHeader;
+use gangway_proto::{
+    ApiMisuse, CloseCode, CloseFrame, Config, Connection, DataKind, Event, OpCode, ProtocolError,
+    Role, SeededRandom, State,
+};
+
+/// Receive limits to choose from: the default, and sizes small enough for short inputs to cross.
+const RECEIVE_LIMITS: [usize; 4] = [DEFAULT_MAX_MESSAGE_SIZE, 4096, 130, 16];
+
+/// Send fragment sizes to choose from.
+const SEND_FRAME_SIZES: [usize; 4] = [usize::MAX, 1, 7, 125];
+
+/// Run the connection harness in `role` on `data` (format in the module docs).
+///
+/// Oracle: no panic; `receive_data` fails at most once and only with a documented
+/// [`ProtocolError`] that the role can see; the events decoded before a failure can still be
+/// answered, and once they are handed out the output ends with a close frame carrying
+/// [`ProtocolError::close_code`] (unless our close was already sent); events arrive in a legal order and within the limits; pings are answered with
+/// equal pongs until our close; the peer's close is answered with its code; our output is a
+/// well-formed frame sequence for the role (masking, minimal lengths, nothing after the close)
+/// carrying exactly the messages we queued; commands succeed or fail exactly as documented;
+/// `state` and `should_close_transport` follow the close handshake.
+pub fn check(role: Role, data: &[u8]) {
+    let Some((&config_byte, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mut config = Config::default();
+    config.max_message_size = RECEIVE_LIMITS[usize::from(config_byte & 3)];
+    config.max_frame_size = RECEIVE_LIMITS[usize::from((config_byte >> 2) & 3)];
+    config.max_send_frame_size = SEND_FRAME_SIZES[usize::from((config_byte >> 4) & 3)];
+    let echo = config_byte & 0x40 != 0;
+    let mut harness = Harness::new(role, config, echo);
+    while let Some((&tag, tail)) = rest.split_first() {
+        rest = tail;
+        match tag {
+            0x00..=0xF7 => {
+                let (piece, tail) = rest.split_at(usize::from(tag).min(rest.len()));
+                rest = tail;
+                harness.receive(piece);
+            }
+            0xF8 => harness.ping(),
+            0xF9 => harness.close(),
+            0xFA => harness.text(),
+            0xFB => harness.fragment(DataKind::Text, b"fr\xC3", false),
+            0xFC => harness.fragment(DataKind::Text, b"\xA9!", true),
+            0xFD => harness.fragment(DataKind::Binary, &[0xFF, 0], false),
+            0xFE => harness.fragment(DataKind::Binary, &[], true),
+            0xFF => harness.eof(),
+        }
+    }
+    harness.eof();
+}
+
+/// The connection under test and the model it is checked against.
+struct Harness {
+    conn: Connection,
+    role: Role,
+    config: Config,
+    echo: bool,
+    /// Our output, parsed.
+    out: OutputReader,
+    /// Messages we queued that have not been seen complete in the output yet.
+    queued: VecDeque<(DataKind, Vec<u8>)>,
+    /// The message we are sending in fragments: its kind and the bytes so far.
+    sending: Option<(DataKind, Vec<u8>)>,
+    /// Ping payloads received, in order.
+    pings: Vec<Vec<u8>>,
+    /// The peer's close frame was received.
+    peer_closed: bool,
+    /// The connection failed (a protocol error, or EOF before the close handshake).
+    failed: bool,
+    /// A protocol error's close frame waits until the events decoded before it are handed out;
+    /// until then they may still be answered.
+    deferred_close: bool,
+    /// `receive_eof` was called.
+    eof: bool,
+    /// Bytes fed so far: no message can be larger.
+    fed: usize,
+}
+
+impl Harness {
+    fn new(role: Role, config: Config, echo: bool) -> Self {
+        let conn = Connection::with_random(role, config.clone(), Box::new(SeededRandom::new(7)));
+        Harness {
+            conn,
+            role,
+            config,
+            echo,
+            out: OutputReader::new(role),
+            queued: VecDeque::new(),
+            sending: None,
+            pings: Vec::new(),
+            peer_closed: false,
+            failed: false,
+            deferred_close: false,
+            eof: false,
+            fed: 0,
+        }
+    }
+
+    /// Whether sending is over: our close is out, or the connection failed (and the events
+    /// before the failure were handed out).
+    fn closing(&self) -> bool {
+        self.out.closed || (self.failed && !self.deferred_close)
+    }
+
+    fn input_finished(&self) -> bool {
+        self.failed || self.eof || self.peer_closed
+    }
+
+    fn receive(&mut self, piece: &[u8]) {
+        let ignored = self.input_finished();
+        let close_was_sent = self.out.closed;
+        self.fed += piece.len();
+        let result = self.conn.receive_data(piece);
+        if ignored {
+            assert_eq!(result, Ok(()), "input after the end was not ignored");
+            assert_eq!(self.conn.poll_event(), None, "event after the end of input");
+            assert!(
+                self.conn.output().is_empty(),
+                "output after the end of input"
+            );
+            return;
+        }
+        let Err(err) = result else {
+            self.settle();
+            return;
+        };
+        self.check_protocol_error(err);
+        self.failed = true;
+        self.deferred_close = true;
+        let frames = self.settle();
+        assert_eq!(self.conn.state(), State::Closed, "failed but not closed");
+        assert!(self.conn.should_close_transport());
+        let sent = frames.iter().filter(|f| f.opcode == OpCode::Close).count();
+        if close_was_sent {
+            assert_eq!(sent, 0, "a second close frame after {err:?}");
+        } else {
+            // §7.1.7: fail the connection by sending the close frame for the error.
+            let last = frames
+                .last()
+                .expect("no close frame after a protocol error");
+            assert_eq!(
+                last.opcode,
+                OpCode::Close,
+                "output after {err:?} ends with {last:?}"
+            );
+            let close = CloseFrame::parse(&last.payload).expect("our close frame parses");
+            assert_eq!(
+                close.map(|c| c.code),
+                Some(err.close_code()),
+                "close code for {err:?}"
+            );
+        }
+    }
+
+    fn check_protocol_error(&self, err: ProtocolError) {
+        use ProtocolError as E;
+        assert!(
+            matches!(
+                err,
+                E::ReservedBits
+                    | E::ReservedOpcode(3..=7 | 11..=15)
+                    | E::InvalidLength
+                    | E::FragmentedControlFrame
+                    | E::ControlFrameTooLong
+                    | E::UnexpectedContinuation
+                    | E::ExpectedContinuation
+                    | E::InvalidUtf8
+                    | E::InvalidClosePayload
+                    | E::FrameTooLarge
+                    | E::MessageTooLarge
+                    | E::DataAfterClose
+            ) || matches!(err, E::InvalidCloseCode(c) if !CloseCode(c).is_sendable())
+                || (err == E::UnmaskedFrame && self.role == Role::Server)
+                || (err == E::MaskedFrame && self.role == Role::Client),
+            "undocumented error for {:?}: {err:?}",
+            self.role
+        );
+        assert!(
+            err.close_code().is_sendable(),
+            "{err:?} maps to {}",
+            err.close_code()
+        );
+    }
+
+    fn eof(&mut self) {
+        let clean = self.failed || self.eof || (self.out.closed && self.peer_closed);
+        let result = self.conn.receive_eof();
+        self.eof = true;
+        if clean {
+            assert_eq!(result, Ok(()), "EOF after the close handshake or a failure");
+        } else {
+            // §7.1.5: 1006, which is never sent.
+            assert_eq!(result, Err(ProtocolError::UnexpectedEof));
+            self.failed = true;
+            self.sending = None;
+        }
+        let frames = self.settle();
+        assert!(frames.is_empty(), "EOF produced output {frames:?}");
+        assert_eq!(self.conn.state(), State::Closed);
+        assert!(self.conn.should_close_transport());
+    }
+
+    fn ping(&mut self) {
+        let expected = if self.closing() {
+            Err(ApiMisuse::AlreadyClosing)
+        } else {
+            Ok(())
+        };
+        assert_eq!(self.conn.send_ping(b"hi"), expected, "send_ping");
+        let frames = self.settle();
+        if expected.is_ok() {
+            assert!(frames
+                .iter()
+                .any(|f| f.opcode == OpCode::Ping && f.payload == b"hi"));
+        }
+    }
+
+    fn close(&mut self) {
+        let expected = if self.closing() {
+            Err(ApiMisuse::AlreadyClosing)
+        } else {
+            Ok(())
+        };
+        assert_eq!(
+            self.conn.send_close(CloseCode::NORMAL, "bye"),
+            expected,
+            "send_close"
+        );
+        if expected.is_ok() {
+            // Nothing may follow the close frame: a fragmented message stays unfinished.
+            self.sending = None;
+        }
+        let frames = self.settle();
+        if expected.is_ok() {
+            let last = frames.last().expect("send_close wrote nothing");
+            assert_eq!(last.opcode, OpCode::Close);
+            assert_eq!(last.payload, b"\x03\xe8bye");
+        }
+    }
+
+    fn text(&mut self) {
+        self.send_message(DataKind::Text, b"text");
+        self.settle();
+    }
+
+    /// `send_text` or `send_binary` of a whole message, with the documented outcome.
+    fn send_message(&mut self, kind: DataKind, data: &[u8]) {
+        let expected = if self.closing() {
+            Err(ApiMisuse::AlreadyClosing)
+        } else if self.sending.is_some() {
+            Err(ApiMisuse::FragmentOrder)
+        } else {
+            Ok(())
+        };
+        let result = match kind {
+            DataKind::Text => self.conn.send_text(
+                std::str::from_utf8(data).expect("text messages are received as strings"),
+            ),
+            DataKind::Binary => self.conn.send_binary(data),
+        };
+        assert_eq!(result, expected, "send {kind:?}");
+        if result.is_ok() {
+            self.queued.push_back((kind, data.to_vec()));
+        }
+    }
+
+    fn fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) {
+        let so_far = match &self.sending {
+            Some((k, bytes)) if *k == kind => Some(bytes.as_slice()),
+            Some(_) => None,
+            None => Some(&[][..]),
+        };
+        let expected = if self.closing() {
+            Err(ApiMisuse::AlreadyClosing)
+        } else if let Some(so_far) = so_far {
+            let whole = [so_far, data].concat();
+            // §8.1: the text so far must be a prefix of valid UTF-8, and whole once finished.
+            let utf8_ok = match std::str::from_utf8(&whole) {
+                Ok(_) => true,
+                Err(e) => !fin && e.error_len().is_none(),
+            };
+            if kind == DataKind::Text && !utf8_ok {
+                Err(ApiMisuse::InvalidUtf8)
+            } else {
+                Ok(())
+            }
+        } else {
+            Err(ApiMisuse::FragmentOrder)
+        };
+        let result = self.conn.send_fragment(kind, data, fin);
+        assert_eq!(
+            result, expected,
+            "send_fragment({kind:?}, {data:x?}, {fin})"
+        );
+        if result.is_ok() {
+            let (_, bytes) = self.sending.get_or_insert_with(|| (kind, Vec::new()));
+            bytes.extend_from_slice(data);
+            if fin {
+                let message = self.sending.take().expect("just inserted");
+                self.queued.push_back(message);
+            }
+        }
+        self.settle();
+    }
+
+    /// Poll every event, echo messages if asked to, then take and check the whole output.
+    /// Returns the frames written since the last call.
+    fn settle(&mut self) -> Vec<OutFrame> {
+        let mut peer_close = None;
+        while let Some(event) = self.conn.poll_event() {
+            assert!(
+                !self.peer_closed && peer_close.is_none(),
+                "event {event:?} after the close event"
+            );
+            match event {
+                Event::Text(text) => {
+                    self.check_message_size(text.len());
+                    if self.echo {
+                        self.send_message(DataKind::Text, text.as_bytes());
+                    }
+                }
+                Event::Binary(data) => {
+                    self.check_message_size(data.len());
+                    if self.echo {
+                        self.send_message(DataKind::Binary, &data);
+                    }
+                }
+                Event::Ping(payload) => {
+                    assert!(payload.len() <= 125);
+                    self.pings.push(payload.to_vec());
+                }
+                Event::Pong(payload) => assert!(payload.len() <= 125),
+                Event::Close(close) => {
+                    assert!(!self.failed, "close event after a failure");
+                    if let Some(c) = &close {
+                        assert!(c.code.is_sendable(), "close event with code {}", c.code);
+                        assert!(c.reason.len() <= 123);
+                    }
+                    peer_close = Some(close);
+                }
+            }
+        }
+        if std::mem::take(&mut self.deferred_close) {
+            // The failure's close frame is queued now; it abandons the message we were sending.
+            self.sending = None;
+        }
+        let close_was_sent = self.out.closed;
+        let output = self.conn.output().to_vec();
+        self.conn.consume_output(output.len());
+        assert!(self.conn.output().is_empty());
+        let frames = self.out.read(&output);
+
+        // Messages we queued come out whole, in order, as soon as they are queued.
+        while let Some(message) = self.out.messages.pop_front() {
+            let expected = self.queued.pop_front().expect("a message we did not queue");
+            assert_eq!(message, expected, "message on the wire");
+        }
+        assert!(
+            self.queued.is_empty(),
+            "queued but not written: {:?}",
+            self.queued
+        );
+        // §5.5.2: every ping gets a pong with its payload, until our close is sent.
+        assert!(self.out.pongs.len() <= self.pings.len(), "unsolicited pong");
+        assert_eq!(
+            self.out.pongs[..],
+            self.pings[..self.out.pongs.len()],
+            "pong payloads"
+        );
+        if !self.out.closed {
+            assert_eq!(self.out.pongs.len(), self.pings.len(), "ping not answered");
+        }
+        if let Some(close) = peer_close {
+            self.peer_closed = true;
+            if !close_was_sent && !self.failed {
+                // §5.5.1: answer the close, echoing its code (none if it had none).
+                self.sending = None;
+                let ours = frames
+                    .iter()
+                    .rev()
+                    .find(|f| f.opcode == OpCode::Close)
+                    .expect("the peer's close was not answered");
+                let ours = CloseFrame::parse(&ours.payload).expect("our close frame parses");
+                assert_eq!(ours.map(|c| c.code), close.map(|c| c.code), "close answer");
+            }
+        }
+        self.check_state();
+        frames
+    }
+
+    fn check_message_size(&self, len: usize) {
+        assert!(
+            len <= self.config.max_message_size,
+            "message of {len} bytes"
+        );
+        assert!(
+            len <= self.fed,
+            "message of {len} bytes from {} fed",
+            self.fed
+        );
+    }
+
+    fn check_state(&self) {
+        let expected = if self.failed || self.eof || (self.out.closed && self.peer_closed) {
+            State::Closed
+        } else if self.out.closed || self.peer_closed {
+            State::Closing
+        } else {
+            State::Open
+        };
+        assert_eq!(self.conn.state(), expected, "state");
+        let should_close = match self.role {
+            Role::Server => expected == State::Closed,
+            Role::Client => self.failed || self.eof,
+        };
+        assert_eq!(self.conn.should_close_transport(), should_close);
+    }
+}
+
+/// A frame we sent, unmasked.
+#[derive(Debug)]
+struct OutFrame {
+    opcode: OpCode,
+    payload: Vec<u8>,
+}
+
+/// Parses and checks everything the connection writes, across calls.
+struct OutputReader {
+    role: Role,
+    /// Our close frame was written.
+    closed: bool,
+    /// The data message being written in fragments.
+    message: Option<(DataKind, Vec<u8>)>,
+    /// Data messages seen complete.
+    messages: VecDeque<(DataKind, Vec<u8>)>,
+    /// Pong payloads, in order.
+    pongs: Vec<Vec<u8>>,
+}
+
+impl OutputReader {
+    fn new(role: Role) -> Self {
+        OutputReader {
+            role,
+            closed: false,
+            message: None,
+            messages: VecDeque::new(),
+            pongs: Vec::new(),
+        }
+    }
+
+    /// Parse `output`, which must be whole frames, and check each.
+    fn read(&mut self, mut output: &[u8]) -> Vec<OutFrame> {
+        let mut frames = Vec::new();
+        while !output.is_empty() {
+            // §5.5.1: nothing is sent after the close frame.
+            assert!(!self.closed, "output after our close frame: {output:x?}");
+            let (header, len) = FrameHeader::decode(output)
+                .expect("our frame header decodes")
+                .expect("our output ends inside a frame header");
+            assert_eq!(header.rsv, 0, "RSV bits in {header:?}");
+            assert_eq!(len, header.encoded_len(), "length not in minimal form");
+            // §5.3: a client masks every frame; a server never does.
+            assert_eq!(
+                header.mask.is_some(),
+                self.role == Role::Client,
+                "{header:?}"
+            );
+            let payload_len = usize::try_from(header.payload_len).expect("payload fits");
+            assert!(
+                output.len() - len >= payload_len,
+                "our output ends inside a payload"
+            );
+            let mut payload = output[len..len + payload_len].to_vec();
+            output = &output[len + payload_len..];
+            if let Some(key) = header.mask {
+                apply_mask_scalar(&mut payload, key, 0);
+            }
+            if header.opcode.is_control() {
+                assert!(
+                    header.fin && payload.len() <= 125,
+                    "control frame {header:?}"
+                );
+            }
+            match header.opcode {
+                OpCode::Text | OpCode::Binary => {
+                    assert!(
+                        self.message.is_none(),
+                        "new message inside a fragmented one"
+                    );
+                    let kind = if header.opcode == OpCode::Text {
+                        DataKind::Text
+                    } else {
+                        DataKind::Binary
+                    };
+                    self.data(kind, &payload, header.fin);
+                }
+                OpCode::Continuation => {
+                    let (kind, _) = self.message.as_ref().expect("continuation of nothing");
+                    self.data(*kind, &payload, header.fin);
+                }
+                OpCode::Close => {
+                    let close = CloseFrame::parse(&payload).expect("our close frame parses");
+                    assert!(close.is_none_or(|c| c.code.is_sendable()));
+                    self.closed = true;
+                    self.message = None;
+                }
+                OpCode::Pong => self.pongs.push(payload.clone()),
+                OpCode::Ping => {}
+            }
+            frames.push(OutFrame {
+                opcode: header.opcode,
+                payload,
+            });
+        }
+        frames
+    }
+
+    fn data(&mut self, kind: DataKind, payload: &[u8], fin: bool) {
+        let (_, bytes) = self.message.get_or_insert_with(|| (kind, Vec::new()));
+        bytes.extend_from_slice(payload);
+        if fin {
+            let message = self.message.take().expect("just inserted");
+            if kind == DataKind::Text {
+                // §8.1: text messages we send are UTF-8.
+                assert!(std::str::from_utf8(&message.1).is_ok(), "text we sent");
+            }
+            self.messages.push_back(message);
+        }
+    }
+}

@@ -1,0 +1,748 @@
+//! permessage-deflate in the connection (RFC 7692 §6): RSV1 marks a compressed message on its
+//! first frame; data messages go through the codec, control frames never do.
+
+use super::{Connection, RSV1};
+use crate::error::{HandshakeError, ProtocolError};
+use crate::extensions::permessage_deflate::{DeflateParams, PerMessageDeflate, EXTENSION_NAME};
+use crate::frame::OpCode;
+use crate::handshake::ExtensionOffer;
+
+impl Connection {
+    /// Put permessage-deflate to work if `extensions` (what the handshake agreed) has it.
+    pub(super) fn use_deflate(
+        &mut self,
+        extensions: &[ExtensionOffer],
+    ) -> Result<(), HandshakeError> {
+        let invalid = |why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why);
+        let mut elements = extensions
+            .iter()
+            .filter(|e| e.name.eq_ignore_ascii_case(EXTENSION_NAME));
+        let Some(element) = elements.next() else {
+            return Ok(());
+        };
+        if elements.next().is_some() {
+            return Err(invalid("permessage-deflate accepted twice"));
+        }
+        let params = DeflateParams::from_response(element).map_err(invalid)?;
+        self.enable_deflate(&params);
+        Ok(())
+    }
+
+    /// Use permessage-deflate with the agreed `params` and this connection's
+    /// [`Config::deflate`](crate::Config::deflate) preferences.
+    pub(crate) fn enable_deflate(&mut self, params: &DeflateParams) {
+        let codec = PerMessageDeflate::new(self.role, params, &self.config.deflate);
+        self.deflate = Some(Box::new(codec));
+        // RFC 7692 §6: the extension gives RSV1 its meaning.
+        self.allowed_rsv |= RSV1;
+    }
+
+    /// The agreed permessage-deflate parameters are in use (for the adapter's logs and tests).
+    pub fn uses_deflate(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Inflate a piece of the compressed message being received.
+    pub(super) fn inflate_piece(
+        &mut self,
+        piece: &[u8],
+        mask: Option<[u8; 4]>,
+        mask_offset: &mut usize,
+    ) -> Result<(), ProtocolError> {
+        // RSV1 is accepted only once the codec exists, so it is there.
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        self.message.push_compressed(
+            piece,
+            mask,
+            mask_offset,
+            &mut deflate.decompressor,
+            self.config.max_message_size,
+        )
+    }
+
+    /// The compressed message's last frame has arrived: inflate the tail its sender removed.
+    pub(super) fn finish_inflating(&mut self) -> Result<(), ProtocolError> {
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        self.message
+            .finish_compressed(&mut deflate.decompressor, self.config.max_message_size)
+    }
+
+    /// Compress an outgoing data message or fragment if it should be: the payload to send and the
+    /// RSV bits of its first frame, or `None` to send `data` as it is.
+    ///
+    /// A whole message is compressed from the threshold up; a fragmented one is compressed whole
+    /// or not at all, as decided at its first fragment (RFC 7692 §6: RSV1 on the first frame
+    /// covers the message), whatever its size.
+    pub(super) fn compress_outgoing(
+        &mut self,
+        opcode: OpCode,
+        data: &[u8],
+        fin: bool,
+    ) -> Option<(Vec<u8>, u8)> {
+        let deflate = self.deflate.as_deref_mut()?;
+        let first = opcode != OpCode::Continuation;
+        if first {
+            self.sending_compressed = if fin {
+                deflate.should_compress(data.len())
+            } else {
+                deflate.compressor.can_compress()
+            };
+        }
+        if !self.sending_compressed {
+            return None;
+        }
+        let mut compressed = Vec::new();
+        deflate.compressor.compress(data, fin, &mut compressed);
+        if fin {
+            self.sending_compressed = false;
+        }
+        Some((compressed, if first { RSV1 } else { 0 }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! In-memory client↔server tests with permessage-deflate, in the spirit of the Autobahn
+    //! testsuite's sections 12 and 13: messages of many sizes under every parameter combination,
+    //! and the frames a misbehaving peer could send.
+
+    use super::*;
+    use crate::config::Config;
+    use crate::extensions::permessage_deflate::{Compressor, DeflateConfig};
+    use crate::frame::mask::apply_mask_scalar;
+    use crate::frame::{CloseCode, FrameHeader};
+    use crate::handshake::Negotiated;
+    use crate::message::{DataKind, Event};
+    use crate::random::SeededRandom;
+    use crate::role::Role;
+    use crate::State;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn config_with(deflate: DeflateConfig) -> Config {
+        Config {
+            deflate,
+            ..Config::default()
+        }
+    }
+
+    fn endpoint(role: Role, config: Config, params: Option<DeflateParams>) -> Connection {
+        let mut conn = Connection::with_random(role, config, Box::new(SeededRandom::new(7)));
+        if let Some(params) = params {
+            conn.enable_deflate(&params);
+        }
+        conn
+    }
+
+    /// A client and a server that agreed on `params`, each with `deflate` preferences.
+    fn pair(params: DeflateParams, deflate: &DeflateConfig) -> (Connection, Connection) {
+        (
+            endpoint(Role::Client, config_with(deflate.clone()), Some(params)),
+            endpoint(Role::Server, config_with(deflate.clone()), Some(params)),
+        )
+    }
+
+    fn take_output(conn: &mut Connection) -> Vec<u8> {
+        let bytes = conn.output().to_vec();
+        conn.consume_output(bytes.len());
+        bytes
+    }
+
+    fn events(conn: &mut Connection) -> Vec<Event> {
+        std::iter::from_fn(|| conn.poll_event()).collect()
+    }
+
+    /// Decode every frame in `bytes`: (header, unmasked payload).
+    fn frames(mut bytes: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (header, len) = FrameHeader::decode(bytes).unwrap().expect("whole header");
+            let end = len + usize::try_from(header.payload_len).unwrap();
+            let mut payload = bytes[len..end].to_vec();
+            if let Some(key) = header.mask {
+                apply_mask_scalar(&mut payload, key, 0);
+            }
+            out.push((header, payload));
+            bytes = &bytes[end..];
+        }
+        out
+    }
+
+    /// A raw frame as `role`'s peer sends it (masked when it goes to a server).
+    fn to(role: Role, b0: u8, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 0b111,
+            opcode: OpCode::from_u8(b0 & 0x0f).unwrap(),
+            mask: (role == Role::Server).then_some(KEY),
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut out = head[..n].to_vec();
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = header.mask {
+            apply_mask_scalar(&mut out[start..], key, 0);
+        }
+        out
+    }
+
+    /// The close code `conn` sent last.
+    fn close_code(bytes: &[u8]) -> Option<u16> {
+        let (header, payload) = frames(bytes).pop()?;
+        (header.opcode == OpCode::Close).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+    }
+
+    fn text_like(len: usize, seed: u32) -> String {
+        const WORDS: [&str; 8] = [
+            "gangway ",
+            "frame ",
+            "deflate ",
+            "window ",
+            "message ",
+            "the ",
+            "κόσμε ",
+            "🦀 ",
+        ];
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        let mut out = String::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            out.push_str(WORDS[(x % 8) as usize]);
+        }
+        while out.len() > len {
+            out.pop();
+        }
+        out
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Autobahn 12.x/13.x sizes: 16 B to 128 KiB.
+    const SIZES: [usize; 9] = [16, 64, 256, 1024, 4096, 8192, 16384, 65536, 131072];
+
+    #[test]
+    fn echo_of_every_size_under_every_parameter_combination() {
+        for snct in [false, true] {
+            for cnct in [false, true] {
+                for (smwb, cmwb) in [(15, 15), (9, 9), (12, 10), (8, 15), (15, 8)] {
+                    let params = DeflateParams {
+                        server_no_context_takeover: snct,
+                        client_no_context_takeover: cnct,
+                        server_max_window_bits: smwb,
+                        client_max_window_bits: cmwb,
+                    };
+                    let (mut client, mut server) = pair(params, &DeflateConfig::default());
+                    for (i, &size) in SIZES.iter().enumerate() {
+                        let text = text_like(size, i as u32);
+                        let binary = noise(size, i as u64);
+                        client.send_text(&text).unwrap();
+                        client.send_binary(&binary).unwrap();
+                        let wire = take_output(&mut client);
+                        let sent = frames(&wire);
+                        // 8-bit windows are honoured by not compressing (zlib cannot).
+                        // Under the threshold (32 bytes), uncompressed.
+                        let compressed = cmwb > 8 && size >= 32;
+                        assert_eq!(sent[0].0.rsv == RSV1, compressed, "{params:?} {size}");
+                        server.receive_data(&wire).unwrap();
+                        assert_eq!(
+                            events(&mut server),
+                            [
+                                Event::Text(text.clone()),
+                                Event::Binary(binary.clone().into())
+                            ],
+                            "{params:?} {size}"
+                        );
+                        // Echo back.
+                        server.send_text(&text).unwrap();
+                        server.send_binary(&binary).unwrap();
+                        let wire = take_output(&mut server);
+                        assert_eq!(frames(&wire)[0].0.rsv == RSV1, smwb > 8 && size >= 32);
+                        client.receive_data(&wire).unwrap();
+                        assert_eq!(
+                            events(&mut client),
+                            [Event::Text(text), Event::Binary(binary.into())],
+                            "{params:?} {size}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compressible_messages_cross_in_far_fewer_bytes() {
+        let (mut client, mut server) = pair(DeflateParams::default(), &DeflateConfig::default());
+        let text = text_like(1 << 20, 3);
+        client.send_text(&text).unwrap();
+        let wire = take_output(&mut client);
+        assert!(
+            wire.len() < text.len() / 4,
+            "{} bytes on the wire",
+            wire.len()
+        );
+        server.receive_data(&wire).unwrap();
+        assert_eq!(events(&mut server), [Event::Text(text)]);
+    }
+
+    #[test]
+    fn rfc_7692_7_2_3_1_and_2_frames_are_received() {
+        // The RFC's unmasked frames (a server sends them), then the masked equivalent.
+        let mut client = endpoint(
+            Role::Client,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        client
+            .receive_data(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+            .unwrap();
+        client
+            .receive_data(&[0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00])
+            .unwrap();
+        // §7.2.3.1: fragmented.
+        client
+            .receive_data(&[
+                0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+            ])
+            .unwrap();
+        assert_eq!(
+            events(&mut client),
+            [
+                Event::Text("Hello".into()),
+                Event::Text("Hello".into()),
+                Event::Text("Hello".into())
+            ]
+        );
+        let mut server = endpoint(
+            Role::Server,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        server
+            .receive_data(&to(
+                Role::Server,
+                0xc1,
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            ))
+            .unwrap();
+        assert_eq!(events(&mut server), [Event::Text("Hello".into())]);
+    }
+
+    #[test]
+    fn sent_hello_twice_matches_rfc_7692_7_2_3_2() {
+        let deflate = DeflateConfig {
+            threshold: 0,
+            ..DeflateConfig::default()
+        };
+        let (mut client, _) = pair(DeflateParams::default(), &deflate);
+        client.send_text("Hello").unwrap();
+        client.send_text("Hello").unwrap();
+        let sent = frames(&take_output(&mut client));
+        assert_eq!(sent[0].0.rsv, RSV1);
+        assert_eq!(sent[0].1, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(sent[1].1, [0xf2, 0x00, 0x11, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn messages_under_the_threshold_go_uncompressed_and_both_kinds_are_received() {
+        let (mut client, mut server) = pair(DeflateParams::default(), &DeflateConfig::default());
+        let small = "x".repeat(31);
+        let large = "x".repeat(32);
+        client.send_text(&small).unwrap();
+        client.send_text(&large).unwrap();
+        let wire = take_output(&mut client);
+        let sent = frames(&wire);
+        assert_eq!(sent[0].0.rsv, 0, "31 bytes: uncompressed");
+        assert_eq!(sent[0].1, small.as_bytes());
+        assert_eq!(sent[1].0.rsv, RSV1, "32 bytes: compressed");
+        server.receive_data(&wire).unwrap();
+        assert_eq!(
+            events(&mut server),
+            [Event::Text(small), Event::Text(large)]
+        );
+    }
+
+    #[test]
+    fn control_frames_are_never_compressed() {
+        let deflate = DeflateConfig {
+            threshold: 0,
+            ..DeflateConfig::default()
+        };
+        let (mut client, mut server) = pair(DeflateParams::default(), &deflate);
+        client.send_ping(&[b'p'; 100]).unwrap();
+        client.send_pong(b"pong").unwrap();
+        client
+            .send_close(CloseCode::NORMAL, &"r".repeat(100))
+            .unwrap();
+        let wire = take_output(&mut client);
+        for (header, _) in frames(&wire) {
+            assert_eq!(header.rsv, 0, "{:?}", header.opcode);
+        }
+        server.receive_data(&wire).unwrap();
+        // The automatic pong and close answer are not compressed either.
+        events(&mut server);
+        for (header, _) in frames(&take_output(&mut server)) {
+            assert_eq!(header.rsv, 0, "{:?}", header.opcode);
+        }
+    }
+
+    #[test]
+    fn fragments_are_compressed_as_one_message_with_rsv1_on_the_first_frame_only() {
+        let (mut client, mut server) = pair(DeflateParams::default(), &DeflateConfig::default());
+        let text = text_like(5000, 5);
+        let (a, rest) = text.split_at(10);
+        let (b, c) = rest.split_at(2000);
+        client
+            .send_fragment(DataKind::Text, a.as_bytes(), false)
+            .unwrap();
+        client.send_ping(b"between").unwrap();
+        client
+            .send_fragment(DataKind::Text, b.as_bytes(), false)
+            .unwrap();
+        client
+            .send_fragment(DataKind::Text, c.as_bytes(), true)
+            .unwrap();
+        let wire = take_output(&mut client);
+        let rsv: Vec<(OpCode, u8)> = frames(&wire)
+            .iter()
+            .map(|(h, _)| (h.opcode, h.rsv))
+            .collect();
+        assert_eq!(
+            rsv,
+            [
+                (OpCode::Text, RSV1),
+                (OpCode::Ping, 0),
+                (OpCode::Continuation, 0),
+                (OpCode::Continuation, 0)
+            ]
+        );
+        server.receive_data(&wire).unwrap();
+        assert_eq!(
+            events(&mut server),
+            [Event::Ping("between".into()), Event::Text(text)]
+        );
+    }
+
+    #[test]
+    fn compressed_messages_split_by_the_frame_size_limit_keep_rsv1_on_the_first_frame() {
+        let mut config = config_with(DeflateConfig::default());
+        config.max_send_frame_size = 100;
+        let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
+        let mut server = endpoint(
+            Role::Server,
+            config_with(DeflateConfig::default()),
+            Some(DeflateParams::default()),
+        );
+        let binary = noise(1000, 1);
+        client.send_binary(&binary).unwrap();
+        let wire = take_output(&mut client);
+        let sent = frames(&wire);
+        assert!(sent.len() > 10);
+        assert_eq!(sent[0].0.rsv, RSV1);
+        assert!(sent[1..]
+            .iter()
+            .all(|(h, _)| h.rsv == 0 && h.opcode == OpCode::Continuation));
+        server.receive_data(&wire).unwrap();
+        assert_eq!(events(&mut server), [Event::Binary(binary.into())]);
+    }
+
+    #[test]
+    fn bytes_split_anywhere_inflate_the_same() {
+        let (mut client, _) = pair(DeflateParams::default(), &DeflateConfig::default());
+        let mut server = endpoint(
+            Role::Server,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        let text = text_like(30_000, 8);
+        client.send_text(&text).unwrap();
+        client.send_text(&text).unwrap();
+        for (i, byte) in take_output(&mut client).iter().enumerate() {
+            server
+                .receive_data(std::slice::from_ref(byte))
+                .unwrap_or_else(|e| panic!("byte {i}: {e}"));
+        }
+        assert_eq!(
+            events(&mut server),
+            [Event::Text(text.clone()), Event::Text(text)]
+        );
+    }
+
+    #[test]
+    fn rsv1_on_a_continuation_frame_fails_with_1002() {
+        let mut server = endpoint(
+            Role::Server,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        let mut c = Compressor::new(15, 6, false);
+        let mut payload = Vec::new();
+        c.compress(b"Hello", true, &mut payload);
+        let stream = [
+            to(Role::Server, 0x41, &payload[..2]),
+            to(Role::Server, 0xc0, &payload[2..]),
+        ]
+        .concat();
+        assert_eq!(
+            server.receive_data(&stream),
+            Err(ProtocolError::MisplacedCompressedBit)
+        );
+        assert_eq!(close_code(&take_output(&mut server)), Some(1002));
+    }
+
+    #[test]
+    fn rsv1_on_a_control_frame_fails_with_1002() {
+        for b0 in [0xc9, 0xca, 0xc8] {
+            let mut client = endpoint(
+                Role::Client,
+                Config::default(),
+                Some(DeflateParams::default()),
+            );
+            assert_eq!(
+                client.receive_data(&to(Role::Client, b0, b"")),
+                Err(ProtocolError::MisplacedCompressedBit),
+                "{b0:#x}"
+            );
+            assert_eq!(close_code(&take_output(&mut client)), Some(1002));
+        }
+    }
+
+    #[test]
+    fn rsv2_and_rsv3_still_fail_with_deflate_on() {
+        for b0 in [0xa1, 0x91, 0xe1] {
+            let mut client = endpoint(
+                Role::Client,
+                Config::default(),
+                Some(DeflateParams::default()),
+            );
+            assert_eq!(
+                client.receive_data(&to(Role::Client, b0, b"x")),
+                Err(ProtocolError::ReservedBits),
+                "{b0:#x}"
+            );
+            assert_eq!(close_code(&take_output(&mut client)), Some(1002));
+        }
+    }
+
+    #[test]
+    fn rsv1_without_deflate_is_a_reserved_bit() {
+        let mut client = endpoint(Role::Client, Config::default(), None);
+        assert_eq!(
+            client.receive_data(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+            Err(ProtocolError::ReservedBits)
+        );
+    }
+
+    #[test]
+    fn deflate_bomb_fails_with_1009_at_the_limit() {
+        let mut config = config_with(DeflateConfig::default());
+        config.max_message_size = 1 << 20;
+        let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
+        let mut bomb = Vec::new();
+        Compressor::new(15, 9, false).compress(&vec![0; 10 << 20], true, &mut bomb);
+        assert!(bomb.len() < 12_000);
+        let frame = to(Role::Client, 0xc2, &bomb);
+        let mut result = Ok(());
+        for piece in frame.chunks(512) {
+            result = client.receive_data(piece);
+            assert!(client.message.capacity() <= 1 << 20, "never past the limit");
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(ProtocolError::MessageTooLarge));
+        assert_eq!(close_code(&take_output(&mut client)), Some(1009));
+        assert_eq!(client.message.capacity(), 0, "released with the failure");
+    }
+
+    #[test]
+    fn message_limit_counts_inflated_bytes_and_allows_exactly_the_limit() {
+        let text = text_like(10_000, 4);
+        let mut payload = Vec::new();
+        Compressor::new(15, 6, false).compress(text.as_bytes(), true, &mut payload);
+        for (limit, ok) in [(10_000, true), (9_999, false)] {
+            let mut config = config_with(DeflateConfig::default());
+            config.max_message_size = limit;
+            let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
+            let result = client.receive_data(&to(Role::Client, 0xc1, &payload));
+            if ok {
+                assert_eq!(result, Ok(()));
+                assert_eq!(events(&mut client), [Event::Text(text.clone())]);
+            } else {
+                assert_eq!(result, Err(ProtocolError::MessageTooLarge));
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_message_at_the_limit_is_accepted_though_its_frame_is_larger() {
+        // Random bytes grow a little when deflated; the frame limit allows for it.
+        let data = noise(1024, 9);
+        let mut payload = Vec::new();
+        Compressor::new(15, 6, false).compress(&data, true, &mut payload);
+        assert!(payload.len() > data.len());
+        let mut config = config_with(DeflateConfig::default());
+        config.max_message_size = 1024;
+        config.max_frame_size = 1024;
+        let mut client = endpoint(Role::Client, config.clone(), Some(DeflateParams::default()));
+        client
+            .receive_data(&to(Role::Client, 0xc2, &payload))
+            .unwrap();
+        assert_eq!(events(&mut client), [Event::Binary(data.into())]);
+        // Far past the allowance is still refused from the header alone.
+        let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
+        let huge = FrameHeader {
+            fin: true,
+            rsv: RSV1,
+            opcode: OpCode::Binary,
+            mask: None,
+            payload_len: 4096,
+        };
+        let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+        let n = huge.encode(&mut head);
+        assert_eq!(
+            client.receive_data(&head[..n]),
+            Err(ProtocolError::FrameTooLarge)
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_after_inflating_fails_with_1007_before_the_message_ends() {
+        let mut server = endpoint(
+            Role::Server,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        let mut payload = Vec::new();
+        let mut c = Compressor::new(15, 6, false);
+        c.compress(b"valid text, then \xff", false, &mut payload);
+        // A first fragment, not final: the error comes without waiting for the rest.
+        assert_eq!(
+            server.receive_data(&to(Role::Server, 0x41, &payload)),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        assert_eq!(close_code(&take_output(&mut server)), Some(1007));
+    }
+
+    #[test]
+    fn corrupt_compressed_data_fails_with_1007() {
+        let mut client = endpoint(
+            Role::Client,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        assert_eq!(
+            client.receive_data(&to(Role::Client, 0xc2, &[0xff, 0xff, 0xff])),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        assert_eq!(close_code(&take_output(&mut client)), Some(1007));
+        assert_eq!(client.state(), State::Closed);
+    }
+
+    #[test]
+    fn uncompressed_messages_are_accepted_with_deflate_on() {
+        let mut client = endpoint(
+            Role::Client,
+            Config::default(),
+            Some(DeflateParams::default()),
+        );
+        client
+            .receive_data(&to(Role::Client, 0x81, b"plain"))
+            .unwrap();
+        client
+            .receive_data(&to(
+                Role::Client,
+                0xc1,
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            ))
+            .unwrap();
+        client
+            .receive_data(&to(Role::Client, 0x82, b"plain"))
+            .unwrap();
+        assert_eq!(
+            events(&mut client),
+            [
+                Event::Text("plain".into()),
+                Event::Text("Hello".into()),
+                Event::Binary("plain".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_compressed_message_is_empty() {
+        let deflate = DeflateConfig {
+            threshold: 0,
+            ..DeflateConfig::default()
+        };
+        let (mut client, mut server) = pair(DeflateParams::default(), &deflate);
+        client.send_text("").unwrap();
+        client.send_binary(b"").unwrap();
+        let wire = take_output(&mut client);
+        assert!(frames(&wire)
+            .iter()
+            .all(|(h, p)| h.rsv == RSV1 && p == &[0x00]));
+        server.receive_data(&wire).unwrap();
+        // And a peer's RSV1 frame with no payload at all.
+        server.receive_data(&to(Role::Server, 0xc1, b"")).unwrap();
+        assert_eq!(
+            events(&mut server),
+            [
+                Event::Text(String::new()),
+                Event::Binary(Default::default()),
+                Event::Text(String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn from_negotiated_uses_the_agreed_extension() {
+        let negotiated = Negotiated {
+            protocol: None,
+            extensions: vec![ExtensionOffer {
+                name: "permessage-deflate".into(),
+                params: vec![("server_no_context_takeover".into(), None)],
+            }],
+        };
+        let mut config = config_with(DeflateConfig::default());
+        config.deflate.threshold = 0;
+        let mut server = Connection::from_negotiated(Role::Server, config, &negotiated).unwrap();
+        assert!(server.uses_deflate());
+        server.send_text("Hello").unwrap();
+        server.send_text("Hello").unwrap();
+        let sent = frames(&take_output(&mut server));
+        // No context takeover: the second "Hello" is compressed afresh.
+        assert_eq!(sent[0].1, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(sent[1].1, sent[0].1);
+
+        let plain =
+            Connection::from_negotiated(Role::Server, Config::default(), &Negotiated::default())
+                .unwrap();
+        assert!(!plain.uses_deflate());
+        let twice = Negotiated {
+            protocol: None,
+            extensions: vec![
+                negotiated.extensions[0].clone(),
+                negotiated.extensions[0].clone(),
+            ],
+        };
+        assert!(Connection::from_negotiated(Role::Client, Config::default(), &twice).is_err());
+    }
+}

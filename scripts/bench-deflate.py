@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Compressed echo throughput: `gangway serve` beside Python `websockets` and Node `ws` servers.
+
+Each server echoes over permessage-deflate (RFC 7692) on 127.0.0.1. The load is the same for all
+three: `gangway connect --deflate` (release build, a compiled client) sends N JSON-like text
+messages of SIZE bytes from stdin, back to back, and prints every echo; the time from the start
+to the last echo gives the throughput (message bytes echoed per second, counted once). Stdin stays
+open until the last echo, as a server may drop the echoes it still owes once the client's close
+arrives. Each server runs with its library's default compression settings:
+
+- gangway: `gangway serve` (window 15 bits, level 6, context takeover, threshold 32 bytes);
+- websockets: `serve(..., compression="deflate")` (server window 12 bits, memLevel 5);
+- ws: `new WebSocketServer({ perMessageDeflate: true })` (window 15 bits, threshold 1024 bytes).
+
+Prints one line per server and size:
+
+    gangway      16384 B x 1953:   0.31 s,  103.1 MB/s (deflate on)
+
+Needs the interop peers (interop/.venv with websockets, interop/node_modules with ws) and the
+release binary (GANGWAY_BIN overrides target/release/gangway). Every process started here is
+stopped before exit; each run is bounded by --timeout.
+
+    scripts/bench-deflate.py
+    scripts/bench-deflate.py --sizes 1024,65536 --bytes 16000000
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PY_SERVER = r"""
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def run():
+    async with serve(echo, "127.0.0.1", 0, compression="deflate", max_size=None,
+                     ping_interval=None) as s:
+        print(f"listening on 127.0.0.1:{s.sockets[0].getsockname()[1]}", flush=True)
+        await asyncio.Future()
+asyncio.run(run())
+"""
+
+NODE_SERVER = r"""
+const { WebSocketServer } = require('ws');
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: true,
+                                  maxPayload: 0 });
+wss.on('connection', (ws) => ws.on('message', (d, isBinary) => ws.send(d, { binary: isBinary })));
+wss.on('listening', () => console.log(`listening on 127.0.0.1:${wss.address().port}`));
+"""
+
+
+def message(size, i):
+    """JSON-like text of `size` bytes (no newline): compresses about tenfold."""
+    parts, total, j = [], 0, i * 1000
+    while total < size:
+        part = f'{{"id":{j},"name":"gangway","tags":["ws","deflate"],"ok":true}},'
+        parts.append(part)
+        total += len(part)
+        j += 1
+    return "".join(parts)[:size]
+
+
+def start(argv, cwd):
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait()
+        raise SystemExit(f"{argv[0]} did not start: {line!r}")
+    return proc, line.removeprefix("listening on ")
+
+
+def run_load(gangway, addr, size, count, timeout):
+    """Send `count` messages, wait for every echo, then close: (seconds to the last echo,
+    "on"/"OFF" for deflate)."""
+    lines = [(message(size, i) + "\n").encode() for i in range(count)]
+    proc = subprocess.Popen([gangway, "connect", "--deflate", f"ws://{addr}/"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = threading.Timer(timeout, proc.kill)
+    deadline.start()
+
+    def feed():
+        try:
+            for line in lines:
+                proc.stdin.write(line)
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    started = time.monotonic()
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    echoed = 0
+    while echoed < count and proc.stdout.readline():
+        echoed += 1
+    elapsed = time.monotonic() - started
+    writer.join()
+    proc.stdin.close()
+    proc.stdout.read()
+    stderr = proc.stderr.read()
+    status = proc.wait()
+    deadline.cancel()
+    if echoed != count or status != 0:
+        raise SystemExit(f"{echoed} of {count} echoes, exit {status}: {stderr.decode()!r}")
+    deflate = "on" if b"permessage-deflate: on" in stderr else "OFF"
+    return elapsed, deflate
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="1024,16384,131072", help="message sizes, bytes")
+    p.add_argument("--bytes", type=int, default=32_000_000, help="message bytes sent per run")
+    p.add_argument("--timeout", type=int, default=300, help="bound on each run, seconds")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = p.parse_args()
+    gangway = os.environ.get("GANGWAY_BIN", os.path.join(ROOT, "target", "release", "gangway"))
+    venv_python = os.path.join(ROOT, "interop", ".venv", "bin", "python")
+    servers = {
+        "gangway": ([gangway, "serve", "--listen", "127.0.0.1:0"], ROOT),
+        "websockets": ([venv_python, "-c", PY_SERVER], ROOT),
+        "ws": (["node", "-e", NODE_SERVER], os.path.join(ROOT, "interop")),
+    }
+    results = []
+    for name, (argv, cwd) in servers.items():
+        proc, addr = start(argv, cwd)
+        try:
+            for size in [int(s) for s in args.sizes.split(",")]:
+                count = max(1, args.bytes // size)
+                elapsed, deflate = run_load(gangway, addr, size, count, args.timeout)
+                rate = size * count / elapsed / 1e6
+                print(f"{name:<11} {size:>7} B x {count}: {elapsed:6.2f} s, {rate:6.1f} MB/s "
+                      f"(deflate {deflate})", flush=True)
+                results.append({"server": name, "size": size, "count": count,
+                                "seconds": round(elapsed, 3), "mb_per_s": round(rate, 1)})
+        finally:
+            proc.kill()
+            proc.wait()
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
