@@ -16,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=11
+TOTAL_STEPS=12
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -116,6 +116,13 @@ step "10,000 idle connections: server RSS per connection (scripts/idle-conns.py)
 # Prints the figures; fails above 4 KiB per idle connection (issue target), also after one
 # 64 KiB echo on each connection.
 python3 scripts/idle-conns.py --no-build --connections 10000 --max-idle-bytes 4096 --max-after-echo-bytes 4096
+step_ok
+
+# ---------------------------------------------------------------------------------------------
+step "conformance suite against the release binary, both roles (serve, connect --echo)"
+# GANGWAY_BIN (exported above) makes the suite run every case against the shipped binary too,
+# including the heavy 8 and 16 MiB cases.
+cargo test -p gangway --all-features --test conformance -- --nocapture
 step_ok
 
 # ---------------------------------------------------------------------------------------------
