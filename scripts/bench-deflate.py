@@ -144,6 +144,18 @@ def main():
         finally:
             proc.kill()
             proc.wait()
+    # Side by side: each server's throughput as a ratio to gangway's at the same size
+    # (above 1.00 means faster than gangway).
+    rates = {(r["server"], r["size"]): r["mb_per_s"] for r in results}
+    print(f"\n{'size':>8}  " + "  ".join(f"{name:>16}" for name in servers))
+    for size in [int(s) for s in args.sizes.split(",")]:
+        base = rates.get(("gangway", size))
+        cells = []
+        for name in servers:
+            rate = rates.get((name, size))
+            ratio = f"{rate / base:4.2f}x" if rate and base else "  - "
+            cells.append(f"{rate:7.1f} MB/s {ratio}" if rate else f"{'-':>16}")
+        print(f"{size:>8}  " + "  ".join(f"{c:>16}" for c in cells))
     if args.json:
         print(json.dumps(results))
 

@@ -16,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=12
+TOTAL_STEPS=13
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -123,6 +123,11 @@ step "conformance suite against the release binary, both roles (serve, connect -
 # GANGWAY_BIN (exported above) makes the suite run every case against the shipped binary too,
 # including the heavy 8 and 16 MiB cases.
 cargo test -p gangway --all-features --test conformance -- --nocapture
+step_ok
+
+# ---------------------------------------------------------------------------------------------
+step "1 GiB message streamed fragment by fragment through an echo: peak RSS (examples/big_message.rs)"
+cargo run --release -p gangway --example big_message
 step_ok
 
 # ---------------------------------------------------------------------------------------------

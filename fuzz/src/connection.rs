@@ -360,6 +360,7 @@ impl Harness {
                     self.pings.push(payload.to_vec());
                 }
                 Event::Pong(payload) => assert!(payload.len() <= 125),
+                Event::Fragment { .. } => panic!("a fragment without Config::deliver_fragments"),
                 Event::Close(close) => {
                     assert!(!self.failed, "close event after a failure");
                     if let Some(c) = &close {

@@ -560,7 +560,8 @@ async fn read_loop(
         match &message {
             Message::Text(t) => escape_into(t.as_bytes(), &mut line),
             Message::Binary(b) => escape_into(b, &mut line),
-            Message::Ping(_) | Message::Pong(_) => {}
+            // Only whole messages reach here: the connection does not deliver fragments.
+            Message::Ping(_) | Message::Pong(_) | Message::Fragment(_) => {}
         }
         line.push(b'\n');
         if let Err(e) = out.write_all(&line).await {

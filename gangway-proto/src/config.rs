@@ -38,6 +38,25 @@ pub struct Config {
     /// Largest reassembled received message, in bytes. A message that grows
     /// past it fails the connection with 1009 (RFC 6455 §10.4).
     pub max_message_size: usize,
+    /// Deliver data messages as they arrive, piece by piece ([`Event::Fragment`]), instead of
+    /// reassembled ([`Event::Text`], [`Event::Binary`]). Off by default.
+    ///
+    /// Nothing of a message is kept between pieces but a split UTF-8 code point (at most 3
+    /// bytes), so a connection can receive messages of any size in the memory of one read.
+    /// Text is still validated as it arrives, and the connection fails (1007) as soon as it
+    /// cannot be UTF-8 (RFC 6455 §8.1); pieces before the fault were already delivered, so a
+    /// consumer of text must be ready to discard a message that ends in an error.
+    /// `max_frame_size` and `max_message_size` still apply (they count the whole message, not
+    /// the piece): raise them for large messages.
+    ///
+    /// With permessage-deflate, each piece is inflated as it arrives. Deflate expands at most
+    /// about 1032 times, so one read of `n` compressed bytes yields at most about `1032 × n` bytes
+    /// of pieces before the next read; a reader that reads in small chunks keeps that small.
+    ///
+    /// [`Event::Fragment`]: crate::Event::Fragment
+    /// [`Event::Text`]: crate::Event::Text
+    /// [`Event::Binary`]: crate::Event::Binary
+    pub deliver_fragments: bool,
     /// Largest outgoing frame payload; longer messages are split into fragments.
     /// `usize::MAX` (the default) sends every message as one frame.
     pub max_send_frame_size: usize,
@@ -74,6 +93,7 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_send_frame_size: usize::MAX,
+            deliver_fragments: false,
             ping_interval: None,
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),

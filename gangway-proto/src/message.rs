@@ -21,6 +21,23 @@ pub enum Event {
     Ping(Bytes),
     /// A pong.
     Pong(Bytes),
+    /// A piece of a data message, as it arrived, when
+    /// [`Config::deliver_fragments`](crate::Config::deliver_fragments) is on (instead of
+    /// [`Text`](Event::Text) and [`Binary`](Event::Binary)).
+    ///
+    /// A message is a run of these, in order, with `fin` on its last piece and nothing but
+    /// control events (pings, pongs) between them. Pieces follow the network, not the peer's
+    /// frames: one frame may come as several pieces, and pieces may be empty only when `fin` is
+    /// set. A text piece is always valid UTF-8 on its own: a code point split by the network is
+    /// held back (at most 3 bytes) and begins the next piece.
+    Fragment {
+        /// The kind of the whole message.
+        kind: DataKind,
+        /// The piece's bytes (for text, valid UTF-8).
+        data: Bytes,
+        /// This is the message's last piece.
+        fin: bool,
+    },
     /// The peer's close frame (`None`: it had no status code, 1005). If we had not sent a close,
     /// handing out this event queues the answering close (same code and reason), so replies to the
     /// messages before it still go out first. Nothing can be sent after it.
@@ -46,6 +63,9 @@ pub(crate) struct Reassembly {
     kind: Option<DataKind>,
     buf: Vec<u8>,
     utf8: Utf8Validator,
+    /// Bytes of the message already handed out as fragments (only when delivering fragments;
+    /// `buf` then holds only what arrived since, plus a split code point of text).
+    taken: u64,
 }
 
 impl Reassembly {
@@ -65,7 +85,7 @@ impl Reassembly {
         payload_len: u64,
         max_message_size: usize,
     ) -> Result<(), ProtocolError> {
-        let so_far = to_u64(self.buf.len());
+        let so_far = self.taken.saturating_add(to_u64(self.buf.len()));
         match so_far.checked_add(payload_len) {
             Some(total) if total <= to_u64(max_message_size) => Ok(()),
             _ => Err(ProtocolError::MessageTooLarge),
@@ -77,6 +97,7 @@ impl Reassembly {
         self.kind = Some(kind);
         self.buf.clear();
         self.utf8.reset();
+        self.taken = 0;
     }
 
     /// Append a piece of payload as it arrives: copy it once, unmask it in place (continuing at
@@ -145,7 +166,7 @@ impl Reassembly {
         max_message_size: usize,
     ) -> Result<(), ProtocolError> {
         let Some(key) = mask else {
-            return self.inflate(piece, inflater, max_message_size);
+            return self.inflate(piece, inflater, self.buf_limit(max_message_size));
         };
         // The input is borrowed; unmask a copy, a chunk at a time, so nothing is allocated.
         let mut chunk = [0u8; INFLATE_CHUNK];
@@ -153,7 +174,7 @@ impl Reassembly {
             let unmasked = &mut chunk[..part.len()];
             unmasked.copy_from_slice(part);
             *mask_offset = apply_mask(unmasked, key, *mask_offset);
-            self.inflate(unmasked, inflater, max_message_size)?;
+            self.inflate(unmasked, inflater, self.buf_limit(max_message_size))?;
         }
         Ok(())
     }
@@ -171,8 +192,9 @@ impl Reassembly {
         max_message_size: usize,
     ) -> Result<(), ProtocolError> {
         let start = self.buf.len();
+        let limit = self.buf_limit(max_message_size);
         inflater
-            .finish(&mut self.buf, max_message_size)
+            .finish(&mut self.buf, limit)
             .map_err(inflate_error)?;
         self.validate_from(start)?;
         // Inflating grows the buffer by doubling; the message keeps only what it needs.
@@ -195,6 +217,12 @@ impl Reassembly {
         // before an oversize message, as it would be without compression.
         self.validate_from(start)?;
         inflated.map_err(inflate_error)
+    }
+
+    /// How large `buf` may grow: the message limit minus what was already handed out.
+    #[cfg(feature = "deflate")]
+    fn buf_limit(&self, max_message_size: usize) -> usize {
+        usize::try_from(self.taken).map_or(0, |taken| max_message_size.saturating_sub(taken))
     }
 
     /// Validate text appended since `start` (§8.1: fail as soon as it is invalid).
@@ -229,6 +257,49 @@ impl Reassembly {
             }
             _ => Ok(Event::Binary(Bytes::from(buf))),
         }
+    }
+
+    /// Hand out what arrived since the last piece as an [`Event::Fragment`] (delivering
+    /// fragments): `None` when there is nothing to hand out and the message goes on. Text keeps
+    /// back the bytes of a code point that is not complete yet (at most 3), so that every piece
+    /// is valid UTF-8 on its own; they begin the next piece. With `fin`, the message ends.
+    ///
+    /// The buffer goes with the piece (no copy: `Bytes` takes the `Vec`), so the memory held
+    /// between pieces is at most those 3 bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::InvalidUtf8`] if text ends inside a code point (with `fin`).
+    pub(crate) fn take_fragment(&mut self, fin: bool) -> Result<Option<Event>, ProtocolError> {
+        let Some(kind) = self.kind else {
+            return Ok(None);
+        };
+        if fin {
+            if kind == DataKind::Text {
+                self.utf8
+                    .finish()
+                    .map_err(|()| ProtocolError::InvalidUtf8)?;
+            }
+            self.kind = None;
+            self.taken = 0;
+            let data = Bytes::from(std::mem::take(&mut self.buf));
+            return Ok(Some(Event::Fragment { kind, data, fin }));
+        }
+        // The validator holds exactly the trailing bytes of an unfinished code point, which are
+        // the last bytes fed, so they are the end of `buf`.
+        let split = self.buf.len().saturating_sub(self.utf8.pending_len());
+        if split == 0 {
+            return Ok(None);
+        }
+        let carry = self.buf.get(split..).unwrap_or_default().to_vec();
+        let mut data = std::mem::replace(&mut self.buf, carry);
+        data.truncate(split);
+        self.taken = self.taken.saturating_add(to_u64(split));
+        Ok(Some(Event::Fragment {
+            kind,
+            data: Bytes::from(data),
+            fin,
+        }))
     }
 
     /// Bytes of memory held (tests check that hostile headers and idle connections hold none).

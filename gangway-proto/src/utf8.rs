@@ -72,6 +72,11 @@ impl Utf8Validator {
         }
     }
 
+    /// How many bytes of an unfinished code point are carried (0 to 3): the last bytes fed.
+    pub(crate) fn pending_len(&self) -> usize {
+        usize::from(self.pending_len)
+    }
+
     /// Forget any partial code point, ready for a new message.
     pub fn reset(&mut self) {
         *self = Self::default();

@@ -77,8 +77,9 @@ async fn echo(pending: gangway::hyper::PendingUpgrade) -> Result<(), gangway::Er
     while let Some(message) = ws.next().await {
         match message? {
             data @ (Message::Text(_) | Message::Binary(_)) => ws.send(data).await?,
-            // Pings are answered by the core; pongs need nothing.
-            Message::Ping(_) | Message::Pong(_) => {}
+            // Pings are answered by the core; pongs need nothing. Fragments are only delivered
+            // when `Config::deliver_fragments` is on.
+            Message::Ping(_) | Message::Pong(_) | Message::Fragment(_) => {}
         }
     }
     Ok(())

@@ -58,8 +58,8 @@ pub use error::{Error, TlsError};
 pub use gangway_proto as proto;
 #[cfg(feature = "deflate")]
 pub use gangway_proto::extensions::permessage_deflate::DeflateConfig;
-pub use gangway_proto::{CloseCode, CloseFrame, Config};
-pub use message::Message;
+pub use gangway_proto::{CloseCode, CloseFrame, Config, DataKind};
+pub use message::{Fragment, Message};
 pub use proxy::ProxyError;
 pub use server::{accept, Incoming, ServerBuilder};
 pub use stream::{WebSocket, DEFAULT_CLOSE_TIMEOUT, WRITE_BUFFER_HIGH_WATER};

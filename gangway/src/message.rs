@@ -1,7 +1,7 @@
 //! Messages as the tokio layer sends and receives them.
 
 use bytes::Bytes;
-use gangway_proto::Event;
+use gangway_proto::{DataKind, Event};
 
 /// A WebSocket message. Close frames are not messages: the stream ends after the peer's close,
 /// and [`WebSocket::close_frame`](crate::WebSocket::close_frame) returns it.
@@ -15,6 +15,40 @@ pub enum Message {
     Ping(Bytes),
     /// A pong.
     Pong(Bytes),
+    /// A piece of a message sent or received as a stream (see [`Fragment`]). Received only when
+    /// [`Config::deliver_fragments`](crate::Config::deliver_fragments) is on; without it, every
+    /// message arrives whole as [`Text`](Message::Text) or [`Binary`](Message::Binary).
+    Fragment(Fragment),
+}
+
+/// A piece of a message sent or received as a stream of fragments.
+///
+/// Sending: a run of fragments of one kind, the last with `fin`, makes one message (each
+/// fragment goes out as one frame or more). Receiving with
+/// [`Config::deliver_fragments`](crate::Config::deliver_fragments): the pieces of each message as
+/// they arrived, in order, the last with `fin`. Text pieces are each valid UTF-8.
+///
+/// See [`WebSocket::recv_fragment`](crate::WebSocket::recv_fragment) and
+/// [`WebSocket::send_fragment`](crate::WebSocket::send_fragment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// The kind of the whole message.
+    pub kind: DataKind,
+    /// The bytes of this piece (for text, valid UTF-8 on their own when received).
+    pub data: Bytes,
+    /// The message's last piece.
+    pub fin: bool,
+}
+
+impl Fragment {
+    /// The piece as text: `None` for binary (or bytes that are not UTF-8, which a received text
+    /// piece never is).
+    pub fn text(&self) -> Option<&str> {
+        match self.kind {
+            DataKind::Text => std::str::from_utf8(&self.data).ok(),
+            DataKind::Binary => None,
+        }
+    }
 }
 
 impl Message {
@@ -37,6 +71,9 @@ impl Message {
             Event::Binary(data) => Some(Message::Binary(data)),
             Event::Ping(payload) => Some(Message::Ping(payload)),
             Event::Pong(payload) => Some(Message::Pong(payload)),
+            Event::Fragment { kind, data, fin } => {
+                Some(Message::Fragment(Fragment { kind, data, fin }))
+            }
             Event::Close(_) => None,
         }
     }

@@ -18,7 +18,7 @@ use gangway_proto::{CloseCode, CloseFrame, Connection, ProtocolError, State, Tim
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::{Error, Message};
+use crate::{Error, Fragment, Message};
 
 /// How many bytes of encoded frames may wait in the write buffer before sending waits.
 ///
@@ -239,6 +239,112 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Poll::Ready(Some(Ok(_discarded))) => {}
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
             }
+        })
+        .await
+    }
+
+    /// Poll for the next piece of a message: [`recv_fragment`](Self::recv_fragment) for callers
+    /// that implement `Future` or `Stream` by hand.
+    ///
+    /// Pings and pongs are skipped (pings are answered all the same); a whole message, when the
+    /// connection does not deliver fragments, is one piece with `fin`. `Ready(None)` after a
+    /// clean close, as for the stream.
+    ///
+    /// # Errors
+    ///
+    /// As the stream: [`Error::Protocol`], [`Error::Io`], [`Error::Unresponsive`],
+    /// [`Error::Timeout`], once, and then `None`.
+    pub fn poll_next_fragment(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Fragment, Error>>> {
+        loop {
+            let message = match ready!(Pin::new(&mut *self).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(message)) => message,
+            };
+            let fragment = match message {
+                Message::Fragment(fragment) => fragment,
+                Message::Text(text) => Fragment {
+                    kind: gangway_proto::DataKind::Text,
+                    data: text.into(),
+                    fin: true,
+                },
+                Message::Binary(data) => Fragment {
+                    kind: gangway_proto::DataKind::Binary,
+                    data,
+                    fin: true,
+                },
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            return Poll::Ready(Some(Ok(fragment)));
+        }
+    }
+
+    /// Receive the next piece of a message, for messages too large to hold whole.
+    ///
+    /// With [`Config::deliver_fragments`](gangway_proto::Config::deliver_fragments) on, each
+    /// message comes as the pieces that arrived from the network (at most one read of the
+    /// transport each, 64 KiB), in order, the last with `fin`, so a message of any size passes
+    /// through in bounded memory. Without it, each whole message is one piece with `fin`. Pings
+    /// and pongs are skipped (pings are answered all the same). `None` after a clean close.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future (a `tokio::select!` branch that lost) loses nothing.
+    /// A piece stays queued in the [`Connection`] until the poll that returns it takes it out,
+    /// and that poll completes the future; a poll that returns `Pending` has only fed the core
+    /// with bytes read from the transport, which the next call hands out.
+    ///
+    /// # Errors
+    ///
+    /// As the stream: [`Error::Protocol`], [`Error::Io`], [`Error::Unresponsive`],
+    /// [`Error::Timeout`], once, and then `None`. A protocol error in the middle of a message
+    /// (text that is not UTF-8, a message over the size limit) comes after the pieces before
+    /// it: discard the partial message.
+    pub async fn recv_fragment(&mut self) -> Option<Result<Fragment, Error>> {
+        std::future::poll_fn(|cx| self.poll_next_fragment(cx)).await
+    }
+
+    /// Send one piece of a message: the first call's `kind` starts it, later calls continue it
+    /// with the same `kind`, the call with `fin` ends it. Nothing else but pings and pongs may
+    /// be sent until then. Each piece goes out as one frame (or several, past
+    /// [`Config::max_send_frame_size`](gangway_proto::Config::max_send_frame_size)).
+    ///
+    /// Waits while more than [`WRITE_BUFFER_HIGH_WATER`] bytes are queued, then queues the piece
+    /// and returns, so memory stays bounded however large the message. The piece is written as
+    /// sending, flushing or receiving goes on; flush (`SinkExt::flush`) after the last piece if
+    /// nothing else will follow.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future either sent nothing or queued the whole piece, never
+    /// part of it. The only wait is for buffer space, before the piece reaches the connection;
+    /// the piece is queued whole in the same poll that completes the future. A cancelled call
+    /// sent nothing: call again with the same piece.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Api`] for a `kind` that differs from the message in progress, text that is not
+    /// UTF-8 (a code point may straddle two pieces, but the message must be valid when it ends),
+    /// or after our close frame; then the piece was not sent and the message in progress is as
+    /// it was. [`Error::Io`] and [`Error::Unresponsive`] when the transport fails or the peer
+    /// stopped reading.
+    pub async fn send_fragment(
+        &mut self,
+        kind: gangway_proto::DataKind,
+        data: bytes::Bytes,
+        fin: bool,
+    ) -> Result<(), Error> {
+        let mut piece = Some(Fragment { kind, data, fin });
+        std::future::poll_fn(|cx| {
+            ready!(Pin::new(&mut *self).poll_ready(cx))?;
+            // Taken only once the wait is over: every poll before this one queued nothing.
+            let Some(piece) = piece.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            Poll::Ready(Pin::new(&mut *self).start_send(Message::Fragment(piece)))
         })
         .await
     }
@@ -539,6 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
             Message::Binary(data) => conn.send_binary(&data),
             Message::Ping(payload) => conn.send_ping(&payload),
             Message::Pong(payload) => conn.send_pong(&payload),
+            Message::Fragment(f) => conn.send_fragment(f.kind, &f.data, f.fin),
         }
         .map_err(Error::Api)
     }

@@ -573,6 +573,63 @@ mod tests {
     }
 
     #[test]
+    fn compressed_text_is_delivered_in_valid_pieces_as_it_inflates() {
+        let text = text_like(200_000, 5);
+        let mut payload = Vec::new();
+        Compressor::new(15, 6, false).compress(text.as_bytes(), true, &mut payload);
+        let mut config = config_with(DeflateConfig::default());
+        config.deliver_fragments = true;
+        let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
+        let frame = to(Role::Client, 0xc1, &payload);
+        let mut joined = String::new();
+        let mut pieces = 0;
+        let mut fins = 0;
+        for chunk in frame.chunks(1000) {
+            client.receive_data(chunk).unwrap();
+            for event in events(&mut client) {
+                let Event::Fragment { kind, data, fin } = event else {
+                    panic!("{event:?}");
+                };
+                assert_eq!(kind, DataKind::Text);
+                joined.push_str(std::str::from_utf8(&data).unwrap());
+                pieces += 1;
+                fins += usize::from(fin);
+            }
+            // Only the inflated bytes of this read, never the message so far.
+            assert!(client.message.capacity() < 100_000);
+        }
+        assert_eq!(joined, text);
+        assert_eq!(fins, 1);
+        assert!(pieces > 1, "{pieces} pieces");
+    }
+
+    #[test]
+    fn deflate_bomb_fails_with_1009_when_delivering_fragments() {
+        let mut config = config_with(DeflateConfig::default());
+        config.max_message_size = 1 << 20;
+        config.deliver_fragments = true;
+        let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
+        let mut bomb = Vec::new();
+        Compressor::new(15, 9, false).compress(&vec![0; 10 << 20], true, &mut bomb);
+        let frame = to(Role::Client, 0xc2, &bomb);
+        let mut delivered = 0;
+        let mut result = Ok(());
+        for piece in frame.chunks(512) {
+            result = client.receive_data(piece);
+            for event in events(&mut client) {
+                if let Event::Fragment { data, .. } = event {
+                    delivered += data.len();
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(ProtocolError::MessageTooLarge));
+        assert!(delivered <= 1 << 20, "{delivered} bytes delivered");
+    }
+
+    #[test]
     fn message_limit_counts_inflated_bytes_and_allows_exactly_the_limit() {
         let text = text_like(10_000, 4);
         let mut payload = Vec::new();

@@ -57,7 +57,9 @@ const RSV1: u8 = 0b100;
 /// out (at once if there are none).
 ///
 /// Memory: input is never buffered beyond a partial frame header (at most 14 bytes) and the
-/// message being reassembled, which grows as its bytes arrive; an idle connection holds no
+/// message being reassembled, which grows as its bytes arrive (with
+/// [`Config::deliver_fragments`], only the piece of the current `receive_data` call, handed out
+/// as [`Event::Fragment`]); an idle connection holds no
 /// heap buffer (output and event queue are released once drained).
 pub struct Connection {
     role: Role,
@@ -620,6 +622,14 @@ impl Connection {
             self.message
                 .push(piece, final_remaining, frame.mask, &mut frame.mask_offset)?;
         }
+        let message_ends = frame.fin && frame.remaining == to_u64(take);
+        if self.config.deliver_fragments && !frame.opcode.is_control() && !message_ends {
+            // The piece goes out as it arrived; the last one waits for `end_frame`, which
+            // finishes the message (inflating the compressed tail first).
+            if let Some(event) = self.message.take_fragment(false)? {
+                self.events.push_back(event);
+            }
+        }
         frame.remaining -= to_u64(take);
         if frame.remaining == 0 {
             self.frame = None;
@@ -638,8 +648,14 @@ impl Connection {
                 if self.receiving_compressed {
                     self.finish_inflating()?;
                 }
-                let event = self.message.finish()?;
-                self.events.push_back(event);
+                if self.config.deliver_fragments {
+                    if let Some(event) = self.message.take_fragment(true)? {
+                        self.events.push_back(event);
+                    }
+                } else {
+                    let event = self.message.finish()?;
+                    self.events.push_back(event);
+                }
             }
             return Ok(());
         }
