@@ -7,12 +7,14 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
+mod bench;
 mod connect;
 mod demo;
 mod escape;
 mod exit;
 mod keys;
 mod serve;
+mod shutdown;
 mod trace;
 
 use std::io::IsTerminal;
@@ -41,6 +43,9 @@ enum Command {
     Accept(keys::AcceptOpts),
     /// Print a fresh random Sec-WebSocket-Key.
     Key(keys::KeyOpts),
+    /// Load-test a WebSocket echo server: messages/s, MiB/s, latency percentiles, errors.
+    #[command(after_long_help = bench::AFTER_HELP)]
+    Bench(bench::BenchOpts),
 }
 
 fn main() -> ExitCode {
@@ -51,13 +56,19 @@ fn main() -> ExitCode {
         Command::Key(opts) => keys::key(&opts),
         Command::Serve(opts) => {
             init_logging("info");
-            run_async(serve::run(opts))
+            let threads = opts.threads();
+            run_serve(threads, serve::run(opts))
         }
         Command::Connect(opts) => {
             // The client's stderr belongs to the contract's `gangway: ...` lines; logs only
             // appear when asked for with RUST_LOG.
             init_logging("warn");
             run_async(connect::run(opts))
+        }
+        Command::Bench(opts) => {
+            init_logging("warn");
+            // Its own runtime: one thread by default, so the load can be pinned to one CPU.
+            bench::run(opts)
         }
     }
 }
@@ -71,6 +82,49 @@ fn init_logging(default_level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Run the server on `threads` worker threads.
+///
+/// One thread: a current-thread runtime, where accepting, handshakes and sessions share one
+/// event loop with no cross-thread wake-ups (the cheapest setup per message on one CPU). More:
+/// a multi-thread runtime with that many workers, and the accept loop itself runs on a worker
+/// (spawned), so a connection task it spawns starts on that worker's local queue instead of
+/// being handed over from the main thread.
+fn run_serve(
+    threads: usize,
+    task: impl std::future::Future<Output = anyhow::Result<ExitCode>> + Send + 'static,
+) -> ExitCode {
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gangway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(runtime.spawn(task)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            eprintln!("gangway: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gangway: the server task failed: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
 }
 
 /// Run a subcommand on a tokio runtime. An error that escapes it is printed as one

@@ -147,6 +147,42 @@ impl Reassembly {
         Ok(())
     }
 
+    /// Whether no payload byte of the message has been received yet (its frames so far were
+    /// empty), so a final frame that arrives whole is the whole message.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.taken == 0
+    }
+
+    /// The message's final frame arrived whole and nothing came before it
+    /// ([`is_empty`](Self::is_empty)): hand the message over in one step, its payload copied
+    /// once into a buffer of exactly its size and unmasked there (continuing at `mask_offset`).
+    ///
+    /// Text is validated once, by the conversion to `String`: the whole message is here, so
+    /// failing at its end fails as early as validating it piece by piece would, and the
+    /// incremental validator would only repeat that pass.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::InvalidUtf8`] for text that is not UTF-8.
+    pub(crate) fn finish_whole(
+        &mut self,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+        mask_offset: usize,
+    ) -> Result<Event, ProtocolError> {
+        let kind = self.kind.take();
+        let mut buf = payload.to_vec();
+        if let Some(key) = mask {
+            apply_mask(&mut buf, key, mask_offset);
+        }
+        match kind {
+            Some(DataKind::Text) => String::from_utf8(buf)
+                .map(Event::Text)
+                .map_err(|_| ProtocolError::InvalidUtf8),
+            _ => Ok(Event::Binary(Bytes::from(buf))),
+        }
+    }
+
     /// Inflate a piece of a compressed message's payload (RFC 7692 §7.2.2) into the message as it
     /// arrives: unmask it (continuing at `*mask_offset`) a stack-sized chunk at a time, inflate it
     /// into the buffer, which never grows past `max_message_size`, and validate text so far.

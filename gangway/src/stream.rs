@@ -31,10 +31,27 @@ pub const WRITE_BUFFER_HIGH_WATER: usize = 128 << 10;
 /// ours, and (client) waiting for the server to close the TCP connection.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// First size of the read buffer; it doubles while reads fill it, up to [`MAX_READ_SIZE`].
-const MIN_READ_SIZE: usize = 4 << 10;
-/// Largest read buffer: enough to amortise system calls on bulk transfers.
-const MAX_READ_SIZE: usize = 64 << 10;
+/// Size of the read buffer: enough to amortise system calls on bulk transfers.
+///
+/// The buffer is shared by every connection polled on the same thread (one per thread, like an
+/// event loop's): bytes read go straight into the core, which keeps only what it needs (a message
+/// being reassembled, a split frame header), so no connection holds a read buffer of its own
+/// and an idle one holds none at all. It is zero-filled once, when the thread first reads.
+const READ_SIZE: usize = 64 << 10;
+
+thread_local! {
+    /// The read buffer of the connections polled on this thread (see [`READ_SIZE`]).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+/// Below this many bytes of queued output, [`Sink::poll_ready`] writes nothing (see there): large
+/// enough to batch many small messages into one write, small enough that a large message goes
+/// out as soon as the next one is sent.
+const CORK_SIZE: usize = 16 << 10;
+
+/// How long a connection that has nothing to read keeps the buffers the core reuses between
+/// messages (output buffer, event queue) before giving them back.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 /// How many bytes of automatic answers (pongs, close) may wait unsent before reading pauses.
 ///
 /// Reading must go on while our own messages wait for the transport (the peer may be waiting for
@@ -112,12 +129,6 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     protocol: Option<String>,
-    /// Read buffer; only its spare capacity is used (bytes go straight to the core). Allocated on
-    /// the first read after an idle period and released whenever the transport has nothing to
-    /// read, so an idle connection holds none.
-    read_buf: Vec<u8>,
-    /// The size of the next allocation of `read_buf`.
-    read_size: usize,
     close_timeout: Duration,
     /// When the close handshake must be over; set the first time the connection is seen closing.
     close_deadline: Option<Instant>,
@@ -129,6 +140,11 @@ pub struct WebSocket<S> {
     write_wakers: Arc<WriteWakers>,
     /// A waker for `write_wakers`, passed to every write, flush and shutdown of the transport.
     write_waker: Waker,
+    /// The timer was polled (registered its waker) since it was last set.
+    timer_polled: bool,
+    /// When to give back the buffers the core keeps between messages, once the connection has
+    /// had nothing to read since (see `poll_read_with`).
+    release_at: Option<Instant>,
     /// The peer's protocol violation, yielded once the close frame is out.
     failure: Option<ProtocolError>,
     /// The core gave up on an unresponsive peer; sending fails with it from then on.
@@ -165,11 +181,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             conn,
             protocol,
-            read_buf: Vec::new(),
-            read_size: MIN_READ_SIZE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             close_deadline: None,
             timer: None,
+            timer_polled: false,
+            release_at: None,
             write_waker: Waker::from(Arc::clone(&write_wakers)),
             write_wakers,
             failure,
@@ -353,14 +369,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// `Ready(Ok)` means everything was written and flushed. `Pending` means the transport is
     /// full; `cx`'s waker (as the given half) is woken when it is writable.
-    fn poll_write_output(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<io::Result<()>> {
+    fn poll_write_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        half: Half,
+        now: Instant,
+    ) -> Poll<io::Result<()>> {
         if self.conn.output().is_empty() && !self.needs_flush {
             return Poll::Ready(Ok(()));
         }
         self.write_wakers.register(half, cx.waker());
         let mut wcx = Context::from_waker(&self.write_waker);
         // Progress of the output resets the core's write timeout.
-        self.conn.set_now(now());
+        self.conn.set_now(now);
         loop {
             let out = self.conn.output();
             if out.is_empty() {
@@ -404,40 +425,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Read once from the transport and feed the core (or tell it about EOF).
-    fn poll_read_into_core(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.read_buf.capacity() == 0 {
-            self.read_buf = Vec::with_capacity(self.read_size);
-        }
-        let mut buf = ReadBuf::uninit(self.read_buf.spare_capacity_mut());
-        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-            Poll::Pending => {
-                // Nothing to read: the connection is idle, so give the buffer back.
-                self.read_buf = Vec::new();
-                Poll::Pending
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => {
-                let data = buf.filled();
-                if data.is_empty() {
-                    self.read_eof = true;
-                    if let Err(e) = self.conn.receive_eof() {
-                        self.failure.get_or_insert(e);
-                    }
-                } else {
-                    if data.len() == buf.capacity() && self.read_size < MAX_READ_SIZE {
-                        self.read_size *= 2;
-                    }
-                    let queued = self.conn.output().len();
-                    // Received bytes reset the core's idle and keepalive clocks.
-                    self.conn.set_now(now());
-                    if let Err(e) = self.conn.receive_data(data) {
-                        self.failure.get_or_insert(e);
-                    }
-                    self.unsent_answers += self.conn.output().len().saturating_sub(queued);
+    fn poll_read_into_core(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<io::Result<()>> {
+        READ_BUF.with(|shared| match shared.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.is_empty() {
+                    *buf = vec![0; READ_SIZE];
                 }
-                Poll::Ready(Ok(()))
+                self.poll_read_with(cx, &mut buf, now)
             }
+            // Only if a transport's own read polls another WebSocket on this thread (one
+            // tunnelled in another): that read gets a buffer of its own.
+            Err(_) => self.poll_read_with(cx, &mut vec![0; READ_SIZE], now),
+        })
+    }
+
+    /// [`poll_read_into_core`](Self::poll_read_into_core) with the given buffer.
+    fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Poll<io::Result<()>> {
+        // Initialised once and reused: no zero-filling per read.
+        let mut buf = ReadBuf::new(buf);
+        if Pin::new(&mut self.io).poll_read(cx, &mut buf)?.is_pending() {
+            // Nothing to read: the connection may be going idle. What the core keeps between
+            // messages of a burst (output buffer, event queue) is given back once it has been
+            // quiet for a while (see `poll_timers`): freeing it at every empty read would make
+            // request/response traffic allocate it again for every message.
+            if self.release_at.is_none() && self.conn.holds_spare_buffers() {
+                self.release_at = now.checked_add(RELEASE_AFTER);
+            }
+            return Poll::Pending;
         }
+        let data = buf.filled();
+        if data.is_empty() {
+            self.read_eof = true;
+            if let Err(e) = self.conn.receive_eof() {
+                self.failure.get_or_insert(e);
+            }
+        } else {
+            let queued = self.conn.output().len();
+            // Received bytes reset the core's idle and keepalive clocks.
+            self.conn.set_now(now);
+            if let Err(e) = self.conn.receive_data(data) {
+                self.failure.get_or_insert(e);
+            }
+            self.unsent_answers += self.conn.output().len().saturating_sub(queued);
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Act on the deadlines that have passed and arm the timer for the next one.
@@ -446,22 +482,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// up on: either way there is output or an ending to process), and whether the close
     /// handshake's deadline has passed. The timer wakes both halves, like the transport's
     /// writability (the write half may be waiting for a write timeout, the read half for a ping).
-    fn poll_timers(&mut self, cx: &mut Context<'_>, half: Half) -> (bool, bool) {
+    fn poll_timers(&mut self, cx: &mut Context<'_>, half: Half, now: Instant) -> (bool, bool) {
+        // Computed once per pass: the core's deadline is the earliest of several.
+        let deadline = self.conn.poll_timeout();
+        self.poll_timers_with(cx, half, now, deadline)
+    }
+
+    /// [`poll_timers`](Self::poll_timers) with the core's deadline already computed.
+    fn poll_timers_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        half: Half,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> (bool, bool) {
         let mut acted = false;
+        let mut now = now;
+        let mut deadline = deadline;
         loop {
-            let now = now();
-            if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+            if deadline.is_some_and(|d| d <= now) {
                 acted = true;
                 if let Err(e) = self.conn.handle_timeout(now) {
                     self.timed_out.get_or_insert(e);
                     // The other half may be waiting for the transport, which will never come.
                     self.write_waker.wake_by_ref();
                 }
+                deadline = self.conn.poll_timeout();
+            }
+            if self.release_at.is_some_and(|d| d <= now) {
+                // Quiet for `RELEASE_AFTER`: give the burst's buffers back (nothing is freed
+                // that still holds output or events).
+                self.conn.release_buffers();
+                self.release_at = None;
             }
             let close_passed = self.close_deadline.is_some_and(|d| d <= now);
             let close_next = self.close_deadline.filter(|_| !close_passed);
             // The core's next deadline is later than `now` after `handle_timeout`.
-            let Some(next) = self.conn.poll_timeout().into_iter().chain(close_next).min() else {
+            let Some(next) = deadline
+                .into_iter()
+                .chain(close_next)
+                .chain(self.release_at)
+                .min()
+            else {
                 self.timer = None;
                 return (acted, close_passed);
             };
@@ -470,16 +532,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Some(timer) => {
                     if timer.is_elapsed() || next < timer.deadline() {
                         timer.as_mut().reset(next);
+                        self.timer_polled = false;
                     }
                     timer
                 }
-                None => self.timer.insert(Box::pin(tokio::time::sleep_until(next))),
+                None => {
+                    self.timer_polled = false;
+                    self.timer.insert(Box::pin(tokio::time::sleep_until(next)))
+                }
             };
             self.write_wakers.register(half, cx.waker());
-            let mut wcx = Context::from_waker(&self.write_waker);
-            if timer.as_mut().poll(&mut wcx).is_pending() {
+            // A timer polled since it was last set, and not due yet, has our waker: when it
+            // fires, it wakes the task and a later pass finds it due. No need to poll it again
+            // on every turn.
+            if self.timer_polled && tokio::time::Instant::from_std(now) < timer.deadline() {
                 return (acted, close_passed);
             }
+            let mut wcx = Context::from_waker(&self.write_waker);
+            if timer.as_mut().poll(&mut wcx).is_pending() {
+                self.timer_polled = true;
+                return (acted, close_passed);
+            }
+            now = self::now();
+            deadline = self.conn.poll_timeout();
             // It fired meanwhile: look at the deadlines again.
         }
     }
@@ -493,7 +568,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn finish(&mut self, timed_out: bool, drained: bool) -> Option<Result<Message, Error>> {
         self.done = true;
         self.timer = None;
-        self.read_buf = Vec::new();
         if let Some(e) = self.failure.take() {
             return Some(Err(Error::Protocol(e)));
         }
@@ -512,7 +586,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn finish_with_io(&mut self, e: io::Error) -> Error {
         self.done = true;
         self.timer = None;
-        self.read_buf = Vec::new();
         match self.failure.take() {
             Some(p) => Error::Protocol(p),
             None => self.dead().unwrap_or(Error::Io(e)),
@@ -546,28 +619,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                     None => continue, // the peer's close: the core answered it
                 }
             }
+            // One reading of the clock for this turn: it is read once per batch of input, not per
+            // message.
+            let now = now();
             // Pongs, close answers and queued messages go out while we keep reading: a full
             // transport must not stop us from receiving (the peer may be waiting for us to read).
-            let drained = match this.poll_write_output(cx, Half::Read) {
+            // Everything queued since the last read (the answers to a whole batch of messages)
+            // goes out in one write.
+            let drained = match this.poll_write_output(cx, Half::Read, now) {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
                 Poll::Pending => false,
             };
             let ending = this.read_eof || this.conn.should_close_transport();
             if (ending || this.conn.state() != State::Open) && this.close_deadline.is_none() {
-                this.close_deadline = now().checked_add(this.close_timeout);
+                this.close_deadline = now.checked_add(this.close_timeout);
             }
             let reading_paused = !drained && this.unsent_answers > MAX_UNSENT_ANSWERS;
-            if !ending && !reading_paused && this.conn.poll_timeout().is_some_and(|d| d <= now()) {
+            let deadline = this.conn.poll_timeout();
+            if !ending && !reading_paused && deadline.is_some_and(|d| d <= now) {
                 // A deadline is due: read first, so that bytes already waiting count as heard
                 // from the peer (an application that was busy must not find its peer idle).
-                match this.poll_read_into_core(cx) {
+                match this.poll_read_into_core(cx, now) {
                     Poll::Ready(Ok(())) => continue,
                     Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
                     Poll::Pending => {}
                 }
             }
-            let (acted, timed_out) = this.poll_timers(cx, Half::Read);
+            let (acted, timed_out) = this.poll_timers_with(cx, Half::Read, now, deadline);
             if acted {
                 // A keepalive ping to write, or the connection given up on: start over.
                 continue;
@@ -593,8 +672,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
             }
             // Reading goes on in the closing state too: the peer's close frame, and for a client
             // the server's EOF (§7.1.1), are still to come.
-            match this.poll_read_into_core(cx) {
-                Poll::Pending => return Poll::Pending,
+            match this.poll_read_into_core(cx, now) {
+                Poll::Pending => {
+                    // The read may have scheduled the release of the burst's buffers: arm the
+                    // timer for it, or an idle connection would keep them.
+                    if let Some(at) = this.release_at {
+                        let at = tokio::time::Instant::from_std(at);
+                        if this.timer.as_ref().map_or(true, |t| at < t.deadline()) {
+                            let (acted, _) = this.poll_timers(cx, Half::Read, now);
+                            if acted {
+                                continue;
+                            }
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
                 Poll::Ready(Ok(())) => {}
             }
@@ -610,17 +702,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         if let Some(e) = this.dead() {
             return Poll::Ready(Err(e));
         }
-        if let Poll::Ready(Err(e)) = this.poll_write_output(cx, Half::Write) {
+        // Corking: below this much queued output nothing is written here. It goes out in one
+        // write with whatever follows it, at the next flush, or when the stream has handed out
+        // every message it decoded and reads again. So an echo that feeds a reply per message
+        // writes once per batch of input, not once per message.
+        if this.conn.output().len() < CORK_SIZE {
+            return Poll::Ready(Ok(()));
+        }
+        let now = now();
+        if let Poll::Ready(Err(e)) = this.poll_write_output(cx, Half::Write, now) {
             return Poll::Ready(Err(Error::Io(e)));
         }
         // The write timeout ends the wait below for a peer that never reads.
-        let (acted, _) = this.poll_timers(cx, Half::Write);
+        let (acted, _) = this.poll_timers(cx, Half::Write, now);
         if let Some(e) = this.dead() {
             return Poll::Ready(Err(e));
         }
         if acted {
             // A keepalive ping was queued: send it along.
-            if let Poll::Ready(Err(e)) = this.poll_write_output(cx, Half::Write) {
+            if let Poll::Ready(Err(e)) = this.poll_write_output(cx, Half::Write, now) {
                 return Poll::Ready(Err(Error::Io(e)));
             }
         }
@@ -638,8 +738,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
             return Err(e);
         }
         let conn = &mut this.conn;
-        // Output that starts waiting starts the write timeout.
-        conn.set_now(now());
+        // Output that starts waiting starts the write timeout (output already waiting started
+        // it earlier: no clock reading per message).
+        if conn.output().is_empty() {
+            conn.set_now(now());
+        }
         match item {
             Message::Text(text) => conn.send_text(&text),
             Message::Binary(data) => conn.send_binary(&data),
@@ -676,10 +779,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Ready(Err(e));
         }
         loop {
-            if let Poll::Ready(result) = self.poll_write_output(cx, Half::Write) {
+            let now = now();
+            if let Poll::Ready(result) = self.poll_write_output(cx, Half::Write, now) {
                 return Poll::Ready(result.map_err(Error::Io));
             }
-            let (acted, _) = self.poll_timers(cx, Half::Write);
+            let (acted, _) = self.poll_timers(cx, Half::Write, now);
             if let Some(e) = self.dead() {
                 return Poll::Ready(Err(e));
             }
@@ -797,7 +901,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn idle_connection_holds_no_read_buffer() {
+    async fn connections_on_one_thread_share_the_read_buffer() {
         let (io, mut peer) = tokio::io::duplex(1024);
         let mut ws = server_over(io, &[]);
         peer.write_all(&client_frame(0x2, b"data", true))
@@ -811,7 +915,56 @@ mod tests {
         let waker = Waker::from(Arc::new(CountingWaker::default()));
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut ws).poll_next(&mut cx).is_pending());
-        assert_eq!(ws.read_buf.capacity(), 0);
+        // A second connection on this thread reads into the same buffer, whole messages intact.
+        let (io2, mut peer2) = tokio::io::duplex(1024);
+        let mut ws2 = server_over(io2, &[]);
+        let before = READ_BUF.with(|b| b.borrow().as_ptr());
+        peer2
+            .write_all(&client_frame(0x1, b"other", true))
+            .await
+            .unwrap();
+        let msg = futures_util::StreamExt::next(&mut ws2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg, Message::text("other"));
+        READ_BUF.with(|b| {
+            assert_eq!(b.borrow().as_ptr(), before);
+            assert_eq!(b.borrow().len(), READ_SIZE);
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_buffers_are_kept_while_busy_and_released_once_quiet() {
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let mut ws = server_over(io, &[]);
+        peer.write_all(&client_frame(0x2, b"ping me", true))
+            .await
+            .unwrap();
+        let msg = futures_util::StreamExt::next(&mut ws)
+            .await
+            .unwrap()
+            .unwrap();
+        futures_util::SinkExt::feed(&mut ws, msg).await.unwrap();
+        let woken = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        // The echo is written, nothing is left to read: the buffers stay for the next message.
+        assert!(Pin::new(&mut ws).poll_next(&mut cx).is_pending());
+        assert!(ws.conn.output().is_empty());
+        assert!(ws.conn.holds_spare_buffers());
+        let mut echo = [0u8; 9];
+        peer.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo[2..], b"ping me");
+        // Quiet for longer than RELEASE_AFTER: the timer wakes the task, which frees them.
+        let before = woken.0.load(Ordering::SeqCst);
+        tokio::time::sleep(RELEASE_AFTER + Duration::from_millis(10)).await;
+        assert!(
+            woken.0.load(Ordering::SeqCst) > before,
+            "no timer armed for the release"
+        );
+        assert!(Pin::new(&mut ws).poll_next(&mut cx).is_pending());
+        assert!(!ws.conn.holds_spare_buffers());
     }
 
     #[tokio::test]
@@ -867,7 +1020,7 @@ mod tests {
         }
         assert!(pings > 0);
         assert!(
-            ws.conn.output().len() <= MAX_UNSENT_ANSWERS + 2 * MAX_READ_SIZE,
+            ws.conn.output().len() <= MAX_UNSENT_ANSWERS + 2 * READ_SIZE,
             "{} bytes of pongs queued",
             ws.conn.output().len()
         );

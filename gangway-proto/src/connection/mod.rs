@@ -31,6 +31,17 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Largest close reason: the control payload minus the 2-byte code (§5.5.1).
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
+/// The largest output buffer kept once drained for the next burst (see
+/// [`Connection::release_buffers`]); a larger one, left by a large message, is freed at once.
+const MAX_RETAINED_OUTPUT: usize = 64 * 1024;
+
+/// The smallest allocation of the output buffer: room for a batch of small frames, so it does
+/// not reallocate frame after frame as it fills.
+const MIN_OUTPUT_CAPACITY: usize = 512;
+
+/// The largest event queue (in events) kept once drained; a longer one is freed at once.
+const MAX_RETAINED_EVENTS: usize = 64;
+
 /// RSV1 in [`FrameHeader::rsv`]: permessage-deflate's "Per-Message Compressed" bit (RFC 7692 §6).
 const RSV1: u8 = 0b100;
 
@@ -59,8 +70,10 @@ const RSV1: u8 = 0b100;
 /// Memory: input is never buffered beyond a partial frame header (at most 14 bytes) and the
 /// message being reassembled, which grows as its bytes arrive (with
 /// [`Config::deliver_fragments`], only the piece of the current `receive_data` call, handed out
-/// as [`Event::Fragment`]); an idle connection holds no
-/// heap buffer (output and event queue are released once drained).
+/// as [`Event::Fragment`]). While the connection is busy, the output buffer and the event queue
+/// keep their (bounded) allocations once drained, so a stream of messages does not allocate
+/// for each; [`release_buffers`](Self::release_buffers) frees them, and an idle connection that
+/// called it holds no heap buffer.
 pub struct Connection {
     role: Role,
     config: Config,
@@ -400,11 +413,36 @@ impl Connection {
                 self.write_close(reply);
             }
         }
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            // Released once drained, like the output: an idle connection holds no queue.
+        if self.events.is_empty() && self.events.capacity() > MAX_RETAINED_EVENTS {
+            // A burst's long queue is not kept; a short one is, for the next read
+            // (`release_buffers` frees it once the connection is idle).
             self.events = VecDeque::new();
         }
         event
+    }
+
+    /// Free the buffers that a busy connection keeps between messages: the output buffer once
+    /// everything in it was consumed, and the event queue once it is empty. Call it when the
+    /// connection goes idle, e.g. when the transport has nothing to read and
+    /// [`output`](Self::output) is empty, so that idle connections hold no heap buffer.
+    ///
+    /// Nothing else changes: unconsumed output, undelivered events and a message being
+    /// reassembled are kept, and the next message allocates again. Cheap when there is nothing
+    /// to free, so it may be called on every idle turn.
+    pub fn release_buffers(&mut self) {
+        if self.out_pos == self.out.len() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+    }
+
+    /// Whether [`release_buffers`](Self::release_buffers) would free anything now.
+    pub fn holds_spare_buffers(&self) -> bool {
+        (self.out_pos == self.out.len() && self.out.capacity() > 0)
+            || (self.events.is_empty() && self.events.capacity() > 0)
     }
 
     /// Bytes waiting to be written to the transport.
@@ -429,10 +467,14 @@ impl Connection {
         }
         if self.out_pos == self.out.len() {
             self.out_pos = 0;
-            // Released, not kept for the next message: an idle connection should cost next to
-            // nothing, and even a buffer of a few hundred bytes per connection adds up over many
-            // thousands of them. Allocating again for the next burst is cheap next to the write.
-            self.out = Vec::new();
+            if self.out.capacity() > MAX_RETAINED_OUTPUT {
+                // A large message's buffer is not kept for the small ones that usually follow.
+                self.out = Vec::new();
+            } else {
+                // Kept for the next burst: allocating it again for every batch of messages
+                // would cost more than the framing. `release_buffers` frees it when idle.
+                self.out.clear();
+            }
         }
     }
 
@@ -617,6 +659,19 @@ impl Connection {
             self.control_len = (have + take) as u8;
         } else if self.receiving_compressed {
             self.inflate_piece(piece, frame.mask, &mut frame.mask_offset)?;
+        } else if frame.fin
+            && frame.remaining == to_u64(take)
+            && !self.config.deliver_fragments
+            && self.message.is_empty()
+        {
+            // The common case: a whole message in one frame, in one read. It goes out in one
+            // step (one copy, text validated once), without the piece-by-piece bookkeeping.
+            let event = self
+                .message
+                .finish_whole(piece, frame.mask, frame.mask_offset)?;
+            self.events.push_back(event);
+            self.frame = None;
+            return Ok(take);
         } else {
             let final_remaining = frame.fin.then_some(frame.remaining);
             self.message
@@ -821,9 +876,18 @@ impl Connection {
             self.timers.note_output_progress();
         }
         self.compact_output();
-        self.out.reserve(head_len + payload.len());
-        self.out.extend_from_slice(&head[..head_len]);
-        let start = self.out.len();
+        // Room for the longest header, so it can be copied whole (below).
+        let needed = MAX_HEADER_LEN + payload.len();
+        if self.out.capacity() - self.out.len() < needed {
+            // Reserve once per frame; the first allocation leaves room for more small frames.
+            let wanted = (self.out.len() + needed).max(MIN_OUTPUT_CAPACITY);
+            self.out.reserve(wanted - self.out.len());
+        }
+        // A fixed-size copy is a couple of moves where a copy of `head_len` bytes is a call to
+        // `memcpy`; the bytes past the header are cut off again before the payload.
+        let start = self.out.len() + head_len;
+        self.out.extend_from_slice(&head);
+        self.out.truncate(start);
         self.out.extend_from_slice(payload);
         if let Some(key) = mask {
             apply_mask(&mut self.out[start..], key, 0);

@@ -1238,8 +1238,8 @@ fn idle_connection_holds_almost_no_memory() {
 
 #[test]
 fn idle_connection_keeps_no_buffer_after_small_messages() {
-    // Small buffers are released too: kept per connection, they would add up over thousands
-    // of idle connections.
+    // Small buffers are released too once the connection goes idle: kept per connection, they
+    // would add up over thousands of idle connections.
     let (mut c, mut s) = (client(), server());
     for size in [1, 100, 1000] {
         c.send_text(&"a".repeat(size)).unwrap();
@@ -1252,9 +1252,148 @@ fn idle_connection_keeps_no_buffer_after_small_messages() {
         }
         pump(&mut s, &mut c).unwrap();
         assert_eq!(events(&mut c).len(), 2, "pong and the echo");
+        // Busy, they keep their buffers for the next burst...
+        assert!(heap_bytes(&s) > 0, "server after {size}-byte messages");
+        // ...until the adapter sees the transport idle.
+        c.release_buffers();
+        s.release_buffers();
         assert_eq!(heap_bytes(&c), 0, "client after {size}-byte messages");
         assert_eq!(heap_bytes(&s), 0, "server after {size}-byte messages");
     }
+}
+
+/// Echo every message in `conn`'s queue, and return how many there were.
+fn echo_all(conn: &mut Connection) -> usize {
+    let mut n = 0;
+    while let Some(event) = conn.poll_event() {
+        match event {
+            Event::Text(t) => conn.send_text(&t).unwrap(),
+            Event::Binary(b) => conn.send_binary(&b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn busy_connection_reuses_its_buffers_between_batches() {
+    let mut c = client();
+    for i in 0..16u8 {
+        c.send_binary(&[i; 16]).unwrap();
+    }
+    let batch = take_output(&mut c);
+    let mut s = server();
+    s.receive_data(&batch).unwrap();
+    assert_eq!(echo_all(&mut s), 16);
+    take_output(&mut s);
+    let (out_ptr, out_cap) = (s.out.as_ptr(), s.out.capacity());
+    let events_cap = s.events.capacity();
+    assert!(out_cap >= 16 * 18, "{out_cap}");
+    assert!(events_cap >= 16, "{events_cap}");
+    for _ in 0..10 {
+        s.receive_data(&batch).unwrap();
+        assert_eq!(echo_all(&mut s), 16);
+        let echoed = take_output(&mut s);
+        assert_eq!(frames(&echoed).len(), 16);
+        // The same allocations, neither freed nor grown: no allocation per batch.
+        assert_eq!((s.out.as_ptr(), s.out.capacity()), (out_ptr, out_cap));
+        assert_eq!(s.events.capacity(), events_cap);
+    }
+    s.release_buffers();
+    assert_eq!(heap_bytes(&s), 0);
+    // Allocated again by the next message.
+    s.receive_data(&batch).unwrap();
+    assert_eq!(echo_all(&mut s), 16);
+    assert_eq!(frames(s.output()).len(), 16);
+}
+
+#[test]
+fn release_buffers_keeps_what_is_not_written_or_handed_out() {
+    let mut c = client();
+    c.send_text("one").unwrap();
+    c.send_text("two").unwrap();
+    let mut s = server();
+    s.receive_data(&take_output(&mut c)).unwrap();
+    s.send_binary(b"queued").unwrap();
+    s.consume_output(3);
+    s.release_buffers();
+    assert_eq!(s.output().len(), 8 - 3);
+    assert_eq!(
+        s.output(),
+        &[0x82, 6, b'q', b'u', b'e', b'u', b'e', b'd'][3..]
+    );
+    assert_eq!(
+        events(&mut s),
+        [Event::Text("one".into()), Event::Text("two".into())]
+    );
+    // A message half received survives too.
+    let frame = to(Role::Server, 0x82, &[9; 100]);
+    s.receive_data(&frame[..50]).unwrap();
+    s.release_buffers();
+    s.receive_data(&frame[50..]).unwrap();
+    assert_eq!(events(&mut s), [Event::Binary(Bytes::from(vec![9; 100]))]);
+}
+
+#[test]
+fn large_buffers_are_freed_once_drained_without_release() {
+    let mut s = server();
+    s.send_binary(&vec![1; MAX_RETAINED_OUTPUT + 1]).unwrap();
+    take_output(&mut s);
+    assert_eq!(s.out.capacity(), 0);
+    let mut c = client();
+    for _ in 0..MAX_RETAINED_EVENTS * 2 {
+        c.send_ping(b"").unwrap();
+    }
+    s.receive_data(&take_output(&mut c)).unwrap();
+    assert_eq!(events(&mut s).len(), MAX_RETAINED_EVENTS * 2);
+    assert_eq!(s.events.capacity(), 0);
+}
+
+#[test]
+fn whole_messages_after_empty_fragments_take_the_one_piece_path() {
+    let mut s = server();
+    // Nothing received before the final frame: the final frame is the whole message.
+    let mut stream = to(Role::Server, 0x01, b"");
+    stream.extend(to(Role::Server, 0x80, "h\u{e9}llo".as_bytes()));
+    stream.extend(to(Role::Server, 0x02, b""));
+    stream.extend(to(Role::Server, 0x00, b""));
+    stream.extend(to(Role::Server, 0x80, b"bin"));
+    // Bytes before the final frame: not the whole message.
+    stream.extend(to(Role::Server, 0x01, b"ab"));
+    stream.extend(to(Role::Server, 0x80, b"cd"));
+    s.receive_data(&stream).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Text("h\u{e9}llo".into()),
+            Event::Binary(Bytes::from_static(b"bin")),
+            Event::Text("abcd".into()),
+        ]
+    );
+    // A whole text message is still validated, wherever the bad byte is.
+    s.receive_data(&to(Role::Server, 0x01, b"")).unwrap();
+    let mut bad = b"ok ".repeat(100);
+    bad[150] = 0xFF;
+    assert_eq!(
+        s.receive_data(&to(Role::Server, 0x80, &bad)),
+        Err(ProtocolError::InvalidUtf8)
+    );
+    assert_eq!(queued_close_code(&s), Some(1007));
+}
+
+#[test]
+fn whole_invalid_text_in_one_read_fails_after_the_messages_before_it() {
+    let mut s = server();
+    let mut stream = to(Role::Server, 0x81, b"fine");
+    stream.extend(to(Role::Server, 0x81, b"bad \xC3\x28 text"));
+    assert_eq!(s.receive_data(&stream), Err(ProtocolError::InvalidUtf8));
+    assert_eq!(s.poll_event(), Some(Event::Text("fine".into())));
+    s.send_text("fine").unwrap();
+    assert_eq!(s.poll_event(), None);
+    let out = frames(s.output());
+    assert_eq!(out[0].payload, b"fine");
+    assert_eq!(close_in(s.output()).flatten().map(|c| c.code.0), Some(1007));
 }
 
 #[test]

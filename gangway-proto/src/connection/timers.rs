@@ -75,14 +75,17 @@ impl Connection {
     /// arm one timer for it (re-arm after every call that may move it). `None`: no timer needed,
     /// because none is configured, the clock was never given, or the connection is closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.ping_deadline(),
-            self.idle_deadline(),
-            self.write_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Called on every turn of an adapter's loop: plain comparisons, no iterator chain.
+        fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, None) => a,
+                (None, b) => b,
+            }
+        }
+        self.timers.now?;
+        let ping_idle = earliest(self.ping_deadline(), self.idle_deadline());
+        earliest(ping_idle, self.write_deadline())
     }
 
     /// The time is `now` (as [`set_now`](Self::set_now)); act on every deadline that has passed.
