@@ -1250,6 +1250,7 @@ mod tests {
             text: true,
             handshakes: false,
             json: false,
+            raw_echo: false,
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());

@@ -308,6 +308,9 @@ enum Misbehave {
     WrongLength,
     /// Bytes that are no frame at all (a reserved opcode).
     Garbage,
+    /// Every byte back unchanged, masked frames included (a raw TCP echo: the ceiling that
+    /// `bench --raw-echo` measures).
+    RawEcho,
 }
 
 /// A server that completes the opening handshake properly, then answers as `how` says, and
@@ -356,6 +359,16 @@ fn serve_one(mut tcp: TcpStream, how: Misbehave) -> std::io::Result<()> {
         accept_key(key.as_bytes())
     )?;
     buf.drain(..head_end);
+    if let Misbehave::RawEcho = how {
+        tcp.write_all(&buf)?;
+        loop {
+            let n = tcp.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            tcp.write_all(&chunk[..n])?;
+        }
+    }
     loop {
         // Every complete frame in `buf`.
         while let Ok(Some((h, len))) = FrameHeader::decode(&buf) {
@@ -385,6 +398,7 @@ fn serve_one(mut tcp: TcpStream, how: Misbehave) -> std::io::Result<()> {
                         tcp.write_all(&frame)?;
                     }
                     Misbehave::Garbage => tcp.write_all(&[0xFF; 16])?,
+                    Misbehave::RawEcho => unreachable!("handled above"),
                 },
                 _ => {}
             }
@@ -434,6 +448,35 @@ fn garbage_is_a_protocol_error() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn raw_echo_is_measured_only_when_asked_for() {
+    let addr = misbehaving_server(Misbehave::RawEcho);
+    let url = format!("ws://{addr}/");
+    let args = [
+        "--json",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+        "--window",
+        "4",
+        "--payload",
+        "300",
+    ];
+    // Masked echoes are a protocol error from a WebSocket server...
+    let run = bench(&url, &args);
+    assert_eq!(run.status.code(), Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(num(&json(&run), "errors") > 0.0, "{}", run.stdout);
+    // ...and the expected answer of a raw TCP echo, lengths still checked.
+    let mut raw = args.to_vec();
+    raw.push("--raw-echo");
+    let run = bench(&url, &raw);
+    let f = assert_clean(&run, "echo");
+    assert!(num(&f, "count") > 0.0, "{}", run.stdout);
 }
 
 #[test]

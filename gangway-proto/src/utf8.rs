@@ -44,15 +44,27 @@ impl Utf8Validator {
                 None => return Ok(()),
             }
         };
-        match simdutf8::compat::from_utf8(rest) {
+        // Split off a code point cut by the end of the piece (1–3 bytes) so that the rest goes
+        // to the SIMD validator whole and takes its fast, yes/no path; asking simdutf8 where an
+        // incomplete end starts would cost a second, scalar pass over the last block.
+        let (body, tail) = rest.split_at(incomplete_tail_start(rest));
+        if simdutf8::basic::from_utf8(body).is_err() {
+            // An error in `body` is final: either a bad byte, or a sequence cut short by the
+            // lead byte that starts `tail`.
+            return Err(());
+        }
+        if tail.is_empty() {
+            return Ok(());
+        }
+        match std::str::from_utf8(tail) {
+            // Not reached (`tail` is shorter than its lead byte says), but harmless.
             Ok(_) => Ok(()),
-            // `error_len() == None`: valid up to a code point cut off by the end of `rest`.
-            // (The standard library's definition, which the compat API mirrors: the prefix of
-            // that code point is checked too, so e.g. `ED A0` or `F4 90` are errors here.)
+            // `error_len() == None`: a valid start of a code point, to be completed by the next
+            // piece. (The standard library checks the prefix too, so e.g. `ED A0` or `F4 90`
+            // are errors here.)
             Err(e) if e.error_len().is_none() => {
-                let tail = &rest[e.valid_up_to()..];
                 self.pending[..tail.len()].copy_from_slice(tail);
-                // Cannot truncate: an unfinished code point is at most 3 bytes.
+                // Cannot truncate: `tail` is at most 3 bytes.
                 self.pending_len = tail.len() as u8;
                 Ok(())
             }
@@ -108,6 +120,29 @@ impl Utf8Validator {
             Err(_) => Err(()),
         }
     }
+}
+
+/// Where a code point cut off by the end of `bytes` starts: the index of the last lead byte if
+/// fewer bytes follow it than it announces, else `bytes.len()`.
+///
+/// Only the last 3 bytes are looked at: a cut code point has at most 3 bytes. Invalid lead
+/// bytes are not judged here; the validation of the body or of the tail rejects them.
+fn incomplete_tail_start(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(3) {
+        let i = len - back;
+        let width = match bytes[i] {
+            // Continuation byte: keep looking back for the lead byte.
+            0x80..=0xBF => continue,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            // ASCII or a byte that never starts a sequence: nothing is cut.
+            _ => 1,
+        };
+        return if back < width { i } else { len };
+    }
+    len
 }
 
 #[cfg(test)]
@@ -367,6 +402,61 @@ mod tests {
                 let cuts = random_cuts(&mut rng, text.len());
                 check_split(&text, &cuts);
             }
+        }
+    }
+
+    #[test]
+    fn random_bytes_at_every_split_match_std() {
+        // Mostly bytes from 0x80 up: lead bytes valid and not, continuation bytes, in any order.
+        let mut rng = SeededRandom::new(0xB17E5);
+        let mut b = [0u8; 16];
+        for _ in 0..3000 {
+            rng.fill(&mut b);
+            let len = usize::from(b[0] % 12);
+            let input: Vec<u8> = b[1..=len]
+                .iter()
+                .map(|&x| if x < 0x30 { b'a' } else { x | 0x80 })
+                .collect();
+            check_every_single_split(&input);
+        }
+    }
+
+    #[test]
+    fn only_a_code_point_cut_by_the_end_is_split_off() {
+        for (input, start) in [
+            (&b""[..], 0),
+            (b"abc", 3),
+            (b"ab\xC3", 2),
+            (b"ab\xC3\xA9", 4),
+            (b"a\xE2\x82", 1),
+            (b"a\xE2\x82\xAC", 4),
+            (b"\xF0\x9F\x98", 0),
+            (b"x\xF0\x9F\x98\x80", 5),
+            // Three continuation bytes: the lead byte is further back, the code point complete.
+            (b"\x80\x80\x80", 3),
+            // Invalid bytes are left to the validators.
+            (b"ab\xFF", 3),
+            (b"ab\xC0", 2),
+        ] {
+            assert_eq!(incomplete_tail_start(input), start, "{input:x?}");
+        }
+    }
+
+    #[test]
+    fn long_mixed_text_in_pieces_that_cut_code_points_carries_only_the_cut_bytes() {
+        let text = "κόσμε 😀 ✓ a".repeat(5_000);
+        let bytes = text.as_bytes();
+        for piece in [1460, 4093, 7] {
+            let mut v = Utf8Validator::new();
+            let mut fed = 0;
+            for chunk in bytes.chunks(piece) {
+                assert_eq!(v.feed(chunk), Ok(()));
+                fed += chunk.len();
+                // What is carried is exactly the part of a code point that the cut left over.
+                let boundary = (0..=fed).rev().find(|&i| text.is_char_boundary(i)).unwrap();
+                assert_eq!(v.pending_len(), fed - boundary, "piece {piece} at {fed}");
+            }
+            assert_eq!(v.finish(), Ok(()));
         }
     }
 
