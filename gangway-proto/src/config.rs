@@ -23,6 +23,10 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// config.idle_timeout = Some(Duration::from_secs(60));
 /// ```
 ///
+/// A [`Connection`](crate::Connection) takes a `Config` or an `Arc<Config>`: a server that
+/// builds its connections from clones of one `Arc` keeps a single copy for all of them, where a
+/// `Config` given by value is moved into a new allocation for each connection.
+///
 /// # Timers
 ///
 /// The core has no clock. The three timers below run on the time the caller passes in

@@ -10,6 +10,7 @@ mod timers;
 pub use state::State;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -74,10 +75,17 @@ const RSV1: u8 = 0b100;
 /// keep their (bounded) allocations once drained, so a stream of messages does not allocate
 /// for each; [`release_buffers`](Self::release_buffers) frees them, and an idle connection that
 /// called it holds no heap buffer.
+///
+/// Size: the struct itself lives in every connection's task, idle or not, so what only some
+/// connections or some moments need is kept out of line (the shared [`Config`], the client's
+/// random source, a control frame split across reads, the peer's close frame).
 pub struct Connection {
     role: Role,
-    config: Config,
-    rng: Box<dyn RandomSource>,
+    /// Shared by every connection built from the same `Arc` (a server's accept loop).
+    config: Arc<Config>,
+    /// The source of masking keys: only a client draws any (§5.3), so a server keeps none.
+    /// Boxed twice for a thin pointer: 8 bytes here instead of 16 for every connection.
+    rng: Option<Box<Box<dyn RandomSource>>>,
     /// RSV bits that a negotiated extension gives a meaning to (§5.2): RSV1 with
     /// permessage-deflate, else none.
     allowed_rsv: u8,
@@ -95,8 +103,10 @@ pub struct Connection {
     message: Reassembly,
     /// That message is compressed (RSV1 on its first frame, RFC 7692 §6).
     receiving_compressed: bool,
-    /// The payload of the control frame being received (§5.5: at most 125 bytes, so inline).
-    control: [u8; MAX_CONTROL_PAYLOAD],
+    /// The first bytes of a control frame whose payload is split across `receive_data` calls
+    /// (§5.5: at most 125 bytes). A control frame that arrives whole is processed from the input
+    /// and never stored, so this is allocated only for a split one and freed when it ends.
+    control: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
     control_len: u8,
     events: VecDeque<Event>,
 
@@ -113,8 +123,9 @@ pub struct Connection {
 
     // Life cycle.
     close_sent: bool,
-    /// The peer's close frame once received (`Some(None)`: it had no status code).
-    peer_close: Option<Option<CloseFrame>>,
+    /// The peer's close frame once received (`Some(None)`: it had no status code). Boxed: it
+    /// comes once, at the end, and inline it would cost 32 bytes for the whole connection.
+    peer_close: Option<Box<Option<CloseFrame>>>,
     /// The connection failed (protocol violation, or EOF before the close handshake).
     failed: bool,
     /// The violation that failed the connection while events decoded before it were still
@@ -133,8 +144,9 @@ struct IncomingFrame {
     opcode: OpCode,
     fin: bool,
     mask: Option<[u8; 4]>,
-    /// Where in the masking key the next payload byte is.
-    mask_offset: usize,
+    /// Where in the masking key the next payload byte is (0 to 3: a `u8` keeps the frame at
+    /// 16 bytes).
+    mask_offset: u8,
     /// Payload bytes not received yet.
     remaining: u64,
 }
@@ -152,8 +164,11 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// A connection in `role` with the OS random source for masking keys, and no extension.
-    pub fn new(role: Role, config: Config) -> Self {
-        Self::with_random(role, config, os_random(role))
+    ///
+    /// `config` is a [`Config`] or an `Arc<Config>`: connections built from clones of one `Arc`
+    /// share it instead of holding a copy each.
+    pub fn new(role: Role, config: impl Into<Arc<Config>>) -> Self {
+        Self::build(role, config.into(), None)
     }
 
     /// A connection in `role` that uses what the opening handshake `negotiated`: the extensions
@@ -168,10 +183,10 @@ impl Connection {
     /// crate's handshake never has.
     pub fn from_negotiated(
         role: Role,
-        config: Config,
+        config: impl Into<Arc<Config>>,
         negotiated: &Negotiated,
     ) -> Result<Self, HandshakeError> {
-        Self::from_negotiated_with_random(role, config, negotiated, os_random(role))
+        Self::build(role, config.into(), None).use_negotiated(negotiated)
     }
 
     /// [`from_negotiated`](Self::from_negotiated) with an injected random source.
@@ -181,21 +196,30 @@ impl Connection {
     /// As [`from_negotiated`](Self::from_negotiated).
     pub fn from_negotiated_with_random(
         role: Role,
-        config: Config,
+        config: impl Into<Arc<Config>>,
         negotiated: &Negotiated,
         rng: Box<dyn RandomSource>,
     ) -> Result<Self, HandshakeError> {
-        #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
-        let mut conn = Self::with_random(role, config, rng);
-        #[cfg(feature = "deflate")]
-        conn.use_deflate(&negotiated.extensions)?;
-        #[cfg(not(feature = "deflate"))]
-        let _ = negotiated;
-        Ok(conn)
+        Self::build(role, config.into(), Some(rng)).use_negotiated(negotiated)
     }
 
     /// A connection with an injected random source (deterministic tests, fuzzing).
-    pub fn with_random(role: Role, config: Config, rng: Box<dyn RandomSource>) -> Self {
+    ///
+    /// A server never masks, so it drops `rng` (it would never be read).
+    pub fn with_random(
+        role: Role,
+        config: impl Into<Arc<Config>>,
+        rng: Box<dyn RandomSource>,
+    ) -> Self {
+        Self::build(role, config.into(), Some(rng))
+    }
+
+    /// The constructors' common body, not generic over the config's type. `rng: None`: the OS
+    /// random source, created only for a role that masks.
+    fn build(role: Role, config: Arc<Config>, rng: Option<Box<dyn RandomSource>>) -> Self {
+        let rng = role.masks_outgoing().then(|| {
+            Box::new(rng.unwrap_or_else(|| Box::new(OsRandom::new()) as Box<dyn RandomSource>))
+        });
         Connection {
             role,
             config,
@@ -208,7 +232,7 @@ impl Connection {
             frame: None,
             message: Reassembly::default(),
             receiving_compressed: false,
-            control: [0; MAX_CONTROL_PAYLOAD],
+            control: None,
             control_len: 0,
             events: VecDeque::new(),
             out: Vec::new(),
@@ -224,6 +248,16 @@ impl Connection {
             eof: false,
             timers: timers::Timers::default(),
         }
+    }
+
+    /// Use what the opening handshake negotiated (see [`from_negotiated`](Self::from_negotiated)).
+    #[cfg_attr(not(feature = "deflate"), allow(unused_mut, clippy::unnecessary_wraps))]
+    fn use_negotiated(mut self, negotiated: &Negotiated) -> Result<Self, HandshakeError> {
+        #[cfg(feature = "deflate")]
+        self.use_deflate(&negotiated.extensions)?;
+        #[cfg(not(feature = "deflate"))]
+        let _ = negotiated;
+        Ok(self)
     }
 
     /// The role this connection was built with.
@@ -496,7 +530,7 @@ impl Connection {
 
     /// The close frame the peer sent, once received (`Some(None)`: it had no status code).
     pub fn peer_close(&self) -> Option<&Option<crate::frame::CloseFrame>> {
-        self.peer_close.as_ref()
+        self.peer_close.as_deref()
     }
 }
 
@@ -646,19 +680,11 @@ impl Connection {
         let take = usize::try_from(frame.remaining).map_or(data.len(), |r| r.min(data.len()));
         let piece = &data[..take];
         if frame.opcode.is_control() {
-            let have = usize::from(self.control_len);
-            // The header check bounds the whole payload by MAX_CONTROL_PAYLOAD.
-            let Some(dest) = self.control.get_mut(have..have + take) else {
-                return Err(ProtocolError::ControlFrameTooLong);
-            };
-            dest.copy_from_slice(piece);
-            if let Some(key) = frame.mask {
-                frame.mask_offset = apply_mask(dest, key, frame.mask_offset);
-            }
-            // Cannot truncate: at most MAX_CONTROL_PAYLOAD.
-            self.control_len = (have + take) as u8;
-        } else if self.receiving_compressed {
-            self.inflate_piece(piece, frame.mask, &mut frame.mask_offset)?;
+            return self.read_control_payload(frame, piece);
+        }
+        let mut mask_offset = usize::from(frame.mask_offset);
+        if self.receiving_compressed {
+            self.inflate_piece(piece, frame.mask, &mut mask_offset)?;
         } else if frame.fin
             && frame.remaining == to_u64(take)
             && !self.config.deliver_fragments
@@ -666,19 +692,19 @@ impl Connection {
         {
             // The common case: a whole message in one frame, in one read. It goes out in one
             // step (one copy, text validated once), without the piece-by-piece bookkeeping.
-            let event = self
-                .message
-                .finish_whole(piece, frame.mask, frame.mask_offset)?;
+            let event = self.message.finish_whole(piece, frame.mask, mask_offset)?;
             self.events.push_back(event);
             self.frame = None;
             return Ok(take);
         } else {
             let final_remaining = frame.fin.then_some(frame.remaining);
             self.message
-                .push(piece, final_remaining, frame.mask, &mut frame.mask_offset)?;
+                .push(piece, final_remaining, frame.mask, &mut mask_offset)?;
         }
+        // A position in the 4-byte key: cannot truncate.
+        frame.mask_offset = (mask_offset % 4) as u8;
         let message_ends = frame.fin && frame.remaining == to_u64(take);
-        if self.config.deliver_fragments && !frame.opcode.is_control() && !message_ends {
+        if self.config.deliver_fragments && !message_ends {
             // The piece goes out as it arrived; the last one waits for `end_frame`, which
             // finishes the message (inflating the compressed tail first).
             if let Some(event) = self.message.take_fragment(false)? {
@@ -695,31 +721,76 @@ impl Connection {
         Ok(take)
     }
 
+    /// Consume `piece`, the next payload bytes of the control frame `frame`; returns how many
+    /// were used (all of them: the caller cut `piece` at the frame's end).
+    ///
+    /// The payload is gathered and unmasked in a stack buffer (at most 125 bytes, §5.5). Only
+    /// when it is split across `receive_data` calls is the part that arrived kept on the heap
+    /// until the rest comes.
+    fn read_control_payload(
+        &mut self,
+        mut frame: IncomingFrame,
+        piece: &[u8],
+    ) -> Result<usize, ProtocolError> {
+        let have = usize::from(self.control_len);
+        let total = have + piece.len();
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        // The header check bounds the whole payload by MAX_CONTROL_PAYLOAD.
+        let Some(dest) = payload.get_mut(have..total) else {
+            return Err(ProtocolError::ControlFrameTooLong);
+        };
+        dest.copy_from_slice(piece);
+        if let Some(key) = frame.mask {
+            // A position in the 4-byte key: cannot truncate.
+            frame.mask_offset = apply_mask(dest, key, usize::from(frame.mask_offset)) as u8;
+        }
+        if let Some(stored) = &self.control {
+            payload[..have].copy_from_slice(&stored[..have]);
+        }
+        frame.remaining -= to_u64(piece.len());
+        if frame.remaining == 0 {
+            self.frame = None;
+            self.control = None;
+            self.control_len = 0;
+            self.end_control(frame.opcode, &payload[..total])?;
+        } else {
+            let stored = self
+                .control
+                .get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
+            stored[have..total].copy_from_slice(&payload[have..total]);
+            // Cannot truncate: at most MAX_CONTROL_PAYLOAD.
+            self.control_len = total as u8;
+            self.frame = Some(frame);
+        }
+        Ok(piece.len())
+    }
+
     /// The whole payload of `frame` has arrived.
     fn end_frame(&mut self, frame: IncomingFrame) -> Result<(), ProtocolError> {
         self.frame = None;
-        if !frame.opcode.is_control() {
-            if frame.fin {
-                if self.receiving_compressed {
-                    self.finish_inflating()?;
-                }
-                if self.config.deliver_fragments {
-                    if let Some(event) = self.message.take_fragment(true)? {
-                        self.events.push_back(event);
-                    }
-                } else {
-                    let event = self.message.finish()?;
+        if frame.opcode.is_control() {
+            // Only an empty control frame ends here (`read_control_payload` ends the others).
+            return self.end_control(frame.opcode, &[]);
+        }
+        if frame.fin {
+            if self.receiving_compressed {
+                self.finish_inflating()?;
+            }
+            if self.config.deliver_fragments {
+                if let Some(event) = self.message.take_fragment(true)? {
                     self.events.push_back(event);
                 }
+            } else {
+                let event = self.message.finish()?;
+                self.events.push_back(event);
             }
-            return Ok(());
         }
-        // A copy (at most 125 bytes) so the payload can be answered while `self` is borrowed.
-        let control = self.control;
-        let payload = control
-            .get(..usize::from(self.control_len))
-            .unwrap_or_default();
-        match frame.opcode {
+        Ok(())
+    }
+
+    /// The whole `payload` of a control frame has arrived.
+    fn end_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), ProtocolError> {
+        match opcode {
             OpCode::Ping => {
                 // §5.5.2: answer with a pong carrying the same payload, unless our close is
                 // already sent (§5.5.1: nothing follows it).
@@ -746,7 +817,7 @@ impl Connection {
         // (an echo) must still go out before our close frame (§5.5.1: "as soon as practical").
         // A message cut short by the close is never delivered.
         self.message.clear();
-        self.peer_close = Some(close.clone());
+        self.peer_close = Some(Box::new(close.clone()));
         self.events.push_back(Event::Close(close));
         Ok(())
     }
@@ -758,6 +829,7 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.header_len = 0;
+        self.control = None;
         self.message.clear();
         // Nothing more is inflated: free the state now rather than when the connection goes.
         #[cfg(feature = "deflate")]
@@ -857,9 +929,9 @@ impl Connection {
     /// Queue one frame: header, then the payload copied once and masked in place.
     fn write_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
         // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
-        let mask = self.role.masks_outgoing().then(|| {
+        let mask = self.rng.as_mut().map(|rng| {
             let mut key = [0u8; 4];
-            self.rng.fill(&mut key);
+            rng.fill(&mut key);
             key
         });
         let header = FrameHeader {
@@ -919,27 +991,6 @@ impl Connection {
 
     fn finish_inflating(&mut self) -> Result<(), ProtocolError> {
         Err(ProtocolError::ReservedBits)
-    }
-}
-
-/// The OS random source for `role`.
-fn os_random(role: Role) -> Box<dyn RandomSource> {
-    if role.masks_outgoing() {
-        Box::new(OsRandom::new())
-    } else {
-        // A server draws no masking keys: no 256-byte key buffer per connection.
-        Box::new(UnbufferedOsRandom)
-    }
-}
-
-/// The OS random source read on demand, without a buffer (zero-sized, so boxing it allocates
-/// nothing). For roles that never mask.
-struct UnbufferedOsRandom;
-
-impl RandomSource for UnbufferedOsRandom {
-    fn fill(&mut self, dest: &mut [u8]) {
-        // Invariant: a failing OS CSPRNG leaves no safe fallback (as in `OsRandom`).
-        getrandom::fill(dest).expect("operating system random source failed");
     }
 }
 

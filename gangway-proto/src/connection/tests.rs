@@ -252,6 +252,91 @@ fn every_byte_split_of_small_frames_gives_the_same_events_and_output() {
     }
 }
 
+/// The largest control frames (§5.5: 125 bytes of payload) towards `receiver`, and the events
+/// they give.
+fn largest_control_frames(receiver: Role) -> (Vec<u8>, Vec<Event>) {
+    let ping: Vec<u8> = (0..125u8).map(|i| i.wrapping_mul(37)).collect();
+    let reason = "r€".repeat(30) + "end";
+    assert_eq!(reason.len(), 123);
+    let stream = [
+        to(receiver, 0x89, &ping),
+        to(receiver, 0x88, &close_payload(1001, reason.as_bytes())),
+    ]
+    .concat();
+    let expected = vec![
+        Event::Ping(Bytes::from(ping)),
+        Event::Close(Some(CloseFrame {
+            code: CloseCode::GOING_AWAY,
+            reason,
+        })),
+    ];
+    (stream, expected)
+}
+
+#[test]
+fn largest_control_frames_split_anywhere_give_the_same_events_and_output() {
+    for role in ROLES {
+        let (stream, expected) = largest_control_frames(role);
+        let mut conn = endpoint(role);
+        conn.receive_data(&stream).unwrap();
+        // Whole in one read: processed from the input, nothing stored.
+        assert!(conn.control.is_none());
+        // The close is answered as its event is handed out.
+        assert_eq!(events(&mut conn), expected);
+        let whole_output = take_output(&mut conn);
+        let answers = frames(&whole_output);
+        assert_eq!(answers.len(), 2, "the pong, then the close");
+        assert_eq!(answers[0].header.opcode, OpCode::Pong);
+        assert_eq!(Event::Ping(answers[0].payload.clone().into()), expected[0]);
+
+        // Every split of the ping into up to three pieces, every split of the whole stream in
+        // two: the pieces are gathered, and the buffer for them is freed when the frame ends.
+        let ping_len = 2 + usize::from(role == Role::Server) * 4 + 125;
+        let mut splits: Vec<Vec<usize>> = (0..=stream.len()).map(|cut| vec![cut]).collect();
+        for a in 1..ping_len {
+            for b in a..ping_len {
+                splits.push(vec![a, b]);
+            }
+        }
+        for cuts in splits {
+            let mut conn = endpoint(role);
+            let mut start = 0;
+            for &end in cuts.iter().chain([stream.len()].iter()) {
+                assert_eq!(conn.receive_data(&stream[start..end]), Ok(()), "{cuts:?}");
+                start = end;
+            }
+            assert!(conn.control.is_none(), "{role:?} {cuts:?}");
+            assert_eq!(events(&mut conn), expected, "{role:?} {cuts:?}");
+            assert_eq!(take_output(&mut conn), whole_output, "{role:?} {cuts:?}");
+        }
+    }
+}
+
+#[test]
+fn split_control_frame_keeps_its_first_part_until_the_rest_arrives() {
+    let mut s = server();
+    let ping = to(Role::Server, 0x89, b"keep me");
+    // Header and two payload bytes: the frame is mid-payload, its start kept aside.
+    s.receive_data(&ping[..8]).unwrap();
+    assert_eq!(s.control_len, 2);
+    assert_eq!(s.control.as_deref().map(|c| &c[..2]), Some(&b"ke"[..]));
+    assert_eq!(s.poll_event(), None);
+    s.receive_data(&ping[8..]).unwrap();
+    assert!(s.control.is_none(), "freed once the frame is whole");
+    assert_eq!(s.control_len, 0);
+    assert_eq!(
+        events(&mut s),
+        [Event::Ping(Bytes::from_static(b"keep me"))]
+    );
+
+    // A failure in the middle of a split control frame frees it too.
+    let mut s = server();
+    s.receive_data(&ping[..8]).unwrap();
+    assert!(s.control.is_some());
+    assert_eq!(s.receive_eof(), Err(ProtocolError::UnexpectedEof));
+    assert!(s.control.is_none());
+}
+
 #[test]
 fn random_splits_into_many_pieces_give_the_same_events() {
     let mut rng = SeededRandom::new(99);
@@ -1232,8 +1317,30 @@ fn idle_connection_holds_almost_no_memory() {
     }
     for conn in [&c, &s] {
         assert!(heap_bytes(conn) <= 2048, "{}", heap_bytes(conn));
-        assert!(std::mem::size_of_val(conn) <= 512);
+        assert!(std::mem::size_of_val(conn) <= MAX_CONNECTION_SIZE);
     }
+}
+
+/// The most a [`Connection`] may take inline. It sits in every connection's task, idle or not,
+/// so at 10,000 connections each byte here is 10 kB; this bound keeps it from growing back.
+const MAX_CONNECTION_SIZE: usize = 256;
+
+#[test]
+fn connection_struct_is_small() {
+    let size = std::mem::size_of::<Connection>();
+    println!(
+        "size_of::<Connection>() = {size} bytes (config {}, timers {}, message {}, events {}, \
+         frame {})",
+        std::mem::size_of::<Arc<Config>>(),
+        std::mem::size_of::<timers::Timers>(),
+        std::mem::size_of::<Reassembly>(),
+        std::mem::size_of::<VecDeque<Event>>(),
+        std::mem::size_of::<Option<IncomingFrame>>(),
+    );
+    assert!(
+        size <= MAX_CONNECTION_SIZE,
+        "{size} > {MAX_CONNECTION_SIZE}"
+    );
 }
 
 #[test]

@@ -12,40 +12,96 @@ use crate::error::TimeoutError;
 use crate::frame::OpCode;
 
 /// What the deadlines are computed from. Every instant is a reading of the caller's clock.
+///
+/// Readings are kept as nanoseconds after the first one ([`Tick`], 8 bytes) rather than as
+/// `Option<Instant>` (16 bytes each): the struct sits in every connection. The clock never goes
+/// back (see [`Connection::set_now`]), so no reading is before the first, and nanoseconds are
+/// exact: `start + (t - start)` is `t` again.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Timers {
-    /// The latest time the caller gave; `None` until the first, and no timer runs before it.
-    now: Option<Instant>,
+    /// The first time the caller gave; `None` until then, and no timer runs before it.
+    start: Option<Instant>,
+    /// The latest time the caller gave (none until `start` is set).
+    now: Tick,
     /// When bytes last arrived (the first clock reading counts as arrival: the connection has
     /// just been established).
-    last_received: Option<Instant>,
+    last_received: Tick,
     /// When our last keepalive ping was queued.
-    last_ping: Option<Instant>,
+    last_ping: Tick,
     /// When output last was empty or last made progress.
-    output_since: Option<Instant>,
+    output_since: Tick,
+}
+
+/// A reading of the caller's clock as nanoseconds after [`Timers::start`], or none: an
+/// `Option<u64>` in 8 bytes, `u64::MAX` standing for `None` (584 years after the start, a
+/// reading saturates below it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tick(u64);
+
+impl Tick {
+    const NONE: Tick = Tick(u64::MAX);
+
+    /// `t` as a tick after `start` (0 for an earlier `t`).
+    fn since(start: Instant, t: Instant) -> Tick {
+        let nanos = t.saturating_duration_since(start).as_nanos();
+        Tick(u64::try_from(nanos).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+    }
+
+    /// Nanoseconds after the start, or `None`.
+    fn get(self) -> Option<u64> {
+        (self != Self::NONE).then_some(self.0)
+    }
+}
+
+impl Default for Tick {
+    fn default() -> Self {
+        Tick::NONE
+    }
 }
 
 impl Timers {
     /// Bytes arrived from the peer.
     pub(super) fn note_received(&mut self) {
-        if self.now.is_some() {
+        if self.now != Tick::NONE {
             self.last_received = self.now;
         }
     }
 
     /// The transport took output, or output starts waiting after being empty.
     pub(super) fn note_output_progress(&mut self) {
-        if self.now.is_some() {
+        if self.now != Tick::NONE {
             self.output_since = self.now;
         }
     }
-}
 
-/// `base + interval`, or `None` for a timer that is off (`None`, zero) or too far away to
-/// represent.
-fn deadline(base: Option<Instant>, interval: Option<Duration>) -> Option<Instant> {
-    let interval = interval.filter(|d| !d.is_zero())?;
-    base?.checked_add(interval)
+    /// Record `now`, the latest reading (never earlier than the one before); returns it as a
+    /// tick.
+    fn set_now(&mut self, now: Instant) -> Tick {
+        let start = *self.start.get_or_insert(now);
+        let now = Tick::since(start, now);
+        // The clock never goes back.
+        if self.now == Tick::NONE || now.0 > self.now.0 {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// The latest time the caller gave, if any.
+    fn now(&self) -> Option<Instant> {
+        self.instant(self.now)
+    }
+
+    /// `tick` as an instant of the caller's clock.
+    fn instant(&self, tick: Tick) -> Option<Instant> {
+        self.start?.checked_add(Duration::from_nanos(tick.get()?))
+    }
+
+    /// `tick + interval`, or `None` for a timer that is off (`None`, zero), not started
+    /// (`tick` none) or too far away to represent.
+    fn deadline(&self, tick: Tick, interval: Option<Duration>) -> Option<Instant> {
+        let interval = interval.filter(|d| !d.is_zero())?;
+        self.instant(tick)?.checked_add(interval)
+    }
 }
 
 /// Time: keepalive pings, the idle timeout and the write timeout (see [`Config`](crate::Config)).
@@ -63,11 +119,12 @@ impl Connection {
     /// [`Config::ping_interval`]: crate::Config::ping_interval
     /// [`Config::idle_timeout`]: crate::Config::idle_timeout
     pub fn set_now(&mut self, now: Instant) {
-        let now = self.timers.now.map_or(now, |prev| prev.max(now));
-        self.timers.now = Some(now);
-        self.timers.last_received.get_or_insert(now);
-        if !self.output().is_empty() {
-            self.timers.output_since.get_or_insert(now);
+        let now = self.timers.set_now(now);
+        if self.timers.last_received == Tick::NONE {
+            self.timers.last_received = now;
+        }
+        if !self.output().is_empty() && self.timers.output_since == Tick::NONE {
+            self.timers.output_since = now;
         }
     }
 
@@ -83,7 +140,7 @@ impl Connection {
                 (None, b) => b,
             }
         }
-        self.timers.now?;
+        self.timers.start?;
         let ping_idle = earliest(self.ping_deadline(), self.idle_deadline());
         earliest(ping_idle, self.write_deadline())
     }
@@ -107,7 +164,7 @@ impl Connection {
     /// before stay available from [`poll_event`](Self::poll_event).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TimeoutError> {
         self.set_now(now);
-        let Some(now) = self.timers.now else {
+        let Some(now) = self.timers.now() else {
             return Ok(());
         };
         let passed = |deadline: Option<Instant>| deadline.is_some_and(|d| d <= now);
@@ -123,7 +180,7 @@ impl Connection {
             // §5.5.2: "a means to verify that the remote endpoint is still responsive"; the
             // peer MUST answer, and its pong (any byte, really) ends the silence.
             self.write_frame(true, OpCode::Ping, &[]);
-            self.timers.last_ping = Some(now);
+            self.timers.last_ping = self.timers.now;
         }
         Ok(())
     }
@@ -134,8 +191,13 @@ impl Connection {
         if self.state() != State::Open {
             return None;
         }
-        let since = self.timers.last_received.max(self.timers.last_ping);
-        deadline(since, self.config.ping_interval)
+        // The later of the two (a tick that is none is earlier than any).
+        let since = match (self.timers.last_received.get(), self.timers.last_ping.get()) {
+            (Some(a), Some(b)) => Tick(a.max(b)),
+            (Some(_), None) => self.timers.last_received,
+            (None, _) => self.timers.last_ping,
+        };
+        self.timers.deadline(since, self.config.ping_interval)
     }
 
     /// When the peer counts as dead, unless something arrives first.
@@ -143,7 +205,8 @@ impl Connection {
         if self.state() == State::Closed {
             return None;
         }
-        deadline(self.timers.last_received, self.config.idle_timeout)
+        self.timers
+            .deadline(self.timers.last_received, self.config.idle_timeout)
     }
 
     /// When waiting output counts as stalled. It applies in every state: a close frame the peer
@@ -152,7 +215,8 @@ impl Connection {
         if self.output().is_empty() {
             return None;
         }
-        deadline(self.timers.output_since, self.config.write_timeout)
+        self.timers
+            .deadline(self.timers.output_since, self.config.write_timeout)
     }
 
     /// Close abnormally: stop reading, and drop the output, close frame included (§7.1.7: a
@@ -161,6 +225,7 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.header_len = 0;
+        self.control = None;
         self.message.clear();
         self.sending = None;
         self.out = Vec::new();
