@@ -10,16 +10,19 @@
 //! mapping expired): by default a client is pinged after 30 s of silence and dropped after 60 s
 //! without an answer (`--ping-interval`, `--idle-timeout`).
 
+use std::future::Future as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
@@ -380,29 +383,46 @@ async fn echo(ws: &mut WebSocket<MaybeTlsStream>, shutdown: &Shutdown) -> (u64, 
     // waker (a lock) every time.
     let stop = shutdown.stopping();
     tokio::pin!(stop);
-    let end = loop {
-        let item = tokio::select! {
-            biased;
-            item = ws.next() => item,
-            () = &mut stop => break End::Shutdown,
-        };
-        let message = match item {
-            None => break End::Closed,
-            Some(Err(e)) => break End::Failed(format!("error: {}", causes(&e))),
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
-            // Pings are answered by the core; pongs need nothing.
-            Some(Ok(_)) => continue,
-        };
-        let fed = tokio::select! {
-            biased;
-            fed = ws.feed(message) => fed,
-            () = &mut stop => break End::Shutdown,
-        };
-        if let Err(e) = fed {
-            break End::Failed(format!("error while echoing: {}", causes(&e)));
+    // A message received and not yet queued for sending (the write buffer was full).
+    let mut waiting: Option<Message> = None;
+    // One hand-written loop rather than `select!`s around `next` and `feed`: this runs once per
+    // message, and the macros' bookkeeping costs as much as the rest of the echo. The shutdown
+    // signal is looked at whenever the session would wait.
+    let end = std::future::poll_fn(|cx| loop {
+        if let Some(message) = waiting.take() {
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Err(e) = Pin::new(&mut *ws).start_send(message) {
+                        return Poll::Ready(End::Failed(format!(
+                            "error while echoing: {}",
+                            causes(&e)
+                        )));
+                    }
+                    echoed += 1;
+                }
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(End::Failed(format!("error while echoing: {}", causes(&e))))
+                }
+                Poll::Pending => {
+                    waiting = Some(message);
+                    return stop.as_mut().poll(cx).map(|()| End::Shutdown);
+                }
+            }
         }
-        echoed += 1;
-    };
+        match Pin::new(&mut *ws).poll_next(cx) {
+            Poll::Ready(None) => return Poll::Ready(End::Closed),
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
+            }
+            Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => {
+                waiting = Some(m);
+            }
+            // Pings are answered by the core; pongs need nothing.
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Pending => return stop.as_mut().poll(cx).map(|()| End::Shutdown),
+        }
+    })
+    .await;
     // The ends run once per session: on the heap, so their futures (timers, close handshake)
     // do not make every session's future larger.
     let end = match end {
