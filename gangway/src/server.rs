@@ -74,8 +74,10 @@ type OriginCheck = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct ServerBuilder {
-    protocols: Vec<String>,
-    config: Config,
+    // Shared, not copied: every accepted request clones the builder, and every connection
+    // holds the config.
+    protocols: Arc<Vec<String>>,
+    config: Arc<Config>,
     max_head_size: usize,
     handshake_timeout: Duration,
     close_timeout: Duration,
@@ -108,8 +110,8 @@ impl ServerBuilder {
     /// no keepalive, 30 s write timeout, every origin allowed (and none required).
     pub fn new() -> Self {
         ServerBuilder {
-            protocols: Vec::new(),
-            config: Config::default(),
+            protocols: Arc::default(),
+            config: Arc::default(),
             max_head_size: DEFAULT_MAX_HEAD_SIZE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -120,7 +122,7 @@ impl ServerBuilder {
 
     /// Support a subprotocol; the first supported one the client offered is selected.
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
-        self.protocols.push(name.into());
+        Arc::make_mut(&mut self.protocols).push(name.into());
         self
     }
 
@@ -128,7 +130,7 @@ impl ServerBuilder {
     /// what [`ping_interval`](Self::ping_interval), [`idle_timeout`](Self::idle_timeout) and
     /// [`write_timeout`](Self::write_timeout) set before.
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.config = Arc::new(config);
         self
     }
 
@@ -138,28 +140,28 @@ impl ServerBuilder {
     /// [`Config`]'s `deflate`.
     #[cfg(feature = "deflate")]
     pub fn deflate(mut self, deflate: crate::DeflateConfig) -> Self {
-        self.config.deflate = deflate;
+        Arc::make_mut(&mut self.config).deflate = deflate;
         self
     }
 
     /// Keepalive: ping the peer after this long without receiving anything
     /// ([`Config::ping_interval`]; default off). `None` or zero: off.
     pub fn ping_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
-        self.config.ping_interval = interval.into();
+        Arc::make_mut(&mut self.config).ping_interval = interval.into();
         self
     }
 
     /// Drop a dead peer: close the connection abnormally after this long without receiving
     /// anything, pongs included ([`Config::idle_timeout`]; default off). `None` or zero: off.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.idle_timeout = timeout.into();
+        Arc::make_mut(&mut self.config).idle_timeout = timeout.into();
         self
     }
 
     /// Drop a peer that stopped reading: fail sending after output waited this long without
     /// the transport taking any ([`Config::write_timeout`]; default 30 s). `None` or zero: off.
     pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.write_timeout = timeout.into();
+        Arc::make_mut(&mut self.config).write_timeout = timeout.into();
         self
     }
 
@@ -369,12 +371,12 @@ impl ServerBuilder {
             protocol: None,
             extensions: accepted.extensions,
         };
-        let conn = Connection::from_negotiated(Role::Server, self.config.clone(), &negotiated)
+        let conn = Connection::from_negotiated(Role::Server, Arc::clone(&self.config), &negotiated)
             .unwrap_or_else(|e| {
                 // Unreachable: the extensions are the answer `negotiate` built, which is valid.
                 // Were it not, the peer's compressed frames would fail the connection (1002).
                 tracing::error!(error = %e, "accepted extensions not usable");
-                Connection::new(Role::Server, self.config.clone())
+                Connection::new(Role::Server, Arc::clone(&self.config))
             });
         let mut ws = WebSocket::from_parts(io, conn, accepted.protocol, leftover);
         ws.set_close_timeout(self.close_timeout);

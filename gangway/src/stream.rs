@@ -646,6 +646,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                     Poll::Pending => {}
                 }
             }
+            if ending && drained {
+                // The end is here, with nothing left to write: when the transport's shutdown
+                // completes at once, no timer is needed (arming one costs the runtime a wake-up
+                // per connection).
+                if this.poll_shutdown_write(cx).is_ready() {
+                    let timed_out = this.close_deadline.is_some_and(|d| d <= now);
+                    return Poll::Ready(this.finish(timed_out, drained));
+                }
+            }
             let (acted, timed_out) = this.poll_timers_with(cx, Half::Read, now, deadline);
             if acted {
                 // A keepalive ping to write, or the connection given up on: start over.

@@ -1,6 +1,7 @@
 //! What parsing a request head and a response head share: the size limit, the header count and
 //! turning `httparse` headers into an [`http::HeaderMap`].
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::HandshakeError;
@@ -62,4 +63,51 @@ pub(crate) fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, 
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// A copy of a complete head that header values and the request target are cut from, without a
+/// copy (and an allocation) each.
+pub(crate) struct Shared<'a> {
+    /// What was parsed: the slices `httparse` returned point into it.
+    parsed: &'a [u8],
+    /// The same bytes, shared.
+    head: Bytes,
+}
+
+impl<'a> Shared<'a> {
+    /// The first `head_len` bytes of `buf`, the buffer `httparse` parsed.
+    pub(crate) fn new(buf: &'a [u8], head_len: usize) -> Self {
+        let parsed = &buf[..head_len.min(buf.len())];
+        Shared {
+            parsed,
+            head: Bytes::copy_from_slice(parsed),
+        }
+    }
+
+    /// The shared bytes of `part`, a slice of the parsed buffer; a copy if it is not one (never
+    /// the case for what `httparse` returns).
+    pub(crate) fn slice(&self, part: &[u8]) -> Bytes {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.parsed.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if end <= self.parsed.len() => self.head.slice(start..end),
+            _ => Bytes::copy_from_slice(part),
+        }
+    }
+
+    /// [`header_map`] with the values cut from the shared head.
+    pub(crate) fn header_map(
+        &self,
+        headers: &[httparse::Header<'_>],
+    ) -> Result<HeaderMap, HandshakeError> {
+        let mut map = HeaderMap::with_capacity(headers.len());
+        for h in headers {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| HandshakeError::MalformedHttp("invalid header name"))?;
+            // The same validation as `HeaderValue::from_bytes`, without the copy.
+            let value = HeaderValue::from_maybe_shared(self.slice(h.value))
+                .map_err(|_| HandshakeError::MalformedHttp("invalid header value"))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
 }

@@ -26,17 +26,38 @@ pub fn generate_key(rng: &mut dyn RandomSource) -> String {
 /// );
 /// ```
 pub fn accept_key(key: &[u8]) -> String {
+    let mut out = [0u8; ACCEPT_LEN];
+    let accept = accept_key_into(key, &mut out);
+    accept.to_owned()
+}
+
+/// The length of a `Sec-WebSocket-Accept` value: a 20-byte SHA-1 digest in padded base64.
+pub(crate) const ACCEPT_LEN: usize = 28;
+
+/// [`accept_key`] written into `out`, for the server's answer: no allocation per handshake.
+pub(crate) fn accept_key_into<'a>(key: &[u8], out: &'a mut [u8; ACCEPT_LEN]) -> &'a str {
     let mut sha = Sha1::new();
     sha.update(key.trim_ascii());
     sha.update(GUID.as_bytes());
-    STANDARD.encode(sha.finalize())
+    let digest = sha.finalize();
+    // 20 bytes always encode to exactly 28 characters, so the buffer always fits; the fallback
+    // (an empty value) is never taken.
+    let len = STANDARD.encode_slice(digest, &mut out[..]).unwrap_or(0);
+    // Base64 is ASCII.
+    std::str::from_utf8(&out[..len]).unwrap_or_default()
 }
 
 /// Whether a received key (whitespace trimmed) is base64 that decodes to exactly 16 bytes.
 pub fn is_valid_key(key: &[u8]) -> bool {
     let key = key.trim_ascii();
     // 16 bytes encode to 22 characters and "==" padding: anything else cannot decode to 16.
-    key.len() == 24 && STANDARD.decode(key).is_ok_and(|v| v.len() == 16)
+    // Decoded on the stack (24 characters decode to at most 18 bytes): no allocation per
+    // handshake.
+    let mut decoded = [0u8; 18];
+    key.len() == 24
+        && STANDARD
+            .decode_slice(key, &mut decoded)
+            .is_ok_and(|n| n == 16)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use http::header::HeaderMap;
+use http::header::{AsHeaderName, HeaderMap};
 
 /// One extension from a `Sec-WebSocket-Extensions` header: a name and its parameters
 /// (RFC 6455 §9.1 grammar; quoted values are unquoted).
@@ -17,9 +17,11 @@ pub struct ExtensionOffer {
 
 /// The comma-separated tokens of every `name` header line, trimmed, empty ones skipped
 /// (RFC 7230 §7 list rule). For `Connection`, `Upgrade`, `Sec-WebSocket-Protocol`.
-pub fn header_tokens<'a>(
+///
+/// `name` is a `&str` or, cheaper (it is not parsed again), a `&HeaderName`.
+pub fn header_tokens<'a, K: AsHeaderName>(
     headers: &'a HeaderMap,
-    name: &str,
+    name: K,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .get_all(name)

@@ -20,17 +20,16 @@
 //! assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
 //! ```
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use crate::error::HandshakeError;
 use crate::handshake::head::{self, MAX_HEADERS};
+use crate::handshake::key::{accept_key_into, ACCEPT_LEN};
 use crate::handshake::negotiate::is_token;
-use crate::handshake::{
-    accept_key, header_tokens, is_valid_key, parse_extensions, ExtensionOffer, Parsed,
-};
+use crate::handshake::{header_tokens, is_valid_key, parse_extensions, ExtensionOffer, Parsed};
 
 /// What a valid upgrade request offered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,13 +72,17 @@ pub fn parse_request(
     // `httparse` fills every field of a complete head; the fallbacks are never taken.
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| HandshakeError::MalformedHttp("invalid method"))?;
-    let uri = http::Uri::try_from(parsed.path.unwrap_or_default())
+    // The request target and the header values are slices of one shared copy of the head: one
+    // allocation per request instead of one per value.
+    let shared = head::Shared::new(buf, head_len);
+    let path = parsed.path.unwrap_or_default();
+    let uri = http::Uri::from_maybe_shared(shared.slice(path.as_bytes()))
         .map_err(|_| HandshakeError::MalformedHttp("invalid request target"))?;
     let mut req = http::Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = head::version(parsed.version);
-    *req.headers_mut() = head::header_map(parsed.headers)?;
+    *req.headers_mut() = shared.header_map(parsed.headers)?;
     Ok(Parsed::Complete(req, head_len))
 }
 
@@ -87,7 +90,7 @@ pub fn parse_request(
 /// `websocket`). A server that also serves plain HTTP answers other requests itself; requests
 /// that return `true` go to [`check_request`].
 pub fn is_upgrade_request(req: &http::Request<()>) -> bool {
-    has_token(req.headers(), header::UPGRADE, b"websocket")
+    has_token(req.headers(), &header::UPGRADE, b"websocket")
 }
 
 /// Check everything RFC 6455 §4.2.1 requires of the request.
@@ -155,7 +158,7 @@ pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeEr
     let origin = optional_single(headers, header::ORIGIN, "Origin")?
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // Item 8: subprotocols, a list of tokens that may span several lines (§11.3.4).
-    let protocols = header_tokens(headers, "sec-websocket-protocol")
+    let protocols = header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)
         .map(|t| {
             if is_token(t) {
                 Ok(String::from_utf8_lossy(t).into_owned())
@@ -191,29 +194,37 @@ pub fn accept(
     extensions: &[ExtensionOffer],
 ) -> Vec<u8> {
     // §4.2.2 item 5: status 101, Upgrade, Connection, and the accept value for the key.
-    let mut out = format!(
-        "HTTP/1.1 101 Switching Protocols\r\n\
-         Upgrade: websocket\r\n\
-         Connection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n",
-        accept_key(offer.key.as_bytes())
-    );
+    // Built by appending to one buffer sized for the common answer: one allocation per
+    // handshake, no formatting machinery.
+    const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\
+        Upgrade: websocket\r\n\
+        Connection: Upgrade\r\n\
+        Sec-WebSocket-Accept: ";
+    let mut accept = [0u8; ACCEPT_LEN];
+    let accept = accept_key_into(offer.key.as_bytes(), &mut accept);
+    let mut out =
+        Vec::with_capacity(HEAD.len() + ACCEPT_LEN + 4 + protocol.map_or(0, |p| p.len() + 26));
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(p) = protocol {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "Sec-WebSocket-Protocol: {p}\r\n");
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if !extensions.is_empty() {
-        out.push_str("Sec-WebSocket-Extensions: ");
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
         for (i, e) in extensions.iter().enumerate() {
             if i > 0 {
-                out.push_str(", ");
+                out.extend_from_slice(b", ");
             }
+            // Writing to a Vec cannot fail.
             let _ = write!(out, "{e}");
         }
-        out.push_str("\r\n");
+        out.extend_from_slice(b"\r\n");
     }
-    out.push_str("\r\n");
-    out.into_bytes()
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The response refusing a request for `err`: its [`HandshakeError::status`], a short plain-text
@@ -305,8 +316,10 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// Whether any element of the `name` token lists, over all lines, is `token` (ASCII
 /// case-insensitive).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
-    header_tokens(headers, name.as_str()).any(|t| t.eq_ignore_ascii_case(token))
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    // Looked up by `HeaderName`, not by string: a string would be parsed (and lowercased) again
+    // on every lookup.
+    header_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// A header that must be present and contain `token`.
@@ -319,7 +332,7 @@ fn required_token(
     if !headers.contains_key(&name) {
         return Err(HandshakeError::MissingHeader(display));
     }
-    if !has_token(headers, name, token) {
+    if !has_token(headers, &name, token) {
         return Err(HandshakeError::InvalidHeader(
             display,
             if token == b"websocket" {
