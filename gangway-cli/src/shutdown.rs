@@ -1,7 +1,7 @@
 //! The server's shutdown signal, and the count of open connections it waits for.
 //!
 //! Every session waits for the signal for its whole life, so the waiting future is part of every
-//! idle connection's memory: [`Stopping`] is four words (a general-purpose channel's equivalent
+//! idle connection's memory: [`Stopping`] is five words (a general-purpose channel's equivalent
 //! is several times larger), and polling it again with the same waker takes no lock.
 
 use std::future::Future;

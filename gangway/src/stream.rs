@@ -78,6 +78,11 @@ const MAX_UNSENT_ANSWERS: usize = 64 << 10;
 /// and the peer's close frame is echoed while the stream is polled: keep reading, even in a
 /// server that only sends.
 ///
+/// `SinkExt::feed` queues a message without writing it (until 16 KiB are queued): what is queued
+/// goes out in one write at the next flush (`send` is `feed` plus flush), or when the stream,
+/// polled, has handed out every message it decoded and reads again. An echo or a request
+/// handler that `feed`s one reply per message received thus writes once per batch of input.
+///
 /// # Two tasks
 ///
 /// `futures_util::StreamExt::split` gives a read half and a write half that can move to two tasks
