@@ -4,41 +4,21 @@
 //!
 //! Every run is short (about a second) and bounded; every process started is killed on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{ExitStatus, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gangway_proto::frame::FrameHeader;
 use gangway_proto::handshake::accept_key;
 
-/// Upper bound for anything a test waits for.
+mod support;
+
+use support::{collect, gangway, text, Proc, Serve};
+
+/// Upper bound for a bench run and for the hand-written servers' reads.
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn gangway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gangway"))
-}
-
-/// A child process that is killed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Collect everything a pipe produces, on a thread (so the child never blocks on a full pipe).
-fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = pipe.read_to_end(&mut all);
-        all
-    })
-}
 
 /// A finished `gangway bench` run.
 struct Run {
@@ -47,72 +27,25 @@ struct Run {
     stderr: String,
 }
 
-/// Run `gangway bench URL ARGS...` to completion, at most `TIMEOUT`.
+/// Run `gangway bench URL ARGS...` to completion, at most `support::TIMEOUT`.
 fn bench(url: &str, args: &[&str]) -> Run {
-    let mut proc = Proc(
+    let mut proc = Proc::spawn(
         gangway()
             .arg("bench")
             .arg(url)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gangway binary starts"),
+            .stderr(Stdio::piped()),
     );
     let stdout = collect(proc.0.stdout.take().expect("stdout piped"));
     let stderr = collect(proc.0.stderr.take().expect("stderr piped"));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = proc.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "bench did not exit in time");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let text =
-        |h: JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().expect("reader")).into_owned();
+    let status = proc.wait();
+    let read = |h: JoinHandle<Vec<u8>>| text(&h.join().expect("reader"));
     Run {
         status,
-        stdout: text(stdout),
-        stderr: text(stderr),
-    }
-}
-
-/// A running `gangway serve --listen 127.0.0.1:0`.
-struct Serve {
-    _proc: Proc,
-    addr: SocketAddr,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let mut proc = Proc(
-            gangway()
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("gangway binary starts"),
-        );
-        let stdout = proc.0.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(TIMEOUT).expect("serve prints its address");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Serve { _proc: proc, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        stdout: read(stdout),
+        stderr: read(stderr),
     }
 }
 
@@ -211,8 +144,8 @@ fn assert_clean(run: &Run, mode: &str) -> Vec<(String, String)> {
 
 #[test]
 fn echo_runs_against_gangway_serve() {
-    let serve = Serve::start();
-    let url = serve.url();
+    let serve = Serve::start(&[]);
+    let url = serve.url("/");
     for (connections, window, payload, text) in [
         ("2", "1", "16", false),
         ("2", "16", "16", true),
@@ -250,9 +183,9 @@ fn echo_runs_against_gangway_serve() {
 
 #[test]
 fn echo_on_several_threads_and_human_summary() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let run = bench(
-        &serve.url(),
+        &serve.url("/"),
         &[
             "--duration",
             "0.5",
@@ -283,9 +216,9 @@ fn echo_on_several_threads_and_human_summary() {
 
 #[test]
 fn handshakes_against_gangway_serve() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let run = bench(
-        &serve.url(),
+        &serve.url("/"),
         &[
             "--handshakes",
             "--json",

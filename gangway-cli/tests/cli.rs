@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,49 +14,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use gangway::{CloseCode, Message, ServerBuilder};
 
-/// Upper bound for anything a test waits for.
-const TIMEOUT: Duration = Duration::from_secs(30);
+mod support;
 
-fn gangway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gangway"))
-}
-
-/// A child process that is killed and reaped when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        Proc(cmd.spawn().expect("gangway binary starts"))
-    }
-
-    /// Wait for the exit, at most `TIMEOUT`.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Collect everything a pipe produces, on a thread (so the child never blocks on a full pipe).
-fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = pipe.read_to_end(&mut all);
-        all
-    })
-}
+use support::{collect, gangway, text, Proc, Serve, TIMEOUT};
 
 /// Run `cmd` with `input` on stdin to completion (at most `TIMEOUT`).
 fn run(cmd: &mut Command, input: &[u8]) -> Output {
@@ -151,65 +111,6 @@ impl Interactive {
         self.stdin = None;
         let stderr = self.stderr.take().expect("stderr").join().expect("reader");
         (status, text(&stderr))
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A running `gangway serve --listen 127.0.0.1:0 ARGS...`.
-struct Serve {
-    proc: Proc,
-    addr: SocketAddr,
-    stderr: Option<JoinHandle<Vec<u8>>>,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        let mut proc = Proc::spawn(
-            gangway()
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
-        let stderr = collect(proc.0.stderr.take().expect("stderr piped"));
-        let stdout = proc.0.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(TIMEOUT).expect("serve prints its address");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        assert!(line.ends_with('\n'));
-        Serve {
-            proc,
-            addr,
-            stderr: Some(stderr),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// Send SIGTERM; return the exit status and everything it logged.
-    fn terminate(&mut self) -> (ExitStatus, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.proc.0.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let status = self.proc.wait();
-        let log = self.stderr.take().expect("stderr").join().expect("reader");
-        (status, text(&log))
     }
 }
 
