@@ -57,6 +57,7 @@ pub fn check(role: Role, data: &[u8]) {
     config.max_frame_size = RECEIVE_LIMITS[usize::from((config_byte >> 2) & 3)];
     config.max_send_frame_size = SEND_FRAME_SIZES[usize::from((config_byte >> 4) & 3)];
     let echo = config_byte & 0x40 != 0;
+    check_lent_input(role, &config, rest);
     let mut harness = Harness::new(role, config, echo);
     while let Some((&tag, tail)) = rest.split_first() {
         rest = tail;
@@ -77,6 +78,58 @@ pub fn check(role: Role, data: &[u8]) {
         }
     }
     harness.eof();
+}
+
+/// The same chunks (format in the module docs) fed to two connections, one borrowing its input
+/// (`receive_data`) and one handed it (`receive_buf`, which lends whole binary messages out of
+/// it): every result, event and byte of output must be the same.
+fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
+    let new = || Connection::with_random(role, config.clone(), Box::new(SeededRandom::new(7)));
+    let (mut copied, mut lent) = (new(), new());
+    while let Some((&tag, tail)) = rest.split_first() {
+        rest = tail;
+        let results = match tag {
+            0x00..=0xF7 => {
+                let (piece, tail) = rest.split_at(usize::from(tag).min(rest.len()));
+                rest = tail;
+                let a = copied.receive_data(piece);
+                let b = lent.receive_buf(bytes::BytesMut::from(piece));
+                assert_eq!(a, b, "receive_data and receive_buf disagree");
+                None
+            }
+            0xFF => Some((copied.receive_eof().err(), lent.receive_eof().err())),
+            // Commands change what later input means (a close sent, a fragment open): both
+            // connections get them, to reach the same states.
+            command => {
+                let send = |conn: &mut Connection| match command {
+                    0xF8 => conn.send_ping(b"hi"),
+                    0xF9 => conn.send_close(CloseCode::NORMAL, "bye"),
+                    0xFA => conn.send_text("text"),
+                    0xFB => conn.send_fragment(DataKind::Text, b"fr\xC3", false),
+                    0xFC => conn.send_fragment(DataKind::Text, b"\xA9!", true),
+                    0xFD => conn.send_fragment(DataKind::Binary, &[0xFF, 0], false),
+                    _ => conn.send_fragment(DataKind::Binary, &[], true),
+                };
+                assert_eq!(send(&mut copied), send(&mut lent), "command result");
+                None
+            }
+        };
+        if let Some((a, b)) = results {
+            assert_eq!(a, b, "receive_eof");
+        }
+        loop {
+            let event = copied.poll_event();
+            assert_eq!(event, lent.poll_event(), "events differ");
+            if event.is_none() {
+                break;
+            }
+        }
+        assert_eq!(copied.output(), lent.output(), "output differs");
+        let n = copied.output().len();
+        copied.consume_output(n);
+        lent.consume_output(n);
+        assert_eq!(copied.state(), lent.state());
+    }
 }
 
 /// The connection under test and the model it is checked against.

@@ -15,9 +15,14 @@
 //! echo in batches of 16 (start-up, the connection's first allocations and the input's encoding
 //! cancel out). Arguments: `binary|text PAYLOAD_BYTES MESSAGES_PER_BATCH BATCHES [release]`;
 //! with `release`, [`Connection::release_buffers`] is called after every batch, as an adapter
-//! does when the transport then has nothing to read (request/response traffic).
+//! does when the transport then has nothing to read (request/response traffic). Each batch is
+//! first copied into a read buffer, as a read would; with `lend`, it is handed over with
+//! [`Connection::receive_buf`] (binary messages are then lent, not copied), as the tokio layer
+//! does, instead of borrowed by [`Connection::receive_data`].
 
 use std::hint::black_box;
+
+use bytes::BytesMut;
 use std::process::ExitCode;
 
 use gangway_proto::frame::FrameHeader;
@@ -26,16 +31,19 @@ use gangway_proto::{Config, Connection, Event, OpCode, Role, SeededRandom};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (kind, payload, per_batch, batches, release) = match args.as_slice() {
-        [k, p, n, b] => (k, p, n, b, false),
-        [k, p, n, b, r] if r == "release" => (k, p, n, b, true),
-        _ => {
-            eprintln!(
-                "usage: echo_cost binary|text PAYLOAD_BYTES MESSAGES_PER_BATCH BATCHES [release]"
-            );
-            return ExitCode::from(2);
-        }
+    let (kind, payload, per_batch, batches, options) = match args.as_slice() {
+        [k, p, n, b, options @ ..] => (k, p, n, b, options),
+        _ => return usage(),
     };
+    let mut release = false;
+    let mut lend = false;
+    for option in options {
+        match option.as_str() {
+            "release" => release = true,
+            "lend" => lend = true,
+            _ => return usage(),
+        }
+    }
     let opcode = match kind.as_str() {
         "binary" => OpCode::Binary,
         "text" => OpCode::Text,
@@ -61,8 +69,23 @@ fn main() -> ExitCode {
     );
     let mut echoed = 0u64;
     let mut written = 0u64;
+    // The read buffer: each batch is copied into it first, as the kernel copies a read (the same
+    // work either way, so that it cancels out of a comparison). When lending, the batch is then
+    // split off and handed over, as the tokio layer does; otherwise it is borrowed.
+    let mut read_buf = BytesMut::new();
     for _ in 0..batches {
-        if let Err(e) = conn.receive_data(black_box(&input)) {
+        if read_buf.capacity() < input.len() {
+            read_buf.reserve(READ_SIZE.max(input.len()));
+        }
+        read_buf.extend_from_slice(black_box(&input));
+        let received = if lend {
+            conn.receive_buf(read_buf.split())
+        } else {
+            let received = conn.receive_data(&read_buf);
+            read_buf.clear();
+            received
+        };
+        if let Err(e) = received {
             eprintln!("protocol error: {e}");
             return ExitCode::FAILURE;
         }
@@ -97,14 +120,25 @@ fn main() -> ExitCode {
     }
     println!(
         "{kind} {payload} B: {batches} batches of {per_batch} messages, {echoed} echoed, \
-         {written} bytes written{}",
+         {written} bytes written{}{}",
         if release {
             ", buffers released after each"
         } else {
             ""
-        }
+        },
+        if lend { ", input lent" } else { "" }
     );
     ExitCode::SUCCESS
+}
+
+/// The tokio layer's read buffer size.
+const READ_SIZE: usize = 64 << 10;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: echo_cost binary|text PAYLOAD_BYTES MESSAGES_PER_BATCH BATCHES [release] [lend]"
+    );
+    ExitCode::from(2)
 }
 
 /// `count` masked frames of `len` bytes each, as a client sends them, back to back.

@@ -15,7 +15,9 @@ use crate::utf8::Utf8Validator;
 pub enum Event {
     /// A complete text message (validated UTF-8, reassembled if it was fragmented).
     Text(String),
-    /// A complete binary message (reassembled if it was fragmented).
+    /// A complete binary message (reassembled if it was fragmented). With
+    /// [`Connection::receive_buf`](crate::Connection::receive_buf), a message that arrived whole
+    /// shares the input's buffer.
     Binary(Bytes),
     /// A ping. The pong is already queued: nothing to do.
     Ping(Bytes),
@@ -151,6 +153,18 @@ impl Reassembly {
     /// empty), so a final frame that arrives whole is the whole message.
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.taken == 0
+    }
+
+    /// Whether the message is binary and nothing of it has arrived yet, so that a final frame that
+    /// arrived whole can be handed over as it is (see [`finish_lent`](Self::finish_lent)).
+    pub(crate) fn is_empty_binary(&self) -> bool {
+        self.kind == Some(DataKind::Binary) && self.is_empty()
+    }
+
+    /// The message, binary and [empty](Self::is_empty_binary) so far, was handed over whole
+    /// without passing through the buffer: only its state is ended here.
+    pub(crate) fn finish_lent(&mut self) {
+        self.kind = None;
     }
 
     /// The message's final frame arrived whole and nothing came before it

@@ -12,7 +12,7 @@ pub use state::State;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::error::{ApiMisuse, HandshakeError, ProtocolError};
@@ -295,6 +295,44 @@ impl Connection {
         self.process(data).inspect_err(|&err| self.fail(err))
     }
 
+    /// Feed bytes received from the transport, handing over the buffer that holds them: like
+    /// [`receive_data`](Self::receive_data), except that a binary message whose only frame is
+    /// whole in `data` is delivered as a slice of `data`, unmasked in place, with no copy and no
+    /// allocation.
+    ///
+    /// Such an [`Event::Binary`] shares `data`'s allocation: keeping it keeps that whole
+    /// allocation alive (the read buffer it was split from, when the caller reads into a large
+    /// buffer and splits each read off, as `BytesMut::split` does). An application that keeps
+    /// many small messages for long should copy them (`Bytes::copy_from_slice`); the caller that
+    /// cannot know should use [`receive_data`](Self::receive_data). Text is always copied: it is
+    /// delivered as a `String`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use gangway_proto::{Config, Connection, Event, Role};
+    ///
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// // A masked binary frame carrying "hi" (key 1, 2, 3, 4), as a client sends it.
+    /// let frame = [0x82, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    /// server.receive_buf(BytesMut::from(&frame[..]))?;
+    /// assert_eq!(server.poll_event(), Some(Event::Binary("hi".into())));
+    /// # Ok::<(), gangway_proto::ProtocolError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`receive_data`](Self::receive_data).
+    pub fn receive_buf(&mut self, mut data: BytesMut) -> Result<(), ProtocolError> {
+        if !data.is_empty() {
+            self.timers.note_received();
+        }
+        if self.input_finished() {
+            return Ok(());
+        }
+        self.process_buf(&mut data)
+            .inspect_err(|&err| self.fail(err))
+    }
+
     /// The transport's read side ended.
     ///
     /// # Errors
@@ -551,6 +589,49 @@ impl Connection {
             data = data.get(used..).unwrap_or_default();
         }
         Ok(())
+    }
+
+    /// [`process`](Self::process) on an owned buffer: a binary message that arrives whole, in one
+    /// frame, is split off `data` and lent out instead of copied.
+    fn process_buf(&mut self, data: &mut BytesMut) -> Result<(), ProtocolError> {
+        // Bytes of `data` already consumed: the buffer itself is cut only to lend a payload.
+        let mut pos = 0;
+        while pos < data.len() && self.peer_close.is_none() {
+            let rest = data.len() - pos;
+            pos += match self.frame {
+                None => self.read_header(&data[pos..])?,
+                Some(frame) => match self.lendable(frame, rest) {
+                    Some(len) => {
+                        data.advance(pos);
+                        pos = 0;
+                        let mut payload = data.split_to(len);
+                        if let Some(key) = frame.mask {
+                            apply_mask(&mut payload, key, usize::from(frame.mask_offset));
+                        }
+                        self.message.finish_lent();
+                        self.frame = None;
+                        self.events.push_back(Event::Binary(payload.freeze()));
+                        continue;
+                    }
+                    None => self.read_payload(frame, &data[pos..])?,
+                },
+            };
+        }
+        Ok(())
+    }
+
+    /// The payload length of `frame` if it can be lent out of the input (see
+    /// [`receive_buf`](Self::receive_buf)): the whole of a binary message, uncompressed, all of
+    /// it among the `available` bytes, delivered whole (not as fragments).
+    fn lendable(&self, frame: IncomingFrame, available: usize) -> Option<usize> {
+        // The message's kind first: text, the other common case, stops there.
+        if !self.message.is_empty_binary() || !frame.fin || frame.opcode.is_control() {
+            return None;
+        }
+        let len = usize::try_from(frame.remaining).ok()?;
+        let whole =
+            len <= available && !self.receiving_compressed && !self.config.deliver_fragments;
+        whole.then_some(len)
     }
 
     /// Consume header bytes from the start of `data`; returns how many were used.

@@ -217,13 +217,118 @@ fn mixed_stream(receiver: Role) -> (Vec<u8>, Vec<Event>) {
 }
 
 fn feed_in_pieces(role: Role, stream: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
+    let copied = feed_in_pieces_by(role, stream, cuts, Feed::Copied);
+    let lent = feed_in_pieces_by(role, stream, cuts, Feed::Lent);
+    assert_eq!(
+        copied, lent,
+        "receive_data and receive_buf differ at {cuts:?}"
+    );
+    copied
+}
+
+/// How input is fed: borrowed ([`Connection::receive_data`]) or handed over
+/// ([`Connection::receive_buf`]).
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    Copied,
+    Lent,
+}
+
+fn feed(conn: &mut Connection, data: &[u8], how: Feed) -> Result<(), ProtocolError> {
+    match how {
+        Feed::Copied => conn.receive_data(data),
+        Feed::Lent => conn.receive_buf(bytes::BytesMut::from(data)),
+    }
+}
+
+fn feed_in_pieces_by(
+    role: Role,
+    stream: &[u8],
+    cuts: &[usize],
+    how: Feed,
+) -> (Vec<Event>, Vec<u8>) {
     let mut conn = endpoint(role);
     let mut start = 0;
     for &end in cuts.iter().chain([stream.len()].iter()) {
-        assert_eq!(conn.receive_data(&stream[start..end]), Ok(()), "{cuts:?}");
+        assert_eq!(
+            feed(&mut conn, &stream[start..end], how),
+            Ok(()),
+            "{how:?} {cuts:?}"
+        );
         start = end;
     }
     (events(&mut conn), take_output(&mut conn))
+}
+
+#[test]
+fn lent_binary_message_is_a_slice_of_the_input_unmasked_in_place() {
+    let payload: Vec<u8> = (0..300u16).map(|i| (i * 7) as u8).collect();
+    let stream = [
+        to(Role::Server, 0x82, &payload),
+        to(Role::Server, 0x81, b"text is copied"),
+        to(Role::Server, 0x82, b"second"),
+    ]
+    .concat();
+    let input = bytes::BytesMut::from(&stream[..]);
+    let range = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
+    let mut s = server();
+    s.receive_buf(input).unwrap();
+    let got = events(&mut s);
+    assert_eq!(
+        got,
+        [
+            Event::Binary(payload.into()),
+            Event::Text("text is copied".into()),
+            Event::Binary(Bytes::from_static(b"second")),
+        ]
+    );
+    for event in &got {
+        let Event::Binary(data) = event else { continue };
+        assert!(
+            range.contains(&(data.as_ptr() as usize)),
+            "a binary message that arrived whole is not copied"
+        );
+    }
+
+    // A message that arrives in two reads is gathered, as with `receive_data`: only its last
+    // piece is in the second buffer.
+    let frame = to(Role::Server, 0x82, b"split payload");
+    let mut s = server();
+    s.receive_buf(bytes::BytesMut::from(&frame[..9])).unwrap();
+    assert_eq!(s.poll_event(), None);
+    s.receive_buf(bytes::BytesMut::from(&frame[9..])).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [Event::Binary(Bytes::from_static(b"split payload"))]
+    );
+}
+
+#[test]
+fn lent_input_fails_like_copied_input() {
+    // An unmasked frame to a server, invalid UTF-8, a reserved bit: the same error and the same
+    // close frame either way, and the events before the violation are still delivered.
+    let good = to(Role::Server, 0x82, b"before");
+    for bad in [
+        raw(0x82, b"unmasked", None),
+        to(Role::Server, 0x81, &[0xff, 0xfe]),
+        to(Role::Server, 0xc2, b"rsv1"),
+    ] {
+        let stream = [good.clone(), bad].concat();
+        let mut results = Vec::new();
+        for how in [Feed::Copied, Feed::Lent] {
+            let mut s = server();
+            let err = feed(&mut s, &stream, how);
+            assert!(err.is_err(), "{how:?}");
+            // Input after a failure is ignored.
+            assert_eq!(feed(&mut s, &good, how), Ok(()));
+            results.push((err, events(&mut s), take_output(&mut s)));
+        }
+        assert_eq!(results[0], results[1]);
+        assert_eq!(
+            results[0].1[0],
+            Event::Binary(Bytes::from_static(b"before"))
+        );
+    }
 }
 
 #[test]

@@ -21,11 +21,45 @@ const AVX2_MIN_LEN: usize = 64;
 /// Uses the fastest implementation this CPU runs (see the [module docs](self)); equal to
 /// [`apply_mask_scalar`] for every input.
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
+    if data.len() < SMALL_LEN {
+        return mask_small(data, key, offset);
+    }
     #[cfg(target_arch = "x86_64")]
     if data.len() >= AVX2_MIN_LEN {
         return apply_mask_with(MaskPath::Avx2, data, key, offset);
     }
     apply_mask_with(MaskPath::Portable, data, key, offset)
+}
+
+/// Below this length, [`apply_mask`] masks with [`mask_small`], inlined into the caller.
+const SMALL_LEN: usize = 32;
+
+/// Masking of short payloads (most chat messages, pings, close frames): at most three word
+/// XORs and three byte XORs, with no loop set-up, inlined where it is called.
+#[inline(always)]
+fn mask_small(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
+    let end = offset.wrapping_add(data.len()) & 3;
+    // `rotated`'s bytes in memory are the key starting at `offset`; `wide` is them twice.
+    let rotated = u32::from_ne_bytes(key).rotate_right(rotation_bits(offset & 3));
+    let wide = u64::from(rotated) | (u64::from(rotated) << 32);
+    let mut words = data.chunks_exact_mut(8);
+    for word in &mut words {
+        xor_words(word, wide);
+    }
+    let mut rest = words.into_remainder();
+    if rest.len() >= 4 {
+        let (half, tail) = rest.split_at_mut(4);
+        let mut bytes = [0u8; 4];
+        // Both sides are exactly 4 bytes long.
+        bytes.copy_from_slice(half);
+        half.copy_from_slice(&(u32::from_ne_bytes(bytes) ^ rotated).to_ne_bytes());
+        rest = tail;
+    }
+    // Whole words and half-words keep the key's phase: the last bytes start at `rotated[0]`.
+    for (b, k) in rest.iter_mut().zip(rotated.to_ne_bytes()) {
+        *b ^= k;
+    }
+    end
 }
 
 /// The implementation [`apply_mask`] uses when the CPU offers nothing faster: 32-byte chunks
