@@ -710,7 +710,7 @@ fn read_stdin(tx: &mpsc::Sender<Outgoing>, binary: bool, error: &Mutex<Option<Fa
             Message::binary(line)
         } else {
             match String::from_utf8(line) {
-                Ok(text) => Message::Text(text),
+                Ok(text) => Message::Text(text.into()),
                 Err(_) => {
                     *error.lock().unwrap_or_else(PoisonError::into_inner) = Some(Failure::new(
                         code::OTHER,

@@ -1,7 +1,7 @@
 //! The server's shutdown signal, and the count of open connections it waits for.
 //!
 //! Every session waits for the signal for its whole life, so the waiting future is part of every
-//! idle connection's memory: [`Stopping`] is five words (a general-purpose channel's equivalent
+//! idle connection's memory: [`Stopping`] is four words (a general-purpose channel's equivalent
 //! is several times larger), and polling it again with the same waker takes no lock.
 
 use std::future::Future;
@@ -47,15 +47,15 @@ impl Shutdown {
     pub(crate) fn stopping(&self) -> Stopping<'_> {
         Stopping {
             shutdown: self,
-            slot: None,
+            slot: NO_SLOT,
             registered: None,
         }
     }
 
     /// Count a connection as open until the guard is dropped.
-    pub(crate) fn open_guard(&self) -> OpenGuard<'_> {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        OpenGuard { shutdown: self }
+    #[cfg(test)]
+    pub(crate) fn open_guard(&self) -> OpenGuard<&Self> {
+        OpenGuard::new(self)
     }
 
     /// How many connections are open.
@@ -78,26 +78,54 @@ impl Shutdown {
     }
 }
 
-/// Counts one open connection (see [`Shutdown::open_guard`]).
-#[derive(Debug)]
-pub(crate) struct OpenGuard<'a> {
-    shutdown: &'a Shutdown,
+impl AsRef<Shutdown> for Shutdown {
+    fn as_ref(&self) -> &Shutdown {
+        self
+    }
 }
 
-impl Drop for OpenGuard<'_> {
+/// Counts one open connection of the [`Shutdown`] that `T` leads to, until dropped.
+///
+/// The guard owns `T` (e.g. the server that holds the `Shutdown`): a connection's task keeps
+/// one word for both, where the owner and a guard borrowing from it would take two.
+#[derive(Debug)]
+pub(crate) struct OpenGuard<T: AsRef<Shutdown>> {
+    owner: T,
+}
+
+impl<T: AsRef<Shutdown>> OpenGuard<T> {
+    /// Count one more open connection.
+    pub(crate) fn new(owner: T) -> Self {
+        owner.as_ref().open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard { owner }
+    }
+
+    /// What the guard owns.
+    pub(crate) fn owner(&self) -> &T {
+        &self.owner
+    }
+}
+
+impl<T: AsRef<Shutdown>> Drop for OpenGuard<T> {
     fn drop(&mut self) {
-        if self.shutdown.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.shutdown.all_closed.notify_waiters();
+        let shutdown = self.owner.as_ref();
+        if shutdown.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            shutdown.all_closed.notify_waiters();
         }
     }
 }
+
+/// [`Stopping::slot`] before the first poll: no index, since a `Vec` holds at most `isize::MAX`
+/// elements.
+const NO_SLOT: usize = usize::MAX;
 
 /// Resolves once [`Shutdown::trigger`] was called.
 #[derive(Debug)]
 pub(crate) struct Stopping<'a> {
     shutdown: &'a Shutdown,
-    /// This future's slot in the waiter list, once polled.
-    slot: Option<usize>,
+    /// This future's slot in the waiter list once polled, else [`NO_SLOT`] (one word where an
+    /// `Option<usize>` takes two).
+    slot: usize,
     /// The waker stored in that slot: a poll with the same waker needs no lock.
     registered: Option<Waker>,
 }
@@ -125,8 +153,7 @@ impl Future for Stopping<'_> {
                 .unwrap_or_else(|e| e.into_inner());
             let waker = Some(cx.waker().clone());
             match this.slot {
-                Some(slot) => waiters.slots[slot] = waker,
-                None => {
+                NO_SLOT => {
                     let slot = match waiters.free.pop() {
                         Some(slot) => {
                             waiters.slots[slot] = waker;
@@ -137,8 +164,9 @@ impl Future for Stopping<'_> {
                             waiters.slots.len() - 1
                         }
                     };
-                    this.slot = Some(slot);
+                    this.slot = slot;
                 }
+                slot => waiters.slots[slot] = waker,
             }
         }
         this.registered = Some(cx.waker().clone());
@@ -153,7 +181,8 @@ impl Future for Stopping<'_> {
 
 impl Drop for Stopping<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
+        if self.slot != NO_SLOT {
+            let slot = self.slot;
             let mut waiters = self
                 .shutdown
                 .waiters
@@ -190,6 +219,12 @@ mod tests {
         }
         // Raised for good: a new waiter resolves at once.
         shutdown.stopping().await;
+    }
+
+    #[test]
+    fn waiting_future_is_four_words() {
+        // Held by every idle session for its whole life (see the module's documentation).
+        assert!(std::mem::size_of::<Stopping<'_>>() <= 4 * std::mem::size_of::<usize>());
     }
 
     #[tokio::test]

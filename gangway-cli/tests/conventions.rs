@@ -636,7 +636,7 @@ fn reconnect_server(ends: Vec<Option<u16>>) -> (SocketAddr, JoinHandle<Vec<Vec<S
                     let mut got = Vec::new();
                     while let Some(Ok(m)) = ws.next().await {
                         let Message::Text(t) = m else { continue };
-                        got.push(t.clone());
+                        got.push(t.to_string());
                         ws.send(Message::text(t)).await.expect("echo");
                         if i < ends.len() {
                             break;

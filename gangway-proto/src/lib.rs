@@ -54,6 +54,7 @@ pub mod handshake;
 pub mod message;
 pub mod random;
 pub mod role;
+pub mod text;
 pub mod utf8;
 
 pub use config::Config;
@@ -63,3 +64,4 @@ pub use frame::{CloseCode, CloseFrame, OpCode};
 pub use message::{DataKind, Event};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use role::Role;
+pub use text::Utf8Bytes;

@@ -8,13 +8,16 @@ use crate::error::ProtocolError;
 use crate::extensions::permessage_deflate::{Decompressor, InflateError};
 use crate::frame::mask::apply_mask;
 use crate::frame::CloseFrame;
+use crate::text::Utf8Bytes;
 use crate::utf8::Utf8Validator;
 
 /// What the connection delivers from the peer, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A complete text message (validated UTF-8, reassembled if it was fragmented).
-    Text(String),
+    /// A complete text message (validated UTF-8, reassembled if it was fragmented). With
+    /// [`Connection::receive_buf`](crate::Connection::receive_buf), a message that arrived whole
+    /// shares the input's buffer.
+    Text(Utf8Bytes),
     /// A complete binary message (reassembled if it was fragmented). With
     /// [`Connection::receive_buf`](crate::Connection::receive_buf), a message that arrived whole
     /// shares the input's buffer.
@@ -155,14 +158,14 @@ impl Reassembly {
         self.buf.is_empty() && self.taken == 0
     }
 
-    /// Whether the message is binary and nothing of it has arrived yet, so that a final frame that
-    /// arrived whole can be handed over as it is (see [`finish_lent`](Self::finish_lent)).
-    pub(crate) fn is_empty_binary(&self) -> bool {
-        self.kind == Some(DataKind::Binary) && self.is_empty()
+    /// The message's kind if nothing of it has arrived yet, so that a final frame that arrived
+    /// whole can be handed over as it is (see [`finish_lent`](Self::finish_lent)).
+    pub(crate) fn empty_kind(&self) -> Option<DataKind> {
+        self.kind.filter(|_| self.is_empty())
     }
 
-    /// The message, binary and [empty](Self::is_empty_binary) so far, was handed over whole
-    /// without passing through the buffer: only its state is ended here.
+    /// The message, [empty](Self::empty_kind) so far, was handed over whole without passing
+    /// through the buffer: only its state is ended here.
     pub(crate) fn finish_lent(&mut self) {
         self.kind = None;
     }
@@ -190,7 +193,7 @@ impl Reassembly {
             apply_mask(&mut buf, key, mask_offset);
         }
         match kind {
-            Some(DataKind::Text) => utf8_string(buf).map(Event::Text),
+            Some(DataKind::Text) => Utf8Bytes::validated(Bytes::from(buf)).map(Event::Text),
             _ => Ok(Event::Binary(Bytes::from(buf))),
         }
     }
@@ -300,7 +303,7 @@ impl Reassembly {
                     .map_err(|()| ProtocolError::InvalidUtf8)?;
                 // Validated piece by piece already; the conversion checks once more, at SIMD
                 // speed (a second proof is cheaper than trusting the pieces' bookkeeping).
-                utf8_string(buf).map(Event::Text)
+                Utf8Bytes::validated(Bytes::from(buf)).map(Event::Text)
             }
             _ => Ok(Event::Binary(Bytes::from(buf))),
         }
@@ -381,21 +384,6 @@ fn inflate_error(err: InflateError) -> ProtocolError {
 /// Lossless on every platform Rust supports (`usize` is at most 64 bits).
 pub(crate) fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// `buf` as a `String`, validated with simdutf8.
-///
-/// `String::from_utf8` validates with std's scalar code, about 1 GiB/s on text that is not
-/// ASCII; simdutf8 runs at memory speed on any text. Building the `String` from bytes simdutf8
-/// accepted is the one use of `unsafe` in this file.
-#[allow(unsafe_code)]
-fn utf8_string(buf: Vec<u8>) -> Result<String, ProtocolError> {
-    if simdutf8::basic::from_utf8(&buf).is_err() {
-        return Err(ProtocolError::InvalidUtf8);
-    }
-    // SAFETY: `from_utf8_unchecked` requires valid UTF-8, which simdutf8 has just verified for
-    // exactly these bytes (`buf` is not modified in between).
-    Ok(unsafe { String::from_utf8_unchecked(buf) })
 }
 
 #[cfg(test)]

@@ -1,15 +1,23 @@
 //! Messages as the tokio layer sends and receives them.
 
 use bytes::Bytes;
-use gangway_proto::{DataKind, Event};
+use gangway_proto::{DataKind, Event, Utf8Bytes};
 
 /// A WebSocket message. Close frames are not messages: the stream ends after the peer's close,
 /// and [`WebSocket::close_frame`](crate::WebSocket::close_frame) returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// A UTF-8 text message.
-    Text(String),
+    /// A UTF-8 text message: read it as a `&str` (it dereferences to one).
+    ///
+    /// A received one that arrived whole in one read shares the read buffer, as
+    /// [`Binary`](Message::Binary) does (see there).
+    Text(Utf8Bytes),
     /// A binary message.
+    ///
+    /// A received one that arrived whole in one read is a slice of the thread's read buffer, not
+    /// a copy: keeping it keeps that buffer's allocation (up to 64 KiB) alive, and reading goes
+    /// on in a new one meanwhile. To keep many small messages for long, store copies
+    /// (`Bytes::copy_from_slice(&data)`).
     Binary(Bytes),
     /// A ping (received pings are answered automatically; they are shown for information).
     Ping(Bytes),
@@ -52,8 +60,8 @@ impl Fragment {
 }
 
 impl Message {
-    /// A text message.
-    pub fn text(s: impl Into<String>) -> Self {
+    /// A text message (from a `String` without copying it).
+    pub fn text(s: impl Into<Utf8Bytes>) -> Self {
         Message::Text(s.into())
     }
 

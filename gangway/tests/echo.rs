@@ -43,7 +43,10 @@ async fn text_and_binary_at_every_length_boundary_echo_unchanged() {
         for len in [0, 125, 126, 65535, 65536, 16 << 20] {
             let text = text_of_len(len);
             client.send(Message::text(text.clone())).await.unwrap();
-            assert_eq!(client.next().await.unwrap().unwrap(), Message::Text(text));
+            assert_eq!(
+                client.next().await.unwrap().unwrap(),
+                Message::Text(text.into())
+            );
 
             let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect();
             client.send(Message::binary(data.clone())).await.unwrap();

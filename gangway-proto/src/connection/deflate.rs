@@ -265,7 +265,7 @@ mod tests {
                         assert_eq!(
                             events(&mut server),
                             [
-                                Event::Text(text.clone()),
+                                Event::Text(text.clone().into()),
                                 Event::Binary(binary.clone().into())
                             ],
                             "{params:?} {size}"
@@ -278,7 +278,7 @@ mod tests {
                         client.receive_data(&wire).unwrap();
                         assert_eq!(
                             events(&mut client),
-                            [Event::Text(text), Event::Binary(binary.into())],
+                            [Event::Text(text.into()), Event::Binary(binary.into())],
                             "{params:?} {size}"
                         );
                     }
@@ -299,7 +299,7 @@ mod tests {
             wire.len()
         );
         server.receive_data(&wire).unwrap();
-        assert_eq!(events(&mut server), [Event::Text(text)]);
+        assert_eq!(events(&mut server), [Event::Text(text.into())]);
     }
 
     #[test]
@@ -375,7 +375,7 @@ mod tests {
         server.receive_data(&wire).unwrap();
         assert_eq!(
             events(&mut server),
-            [Event::Text(small), Event::Text(large)]
+            [Event::Text(small.into()), Event::Text(large.into())]
         );
     }
 
@@ -436,7 +436,7 @@ mod tests {
         server.receive_data(&wire).unwrap();
         assert_eq!(
             events(&mut server),
-            [Event::Ping("between".into()), Event::Text(text)]
+            [Event::Ping("between".into()), Event::Text(text.into())]
         );
     }
 
@@ -481,7 +481,7 @@ mod tests {
         }
         assert_eq!(
             events(&mut server),
-            [Event::Text(text.clone()), Event::Text(text)]
+            [Event::Text(text.clone().into()), Event::Text(text.into())]
         );
     }
 
@@ -641,7 +641,7 @@ mod tests {
             let result = client.receive_data(&to(Role::Client, 0xc1, &payload));
             if ok {
                 assert_eq!(result, Ok(()));
-                assert_eq!(events(&mut client), [Event::Text(text.clone())]);
+                assert_eq!(events(&mut client), [Event::Text(text.clone().into())]);
             } else {
                 assert_eq!(result, Err(ProtocolError::MessageTooLarge));
             }
@@ -762,9 +762,9 @@ mod tests {
         assert_eq!(
             events(&mut server),
             [
-                Event::Text(String::new()),
+                Event::Text(crate::Utf8Bytes::default()),
                 Event::Binary(Default::default()),
-                Event::Text(String::new())
+                Event::Text(crate::Utf8Bytes::default())
             ]
         );
     }

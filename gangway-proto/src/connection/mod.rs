@@ -24,6 +24,7 @@ use crate::handshake::Negotiated;
 use crate::message::{to_u64, DataKind, Event, Reassembly};
 use crate::random::{OsRandom, RandomSource};
 use crate::role::Role;
+use crate::text::Utf8Bytes;
 use crate::utf8::Utf8Validator;
 
 /// Largest control frame payload (RFC 6455 §5.5).
@@ -296,16 +297,16 @@ impl Connection {
     }
 
     /// Feed bytes received from the transport, handing over the buffer that holds them: like
-    /// [`receive_data`](Self::receive_data), except that a binary message whose only frame is
-    /// whole in `data` is delivered as a slice of `data`, unmasked in place, with no copy and no
-    /// allocation.
+    /// [`receive_data`](Self::receive_data), except that a message whose only frame is whole in
+    /// `data` (and not compressed) is delivered as a slice of `data`, unmasked in place, with no
+    /// copy and no allocation.
     ///
-    /// Such an [`Event::Binary`] shares `data`'s allocation: keeping it keeps that whole
-    /// allocation alive (the read buffer it was split from, when the caller reads into a large
-    /// buffer and splits each read off, as `BytesMut::split` does). An application that keeps
-    /// many small messages for long should copy them (`Bytes::copy_from_slice`); the caller that
-    /// cannot know should use [`receive_data`](Self::receive_data). Text is always copied: it is
-    /// delivered as a `String`.
+    /// Such an [`Event::Binary`] or [`Event::Text`] shares `data`'s allocation: keeping it keeps
+    /// that whole allocation alive (the read buffer it was split from, when the caller reads into
+    /// a large buffer and splits each read off, as `BytesMut::split` does). An application that
+    /// keeps many small messages for long should copy them (`Bytes::copy_from_slice`,
+    /// `String::from`); a caller that cannot know should use
+    /// [`receive_data`](Self::receive_data).
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -591,8 +592,8 @@ impl Connection {
         Ok(())
     }
 
-    /// [`process`](Self::process) on an owned buffer: a binary message that arrives whole, in one
-    /// frame, is split off `data` and lent out instead of copied.
+    /// [`process`](Self::process) on an owned buffer: a message that arrives whole, in one frame,
+    /// is split off `data` and lent out instead of copied.
     fn process_buf(&mut self, data: &mut BytesMut) -> Result<(), ProtocolError> {
         // Bytes of `data` already consumed: the buffer itself is cut only to lend a payload.
         let mut pos = 0;
@@ -601,7 +602,7 @@ impl Connection {
             pos += match self.frame {
                 None => self.read_header(&data[pos..])?,
                 Some(frame) => match self.lendable(frame, rest) {
-                    Some(len) => {
+                    Some((kind, len)) => {
                         data.advance(pos);
                         pos = 0;
                         let mut payload = data.split_to(len);
@@ -610,7 +611,13 @@ impl Connection {
                         }
                         self.message.finish_lent();
                         self.frame = None;
-                        self.events.push_back(Event::Binary(payload.freeze()));
+                        let payload = payload.freeze();
+                        let event = match kind {
+                            DataKind::Binary => Event::Binary(payload),
+                            // Validated once, whole, at SIMD speed.
+                            DataKind::Text => Event::Text(Utf8Bytes::validated(payload)?),
+                        };
+                        self.events.push_back(event);
                         continue;
                     }
                     None => self.read_payload(frame, &data[pos..])?,
@@ -620,18 +627,18 @@ impl Connection {
         Ok(())
     }
 
-    /// The payload length of `frame` if it can be lent out of the input (see
-    /// [`receive_buf`](Self::receive_buf)): the whole of a binary message, uncompressed, all of
-    /// it among the `available` bytes, delivered whole (not as fragments).
-    fn lendable(&self, frame: IncomingFrame, available: usize) -> Option<usize> {
-        // The message's kind first: text, the other common case, stops there.
-        if !self.message.is_empty_binary() || !frame.fin || frame.opcode.is_control() {
+    /// The message's kind and the payload length of `frame` if it can be lent out of the input
+    /// (see [`receive_buf`](Self::receive_buf)): the whole of a message, uncompressed, all of it
+    /// among the `available` bytes, delivered whole (not as fragments).
+    fn lendable(&self, frame: IncomingFrame, available: usize) -> Option<(DataKind, usize)> {
+        if !frame.fin || frame.opcode.is_control() {
             return None;
         }
+        let kind = self.message.empty_kind()?;
         let len = usize::try_from(frame.remaining).ok()?;
         let whole =
             len <= available && !self.receiving_compressed && !self.config.deliver_fragments;
-        whole.then_some(len)
+        whole.then_some((kind, len))
     }
 
     /// Consume header bytes from the start of `data`; returns how many were used.
