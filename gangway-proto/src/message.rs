@@ -132,8 +132,12 @@ impl Reassembly {
             let doubled = self.buf.capacity().saturating_mul(2).max(MIN_CAPACITY);
             let target = match final_remaining {
                 Some(remaining) => {
+                    // Up to twice what is here with this piece (never more: a length announced
+                    // but not sent costs nothing), so a large piece takes the rest of its frame
+                    // at once, without a second allocation and copy for the last bytes.
+                    let grown = doubled.max(needed.saturating_mul(2));
                     let end = to_u64(start).saturating_add(remaining);
-                    usize::try_from(end).map_or(doubled, |end| doubled.min(end))
+                    usize::try_from(end).map_or(grown, |end| grown.min(end))
                 }
                 None => doubled,
             };
@@ -446,6 +450,17 @@ mod tests {
             push(&mut r, &[0; 10], Some(left * 10));
         }
         assert_eq!(r.capacity(), 1064);
+
+        // A large first piece of a single-frame message: the rest of the frame at once, when it
+        // is no more than what arrived; not before.
+        let mut r = Reassembly::default();
+        r.start(DataKind::Binary);
+        push(&mut r, &[0; 60_000], Some(65_536));
+        assert_eq!(r.capacity(), 65_536);
+        let mut r = Reassembly::default();
+        r.start(DataKind::Binary);
+        push(&mut r, &[0; 1000], Some(1 << 30));
+        assert_eq!(r.capacity(), 2000);
     }
 
     #[test]
