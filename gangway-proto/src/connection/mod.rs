@@ -33,8 +33,9 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Largest close reason: the control payload minus the 2-byte code (§5.5.1).
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
-/// The largest output buffer kept once drained for the next burst, room for a few 64 KiB frames (see
-/// [`Connection::release_buffers`]); a larger one, left by a large message, is freed at once.
+/// The largest output buffer kept once drained for the next burst (see
+/// [`Connection::release_buffers`]): room for a 64 KiB message's frame and more, so that a
+/// stream of them reuses one buffer; a larger one, left by a larger message, is freed at once.
 const MAX_RETAINED_OUTPUT: usize = 128 * 1024;
 
 /// The smallest allocation of the output buffer: room for a batch of small frames, so it does
