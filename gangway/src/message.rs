@@ -15,7 +15,7 @@ pub enum Message {
     /// A binary message.
     ///
     /// A received one that arrived whole in one read is a slice of the thread's read buffer, not
-    /// a copy: keeping it keeps that buffer's allocation (up to 64 KiB) alive, and reading goes
+    /// a copy: keeping it keeps that buffer's allocation (up to 256 KiB) alive, and reading goes
     /// on in a new one meanwhile. To keep many small messages for long, store copies
     /// (`Bytes::copy_from_slice(&data)`).
     Binary(Bytes),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::AtomicWaker;
@@ -32,22 +32,26 @@ pub const WRITE_BUFFER_HIGH_WATER: usize = 128 << 10;
 /// ours, and (client) waiting for the server to close the TCP connection.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Size of the read buffer: enough to amortise system calls on bulk transfers.
+/// Size of the read buffer: enough to amortise system calls on bulk transfers, and for several
+/// 64 KiB messages to arrive whole in one read (a message that arrives whole is not copied).
 ///
 /// The buffer is shared by every connection polled on the same thread (one per thread, like an
 /// event loop's): bytes read go straight into the core, which keeps only what it needs (a message
 /// being reassembled, a split frame header), so no connection holds a read buffer of its own
 /// and an idle one holds none at all. It is never zero-filled: reads go into its spare capacity.
 ///
-/// Each read is split off the buffer and handed to the core, which lends binary messages that
-/// arrived whole out of it (a [`Bytes`](bytes::Bytes) slice: no copy, no allocation). The buffer's space is
-/// reused once every message lent from it is dropped; while one is kept, reading goes on in a
-/// new buffer and the old one lives as long as its last message (see [`Message::Binary`]).
-const READ_SIZE: usize = 64 << 10;
+/// Each read is split off the buffer and handed to the core, which lends messages that arrived
+/// whole out of it (slices: no copy, no allocation). The buffer's space is reused once every
+/// message lent from it is dropped; while one is kept, reading goes on in a new buffer and the
+/// old one lives as long as its last message (see [`Message::Binary`]).
+const READ_SIZE: usize = 256 << 10;
+
+/// The most one read takes on a connection with permessage-deflate (see `poll_read_with`).
+const DEFLATE_READ_SIZE: usize = 64 << 10;
 
 /// Below this much room left in the read buffer, it is renewed before reading (reused in place
 /// when no message lent from it is alive), so that reads stay large.
-const MIN_READ_ROOM: usize = 16 << 10;
+const MIN_READ_ROOM: usize = 64 << 10;
 
 thread_local! {
     /// The read buffer of the connections polled on this thread (see [`READ_SIZE`]).
@@ -323,7 +327,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// With [`Config::deliver_fragments`](gangway_proto::Config::deliver_fragments) on, each
     /// message comes as the pieces that arrived from the network (at most one read of the
-    /// transport each, 64 KiB), in order, the last with `fin`, so a message of any size passes
+    /// transport each, 256 KiB, 64 KiB with permessage-deflate), in order, the last with `fin`,
+    /// so a message of any size passes
     /// through in bounded memory. Without it, each whole message is one piece with `fin`. Pings
     /// and pongs are skipped (pings are answered all the same). `None` after a clean close.
     ///
@@ -476,7 +481,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ) -> Poll<io::Result<()>> {
         // Into the buffer's spare capacity: no zero-filling. The future holds no state between
         // polls, so polling a new one each time is the same as polling one to completion.
-        let read = std::pin::pin!(self.io.read_buf(buf));
+        //
+        // With permessage-deflate, a read is cut to `DEFLATE_READ_SIZE`: compressed pieces are
+        // inflated as they arrive, and the read's size bounds what one read can inflate into.
+        let room = if self.conn.uses_deflate() {
+            DEFLATE_READ_SIZE
+        } else {
+            READ_SIZE
+        };
+        let mut limited = BufMut::limit(&mut *buf, room);
+        let read = std::pin::pin!(self.io.read_buf(&mut limited));
         let read = read.poll(cx)?;
         if read.is_pending() {
             // Nothing to read: the connection may be going idle. What the core keeps between
