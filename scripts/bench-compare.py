@@ -2,7 +2,8 @@
 """Side-by-side comparison of `gangway serve` with peer WebSocket echo servers.
 
 Runs, on loopback, `gangway serve` and the bench-only echo servers of bench/peers/ (tokio-tungstenite,
-fastwebsockets, a raw TCP echo that is the ceiling; optionally uWebSockets.js), each pinned to
+fastwebsockets, a raw TCP echo that is the ceiling of the echo scenarios, a handshake floor that
+is the least any server does per handshake cycle; optionally uWebSockets.js), each pinned to
 CPU 0 with taskset, and drives each with the same load, `gangway bench ... --json` pinned to CPU 1.
 For every scenario and round it measures the server's CPU time from /proc while the load runs, and
 reads throughput and latency from the load's JSON. Rounds are interleaved: round 1 runs every
@@ -20,6 +21,7 @@ exit status is 1 if any run failed (a server died, the load reported errors or e
     scripts/bench-compare.py                      # everything, 3 rounds (tens of minutes)
     scripts/bench-compare.py --quick              # a small subset, a few minutes (CI)
     scripts/bench-compare.py --only gangway,raw --rounds 5 --markdown /tmp/bench.md
+    scripts/bench-compare.py --handshakes-only --only gangway,floor --rounds 5
 """
 
 import argparse
@@ -63,14 +65,19 @@ class Interrupted(Exception):
 class Server:
     """How to start one echo server on a port."""
 
-    def __init__(self, name, label, argv, env=None, masked_echo=False, websocket=True):
+    def __init__(self, name, label, argv, env=None, masked_echo=False, websocket=True,
+                 handshakes=True, echo=True):
         self.name = name
         self.label = label
         self.argv = argv  # a function of the port
         self.env = env or {}
         # The raw TCP echo sends the client's masked frames back as they are.
         self.masked_echo = masked_echo
+        # A WebSocket server (the memory scenario is about those only).
         self.websocket = websocket
+        # Which scenarios the server can serve.
+        self.handshakes = handshakes
+        self.echo = echo
 
 
 def servers(args):
@@ -92,7 +99,13 @@ def servers(args):
                              f"127.0.0.1:{port}"]),
         Server("raw", "raw TCP echo (tokio, no WebSocket)",
                lambda port: [os.path.join(peer, "raw-echo"), "--listen", f"127.0.0.1:{port}"],
-               masked_echo=True, websocket=False),
+               masked_echo=True, websocket=False, handshakes=False),
+        # The floor of the handshake scenario: accept, read the head, a 101 with the computed
+        # accept value, answer the close frame, shut down, close; no WebSocket server at all.
+        Server("floor", "handshake floor (tokio, a 101 and a close frame; not a WebSocket server)",
+               lambda port: [os.path.join(peer, "handshake-floor"), "--listen",
+                             f"127.0.0.1:{port}"],
+               websocket=False, echo=False),
     ]
     if args.with_uws or os.path.isdir(os.path.join(UWS_DIR, "node_modules")):
         env, label = uws_env()
@@ -478,11 +491,13 @@ def echo_table(results, names, mode):
         return med([r.get(key) for r in results.get(name, [])])
 
     g_rate, g_cpu = stat("gangway", "per_s"), stat("gangway", "cpu_us_per")
-    r_cpu = stat("raw", "cpu_us_per")
+    # The reference: the raw echo (the ceiling) for echoes, the floor for handshakes.
+    base = "floor" if mode == "handshakes" else "raw"
+    r_cpu = stat(base, "cpu_us_per")
     unit = "cycles/s" if mode == "handshakes" else "msgs/s"
     per = "cycle" if mode == "handshakes" else "msg"
     header = ["server", unit, f"CPU µs/{per}", "server CPU", "p50 µs", "p99 µs", "p99/p50",
-              f"{unit} vs gangway", "CPU vs gangway", "CPU vs raw", "runs"]
+              f"{unit} vs gangway", "CPU vs gangway", f"CPU vs {base}", "runs"]
     rows = []
     for name in names:
         runs = results.get(name, [])
@@ -525,12 +540,15 @@ def parse_args():
                    help="a small subset for CI: 16 B and 64 KiB, 64 connections, handshakes, "
                         "memory")
     p.add_argument("--only", metavar="SERVER,...",
-                   help="run these servers only (gangway, tungstenite, fastwebsockets, raw, uws)")
+                   help="run these servers only (gangway, tungstenite, fastwebsockets, raw, floor, "
+                        "uws)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
     p.add_argument("--with-uws", action="store_true",
                    help="install uWebSockets.js (npm ci in bench/peers/uws) and include it")
     p.add_argument("--no-memory", action="store_true", help="skip the memory scenario")
     p.add_argument("--no-handshakes", action="store_true", help="skip the handshake scenario")
+    p.add_argument("--handshakes-only", action="store_true",
+                   help="run the handshake scenario only (no echo, no memory)")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     p.add_argument("--memory-connections", type=int, default=MEMORY_CONNECTIONS,
                    help=argparse.SUPPRESS)
@@ -544,6 +562,10 @@ def parse_args():
     args.duration = args.duration or (2.0 if args.quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     args.bench_bin = args.bench_bin or args.gangway
+    if args.handshakes_only and args.no_handshakes:
+        p.error("--handshakes-only and --no-handshakes exclude each other")
+    if args.handshakes_only:
+        args.no_memory = True
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         p.error("--rounds, --duration must be positive and --warmup not negative")
     return args
@@ -597,12 +619,20 @@ def main():
         notes.append("raw: skipped, `gangway bench` has no --raw-echo (the raw echo sends "
                      "the client's masked frames back unchanged)")
         all_servers = [s for s in all_servers if not s.masked_echo]
+    floor = [s for s in all_servers if s.name == "floor"]
+    if floor and not os.path.exists(floor[0].argv(0)[0]):
+        # A peers build from before the floor existed (with --no-build).
+        notes.append("floor: skipped, bench/peers has no handshake-floor binary (build the peers: "
+                     "cargo build --release --manifest-path bench/peers/Cargo.toml)")
+        all_servers = [s for s in all_servers if s.name != "floor"]
     if any(s.name == "uws" for s in all_servers) and not os.path.isdir(
             os.path.join(UWS_DIR, "node_modules")):
         raise Failure("uws: bench/peers/uws/node_modules is missing (run with --with-uws)")
     names = [s.name for s in all_servers]
 
     echo, skipped = scenarios(args)
+    if args.handshakes_only:
+        echo, skipped = [], []
     plan = [(title(s), s) for s in echo]
     if not args.no_handshakes:
         hs = {"mode": "handshakes", "connections": 64}
@@ -636,8 +666,11 @@ def main():
                   file=sys.stderr, flush=True)
             for name, scenario in plan:
                 for server in order:
-                    if scenario["mode"] == "handshakes" and not server.websocket:
-                        continue  # the raw echo never closes: a handshake cycle cannot end
+                    if not (server.handshakes if scenario["mode"] == "handshakes"
+                            else server.echo):
+                        # The raw echo never closes (a handshake cycle cannot end); the floor
+                        # answers nothing but one close frame.
+                        continue
                     log.seek(0)
                     log.truncate()
                     try:

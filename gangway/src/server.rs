@@ -322,14 +322,20 @@ impl ServerBuilder {
         &self,
         request: &http::Request<()>,
     ) -> Result<Accepted, HandshakeError> {
-        if !hs::is_upgrade_request(request) {
-            return Err(if request.headers().contains_key(http::header::UPGRADE) {
-                HandshakeError::InvalidHeader("Upgrade", "no websocket token")
-            } else {
-                HandshakeError::MissingHeader("Upgrade")
-            });
-        }
-        let offer = hs::check_request(request)?;
+        // A request that asks for no upgrade at all is refused for that, whatever else is wrong
+        // with it. Looked at only when the checks fail: a valid request passes the same test in
+        // `check_request` (§4.2.1 item 3), and every lookup costs a little per handshake.
+        let offer = match hs::check_request(request) {
+            Ok(offer) => offer,
+            Err(_) if !hs::is_upgrade_request(request) => {
+                return Err(if request.headers().contains_key(http::header::UPGRADE) {
+                    HandshakeError::InvalidHeader("Upgrade", "no websocket token")
+                } else {
+                    HandshakeError::MissingHeader("Upgrade")
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // §4.2.2 item 4 and §10.2: the server decides which origins it serves, with 403.
         if self.require_origin && offer.origin.is_none() {
             return Err(HandshakeError::OriginRefused);
@@ -632,6 +638,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_request_without_upgrade_is_refused_for_that_first() {
+        let builder = ServerBuilder::new();
+        let request = |method: &str, upgrade: Option<&str>| {
+            let mut r = http::Request::builder()
+                .method(method)
+                .uri("/")
+                .header("Host", "example.com")
+                .header("Connection", "Upgrade")
+                .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("Sec-WebSocket-Version", "13");
+            if let Some(u) = upgrade {
+                r = r.header("Upgrade", u);
+            }
+            r.body(()).unwrap()
+        };
+        // Also wrong (POST would be 405), but the missing upgrade is what is reported.
+        assert_eq!(
+            builder.negotiate(&request("POST", None)).unwrap_err(),
+            HandshakeError::MissingHeader("Upgrade")
+        );
+        assert_eq!(
+            builder
+                .negotiate(&request("POST", Some("h2c")))
+                .unwrap_err(),
+            HandshakeError::InvalidHeader("Upgrade", "no websocket token")
+        );
+        // An upgrade request is judged by the full checks.
+        assert_eq!(
+            builder
+                .negotiate(&request("POST", Some("websocket")))
+                .unwrap_err(),
+            HandshakeError::MethodNotAllowed
+        );
+        let accepted = builder
+            .negotiate(&request("GET", Some("WebSocket")))
+            .unwrap();
+        assert_eq!(accepted.offer.key, "dGhlIHNhbXBsZSBub25jZQ==");
     }
 
     #[tokio::test]

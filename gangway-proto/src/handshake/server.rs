@@ -329,10 +329,16 @@ fn required_token(
     display: &'static str,
     token: &[u8],
 ) -> Result<(), HandshakeError> {
-    if !headers.contains_key(&name) {
+    // One lookup for both questions: this runs twice per handshake.
+    let values = headers.get_all(&name);
+    if values.iter().next().is_none() {
         return Err(HandshakeError::MissingHeader(display));
     }
-    if !has_token(headers, &name, token) {
+    let mut tokens = values
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    if !tokens.any(|t| t.eq_ignore_ascii_case(token)) {
         return Err(HandshakeError::InvalidHeader(
             display,
             if token == b"websocket" {
