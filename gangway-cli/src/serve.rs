@@ -575,15 +575,24 @@ enum End {
 /// close its side, and log one line. Runs on the heap (see `connection`).
 async fn end_session(session: &mut Session, peer: SocketAddr, echoed: u64, end: End) {
     let ws = &mut session.ws;
+    let closed_by_peer = matches!(end, End::Closed);
+    // The description is only for the log line: not built when it is not logged.
+    let logged = tracing::enabled!(tracing::Level::INFO);
     let end = match end {
-        End::Closed => format!("closed by peer, {}", describe_close(ws)),
+        End::Closed if logged => format!("closed by peer, {}", describe_close(ws)),
+        End::Closed => String::new(),
         End::Shutdown => going_away(ws).await,
         End::Failed(end) => {
             drain(ws).await;
             end
         }
     };
-    linger(ws.get_ref().get_ref()).await;
+    // A client that sent its close frame sends nothing more (§5.5.1), except the pong to a
+    // ping of ours that crossed it: with none awaited, nothing can arrive to turn our close
+    // into a reset, and the client's FIN needs no waiting for.
+    if !closed_by_peer || ws.awaiting_pong() {
+        linger(ws.get_ref().get_ref()).await;
+    }
     info!(
         %peer,
         path = %session.path,

@@ -698,3 +698,113 @@ fn keepalive_and_origin_options_refuse_bad_values() {
         );
     }
 }
+
+/// A WebSocket client written by hand over a blocking socket, upgraded on `serve`.
+fn raw_client(serve: &Serve) -> TcpStream {
+    let mut tcp = TcpStream::connect(serve.addr).expect("connect");
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", text(&head));
+    tcp
+}
+
+/// A masked client frame (FIN set) with a short payload.
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x80 | opcode, 0x80 | u8::try_from(payload.len()).unwrap()];
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
+/// The next server frame (unmasked, short): its opcode and payload.
+fn read_server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).expect("frame header");
+    assert!(head[1] < 126, "a short unmasked frame: {head:?}");
+    let mut payload = vec![0u8; usize::from(head[1])];
+    tcp.read_exact(&mut payload).expect("frame payload");
+    (head[0] & 0x0f, payload)
+}
+
+/// Send our close frame, read the server's answer, then its end of the stream (its FIN).
+fn close_and_read_to_eof(tcp: &mut TcpStream) {
+    tcp.write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
+        .unwrap();
+    loop {
+        match read_server_frame(tcp) {
+            (0x8, payload) => {
+                assert_eq!(payload, 1000u16.to_be_bytes());
+                break;
+            }
+            // A keepalive ping sent before our close arrived: not answered.
+            (0x9, _) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    let mut rest = [0u8; 16];
+    assert_eq!(tcp.read(&mut rest).expect("the server's FIN"), 0);
+}
+
+/// What the server's socket does with bytes sent after its FIN: `Ok` if it still reads them (it
+/// is waiting for our FIN), an error if it is closed already and answered them with a reset.
+fn bytes_after_the_close(tcp: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    // Time for a server that does not wait to have closed its socket (it closes right after its
+    // FIN); `LINGER_TIMEOUT`, how long one that waits does so, is 1 s.
+    std::thread::sleep(Duration::from_millis(400));
+    tcp.write_all(bytes)?;
+    // Time for a reset to come back over loopback. Reads cannot tell (they keep returning the
+    // end of the stream that came first); a second write fails once the reset is in.
+    std::thread::sleep(Duration::from_millis(100));
+    tcp.write_all(bytes)
+}
+
+#[test]
+fn serve_does_not_wait_for_a_client_that_closed_cleanly() {
+    let mut serve = Serve::start(&["--ping-interval", "0"]);
+    let mut tcp = raw_client(&serve);
+    tcp.write_all(&masked_frame(0x1, b"hi")).unwrap();
+    assert_eq!(read_server_frame(&mut tcp), (0x1, b"hi".to_vec()));
+    close_and_read_to_eof(&mut tcp);
+    // The client owes nothing after its close frame: the server closed its socket at once
+    // instead of waiting for our FIN, so bytes sent now (which no client should send) meet a
+    // closed socket.
+    let err = bytes_after_the_close(&mut tcp, &masked_frame(0x1, b"late"))
+        .expect_err("the server's socket is closed");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{err}"
+    );
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(log.contains("closed by peer, code 1000"), "{log}");
+}
+
+#[test]
+fn serve_waits_for_the_pong_a_client_still_owes() {
+    let mut serve = Serve::start(&["--ping-interval", "0.2"]);
+    let mut tcp = raw_client(&serve);
+    // A keepalive ping, left unanswered; then our close crosses it.
+    assert_eq!(read_server_frame(&mut tcp), (0x9, Vec::new()));
+    close_and_read_to_eof(&mut tcp);
+    // The pong may follow our close frame (§5.5.1 forbids only data frames): the server still
+    // reads, so it arrives without a reset.
+    bytes_after_the_close(&mut tcp, &masked_frame(0xA, b"")).expect("no reset");
+    drop(tcp);
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(log.contains("closed by peer, code 1000"), "{log}");
+}

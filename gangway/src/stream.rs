@@ -235,6 +235,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.conn.uses_deflate()
     }
 
+    /// Whether a ping of ours (sent, or the keepalive's) has had no pong yet. The peer may send
+    /// that pong even after its close frame: a server that closes the transport without reading
+    /// on would answer it with a TCP reset.
+    pub fn awaiting_pong(&self) -> bool {
+        self.conn.awaiting_pong()
+    }
+
     /// The peer's close frame, once received (`Some(None)`: it carried no status code).
     pub fn close_frame(&self) -> Option<&Option<CloseFrame>> {
         self.conn.peer_close()

@@ -125,6 +125,8 @@ pub struct Connection {
 
     // Life cycle.
     close_sent: bool,
+    /// A ping of ours (sent by `send_ping` or the keepalive) has had no pong since.
+    awaiting_pong: bool,
     /// The peer's close frame once received (`Some(None)`: it had no status code). Boxed: it
     /// comes once, at the end, and inline it would cost 32 bytes for the whole connection.
     peer_close: Option<Box<Option<CloseFrame>>>,
@@ -244,6 +246,7 @@ impl Connection {
             #[cfg(feature = "deflate")]
             sending_compressed: false,
             close_sent: false,
+            awaiting_pong: false,
             peer_close: None,
             failed: false,
             deferred_close: None,
@@ -431,7 +434,17 @@ impl Connection {
     ///
     /// [`ApiMisuse::ControlPayloadTooLong`] over 125 bytes, [`ApiMisuse::AlreadyClosing`].
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), ApiMisuse> {
-        self.send_control(OpCode::Ping, payload)
+        self.send_control(OpCode::Ping, payload)?;
+        self.awaiting_pong = true;
+        Ok(())
+    }
+
+    /// Whether a ping of ours ([`send_ping`](Self::send_ping) or the keepalive's) has had no
+    /// pong since. The peer may still send that pong after its close frame (§5.5.1 forbids only
+    /// data frames after a close), so a transport closed without reading on would answer it with
+    /// a TCP reset.
+    pub fn awaiting_pong(&self) -> bool {
+        self.awaiting_pong
     }
 
     /// Queue an unsolicited pong (pings are answered automatically).
@@ -890,9 +903,11 @@ impl Connection {
                     .push_back(Event::Ping(Bytes::copy_from_slice(payload)));
             }
             // §5.5.3: an unsolicited pong needs no answer.
-            OpCode::Pong => self
-                .events
-                .push_back(Event::Pong(Bytes::copy_from_slice(payload))),
+            OpCode::Pong => {
+                self.awaiting_pong = false;
+                self.events
+                    .push_back(Event::Pong(Bytes::copy_from_slice(payload)));
+            }
             OpCode::Close => self.receive_close(payload)?,
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {}
         }

@@ -1845,3 +1845,23 @@ fn delivering_fragments_holds_no_message_buffer_between_pieces() {
     assert_eq!(fragments(&events(&mut s)).len(), 1);
     assert_eq!(s.message.capacity(), 0, "the piece took the buffer");
 }
+
+#[test]
+fn a_ping_is_awaited_until_a_pong_comes() {
+    let mut s = server();
+    assert!(!s.awaiting_pong());
+    s.send_ping(b"are you there").unwrap();
+    assert!(s.awaiting_pong());
+    // Other input, even a ping of the peer's, is no answer.
+    s.receive_data(&to(Role::Server, 0x89, b"mine")).unwrap();
+    s.receive_data(&to(Role::Server, 0x82, b"data")).unwrap();
+    assert!(s.awaiting_pong());
+    s.receive_data(&to(Role::Server, 0x8A, b"are you there"))
+        .unwrap();
+    assert!(!s.awaiting_pong());
+    // After the peer's close frame, the pong to a ping that crossed it may still come.
+    s.send_ping(b"").unwrap();
+    s.receive_data(&to(Role::Server, 0x88, &close_payload(1000, b"")))
+        .unwrap();
+    assert!(s.awaiting_pong());
+}

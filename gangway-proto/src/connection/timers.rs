@@ -180,6 +180,7 @@ impl Connection {
             // §5.5.2: "a means to verify that the remote endpoint is still responsive"; the
             // peer MUST answer, and its pong (any byte, really) ends the silence.
             self.write_frame(true, OpCode::Ping, &[]);
+            self.awaiting_pong = true;
             self.timers.last_ping = self.timers.now;
         }
         Ok(())
@@ -307,8 +308,10 @@ mod tests {
         conn.handle_timeout(t0 + 9 * SEC).unwrap();
         assert!(conn.output().is_empty(), "no ping before the interval");
 
+        assert!(!conn.awaiting_pong());
         conn.handle_timeout(t0 + 10 * SEC).unwrap();
         assert_eq!(opcodes(&take_output(&mut conn)), [OpCode::Ping]);
+        assert!(conn.awaiting_pong(), "the keepalive's ping awaits its pong");
         assert_eq!(conn.poll_timeout(), Some(t0 + 20 * SEC));
         conn.handle_timeout(t0 + 20 * SEC).unwrap();
         assert_eq!(opcodes(&take_output(&mut conn)), [OpCode::Ping]);
