@@ -418,6 +418,8 @@ def scenarios(args):
     else:
         combos = [(p, c, w, t) for p in (16, 1024, 65536) for c in (1, 64, 1000)
                   for w in (1, 16) for t in (False, True)]
+    if args.payloads:
+        combos = [c for c in combos if c[0] in args.payloads]
     run, skipped = [], []
     for payload, conns, window, text in combos:
         s = {"mode": "echo", "payload": payload, "connections": conns, "window": window,
@@ -549,6 +551,11 @@ def parse_args():
     p.add_argument("--no-handshakes", action="store_true", help="skip the handshake scenario")
     p.add_argument("--handshakes-only", action="store_true",
                    help="run the handshake scenario only (no echo, no memory)")
+    p.add_argument("--payloads", metavar="BYTES,...",
+                   type=lambda v: [int(x) for x in v.split(",")],
+                   help="run the echo scenarios of these payload sizes only (16, 1024, 65536)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="run the memory scenario only (no echo, no handshakes)")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     p.add_argument("--memory-connections", type=int, default=MEMORY_CONNECTIONS,
                    help=argparse.SUPPRESS)
@@ -566,6 +573,10 @@ def parse_args():
         p.error("--handshakes-only and --no-handshakes exclude each other")
     if args.handshakes_only:
         args.no_memory = True
+    if args.memory_only and (args.no_memory or args.handshakes_only):
+        p.error("--memory-only excludes --no-memory and --handshakes-only")
+    if args.memory_only:
+        args.no_handshakes = True
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         p.error("--rounds, --duration must be positive and --warmup not negative")
     return args
@@ -631,7 +642,7 @@ def main():
     names = [s.name for s in all_servers]
 
     echo, skipped = scenarios(args)
-    if args.handshakes_only:
+    if args.handshakes_only or args.memory_only:
         echo, skipped = [], []
     plan = [(title(s), s) for s in echo]
     if not args.no_handshakes:
