@@ -503,42 +503,32 @@ fn echo<'a>(
     // Boxed: only a session that waits for a slow reader pays for it.
     let mut waiting: Option<Box<Message>> = None;
     std::future::poll_fn(move |cx| loop {
-        if let Some(message) = waiting.take() {
-            match queue_echo(ws, cx, *message) {
-                Ok(None) => echoed += 1,
-                Ok(Some(message)) => {
-                    waiting = Some(Box::new(message));
+        let message = match waiting.take() {
+            Some(message) => *message,
+            None => match Pin::new(&mut *ws).poll_next(cx) {
+                Poll::Ready(None) => return Poll::Ready((echoed, End::Closed)),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready((echoed, End::Failed(format!("error: {}", causes(&e)))))
+                }
+                Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => m,
+                // Pings are answered by the core; pongs need nothing.
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Pending => {
                     return Pin::new(&mut stop)
                         .poll(cx)
-                        .map(|()| (echoed, End::Shutdown));
+                        .map(|()| (echoed, End::Shutdown))
                 }
-                Err(end) => return Poll::Ready((echoed, end)),
-            }
-        }
-        match Pin::new(&mut *ws).poll_next(cx) {
-            Poll::Ready(None) => return Poll::Ready((echoed, End::Closed)),
-            Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready((echoed, End::Failed(format!("error: {}", causes(&e)))))
-            }
-            Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => {
-                match queue_echo(ws, cx, m) {
-                    Ok(None) => echoed += 1,
-                    Ok(Some(message)) => {
-                        waiting = Some(Box::new(message));
-                        return Pin::new(&mut stop)
-                            .poll(cx)
-                            .map(|()| (echoed, End::Shutdown));
-                    }
-                    Err(end) => return Poll::Ready((echoed, end)),
-                }
-            }
-            // Pings are answered by the core; pongs need nothing.
-            Poll::Ready(Some(Ok(_))) => {}
-            Poll::Pending => {
+            },
+        };
+        match queue_echo(ws, cx, message) {
+            Ok(None) => echoed += 1,
+            Ok(Some(message)) => {
+                waiting = Some(Box::new(message));
                 return Pin::new(&mut stop)
                     .poll(cx)
-                    .map(|()| (echoed, End::Shutdown))
+                    .map(|()| (echoed, End::Shutdown));
             }
+            Err(end) => return Poll::Ready((echoed, end)),
         }
     })
 }

@@ -6,10 +6,14 @@
 //!
 //! Usage: `raw-echo [--listen] ADDR` (default 127.0.0.1:9001). Prints nothing but errors.
 
+#[path = "../../shared/websocket_key.rs"]
+mod websocket_key;
+
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use websocket_key::websocket_key;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -61,17 +65,6 @@ async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
         }
         stream.write_all(&buf[..n]).await?;
     }
-}
-
-/// The value of the `Sec-WebSocket-Key` header in a request head, trimmed.
-fn websocket_key(head: &[u8]) -> Option<&[u8]> {
-    head.split(|&b| b == b'\n').find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        let (name, value) = line.split_at(colon);
-        name.eq_ignore_ascii_case(b"sec-websocket-key")
-            .then(|| value[1..].trim_ascii())
-            .filter(|v| !v.is_empty())
-    })
 }
 
 /// `--listen ADDR` or a positional `ADDR`.
