@@ -47,6 +47,7 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_SIZE: usize = 256 << 10;
 
 /// The most one read takes on a connection with permessage-deflate (see `poll_read_with`).
+#[cfg(feature = "deflate")]
 const DEFLATE_READ_SIZE: usize = 64 << 10;
 
 /// Below this much room left in the read buffer, it is renewed before reading (reused in place
@@ -491,11 +492,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         //
         // With permessage-deflate, a read is cut to `DEFLATE_READ_SIZE`: compressed pieces are
         // inflated as they arrive, and the read's size bounds what one read can inflate into.
+        #[cfg(feature = "deflate")]
         let room = if self.conn.uses_deflate() {
             DEFLATE_READ_SIZE
         } else {
             READ_SIZE
         };
+        #[cfg(not(feature = "deflate"))]
+        let room = READ_SIZE;
         let mut limited = BufMut::limit(&mut *buf, room);
         let read = std::pin::pin!(self.io.read_buf(&mut limited));
         let read = read.poll(cx)?;
