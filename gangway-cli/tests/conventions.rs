@@ -6,10 +6,11 @@
 
 #[path = "../../gangway/tests/support/certs.rs"]
 mod certs;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,9 +18,7 @@ use std::time::{Duration, Instant};
 use certs::{TestCa, Usage, Validity};
 use futures_util::{SinkExt, StreamExt};
 use gangway::{CloseCode, Message, ServerBuilder};
-
-/// Upper bound for anything a test waits for.
-const TIMEOUT: Duration = Duration::from_secs(30);
+use support::{Proc, TIMEOUT};
 
 /// The binary, with no proxy from the machine's environment.
 fn gangway() -> Command {
@@ -37,37 +36,13 @@ fn gangway() -> Command {
     cmd
 }
 
-/// A child process that is killed and reaped when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        Proc(
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("gangway starts"),
-        )
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `cmd` started with all three pipes.
+fn spawn_piped(cmd: &mut Command) -> Proc {
+    Proc::spawn(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
 }
 
 /// Each line a pipe produces, as it comes.
@@ -94,7 +69,7 @@ struct Outcome {
 
 /// Run `cmd` with `input` on stdin, then EOF (`None`: stdin stays open); bounded.
 fn run(cmd: &mut Command, input: Option<&str>) -> Outcome {
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = spawn_piped(cmd);
     let stdout = lines_of(proc.0.stdout.take().expect("stdout"));
     let stderr = lines_of(proc.0.stderr.take().expect("stderr"));
     let mut stdin = proc.0.stdin.take();
@@ -124,7 +99,7 @@ struct Interactive {
 
 impl Interactive {
     fn start(cmd: &mut Command) -> Interactive {
-        let mut proc = Proc::spawn(cmd);
+        let mut proc = spawn_piped(cmd);
         Interactive {
             stdin: proc.0.stdin.take(),
             stdout: lines_of(proc.0.stdout.take().expect("stdout")),
@@ -175,7 +150,7 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str]) -> Serve {
-        let mut proc = Proc::spawn(
+        let mut proc = spawn_piped(
             gangway()
                 .args(["serve", "--listen", "127.0.0.1:0"])
                 .args(args),
@@ -490,7 +465,7 @@ fn text_is_the_default_and_can_be_said() {
         assert_eq!(out.stdout, ["caf\u{e9}", "line\\twith tab"]);
     }
     // Invalid UTF-8 is no text: exit 1, nothing fits better in curl's list.
-    let mut proc = Proc::spawn(gangway().args(["connect", "--text", &url]));
+    let mut proc = spawn_piped(gangway().args(["connect", "--text", &url]));
     let stderr = lines_of(proc.0.stderr.take().expect("stderr"));
     let mut stdin = proc.0.stdin.take().expect("stdin");
     let _ = stdin.write_all(b"bad \xff\n");

@@ -9,23 +9,21 @@
 mod certs;
 #[path = "../../gangway/tests/support/proxies.rs"]
 mod proxies;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use certs::{Issued, TestCa, Usage, Validity};
 use futures_util::{SinkExt, StreamExt};
 use gangway::tls::{self, rustls};
 use gangway::{Message, ServerBuilder};
 use proxies::{Options, TestProxy};
-
-/// Upper bound for anything a test waits for.
-const TIMEOUT: Duration = Duration::from_secs(30);
+use support::{Proc, TIMEOUT};
 
 /// Proxy variables cleared from every child's environment.
 const PROXY_VARS: [&str; 8] = [
@@ -46,29 +44,6 @@ fn gangway() -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-/// A child process that is killed and reaped when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {

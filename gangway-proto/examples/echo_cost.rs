@@ -132,7 +132,7 @@ fn main() -> ExitCode {
 }
 
 /// The tokio layer's read buffer size.
-const READ_SIZE: usize = 64 << 10;
+const READ_SIZE: usize = 256 << 10;
 
 fn usage() -> ExitCode {
     eprintln!(
