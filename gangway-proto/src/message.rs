@@ -305,9 +305,11 @@ impl Reassembly {
                 self.utf8
                     .finish()
                     .map_err(|()| ProtocolError::InvalidUtf8)?;
-                // Validated piece by piece already; the conversion checks once more, at SIMD
-                // speed (a second proof is cheaper than trusting the pieces' bookkeeping).
-                Utf8Bytes::validated(Bytes::from(buf)).map(Event::Text)
+                // Every byte went through the validator as it arrived (`push`, or
+                // `validate_from` after inflating), and no code point is left open.
+                Ok(Event::Text(Utf8Bytes::validated_in_pieces(Bytes::from(
+                    buf,
+                ))))
             }
             _ => Ok(Event::Binary(Bytes::from(buf))),
         }

@@ -145,6 +145,15 @@ pub struct Connection {
     timers: timers::Timers,
 }
 
+/// A single-frame message found whole in the input (see [`Connection::whole_message_at`]).
+struct WholeMessage {
+    kind: DataKind,
+    header_len: usize,
+    /// The payload's length, after the header.
+    len: usize,
+    mask: Option<[u8; 4]>,
+}
+
 /// A frame whose header is decoded and whose payload is still arriving.
 #[derive(Clone, Copy, Debug)]
 struct IncomingFrame {
@@ -489,26 +498,39 @@ impl Connection {
     /// still answer them (an echo server echoes a message that arrived in the same read as the
     /// violation).
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        if event.is_none() {
-            if let Some(err) = self.deferred_close.take() {
-                self.write_failure_close(err);
-            }
-        }
-        if let Some(Event::Close(close)) = &event {
-            if !self.close_sent && !self.failed {
-                // §5.5.1: answer with a close, "typically echoing the status code it received";
-                // the reason is echoed too, and a close without a code is answered without one.
-                let reply = close.as_ref().map(|c| (c.code, c.reason.as_str()));
-                self.write_close(reply);
-            }
+        let Some(event) = self.events.pop_front() else {
+            self.no_event_left();
+            return None;
+        };
+        if let Event::Close(close) = &event {
+            self.answer_close(close);
         }
         if self.events.is_empty() && self.events.capacity() > MAX_RETAINED_EVENTS {
             // A burst's long queue is not kept; a short one is, for the next read
             // (`release_buffers` frees it once the connection is idle).
             self.events = VecDeque::new();
         }
-        event
+        Some(event)
+    }
+
+    /// [`poll_event`](Self::poll_event) found the queue empty: a failure's close frame waits no
+    /// longer.
+    #[cold]
+    fn no_event_left(&mut self) {
+        if let Some(err) = self.deferred_close.take() {
+            self.write_failure_close(err);
+        }
+    }
+
+    /// The peer's close is handed out: answer it unless we closed or failed first.
+    #[cold]
+    fn answer_close(&mut self, close: &Option<CloseFrame>) {
+        if !self.close_sent && !self.failed {
+            // §5.5.1: answer with a close, "typically echoing the status code it received";
+            // the reason is echoed too, and a close without a code is answered without one.
+            let reply = close.as_ref().map(|c| (c.code, c.reason.as_str()));
+            self.write_close(reply);
+        }
     }
 
     /// Free the buffers that a busy connection keeps between messages: the output buffer once
@@ -615,6 +637,11 @@ impl Connection {
         // Bytes of `data` already consumed: the buffer itself is cut only to lend a payload.
         let mut pos = 0;
         while pos < data.len() && self.peer_close.is_none() {
+            if self.whole_message_at(&data[pos..]).is_some() {
+                self.lend_whole_messages(data, pos)?;
+                pos = 0;
+                continue;
+            }
             let rest = data.len() - pos;
             pos += match self.frame {
                 None => self.read_header(&data[pos..])?,
@@ -642,6 +669,96 @@ impl Connection {
             };
         }
         Ok(())
+    }
+
+    /// Hand out the run of [whole messages](Self::whole_message_at) that starts at `pos` in
+    /// `data` (at least one), a batch at a time: each is unmasked in place, then the batch is
+    /// split off `data` once and each message is a slice of it, which costs a reference count
+    /// per message and no copy.
+    fn lend_whole_messages(
+        &mut self,
+        data: &mut BytesMut,
+        pos: usize,
+    ) -> Result<(), ProtocolError> {
+        /// Messages found before the batch is split off and handed out.
+        const BATCH: usize = 32;
+        let mut found = [(0usize, 0usize, DataKind::Binary); BATCH];
+        let mut count = 0;
+        let mut end = pos;
+        while count < BATCH {
+            let Some(whole) = self.whole_message_at(&data[end..]) else {
+                break;
+            };
+            let start = end + whole.header_len;
+            end = start + whole.len;
+            if let Some(key) = whole.mask {
+                apply_mask(&mut data[start..end], key, 0);
+            }
+            found[count] = (start, whole.len, whole.kind);
+            count += 1;
+        }
+        let batch = data.split_to(end).freeze();
+        for &(start, len, kind) in &found[..count] {
+            let payload = batch.slice(start..start + len);
+            let event = match kind {
+                DataKind::Binary => Event::Binary(payload),
+                // Validated once, whole, at SIMD speed.
+                DataKind::Text => Event::Text(Utf8Bytes::validated(payload)?),
+            };
+            self.events.push_back(event);
+        }
+        Ok(())
+    }
+
+    /// The message at the start of `data` if it is what most messages are: a single frame (FIN),
+    /// text or binary, no RSV bit, masked as the role requires, its header and payload all in
+    /// `data`, within the limits, arriving between messages, and to be delivered whole. Such a
+    /// frame passes every check of [`start_frame`](Self::start_frame) by construction, so it is
+    /// lent out without its bookkeeping; anything else (`None`) takes the general path, which
+    /// gives the same events and errors.
+    #[inline]
+    fn whole_message_at(&self, data: &[u8]) -> Option<WholeMessage> {
+        let (&[b0, b1], rest) = data.split_first_chunk::<2>()?;
+        let kind = match b0 {
+            0x81 => DataKind::Text,
+            0x82 => DataKind::Binary,
+            _ => return None,
+        };
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server)
+            || self.frame.is_some()
+            || self.header_len != 0
+            || self.message.in_progress()
+            || self.config.deliver_fragments
+        {
+            return None;
+        }
+        let (len, rest) = match b1 & 0x7F {
+            126 => {
+                let (ext, rest) = rest.split_first_chunk::<2>()?;
+                (usize::from(u16::from_be_bytes(*ext)), rest)
+            }
+            127 => return None,
+            short => (usize::from(short), rest),
+        };
+        let (mask, rest) = if masked {
+            let (key, rest) = rest.split_first_chunk::<4>()?;
+            (Some(*key), rest)
+        } else {
+            (None, rest)
+        };
+        if len > rest.len()
+            || len > self.config.max_frame_size
+            || len > self.config.max_message_size
+        {
+            return None;
+        }
+        Some(WholeMessage {
+            kind,
+            header_len: data.len() - rest.len(),
+            len,
+            mask,
+        })
     }
 
     /// The message's kind and the payload length of `frame` if it can be lent out of the input
@@ -1035,22 +1152,7 @@ impl Connection {
 
     /// Queue one frame: header, then the payload copied once and masked in place.
     fn write_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
-        // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
-        let mask = self.rng.as_mut().map(|rng| {
-            let mut key = [0u8; 4];
-            rng.fill(&mut key);
-            key
-        });
-        let header = FrameHeader {
-            fin,
-            rsv,
-            opcode,
-            mask,
-            payload_len: to_u64(payload.len()),
-        };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let head_len = header.encode(&mut head);
-        if self.output().is_empty() {
+        if self.out_pos == self.out.len() {
             // The write timeout counts from when output starts waiting.
             self.timers.note_output_progress();
         }
@@ -1062,15 +1164,52 @@ impl Connection {
             let wanted = (self.out.len() + needed).max(MIN_OUTPUT_CAPACITY);
             self.out.reserve(wanted - self.out.len());
         }
+        // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
+        let Some(rng) = self.rng.as_mut() else {
+            if let Ok(short @ 0..=125) = u8::try_from(payload.len()) {
+                // A server's small frame, the most common: its two header bytes, written
+                // directly.
+                let b0 = u8::from(fin) << 7 | (rsv & 0b111) << 4 | opcode.as_u8();
+                self.out.extend_from_slice(&[b0, short]);
+                self.out.extend_from_slice(payload);
+                return;
+            }
+            self.write_header(fin, rsv, opcode, None, payload.len());
+            self.out.extend_from_slice(payload);
+            return;
+        };
+        let mut key = [0u8; 4];
+        rng.fill(&mut key);
+        let start = self.write_header(fin, rsv, opcode, Some(key), payload.len());
+        self.out.extend_from_slice(payload);
+        apply_mask(&mut self.out[start..], key, 0);
+    }
+
+    /// Append a frame header (room for [`MAX_HEADER_LEN`] bytes is reserved); returns where the
+    /// payload starts.
+    fn write_header(
+        &mut self,
+        fin: bool,
+        rsv: u8,
+        opcode: OpCode,
+        mask: Option<[u8; 4]>,
+        payload_len: usize,
+    ) -> usize {
+        let header = FrameHeader {
+            fin,
+            rsv,
+            opcode,
+            mask,
+            payload_len: to_u64(payload_len),
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
         // A fixed-size copy is a couple of moves where a copy of `head_len` bytes is a call to
         // `memcpy`; the bytes past the header are cut off again before the payload.
         let start = self.out.len() + head_len;
         self.out.extend_from_slice(&head);
         self.out.truncate(start);
-        self.out.extend_from_slice(payload);
-        if let Some(key) = mask {
-            apply_mask(&mut self.out[start..], key, 0);
-        }
+        start
     }
 
     /// Drop written bytes from the front once they outweigh the unwritten ones, so a transport

@@ -307,6 +307,196 @@ fn lent_message_is_a_slice_of_the_input_unmasked_in_place() {
     );
 }
 
+/// Feed `stream` to a fresh endpoint of `role` with `config` in one call, copied and lent:
+/// both give the same result, events and output, which are returned.
+fn feed_once_both_ways(
+    role: Role,
+    config: &Config,
+    stream: &[u8],
+) -> (Result<(), ProtocolError>, Vec<Event>, Vec<u8>) {
+    let mut results = Vec::new();
+    for how in [Feed::Copied, Feed::Lent] {
+        let mut conn = endpoint_with(role, config.clone());
+        let result = feed(&mut conn, stream, how);
+        results.push((result, events(&mut conn), take_output(&mut conn)));
+    }
+    let lent = results.pop().unwrap();
+    let copied = results.pop().unwrap();
+    assert_eq!(
+        copied, lent,
+        "{role:?}: receive_data and receive_buf differ"
+    );
+    copied
+}
+
+#[test]
+fn whole_messages_in_one_read_take_the_short_path_with_the_same_results() {
+    // Lengths on both sides of each header form (7-bit, 16-bit, 64-bit), more messages than one
+    // batch of the short path, and frames it leaves to the general path (a ping, a fragmented
+    // message, a 64-bit length) in between.
+    let lengths = [0usize, 1, 31, 32, 125, 126, 127, 1000, 65535, 65536];
+    for role in ROLES {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for round in 0..5 {
+            for &len in &lengths {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 31 + round) as u8).collect();
+                stream.extend(to(role, 0x82, &payload));
+                expected.push(Event::Binary(payload.into()));
+                let text = "é".repeat(len / 2);
+                stream.extend(to(role, 0x81, text.as_bytes()));
+                expected.push(Event::Text(text.into()));
+            }
+            stream.extend(to(role, 0x89, b"ping"));
+            expected.push(Event::Ping(Bytes::from_static(b"ping")));
+            stream.extend(to(role, 0x02, b"frag"));
+            stream.extend(to(role, 0x80, b"mented"));
+            expected.push(Event::Binary(Bytes::from_static(b"fragmented")));
+        }
+        let (result, got, output) = feed_once_both_ways(role, &Config::default(), &stream);
+        assert_eq!(result, Ok(()));
+        assert!(got == expected, "{role:?}: events differ");
+        // The pongs, and nothing else.
+        let answers = frames(&output);
+        assert_eq!(answers.len(), 5);
+        assert!(answers.iter().all(|f| f.header.opcode == OpCode::Pong));
+
+        // Every message that arrived whole, in one frame, is a slice of the input.
+        let input = bytes::BytesMut::from(&stream[..]);
+        let range = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
+        let mut conn = endpoint(role);
+        conn.receive_buf(input).unwrap();
+        let lent = events(&mut conn)
+            .iter()
+            .filter(|e| match e {
+                Event::Binary(data) => {
+                    !data.is_empty() && range.contains(&(data.as_ptr() as usize))
+                }
+                Event::Text(text) => !text.is_empty() && range.contains(&(text.as_ptr() as usize)),
+                _ => false,
+            })
+            .count();
+        // 5 rounds of 9 non-empty binary and 8 non-empty text messages, all but the
+        // reassembled one (empty ones own no bytes).
+        assert_eq!(lent, 5 * (9 + 8), "{role:?}");
+    }
+}
+
+#[test]
+fn the_short_path_checks_what_the_general_path_checks() {
+    let small = Config {
+        max_frame_size: 100,
+        max_message_size: 200,
+        ..Config::default()
+    };
+    let fragments = Config {
+        deliver_fragments: true,
+        ..Config::default()
+    };
+    let default = Config::default();
+    let small_frames_only = Config {
+        max_frame_size: 1000,
+        ..small.clone()
+    };
+    let good = to(Role::Server, 0x82, b"before");
+    // (receiver, its config, the bad frames after a good one, what feeding them gives)
+    type Case<'a> = (Role, &'a Config, Vec<u8>, Result<(), ProtocolError>);
+    let cases: Vec<Case> = vec![
+        // At the frame limit, then past it.
+        (
+            Role::Server,
+            &small,
+            to(Role::Server, 0x82, &[7; 100]),
+            Ok(()),
+        ),
+        (
+            Role::Server,
+            &small,
+            to(Role::Server, 0x82, &[7; 101]),
+            Err(ProtocolError::FrameTooLarge),
+        ),
+        // A message over the limit in one frame, with a larger frame limit.
+        (
+            Role::Server,
+            &small_frames_only,
+            to(Role::Server, 0x81, &[b'a'; 201]),
+            Err(ProtocolError::MessageTooLarge),
+        ),
+        // A new message while a fragmented one is in progress.
+        (
+            Role::Server,
+            &default,
+            [to(Role::Server, 0x01, b"a"), to(Role::Server, 0x82, b"b")].concat(),
+            Err(ProtocolError::ExpectedContinuation),
+        ),
+        // Masking the wrong way for the role.
+        (
+            Role::Server,
+            &default,
+            raw(0x82, b"unmasked", None),
+            Err(ProtocolError::UnmaskedFrame),
+        ),
+        (
+            Role::Client,
+            &default,
+            raw(0x82, b"masked", Some(KEY)),
+            Err(ProtocolError::MaskedFrame),
+        ),
+        // Invalid UTF-8 in the 40th message of one read (past the first batch).
+        (
+            Role::Server,
+            &default,
+            [
+                to(Role::Server, 0x81, b"fine").repeat(39),
+                to(Role::Server, 0x81, &[b'o', 0xc3]),
+                to(Role::Server, 0x81, b"never seen"),
+            ]
+            .concat(),
+            Err(ProtocolError::InvalidUtf8),
+        ),
+        // Delivering fragments: whole messages still come as one fin piece each.
+        (
+            Role::Server,
+            &fragments,
+            to(Role::Server, 0x81, b"piece"),
+            Ok(()),
+        ),
+    ];
+    for (role, config, bad, expected) in cases {
+        let stream = [
+            if role == Role::Server {
+                good.clone()
+            } else {
+                raw(0x82, b"before", None)
+            },
+            bad,
+        ]
+        .concat();
+        let (result, got, output) = feed_once_both_ways(role, config, &stream);
+        assert_eq!(result, expected, "{role:?} {config:?}");
+        let first = if config.deliver_fragments {
+            Event::Fragment {
+                kind: DataKind::Binary,
+                data: Bytes::from_static(b"before"),
+                fin: true,
+            }
+        } else {
+            Event::Binary(Bytes::from_static(b"before"))
+        };
+        assert_eq!(got.first(), Some(&first), "{role:?} {expected:?}");
+        match expected {
+            Ok(()) => assert_eq!(got.len(), 2, "{role:?}"),
+            Err(err) => {
+                assert_eq!(close_in(&output).unwrap().unwrap().code, err.close_code());
+                if err == ProtocolError::InvalidUtf8 {
+                    // The 39 good messages came before the failure; nothing after it.
+                    assert_eq!(got.len(), 40);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn lent_input_fails_like_copied_input() {
     // An unmasked frame to a server, invalid UTF-8, a reserved bit: the same error and the same

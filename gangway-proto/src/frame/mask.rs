@@ -20,6 +20,7 @@ const AVX2_MIN_LEN: usize = 64;
 ///
 /// Uses the fastest implementation this CPU runs (see the [module docs](self)); equal to
 /// [`apply_mask_scalar`] for every input.
+#[inline]
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
     if data.len() < SMALL_LEN {
         return mask_small(data, key, offset);
