@@ -63,6 +63,10 @@ thread_local! {
 /// out as soon as the next one is sent.
 const CORK_SIZE: usize = 16 << 10;
 
+/// The most parts of the output given to one vectored write: a pipelined batch of echoed large
+/// messages is two parts each (header, payload), and a larger batch takes another write.
+const MAX_WRITE_PARTS: usize = 64;
+
 /// How long a connection that has nothing to read keeps the buffers the core reuses between
 /// messages (output buffer, event queue) before giving them back.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
@@ -431,11 +435,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 )));
             }
             let len = out.len();
-            match Pin::new(&mut self.io).poll_write(&mut wcx, out) {
+            let written = if len < self.conn.output_len() && self.io.is_write_vectored() {
+                // The output is in parts (payloads queued without a copy): all of them in one
+                // system call.
+                let mut parts = [io::IoSlice::new(&[]); MAX_WRITE_PARTS];
+                let count = self.conn.output_parts(&mut parts);
+                let total = parts[..count].iter().map(|part| part.len()).sum::<usize>();
+                Pin::new(&mut self.io)
+                    .poll_write_vectored(&mut wcx, &parts[..count])
+                    .map_ok(|n| n.min(total))
+            } else {
+                Pin::new(&mut self.io)
+                    .poll_write(&mut wcx, out)
+                    .map_ok(|n| n.min(len))
+            };
+            match written {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                // `min`: a transport claiming more than it was given must not make us panic.
+                // `min` above: a transport claiming more than it was given must not make us panic.
                 Poll::Ready(Ok(n)) => {
-                    self.conn.consume_output(n.min(len));
+                    self.conn.consume_output(n);
                     self.needs_flush = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -517,14 +535,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 self.failure.get_or_insert(e);
             }
         } else {
-            let queued = self.conn.output().len();
+            let queued = self.conn.output_len();
             // Received bytes reset the core's idle and keepalive clocks.
             self.conn.set_now(now);
             // The bytes read leave the shared buffer; its room after them is for the next read.
             if let Err(e) = self.conn.receive_buf(buf.split()) {
                 self.failure.get_or_insert(e);
             }
-            self.unsent_answers += self.conn.output().len().saturating_sub(queued);
+            self.unsent_answers += self.conn.output_len().saturating_sub(queued);
         }
         Poll::Ready(Ok(()))
     }
@@ -785,7 +803,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         // write with whatever follows it, at the next flush, or when the stream has handed out
         // every message it decoded and reads again. So an echo that feeds a reply per message
         // writes once per batch of input, not once per message.
-        if this.conn.output().len() < CORK_SIZE {
+        if this.conn.output_len() < CORK_SIZE {
             return Poll::Ready(Ok(()));
         }
         let now = now();
@@ -804,7 +822,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
             }
         }
         // The bounded write buffer: wait for the transport while too much is queued.
-        if this.conn.output().len() > WRITE_BUFFER_HIGH_WATER {
+        if this.conn.output_len() > WRITE_BUFFER_HIGH_WATER {
             Poll::Pending
         } else {
             Poll::Ready(Ok(()))
@@ -823,8 +841,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
             conn.set_now(now());
         }
         match item {
-            Message::Text(text) => conn.send_text(&text),
-            Message::Binary(data) => conn.send_binary(&data),
+            // A large payload is written from the message itself, not copied (an echoed message
+            // goes back out of the read buffer it arrived in).
+            Message::Text(text) => conn.send_text_shared(text),
+            Message::Binary(data) => conn.send_binary_shared(data),
             Message::Ping(payload) => conn.send_ping(&payload),
             Message::Pong(payload) => conn.send_pong(&payload),
             Message::Fragment(f) => conn.send_fragment(f.kind, &f.data, f.fin),
@@ -1021,6 +1041,111 @@ mod tests {
             None,
             leftover,
         )
+    }
+
+    /// A transport that writes vectored, at most `max` bytes per call taken across the parts
+    /// it is given, and counts its vectored calls.
+    struct Trickle {
+        io: DuplexStream,
+        max: usize,
+        vectored_calls: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.max);
+            Pin::new(&mut self.io).poll_write(cx, &buf[..n])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.vectored_calls.fetch_add(1, Ordering::SeqCst);
+            let mut gathered = Vec::new();
+            for part in bufs {
+                gathered.extend_from_slice(part);
+            }
+            gathered.truncate(self.max);
+            Pin::new(&mut self.io).poll_write(cx, &gathered)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn large_messages_go_out_in_vectored_writes_intact_however_little_each_write_takes() {
+        for max in [1, 7, 4096, usize::MAX] {
+            let (io, peer) = tokio::io::duplex(1 << 20);
+            let vectored_calls = Arc::new(AtomicUsize::new(0));
+            let transport = Trickle {
+                io,
+                max,
+                vectored_calls: Arc::clone(&vectored_calls),
+            };
+            let mut ws = WebSocket::from_parts(
+                transport,
+                Connection::new(Role::Server, Config::default()),
+                None,
+                &[],
+            );
+            // Sent as a server sends them: large payloads from their own buffers, small ones
+            // copied, in one batch.
+            let mut sent = Vec::new();
+            for i in 0..6u8 {
+                let len = if i % 2 == 0 {
+                    3000 + usize::from(i)
+                } else {
+                    10
+                };
+                let payload = Bytes::from(vec![i; len]);
+                sent.push(payload.clone());
+                futures_util::SinkExt::feed(&mut ws, Message::Binary(payload))
+                    .await
+                    .unwrap();
+            }
+            futures_util::SinkExt::flush(&mut ws).await.unwrap();
+            assert!(vectored_calls.load(Ordering::SeqCst) > 0, "max {max}");
+            drop(ws);
+            // The client's reading side: every frame whole and in order.
+            let mut client = Connection::new(Role::Client, Config::default());
+            let mut wire = Vec::new();
+            let mut peer = peer;
+            peer.read_to_end(&mut wire).await.unwrap();
+            client.receive_data(&wire).unwrap();
+            let got: Vec<Bytes> = std::iter::from_fn(|| client.poll_event())
+                .map(|event| match event {
+                    gangway_proto::Event::Binary(data) => data,
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, sent, "max {max}");
+        }
     }
 
     /// A client frame: FIN, `opcode`, masked with a zero key (payload unchanged) when `masked`.

@@ -288,6 +288,28 @@ mod tests {
     }
 
     #[test]
+    fn shared_sends_are_compressed_like_copied_ones() {
+        let text = text_like(5000, 1);
+        let (_, mut copied) = pair(DeflateParams::default(), &DeflateConfig::default());
+        let (mut client, mut shared) = pair(DeflateParams::default(), &DeflateConfig::default());
+        for _ in 0..2 {
+            copied.send_text(&text).unwrap();
+            copied.send_binary(text.as_bytes()).unwrap();
+            shared.send_text_shared(text.as_str().into()).unwrap();
+            shared
+                .send_binary_shared(bytes::Bytes::from(text.clone()))
+                .unwrap();
+        }
+        // Compressed (the payload is not what goes out), in one part.
+        assert!(shared.shared.is_none());
+        let wire = take_output(&mut shared);
+        assert_eq!(wire, take_output(&mut copied));
+        assert!(wire.len() < text.len());
+        client.receive_data(&wire).unwrap();
+        assert_eq!(events(&mut client).len(), 4);
+    }
+
+    #[test]
     fn compressible_messages_cross_in_far_fewer_bytes() {
         let (mut client, mut server) = pair(DeflateParams::default(), &DeflateConfig::default());
         let text = text_like(1 << 20, 3);

@@ -45,6 +45,10 @@ const MAX_RETAINED_OUTPUT: usize = 64 * 1024;
 /// not reallocate frame after frame as it fills.
 const MIN_OUTPUT_CAPACITY: usize = 512;
 
+/// The smallest payload that [`Connection::send_binary_shared`] queues without copying: below it,
+/// a copy into the output buffer costs less than one more part in a vectored write.
+const SHARED_MIN_LEN: usize = 1024;
+
 /// The largest event queue (in events) kept once drained; a longer one is freed at once.
 const MAX_RETAINED_EVENTS: usize = 64;
 
@@ -119,6 +123,12 @@ pub struct Connection {
     /// Bytes for the transport; `out[out_pos..]` is not written yet.
     out: Vec<u8>,
     out_pos: usize,
+    /// Payloads queued without copying ([`send_binary_shared`](Self::send_binary_shared)), in
+    /// order, each with the position in `out` it goes after (its frame's header ends there).
+    /// Boxed: only connections sending large messages ever have one, and it is freed once
+    /// written.
+    #[allow(clippy::box_collection)] // 8 bytes in every connection instead of 32.
+    shared: Option<Box<VecDeque<(usize, Bytes)>>>,
     /// The kind of the fragmented message we are sending, between `send_fragment` calls.
     sending: Option<DataKind>,
     sending_utf8: Utf8Validator,
@@ -253,6 +263,7 @@ impl Connection {
             events: VecDeque::new(),
             out: Vec::new(),
             out_pos: 0,
+            shared: None,
             sending: None,
             sending_utf8: Utf8Validator::new(),
             #[cfg(feature = "deflate")]
@@ -393,6 +404,39 @@ impl Connection {
             return Err(ApiMisuse::FragmentOrder);
         }
         self.write_message(OpCode::Binary, data, true);
+        Ok(())
+    }
+
+    /// Queue a binary message without copying its payload, where it can go out as it is: a
+    /// server's frame is not masked, so a payload of at least 1 KiB that is neither compressed
+    /// nor split into several frames is written to the transport from `data` itself (see
+    /// [`output_parts`](Self::output_parts)), and `data` is dropped once written. Anything else is
+    /// copied, as [`send_binary`](Self::send_binary) does. An echo server hands back a received
+    /// message this way, without a copy either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_text`](Self::send_text).
+    pub fn send_binary_shared(&mut self, data: Bytes) -> Result<(), ApiMisuse> {
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(ApiMisuse::FragmentOrder);
+        }
+        self.write_message_shared(OpCode::Binary, data);
+        Ok(())
+    }
+
+    /// [`send_binary_shared`](Self::send_binary_shared) for text.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_text`](Self::send_text).
+    pub fn send_text_shared(&mut self, text: Utf8Bytes) -> Result<(), ApiMisuse> {
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(ApiMisuse::FragmentOrder);
+        }
+        self.write_message_shared(OpCode::Text, text.into_bytes());
         Ok(())
     }
 
@@ -542,7 +586,7 @@ impl Connection {
     /// reassembled are kept, and the next message allocates again. Cheap when there is nothing
     /// to free, so it may be called on every idle turn.
     pub fn release_buffers(&mut self) {
-        if self.out_pos == self.out.len() && self.out.capacity() > 0 {
+        if self.output_drained() && self.out.capacity() > 0 {
             self.out = Vec::new();
             self.out_pos = 0;
         }
@@ -553,13 +597,87 @@ impl Connection {
 
     /// Whether [`release_buffers`](Self::release_buffers) would free anything now.
     pub fn holds_spare_buffers(&self) -> bool {
-        (self.out_pos == self.out.len() && self.out.capacity() > 0)
+        (self.output_drained() && self.out.capacity() > 0)
             || (self.events.is_empty() && self.events.capacity() > 0)
     }
 
-    /// Bytes waiting to be written to the transport.
+    /// The next bytes to write to the transport: empty when nothing waits.
+    ///
+    /// This is all of the output, except after [`send_binary_shared`](Self::send_binary_shared)
+    /// or [`send_text_shared`](Self::send_text_shared) queued a payload without copying it: the
+    /// output is then in several parts, and this is the first. Write it,
+    /// [`consume_output`](Self::consume_output) what was written, and call again until it is
+    /// empty; or write every part at once with [`output_parts`](Self::output_parts).
     pub fn output(&self) -> &[u8] {
-        self.out.get(self.out_pos..).unwrap_or_default()
+        let end = match self.shared.as_deref().and_then(VecDeque::front) {
+            Some((at, data)) if *at == self.out_pos => return data,
+            Some(&(at, _)) => at,
+            None => self.out.len(),
+        };
+        self.out.get(self.out_pos..end).unwrap_or_default()
+    }
+
+    /// The number of bytes waiting to be written, in every part of the output.
+    pub fn output_len(&self) -> usize {
+        let shared = self
+            .shared
+            .as_deref()
+            .map_or(0, |queue| queue.iter().map(|(_, data)| data.len()).sum());
+        self.out.len() - self.out_pos + shared
+    }
+
+    /// The parts of the output, in order, as many as `dst` holds, for one vectored write
+    /// (`writev`); returns how many were filled. Their lengths add up to at most
+    /// [`output_len`](Self::output_len); [`consume_output`](Self::consume_output) takes what was
+    /// written of all of them.
+    ///
+    /// ```
+    /// use std::io::IoSlice;
+    /// use bytes::Bytes;
+    /// use gangway_proto::{Config, Connection, Role};
+    ///
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// server.send_binary_shared(Bytes::from(vec![7u8; 4096]))?;
+    /// server.send_text("after it")?;
+    /// let mut parts = [IoSlice::new(&[]); 8];
+    /// let n = server.output_parts(&mut parts);
+    /// // The header, the payload (not copied), then the next frame.
+    /// assert_eq!(n, 3);
+    /// assert_eq!(parts[1].len(), 4096);
+    /// let written: usize = parts[..n].iter().map(|p| p.len()).sum();
+    /// server.consume_output(written);
+    /// assert!(server.output().is_empty());
+    /// # Ok::<(), gangway_proto::ApiMisuse>(())
+    /// ```
+    pub fn output_parts<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        let mut pos = self.out_pos;
+        let mut push = |part: &'a [u8], filled: &mut usize| {
+            if part.is_empty() {
+                return true;
+            }
+            match dst.get_mut(*filled) {
+                Some(slot) => {
+                    *slot = std::io::IoSlice::new(part);
+                    *filled += 1;
+                    true
+                }
+                None => false,
+            }
+        };
+        for (at, data) in self.shared.as_deref().into_iter().flatten() {
+            if !push(&self.out[pos..*at], &mut filled) || !push(data, &mut filled) {
+                return filled;
+            }
+            pos = *at;
+        }
+        push(&self.out[pos..], &mut filled);
+        filled
+    }
+
+    /// Nothing waits to be written.
+    fn output_drained(&self) -> bool {
+        self.out_pos == self.out.len() && self.shared.is_none()
     }
 
     /// Mark the first `n` bytes of [`output`](Self::output) as written.
@@ -568,16 +686,25 @@ impl Connection {
     ///
     /// If `n` is larger than `output().len()`.
     pub fn consume_output(&mut self, n: usize) {
-        assert!(
-            n <= self.output().len(),
-            "consume_output({n}) past the {} bytes of output",
-            self.output().len()
-        );
-        self.out_pos += n;
+        if self.shared.is_some() {
+            assert!(
+                n <= self.output_len(),
+                "consume_output({n}) past the {} bytes of output",
+                self.output_len()
+            );
+            self.consume_parts(n);
+        } else {
+            assert!(
+                n <= self.output().len(),
+                "consume_output({n}) past the {} bytes of output",
+                self.output().len()
+            );
+            self.out_pos += n;
+        }
         if n > 0 {
             self.timers.note_output_progress();
         }
-        if self.out_pos == self.out.len() {
+        if self.output_drained() {
             self.out_pos = 0;
             if self.out.capacity() > MAX_RETAINED_OUTPUT {
                 // A large message's buffer is not kept for the small ones that usually follow.
@@ -586,6 +713,35 @@ impl Connection {
                 // Kept for the next burst: allocating it again for every batch of messages
                 // would cost more than the framing. `release_buffers` frees it when idle.
                 self.out.clear();
+            }
+        }
+    }
+
+    /// [`consume_output`](Self::consume_output) across the parts of the output.
+    fn consume_parts(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(queue) = self.shared.as_deref_mut() else {
+                self.out_pos += n;
+                return;
+            };
+            let Some((at, data)) = queue.front_mut() else {
+                self.shared = None;
+                continue;
+            };
+            if self.out_pos < *at {
+                let k = n.min(*at - self.out_pos);
+                self.out_pos += k;
+                n -= k;
+            } else {
+                let k = n.min(data.len());
+                data.advance(k);
+                n -= k;
+                if data.is_empty() {
+                    queue.pop_front();
+                }
+            }
+            if queue.is_empty() {
+                self.shared = None;
             }
         }
     }
@@ -1127,6 +1283,29 @@ impl Connection {
         self.write_frames(opcode, 0, data, fin);
     }
 
+    /// [`write_message`](Self::write_message) for a payload that may be queued without a copy
+    /// (see [`send_binary_shared`](Self::send_binary_shared)).
+    fn write_message_shared(&mut self, opcode: OpCode, data: Bytes) {
+        #[cfg(feature = "deflate")]
+        if let Some((compressed, rsv)) = self.compress_outgoing(opcode, &data, true) {
+            self.write_frames(opcode, rsv, &compressed, true);
+            return;
+        }
+        if self.rng.is_some()
+            || data.len() < SHARED_MIN_LEN
+            || data.len() > self.config.max_send_frame_size
+        {
+            self.write_frames(opcode, 0, &data, true);
+            return;
+        }
+        self.prepare_output(0);
+        self.write_header(true, 0, opcode, None, data.len());
+        let at = self.out.len();
+        self.shared
+            .get_or_insert_with(Box::default)
+            .push_back((at, data));
+    }
+
     /// Queue `data` as frames of at most `max_send_frame_size`, `rsv` on the first only.
     fn write_frames(&mut self, opcode: OpCode, rsv: u8, data: &[u8], fin: bool) {
         let max = self.config.max_send_frame_size.max(1);
@@ -1152,18 +1331,7 @@ impl Connection {
 
     /// Queue one frame: header, then the payload copied once and masked in place.
     fn write_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
-        if self.out_pos == self.out.len() {
-            // The write timeout counts from when output starts waiting.
-            self.timers.note_output_progress();
-        }
-        self.compact_output();
-        // Room for the longest header, so it can be copied whole (below).
-        let needed = MAX_HEADER_LEN + payload.len();
-        if self.out.capacity() - self.out.len() < needed {
-            // Reserve once per frame; the first allocation leaves room for more small frames.
-            let wanted = (self.out.len() + needed).max(MIN_OUTPUT_CAPACITY);
-            self.out.reserve(wanted - self.out.len());
-        }
+        self.prepare_output(payload.len());
         // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
         let Some(rng) = self.rng.as_mut() else {
             if let Ok(short @ 0..=125) = u8::try_from(payload.len()) {
@@ -1183,6 +1351,24 @@ impl Connection {
         let start = self.write_header(fin, rsv, opcode, Some(key), payload.len());
         self.out.extend_from_slice(payload);
         apply_mask(&mut self.out[start..], key, 0);
+    }
+
+    /// Before a frame is appended to the output: start the write timeout if output starts
+    /// waiting, drop what was written, and reserve room for a header and `payload_len` bytes.
+    #[inline]
+    fn prepare_output(&mut self, payload_len: usize) {
+        if self.output_drained() {
+            // The write timeout counts from when output starts waiting.
+            self.timers.note_output_progress();
+        }
+        self.compact_output();
+        // Room for the longest header, so it can be copied whole (see `write_header`).
+        let needed = MAX_HEADER_LEN + payload_len;
+        if self.out.capacity() - self.out.len() < needed {
+            // Reserve once per frame; the first allocation leaves room for more small frames.
+            let wanted = (self.out.len() + needed).max(MIN_OUTPUT_CAPACITY);
+            self.out.reserve(wanted - self.out.len());
+        }
     }
 
     /// Append a frame header (room for [`MAX_HEADER_LEN`] bytes is reserved); returns where the
@@ -1217,6 +1403,10 @@ impl Connection {
     fn compact_output(&mut self) {
         if self.out_pos > 0 && self.out_pos >= self.out.len() - self.out_pos {
             self.out.drain(..self.out_pos);
+            // Queued payloads go after the same bytes as before, now earlier in `out`.
+            for (at, _) in self.shared.as_deref_mut().into_iter().flatten() {
+                *at -= self.out_pos;
+            }
             self.out_pos = 0;
         }
     }

@@ -1571,6 +1571,138 @@ fn output_is_consumed_in_pieces() {
     assert!(s.output().is_empty());
 }
 
+/// What a connection of `role` with `config` writes for `sends`, each message sent with the
+/// `shared` API or copied; the output is consumed `step` bytes at a time (0: all of it at once,
+/// through [`Connection::output_parts`]), with more messages queued between the steps.
+fn output_of_sends(
+    role: Role,
+    config: &Config,
+    sends: &[(DataKind, Vec<u8>)],
+    shared: bool,
+    step: usize,
+) -> Vec<u8> {
+    let mut conn = endpoint_with(role, config.clone());
+    let mut written = Vec::new();
+    let consume = |conn: &mut Connection, written: &mut Vec<u8>| {
+        if step == 0 {
+            let mut parts = [std::io::IoSlice::new(&[]); 64];
+            let n = conn.output_parts(&mut parts);
+            let total: usize = parts[..n].iter().map(|p| p.len()).sum();
+            assert_eq!(total, conn.output_len(), "every part fits in 64");
+            for part in &parts[..n] {
+                written.extend_from_slice(part);
+            }
+            conn.consume_output(total);
+        } else {
+            // Not past the first part: a caller writing `output()` alone does that.
+            let n = step.min(conn.output().len());
+            written.extend_from_slice(&conn.output()[..n]);
+            conn.consume_output(n);
+        }
+    };
+    for (i, (kind, data)) in sends.iter().enumerate() {
+        match (kind, shared) {
+            (DataKind::Binary, true) => conn.send_binary_shared(Bytes::from(data.clone())),
+            (DataKind::Binary, false) => conn.send_binary(data),
+            (DataKind::Text, true) => {
+                conn.send_text_shared(Utf8Bytes::try_from(Bytes::from(data.clone())).unwrap())
+            }
+            (DataKind::Text, false) => conn.send_text(std::str::from_utf8(data).unwrap()),
+        }
+        .unwrap();
+        if i % 3 == 2 {
+            conn.send_ping(b"between").unwrap();
+            // Some of what is queued is written before the next message.
+            consume(&mut conn, &mut written);
+        }
+    }
+    while conn.output_len() > 0 {
+        consume(&mut conn, &mut written);
+    }
+    assert!(conn.output().is_empty());
+    assert!(conn.shared.is_none(), "written payloads are dropped");
+    written
+}
+
+#[test]
+fn shared_payloads_go_out_exactly_as_copied_ones() {
+    let sends: Vec<(DataKind, Vec<u8>)> = [0usize, 100, 1023, 1024, 4096, 70_000, 5, 2000, 65_536]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            if i % 2 == 0 {
+                (
+                    DataKind::Binary,
+                    (0..len).map(|b| (b * 13 + i) as u8).collect(),
+                )
+            } else {
+                (DataKind::Text, "ü".repeat(len / 2).into_bytes())
+            }
+        })
+        .collect();
+    let split = Config {
+        max_send_frame_size: 3000,
+        ..Config::default()
+    };
+    for role in ROLES {
+        for config in [Config::default(), split.clone()] {
+            let expected = output_of_sends(role, &config, &sends, false, 0);
+            for step in [0, 1, 7, 1000, 100_000] {
+                assert!(
+                    output_of_sends(role, &config, &sends, true, step) == expected,
+                    "{role:?}, frames of at most {}, step {step}",
+                    config.max_send_frame_size
+                );
+            }
+            // And the peer reads the messages back.
+            let peer_role = match role {
+                Role::Client => Role::Server,
+                Role::Server => Role::Client,
+            };
+            let mut peer = endpoint_with(peer_role, Config::default());
+            peer.receive_data(&expected).unwrap();
+            let messages: Vec<Event> = events(&mut peer)
+                .into_iter()
+                .filter(|e| !matches!(e, Event::Ping(_)))
+                .collect();
+            assert_eq!(messages.len(), sends.len());
+        }
+    }
+}
+
+#[test]
+fn a_server_sends_large_payloads_from_the_shared_buffer() {
+    let payload = Bytes::from(vec![9u8; 5000]);
+    let mut s = server();
+    s.send_binary(b"first").unwrap();
+    s.send_binary_shared(payload.clone()).unwrap();
+    s.send_binary_shared(Bytes::from_static(b"small: copied"))
+        .unwrap();
+    let mut parts = [std::io::IoSlice::new(&[]); 8];
+    let n = s.output_parts(&mut parts);
+    // "first" and the next header, the payload itself, then the small frame.
+    assert_eq!(n, 3);
+    assert_eq!(parts[1].as_ptr(), payload.as_ptr(), "not copied");
+    assert_eq!(parts[0].len(), 7 + 4);
+    assert_eq!(parts[2].len(), 2 + 13);
+    assert_eq!(s.output_len(), 7 + 4 + 5000 + 15);
+    // `output()` stops before the payload, then is the payload.
+    assert_eq!(s.output().len(), 11);
+    s.consume_output(11);
+    assert_eq!(s.output().as_ptr(), payload.as_ptr());
+    // Only parts fitting in `dst` are given.
+    let mut one = [std::io::IoSlice::new(&[]); 1];
+    assert_eq!(s.output_parts(&mut one), 1);
+    assert_eq!(one[0].len(), 5000);
+    // Releasing buffers keeps what is not written.
+    s.release_buffers();
+    assert_eq!(s.output_len(), 5015);
+    s.consume_output(5015);
+    assert_eq!(s.output_len(), 0);
+    // The last reference to the payload is ours again: the connection dropped its own.
+    assert!(payload.is_unique());
+}
+
 #[test]
 #[should_panic(expected = "past the")]
 fn consuming_more_output_than_there_is_panics() {
