@@ -408,8 +408,8 @@ impl Connection {
     }
 
     /// Queue a binary message without copying its payload, where it can go out as it is: a
-    /// server's frame is not masked, so a payload of at least 1 KiB that is neither compressed
-    /// nor split into several frames is written to the transport from `data` itself (see
+    /// server's frame is not masked, so without permessage-deflate a payload of at least 1 KiB
+    /// that is not split into several frames is written to the transport from `data` itself (see
     /// [`output_parts`](Self::output_parts)), and `data` is dropped once written. Anything else is
     /// copied, as [`send_binary`](Self::send_binary) does. An echo server hands back a received
     /// message this way, without a copy either way.
@@ -1274,28 +1274,40 @@ impl Connection {
 
     /// Queue a data message or fragment (compressed when permessage-deflate is in use and the
     /// message qualifies), split into frames of at most `max_send_frame_size`.
+    #[inline]
     fn write_message(&mut self, opcode: OpCode, data: &[u8], fin: bool) {
         #[cfg(feature = "deflate")]
-        if let Some((compressed, rsv)) = self.compress_outgoing(opcode, data, fin) {
-            self.write_frames(opcode, rsv, &compressed, fin);
-            return;
+        if self.deflate.is_some() {
+            if let Some((compressed, rsv)) = self.compress_outgoing(opcode, data, fin) {
+                self.write_frames(opcode, rsv, &compressed, fin);
+                return;
+            }
         }
-        self.write_frames(opcode, 0, data, fin);
+        if data.len() <= self.config.max_send_frame_size {
+            // The usual message: one frame.
+            self.write_frame_rsv(fin, 0, opcode, data);
+        } else {
+            self.write_frames(opcode, 0, data, fin);
+        }
     }
 
     /// [`write_message`](Self::write_message) for a payload that may be queued without a copy
-    /// (see [`send_binary_shared`](Self::send_binary_shared)).
+    /// (see [`send_binary_shared`](Self::send_binary_shared)). With permessage-deflate every
+    /// message takes the copying path, which decides whether to compress it.
+    #[inline]
     fn write_message_shared(&mut self, opcode: OpCode, data: Bytes) {
         #[cfg(feature = "deflate")]
-        if let Some((compressed, rsv)) = self.compress_outgoing(opcode, &data, true) {
-            self.write_frames(opcode, rsv, &compressed, true);
+        let compressing = self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        let compressing = false;
+        if compressing || data.len() > self.config.max_send_frame_size {
+            // The copying path compresses, or splits into frames.
+            self.write_message(opcode, &data, true);
             return;
         }
-        if self.rng.is_some()
-            || data.len() < SHARED_MIN_LEN
-            || data.len() > self.config.max_send_frame_size
-        {
-            self.write_frames(opcode, 0, &data, true);
+        if data.len() < SHARED_MIN_LEN || self.rng.is_some() {
+            // Copied: small, or to be masked (a client's).
+            self.write_frame_rsv(true, 0, opcode, &data);
             return;
         }
         self.prepare_output(0);
@@ -1355,7 +1367,7 @@ impl Connection {
 
     /// Before a frame is appended to the output: start the write timeout if output starts
     /// waiting, drop what was written, and reserve room for a header and `payload_len` bytes.
-    #[inline]
+    #[inline(always)]
     fn prepare_output(&mut self, payload_len: usize) {
         if self.output_drained() {
             // The write timeout counts from when output starts waiting.
@@ -1400,6 +1412,7 @@ impl Connection {
 
     /// Drop written bytes from the front once they outweigh the unwritten ones, so a transport
     /// that writes a little at a time does not make the buffer grow without bound.
+    #[inline]
     fn compact_output(&mut self) {
         if self.out_pos > 0 && self.out_pos >= self.out.len() - self.out_pos {
             self.out.drain(..self.out_pos);
