@@ -86,14 +86,32 @@ pub fn check(role: Role, data: &[u8]) {
 fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
     let new = || Connection::with_random(role, config.clone(), Box::new(SeededRandom::new(7)));
     let (mut copied, mut lent) = (new(), new());
+    // Every piece of input, one after the other in one buffer: the pieces fed from it are
+    // consecutive slices of one allocation, as reads into one buffer are (a message cut between
+    // them is joined without a copy), the others are buffers of their own.
+    let mut pool = bytes::BytesMut::new();
+    let mut scan = rest;
+    while let Some((&tag, tail)) = scan.split_first() {
+        scan = tail;
+        if tag <= 0xF7 {
+            let (piece, tail) = scan.split_at(usize::from(tag).min(scan.len()));
+            pool.extend_from_slice(piece);
+            scan = tail;
+        }
+    }
     while let Some((&tag, tail)) = rest.split_first() {
         rest = tail;
         let results = match tag {
             0x00..=0xF7 => {
                 let (piece, tail) = rest.split_at(usize::from(tag).min(rest.len()));
                 rest = tail;
+                let pooled = pool.split_to(piece.len());
                 let a = copied.receive_data(piece);
-                let b = lent.receive_buf(bytes::BytesMut::from(piece));
+                let b = lent.receive_buf(if tag % 2 == 0 {
+                    pooled
+                } else {
+                    bytes::BytesMut::from(piece)
+                });
                 assert_eq!(a, b, "receive_data and receive_buf disagree");
                 None
             }

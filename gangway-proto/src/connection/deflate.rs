@@ -301,7 +301,7 @@ mod tests {
                 .unwrap();
         }
         // Compressed (the payload is not what goes out), in one part.
-        assert!(shared.shared.is_none());
+        assert!(shared.spill.is_none());
         let wire = take_output(&mut shared);
         assert_eq!(wire, take_output(&mut copied));
         assert!(wire.len() < text.len());

@@ -79,6 +79,8 @@ const RSV1: u8 = 0b100;
 ///
 /// Memory: input is never buffered beyond a partial frame header (at most 14 bytes) and the
 /// message being reassembled, which grows as its bytes arrive (with
+/// [`receive_buf`](Self::receive_buf), the start of a single-frame message is kept as the slice
+/// of input it came in; with
 /// [`Config::deliver_fragments`], only the piece of the current `receive_data` call, handed out
 /// as [`Event::Fragment`]). While the connection is busy, the output buffer and the event queue
 /// keep their (bounded) allocations once drained, so a stream of messages does not allocate
@@ -123,12 +125,9 @@ pub struct Connection {
     /// Bytes for the transport; `out[out_pos..]` is not written yet.
     out: Vec<u8>,
     out_pos: usize,
-    /// Payloads queued without copying ([`send_binary_shared`](Self::send_binary_shared)), in
-    /// order, each with the position in `out` it goes after (its frame's header ends there).
-    /// Boxed: only connections sending large messages ever have one, and it is freed once
-    /// written.
-    #[allow(clippy::box_collection)] // 8 bytes in every connection instead of 32.
-    shared: Option<Box<VecDeque<(usize, Bytes)>>>,
+    /// A partial message kept as received, and payloads queued without a copy (see [`Spill`]).
+    /// Boxed: only connections with large messages ever have one, and it is freed once empty.
+    spill: Option<Box<Spill>>,
     /// The kind of the fragmented message we are sending, between `send_fragment` calls.
     sending: Option<DataKind>,
     sending_utf8: Utf8Validator,
@@ -155,7 +154,28 @@ pub struct Connection {
     timers: timers::Timers,
 }
 
-/// A single-frame message found whole in the input (see [`Connection::whole_message_at`]).
+/// What large messages leave in a connection for a while, kept out of line.
+#[derive(Debug, Default)]
+struct Spill {
+    /// The start of a single-frame message that [`Connection::receive_buf`] received in part:
+    /// the bytes as they came (header included, still masked), a slice of the caller's buffer.
+    held: Option<BytesMut>,
+    /// Payloads queued without copying ([`Connection::send_binary_shared`]), in order, each with
+    /// the position in `out` it goes after (its frame's header ends there).
+    shared: VecDeque<(usize, Bytes)>,
+}
+
+/// What [`Connection::short_path_at`] found at the start of the input.
+enum Short {
+    /// A single-frame message, all here.
+    Whole(WholeMessage),
+    /// The start of one (header or payload incomplete).
+    Partial,
+    /// Anything else: the general path.
+    No,
+}
+
+/// A single-frame message found whole in the input (see [`Connection::short_path_at`]).
 struct WholeMessage {
     kind: DataKind,
     header_len: usize,
@@ -263,7 +283,7 @@ impl Connection {
             events: VecDeque::new(),
             out: Vec::new(),
             out_pos: 0,
-            shared: None,
+            spill: None,
             sending: None,
             sending_utf8: Utf8Validator::new(),
             #[cfg(feature = "deflate")]
@@ -320,6 +340,10 @@ impl Connection {
         if self.input_finished() {
             return Ok(());
         }
+        if let Some(held) = self.take_held() {
+            // A message started by `receive_buf` goes on here: its first bytes first.
+            self.process(&held).inspect_err(|&err| self.fail(err))?;
+        }
         self.process(data).inspect_err(|&err| self.fail(err))
     }
 
@@ -327,6 +351,12 @@ impl Connection {
     /// [`receive_data`](Self::receive_data), except that a message whose only frame is whole in
     /// `data` (and not compressed) is delivered as a slice of `data`, unmasked in place, with no
     /// copy and no allocation.
+    ///
+    /// Such a binary message that is not all in `data` is kept as it came, a slice of `data`, until the
+    /// rest arrives. When the rest comes in the bytes that follow it in the same buffer (the next
+    /// read into a buffer that each read is split off, as a single connection reading a large
+    /// message does), the two are joined without a copy and the message is lent as well;
+    /// otherwise it is gathered as [`receive_data`](Self::receive_data) gathers it.
     ///
     /// Such an [`Event::Binary`] or [`Event::Text`] shares `data`'s allocation: keeping it keeps
     /// that whole allocation alive (the read buffer it was split from, when the caller reads into
@@ -356,6 +386,17 @@ impl Connection {
         }
         if self.input_finished() {
             return Ok(());
+        }
+        if let Some(mut held) = self.take_held() {
+            if held.as_ptr().wrapping_add(held.len()) == data.as_ptr() {
+                // The rest of the message, read into the buffer right after its start (one
+                // connection reading a large message): joined again without a copy.
+                held.unsplit(data);
+                data = held;
+            } else {
+                // Elsewhere: the start goes the general way, gathered with the rest.
+                self.process(&held).inspect_err(|&err| self.fail(err))?;
+            }
         }
         self.process_buf(&mut data)
             .inspect_err(|&err| self.fail(err))
@@ -609,7 +650,7 @@ impl Connection {
     /// [`consume_output`](Self::consume_output) what was written, and call again until it is
     /// empty; or write every part at once with [`output_parts`](Self::output_parts).
     pub fn output(&self) -> &[u8] {
-        let end = match self.shared.as_deref().and_then(VecDeque::front) {
+        let end = match self.shared_queue().and_then(VecDeque::front) {
             Some((at, data)) if *at == self.out_pos => return data,
             Some(&(at, _)) => at,
             None => self.out.len(),
@@ -620,8 +661,7 @@ impl Connection {
     /// The number of bytes waiting to be written, in every part of the output.
     pub fn output_len(&self) -> usize {
         let shared = self
-            .shared
-            .as_deref()
+            .shared_queue()
             .map_or(0, |queue| queue.iter().map(|(_, data)| data.len()).sum());
         self.out.len() - self.out_pos + shared
     }
@@ -665,7 +705,7 @@ impl Connection {
                 None => false,
             }
         };
-        for (at, data) in self.shared.as_deref().into_iter().flatten() {
+        for (at, data) in self.shared_queue().into_iter().flatten() {
             if !push(&self.out[pos..*at], &mut filled) || !push(data, &mut filled) {
                 return filled;
             }
@@ -677,7 +717,33 @@ impl Connection {
 
     /// Nothing waits to be written.
     fn output_drained(&self) -> bool {
-        self.out_pos == self.out.len() && self.shared.is_none()
+        self.out_pos == self.out.len() && self.shared_queue().is_none()
+    }
+
+    /// The payloads queued without a copy, if any.
+    fn shared_queue(&self) -> Option<&VecDeque<(usize, Bytes)>> {
+        self.spill
+            .as_deref()
+            .map(|spill| &spill.shared)
+            .filter(|queue| !queue.is_empty())
+    }
+
+    /// Take the start of a message kept by [`receive_buf`](Self::receive_buf).
+    fn take_held(&mut self) -> Option<BytesMut> {
+        let held = self.spill.as_deref_mut()?.held.take();
+        self.tidy_spill();
+        held
+    }
+
+    /// Free the [`Spill`] once it holds nothing.
+    fn tidy_spill(&mut self) {
+        if self
+            .spill
+            .as_deref()
+            .is_some_and(|spill| spill.held.is_none() && spill.shared.is_empty())
+        {
+            self.spill = None;
+        }
     }
 
     /// Mark the first `n` bytes of [`output`](Self::output) as written.
@@ -686,7 +752,7 @@ impl Connection {
     ///
     /// If `n` is larger than `output().len()`.
     pub fn consume_output(&mut self, n: usize) {
-        if self.shared.is_some() {
+        if self.shared_queue().is_some() {
             assert!(
                 n <= self.output_len(),
                 "consume_output({n}) past the {} bytes of output",
@@ -720,13 +786,13 @@ impl Connection {
     /// [`consume_output`](Self::consume_output) across the parts of the output.
     fn consume_parts(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(queue) = self.shared.as_deref_mut() else {
+            let front = self
+                .spill
+                .as_deref_mut()
+                .and_then(|spill| spill.shared.front_mut());
+            let Some((at, data)) = front else {
                 self.out_pos += n;
-                return;
-            };
-            let Some((at, data)) = queue.front_mut() else {
-                self.shared = None;
-                continue;
+                break;
             };
             if self.out_pos < *at {
                 let k = n.min(*at - self.out_pos);
@@ -737,13 +803,13 @@ impl Connection {
                 data.advance(k);
                 n -= k;
                 if data.is_empty() {
-                    queue.pop_front();
+                    if let Some(spill) = self.spill.as_deref_mut() {
+                        spill.shared.pop_front();
+                    }
                 }
             }
-            if queue.is_empty() {
-                self.shared = None;
-            }
         }
+        self.tidy_spill();
     }
 
     /// Whether this side should close the transport once [`output`](Self::output) is drained:
@@ -793,10 +859,22 @@ impl Connection {
         // Bytes of `data` already consumed: the buffer itself is cut only to lend a payload.
         let mut pos = 0;
         while pos < data.len() && self.peer_close.is_none() {
-            if self.whole_message_at(&data[pos..]).is_some() {
-                self.lend_whole_messages(data, pos)?;
-                pos = 0;
-                continue;
+            match self.short_path_at(&data[pos..]) {
+                Short::Whole(_) => {
+                    self.lend_whole_messages(data, pos)?;
+                    pos = 0;
+                    continue;
+                }
+                // Binary only: text is validated as it arrives (§8.1: invalid text fails the
+                // connection at once, not when the rest of the message comes).
+                Short::Partial if data[pos] == 0x82 => {
+                    // Kept as it came: when the rest is read into the same buffer right after
+                    // it, the two are joined without a copy (see `receive_buf`).
+                    data.advance(pos);
+                    self.spill.get_or_insert_with(Box::default).held = Some(std::mem::take(data));
+                    return Ok(());
+                }
+                Short::Partial | Short::No => {}
             }
             let rest = data.len() - pos;
             pos += match self.frame {
@@ -827,7 +905,7 @@ impl Connection {
         Ok(())
     }
 
-    /// Hand out the run of [whole messages](Self::whole_message_at) that starts at `pos` in
+    /// Hand out the run of [whole messages](Self::short_path_at) that starts at `pos` in
     /// `data` (at least one), a batch at a time: each is unmasked in place, then the batch is
     /// split off `data` once and each message is a slice of it, which costs a reference count
     /// per message and no copy.
@@ -842,7 +920,7 @@ impl Connection {
         let mut count = 0;
         let mut end = pos;
         while count < BATCH {
-            let Some(whole) = self.whole_message_at(&data[end..]) else {
+            let Short::Whole(whole) = self.short_path_at(&data[end..]) else {
                 break;
             };
             let start = end + whole.header_len;
@@ -866,52 +944,80 @@ impl Connection {
         Ok(())
     }
 
-    /// The message at the start of `data` if it is what most messages are: a single frame (FIN),
-    /// text or binary, no RSV bit, masked as the role requires, its header and payload all in
-    /// `data`, within the limits, arriving between messages, and to be delivered whole. Such a
-    /// frame passes every check of [`start_frame`](Self::start_frame) by construction, so it is
-    /// lent out without its bookkeeping; anything else (`None`) takes the general path, which
-    /// gives the same events and errors.
+    /// Whether the frame at the start of `data` is what most messages are: a single frame (FIN),
+    /// text or binary, no RSV bit, masked as the role requires, within the limits, arriving
+    /// between messages, and to be delivered whole. Such a frame passes every check of
+    /// [`start_frame`](Self::start_frame) by construction, so it is lent out without that
+    /// bookkeeping once it is all here ([`Short::Whole`]); until then ([`Short::Partial`]) its
+    /// bytes are kept as they came. Anything else ([`Short::No`]) takes the general path, which
+    /// gives the same events and errors at the same time: every check the general path makes on
+    /// a partial header (the opcode, the top bit of a 64-bit length) is made here as early.
     #[inline]
-    fn whole_message_at(&self, data: &[u8]) -> Option<WholeMessage> {
-        let (&[b0, b1], rest) = data.split_first_chunk::<2>()?;
+    fn short_path_at(&self, data: &[u8]) -> Short {
+        let Some(&b0) = data.first() else {
+            return Short::No;
+        };
         let kind = match b0 {
             0x81 => DataKind::Text,
             0x82 => DataKind::Binary,
-            _ => return None,
+            _ => return Short::No,
         };
-        let masked = b1 & 0x80 != 0;
-        if masked != (self.role == Role::Server)
-            || self.frame.is_some()
+        if self.frame.is_some()
             || self.header_len != 0
             || self.message.in_progress()
             || self.config.deliver_fragments
         {
-            return None;
+            return Short::No;
         }
-        let (len, rest) = match b1 & 0x7F {
+        let Some(&b1) = data.get(1) else {
+            return Short::Partial;
+        };
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return Short::No;
+        }
+        let (len, mut header_len) = match b1 & 0x7F {
             126 => {
-                let (ext, rest) = rest.split_first_chunk::<2>()?;
-                (usize::from(u16::from_be_bytes(*ext)), rest)
+                let Some(&[a, b]) = data.get(2..4) else {
+                    return Short::Partial;
+                };
+                (u64::from(u16::from_be_bytes([a, b])), 4)
             }
-            127 => return None,
-            short => (usize::from(short), rest),
+            127 => {
+                // §5.2: the top bit MUST be 0; the general path fails on its first byte.
+                if data.get(2).is_some_and(|&b| b & 0x80 != 0) {
+                    return Short::No;
+                }
+                let Some(ext) = data.get(2..10) else {
+                    return Short::Partial;
+                };
+                let mut be = [0u8; 8];
+                be.copy_from_slice(ext);
+                (u64::from_be_bytes(be), 10)
+            }
+            short => (u64::from(short), 2),
         };
-        let (mask, rest) = if masked {
-            let (key, rest) = rest.split_first_chunk::<4>()?;
-            (Some(*key), rest)
-        } else {
-            (None, rest)
+        let Ok(len) = usize::try_from(len) else {
+            return Short::No;
         };
-        if len > rest.len()
-            || len > self.config.max_frame_size
-            || len > self.config.max_message_size
-        {
-            return None;
+        if len > self.config.max_frame_size || len > self.config.max_message_size {
+            return Short::No;
         }
-        Some(WholeMessage {
+        let mask = if masked {
+            let Some(&[k0, k1, k2, k3]) = data.get(header_len..header_len + 4) else {
+                return Short::Partial;
+            };
+            header_len += 4;
+            Some([k0, k1, k2, k3])
+        } else {
+            None
+        };
+        if data.len() - header_len < len {
+            return Short::Partial;
+        }
+        Short::Whole(WholeMessage {
             kind,
-            header_len: data.len() - rest.len(),
+            header_len,
             len,
             mask,
         })
@@ -1207,6 +1313,8 @@ impl Connection {
     /// the close frame waits for them (`poll_event`): the answers to them still go first.
     fn fail(&mut self, err: ProtocolError) {
         self.failed = true;
+        // Input is over; queued output stays.
+        self.take_held();
         self.frame = None;
         self.header_len = 0;
         self.control = None;
@@ -1313,8 +1421,9 @@ impl Connection {
         self.prepare_output(0);
         self.write_header(true, 0, opcode, None, data.len());
         let at = self.out.len();
-        self.shared
+        self.spill
             .get_or_insert_with(Box::default)
+            .shared
             .push_back((at, data));
     }
 
@@ -1417,7 +1526,8 @@ impl Connection {
         if self.out_pos > 0 && self.out_pos >= self.out.len() - self.out_pos {
             self.out.drain(..self.out_pos);
             // Queued payloads go after the same bytes as before, now earlier in `out`.
-            for (at, _) in self.shared.as_deref_mut().into_iter().flatten() {
+            let queued = self.spill.as_deref_mut().map(|spill| &mut spill.shared);
+            for (at, _) in queued.into_iter().flatten() {
                 *at -= self.out_pos;
             }
             self.out_pos = 0;

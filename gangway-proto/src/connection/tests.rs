@@ -498,6 +498,54 @@ fn the_short_path_checks_what_the_general_path_checks() {
 }
 
 #[test]
+fn a_message_read_in_pieces_into_one_buffer_is_joined_without_a_copy() {
+    let payload: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+    let stream = [
+        to(Role::Server, 0x82, &payload),
+        to(Role::Server, 0x81, "next é".as_bytes()),
+        to(Role::Server, 0x82, &payload[..300]),
+    ]
+    .concat();
+    let expected = [
+        Event::Binary(payload.clone().into()),
+        Event::Text("next é".into()),
+        Event::Binary(Bytes::copy_from_slice(&payload[..300])),
+    ];
+    // Cuts inside the first header, its payload, and the second frame's header.
+    for cuts in [
+        &[1, 2, 9, 5000, 70_013][..],
+        &[13, 14, 40_000, 70_015],
+        &[70_000],
+    ] {
+        // Consecutive pieces of one buffer, as reads into the same buffer are.
+        let mut buf = bytes::BytesMut::from(&stream[..]);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let mut s = server();
+        let mut at = 0;
+        for &cut in cuts {
+            s.receive_buf(buf.split_to(cut - at)).unwrap();
+            at = cut;
+        }
+        s.receive_buf(buf).unwrap();
+        let got = events(&mut s);
+        assert_eq!(got, expected, "{cuts:?}");
+        let Event::Binary(first) = &got[0] else {
+            unreachable!()
+        };
+        assert!(
+            range.contains(&(first.as_ptr() as usize)),
+            "{cuts:?}: the pieces of the first message were joined, not copied"
+        );
+        // A piece fed by `receive_data` after a partial `receive_buf` goes on from it.
+        let mut s = server();
+        s.receive_buf(bytes::BytesMut::from(&stream[..cuts[0]]))
+            .unwrap();
+        s.receive_data(&stream[cuts[0]..]).unwrap();
+        assert_eq!(events(&mut s), expected, "{cuts:?}, then copied");
+    }
+}
+
+#[test]
 fn lent_input_fails_like_copied_input() {
     // An unmasked frame to a server, invalid UTF-8, a reserved bit: the same error and the same
     // close frame either way, and the events before the violation are still delivered.
@@ -781,18 +829,30 @@ fn invalid_utf8_fails_mid_frame_before_the_rest_arrives() {
         payload.extend_from_slice(&[b'x'; 92]);
         let frame = to(role, 0x81, &payload);
         let header_len = frame.len() - payload.len();
-        let mut conn = endpoint(role);
-        // "hello" and the lead byte 0xED can still be the start of valid text.
-        assert_eq!(conn.receive_data(&frame[..header_len + 6]), Ok(()));
-        assert!(conn.output().is_empty());
-        // 0xA0 after 0xED can not: fail now, with most of the frame still to come.
-        assert_eq!(
-            conn.receive_data(&frame[header_len + 6..header_len + 7]),
-            Err(ProtocolError::InvalidUtf8)
-        );
-        assert_eq!(queued_close_code(&conn), Some(1007));
-        assert_eq!(conn.receive_data(&frame[header_len + 7..]), Ok(()));
-        assert!(events(&mut conn).is_empty());
+        for how in [Feed::Copied, Feed::Lent] {
+            let mut conn = endpoint(role);
+            // Lent pieces are consecutive slices of one buffer, as reads into one buffer are.
+            let mut pool = bytes::BytesMut::from(&frame[..]);
+            let mut feed_next = |conn: &mut Connection, len: usize| {
+                let piece = pool.split_to(len);
+                match how {
+                    Feed::Copied => conn.receive_data(&piece),
+                    Feed::Lent => conn.receive_buf(piece),
+                }
+            };
+            // "hello" and the lead byte 0xED can still be the start of valid text.
+            assert_eq!(feed_next(&mut conn, header_len + 6), Ok(()));
+            assert!(conn.output().is_empty());
+            // 0xA0 after 0xED can not: fail now, with most of the frame still to come.
+            assert_eq!(
+                feed_next(&mut conn, 1),
+                Err(ProtocolError::InvalidUtf8),
+                "{how:?}"
+            );
+            assert_eq!(queued_close_code(&conn), Some(1007));
+            assert_eq!(feed_next(&mut conn, frame.len() - header_len - 7), Ok(()));
+            assert!(events(&mut conn).is_empty());
+        }
     }
 }
 
@@ -1620,7 +1680,7 @@ fn output_of_sends(
         consume(&mut conn, &mut written);
     }
     assert!(conn.output().is_empty());
-    assert!(conn.shared.is_none(), "written payloads are dropped");
+    assert!(conn.spill.is_none(), "written payloads are dropped");
     written
 }
 

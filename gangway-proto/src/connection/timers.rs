@@ -231,7 +231,7 @@ impl Connection {
         self.sending = None;
         self.out = Vec::new();
         self.out_pos = 0;
-        self.shared = None;
+        self.spill = None;
         // A failure's close frame still waiting for earlier events is dropped with the rest.
         self.deferred_close = None;
     }
