@@ -114,10 +114,6 @@ pub struct Connection {
     message: Reassembly,
     /// That message is compressed (RSV1 on its first frame, RFC 7692 §6).
     receiving_compressed: bool,
-    /// The first bytes of a control frame whose payload is split across `receive_data` calls
-    /// (§5.5: at most 125 bytes). A control frame that arrives whole is processed from the input
-    /// and never stored, so this is allocated only for a split one and freed when it ends.
-    control: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
     control_len: u8,
     events: VecDeque<Event>,
 
@@ -154,7 +150,8 @@ pub struct Connection {
     timers: timers::Timers,
 }
 
-/// What large messages leave in a connection for a while, kept out of line.
+/// What large messages (and control frames split across reads) leave in a connection for a
+/// while, kept out of line: most connections never need any of it.
 #[derive(Debug, Default)]
 struct Spill {
     /// The start of a single-frame message that [`Connection::receive_buf`] received in part:
@@ -163,6 +160,11 @@ struct Spill {
     /// Payloads queued without copying ([`Connection::send_binary_shared`]), in order, each with
     /// the position in `out` it goes after (its frame's header ends there).
     shared: VecDeque<(usize, Bytes)>,
+    /// The first bytes of a control frame whose payload is split across `receive_data` calls
+    /// (§5.5: at most 125 bytes; `control_len` of them). A control frame that arrives whole is
+    /// processed from the input and never stored, so this is allocated only for a split one and
+    /// freed when it ends.
+    control: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
 }
 
 /// What [`Connection::short_path_at`] found at the start of the input.
@@ -278,7 +280,6 @@ impl Connection {
             frame: None,
             message: Reassembly::default(),
             receiving_compressed: false,
-            control: None,
             control_len: 0,
             events: VecDeque::new(),
             out: Vec::new(),
@@ -735,13 +736,19 @@ impl Connection {
         held
     }
 
+    /// Drop the start of a control frame split across reads.
+    fn drop_control(&mut self) {
+        if let Some(spill) = self.spill.as_deref_mut() {
+            spill.control = None;
+            self.tidy_spill();
+        }
+    }
+
     /// Free the [`Spill`] once it holds nothing.
     fn tidy_spill(&mut self) {
-        if self
-            .spill
-            .as_deref()
-            .is_some_and(|spill| spill.held.is_none() && spill.shared.is_empty())
-        {
+        if self.spill.as_deref().is_some_and(|spill| {
+            spill.held.is_none() && spill.shared.is_empty() && spill.control.is_none()
+        }) {
             self.spill = None;
         }
     }
@@ -1228,17 +1235,23 @@ impl Connection {
             // A position in the 4-byte key: cannot truncate.
             frame.mask_offset = apply_mask(dest, key, usize::from(frame.mask_offset)) as u8;
         }
-        if let Some(stored) = &self.control {
+        if let Some(stored) = self
+            .spill
+            .as_deref()
+            .and_then(|spill| spill.control.as_ref())
+        {
             payload[..have].copy_from_slice(&stored[..have]);
         }
         frame.remaining -= to_u64(piece.len());
         if frame.remaining == 0 {
             self.frame = None;
-            self.control = None;
+            self.drop_control();
             self.control_len = 0;
             self.end_control(frame.opcode, &payload[..total])?;
         } else {
             let stored = self
+                .spill
+                .get_or_insert_with(Box::default)
                 .control
                 .get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
             stored[have..total].copy_from_slice(&payload[have..total]);
@@ -1317,7 +1330,7 @@ impl Connection {
         self.take_held();
         self.frame = None;
         self.header_len = 0;
-        self.control = None;
+        self.drop_control();
         self.message.clear();
         // Nothing more is inflated: free the state now rather than when the connection goes.
         #[cfg(feature = "deflate")]

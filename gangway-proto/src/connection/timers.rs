@@ -226,7 +226,6 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.header_len = 0;
-        self.control = None;
         self.message.clear();
         self.sending = None;
         self.out = Vec::new();
