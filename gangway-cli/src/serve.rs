@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -199,13 +198,16 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         info!(origins = ?opts.origins, "accepting only these origins");
         builder = builder.allowed_origins(&opts.origins);
     }
-    let server = Arc::new(Server {
+    // Leaked: it lives as long as the process (one per run). Connection tasks refer to it
+    // without a reference count, and a session's shutdown future, which borrows from it, can
+    // then live in the session's small heap block (see `Cold`) instead of its task.
+    let server: &'static Server = Box::leak(Box::new(Server {
         builder,
         protocols: opts.protocols,
         handshakes: HandshakeLog::default(),
         tls,
         shutdown: Shutdown::default(),
-    });
+    }));
 
     // One signal future for the whole loop, and a hand-written poll instead of `select!`: this
     // runs once per connection, and a fresh `recv` future and the macro's bookkeeping per accept
@@ -221,8 +223,7 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
                 prepare(&tcp);
                 // Detached: a panic is reported by the panic hook, and tasks still running
                 // when the server returns are dropped with the runtime.
-                let server = Arc::clone(&server);
-                tokio::spawn(connection(Box::new(Accepted { server, tcp, peer })));
+                tokio::spawn(ConnectionTask::new(server, tcp, peer));
             }
             stop.as_mut().poll(cx).map(Ok)
         })
@@ -295,58 +296,137 @@ fn prepare(tcp: &TcpStream) {
     let _ = tcp;
 }
 
-// A connection's guard owns the server (see `OpenGuard`).
-impl AsRef<Shutdown> for Arc<Server> {
+// A connection's guard refers to the server (see `OpenGuard`).
+impl AsRef<Shutdown> for Server {
     fn as_ref(&self) -> &Shutdown {
         &self.shutdown
     }
 }
 
-/// A connection just accepted.
-struct Accepted {
-    server: Arc<Server>,
-    tcp: TcpStream,
+/// What a session keeps for its whole life but rarely touches: the server's guard, where the
+/// connection came from (for the log line), the shutdown signal, and the echo loop's counters.
+/// One small heap block beside the task, allocated when the connection is accepted.
+///
+/// Apart from the task to keep the task small (see [`ConnectionTask`]). 89 to 104 bytes (see the
+/// size test): glibc's allocator then serves it from the 112-byte gap it leaves before the
+/// 128-byte aligned I/O state tokio allocates for the connection just before, so it takes no
+/// room of its own (seen in allocation traces; a larger or smaller block would).
+struct Cold {
+    /// Counts the connection as open until the session ends.
+    guard: OpenGuard<&'static Server>,
     peer: SocketAddr,
+    /// Set once the upgrade is accepted.
+    path: RequestPath,
+    /// One shutdown future for the whole session: a fresh one per wait would register its waker
+    /// (a lock) every time.
+    stop: Stopping<'static>,
+    /// Messages echoed.
+    echoed: u64,
+    /// A message received and not yet queued for sending because the write buffer was full.
+    /// Boxed: only a session that waits for a slow reader pays for it.
+    waiting: Option<Box<Message>>,
 }
 
-impl Accepted {
-    /// The fields, with the box freed: a destructuring of `*boxed` inside `connection` would
-    /// keep the allocation until the connection ends.
-    // Taking the box is the point: it is freed on return.
-    #[allow(clippy::boxed_local)]
-    fn unbox(boxed: Box<Self>) -> Self {
-        *boxed
+/// One TCP connection's task: read the head, then a WebSocket session or a plain HTTP answer.
+///
+/// Most of what an idle connection costs is its tokio task, which keeps the size of its
+/// future's largest state for its whole life, plus 104 bytes (tokio 1.54), rounded up to a
+/// multiple of 128 (the task is 128-byte aligned). Hence a future written by hand rather than an
+/// async function, which would also keep its arguments, the references its awaited futures hold
+/// into it, and their drop flags: an idle session holds the `WebSocket` and a pointer to
+/// [`Cold`], and its task is 512 bytes (640 with an async function). What runs only once, before
+/// or after (opening handshake, closing, lingering, the log line), runs in futures of its own on
+/// the heap.
+// The idle session is the variant that matters, and it is kept inline on purpose: boxing it would
+// cost an allocation and an indirection per message. The others are short-lived.
+#[allow(clippy::large_enum_variant)]
+enum ConnectionTask {
+    /// Accepted, not polled yet.
+    Accepted {
+        tcp: TcpStream,
+        cold: Box<Cold>,
+    },
+    /// Reading the request head, then accepting the upgrade or answering plain HTTP. Boxed: its
+    /// state (request head, answer being written, their timers) is several times an idle
+    /// session's.
+    Opening {
+        open: Pin<Box<dyn std::future::Future<Output = Option<Session>> + Send>>,
+        cold: Box<Cold>,
+    },
+    /// The echo session.
+    Echoing {
+        ws: WebSocket<MaybeTlsStream>,
+        cold: Box<Cold>,
+    },
+    /// Closing, lingering, the log line.
+    Ending(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    Done,
+}
+
+impl ConnectionTask {
+    /// Called right after the accept, before the spawn: `Cold` is allocated between the
+    /// connection's I/O state and its task (see [`Cold`]).
+    fn new(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Self {
+        let cold = Box::new(Cold {
+            guard: OpenGuard::new(server),
+            peer,
+            path: RequestPath::new(""),
+            stop: server.shutdown.stopping(),
+            echoed: 0,
+            waiting: None,
+        });
+        ConnectionTask::Accepted { tcp, cold }
     }
 }
 
-/// One TCP connection: read the head, then a WebSocket session or a plain HTTP answer.
-///
-/// The argument is boxed: an async function keeps its arguments' slots for its whole life, and
-/// this one lives as long as the connection.
-///
-/// A task's future keeps the size of its largest state for its whole life, so what is held
-/// across the idle session's wait is every idle connection's memory: the `WebSocket`, the
-/// request path, the peer's address, the server and the echo loop's few words (see the size
-/// test). What runs only once, before or after (opening handshake, closing, lingering, the log
-/// line), runs in futures of its own on the heap.
-async fn connection(accepted: Box<Accepted>) {
-    let Accepted { server, tcp, peer } = Accepted::unbox(accepted);
-    // Counted as open until the task ends; the guard holds the server.
-    let server = OpenGuard::new(server);
-    // The opening handshake (or the plain HTTP answer): its state (request head, answer being
-    // written, their timers) is several times an idle session's.
-    let mut opened = Box::pin(open(server.owner(), tcp, peer)).await;
-    // By reference: moving the session out would give the future a second copy of it. And
-    // looked up again after the echo rather than held across it: the reference would be one
-    // more word.
-    let (echoed, end) = match &mut opened {
-        // One shutdown future for the whole session: a fresh one per wait would register its
-        // waker (a lock) every time.
-        Some(session) => echo(&mut session.ws, server.owner().shutdown.stopping()).await,
-        None => return,
-    };
-    if let Some(session) = &mut opened {
-        Box::pin(end_session(session, peer, echoed, end)).await;
+impl std::future::Future for ConnectionTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                ConnectionTask::Accepted { .. } => {
+                    if let ConnectionTask::Accepted { tcp, cold } =
+                        std::mem::replace(this, ConnectionTask::Done)
+                    {
+                        let open = Box::pin(open(cold.guard.owner(), tcp, cold.peer));
+                        *this = ConnectionTask::Opening { open, cold };
+                    }
+                }
+                ConnectionTask::Opening { open, .. } => {
+                    let Poll::Ready(opened) = open.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    // Without a session the guard (in `cold`) is dropped here: the task is done.
+                    let state = std::mem::replace(this, ConnectionTask::Done);
+                    let (Some(Session { ws, path }), ConnectionTask::Opening { mut cold, .. }) =
+                        (opened, state)
+                    else {
+                        return Poll::Ready(());
+                    };
+                    cold.path = path;
+                    *this = ConnectionTask::Echoing { ws, cold };
+                }
+                ConnectionTask::Echoing { ws, cold } => {
+                    let Poll::Ready(end) = echo(ws, cold, cx) else {
+                        return Poll::Pending;
+                    };
+                    if let ConnectionTask::Echoing { ws, cold } =
+                        std::mem::replace(this, ConnectionTask::Done)
+                    {
+                        *this = ConnectionTask::Ending(Box::pin(end_session(ws, cold, end)));
+                    }
+                }
+                ConnectionTask::Ending(ending) => {
+                    let Poll::Ready(()) = ending.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    *this = ConnectionTask::Done;
+                }
+                ConnectionTask::Done => return Poll::Ready(()),
+            }
+        }
     }
 }
 
@@ -405,19 +485,16 @@ struct Session {
 
 /// The request path, kept for the session's log line: inline when it is short, as nearly every
 /// path is, so an idle session holds no allocation for it (a `String` would cost a heap block
-/// on top of its 24 bytes).
+/// on top of its 24 bytes). 16 bytes, so that [`Cold`] stays small.
 enum RequestPath {
     /// The first `len` bytes of the array.
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_PATH],
-    },
-    Heap(Box<str>),
+    Inline { len: u8, bytes: [u8; INLINE_PATH] },
+    /// A thin pointer: a `Box<str>` would make every path's slot 24 bytes instead of 16.
+    Heap(Box<Box<str>>),
 }
 
-/// The longest path kept inline: what fits beside the length and the variant tag in the
-/// 24 bytes the `Heap` variant's slot takes anyway.
-const INLINE_PATH: usize = 22;
+/// The longest path kept inline: what fits beside the length and the variant tag in 16 bytes.
+const INLINE_PATH: usize = 14;
 
 impl RequestPath {
     fn new(path: &str) -> Self {
@@ -427,7 +504,7 @@ impl RequestPath {
                 bytes[..path.len()].copy_from_slice(path.as_bytes());
                 RequestPath::Inline { len, bytes }
             }
-            _ => RequestPath::Heap(path.into()),
+            _ => RequestPath::Heap(Box::new(path.into())),
         }
     }
 
@@ -481,56 +558,50 @@ async fn websocket(
 }
 
 /// Echo every text and binary message until the peer closes, the connection fails, or the server
-/// shuts down (`stop` resolves). Resolves to how many messages were echoed and how the loop
-/// ended.
+/// shuts down (`cold.stop` resolves). Ready with how the loop ended; `cold.echoed` counts the
+/// messages echoed.
 ///
-/// Echoes are queued with `feed`, not `send`: nothing is written per message. The stream writes
-/// everything queued in one system call when it has no more decoded messages to hand out and is
-/// about to read again, so a burst of messages that arrived in one read is answered by one write
-/// (corking per turn of the event loop).
+/// Echoes are queued with `start_send`, not sent: nothing is written per message. The stream
+/// writes everything queued in one system call when it has no more decoded messages to hand out
+/// and is about to read again, so a burst of messages that arrived in one read is answered by
+/// one write (corking per turn of the event loop).
 ///
 /// One hand-written loop rather than `select!`s around `next` and `feed`: this runs once per
 /// message, and the macros' bookkeeping costs as much as the rest of the echo. The shutdown
-/// signal is looked at whenever the session would wait. The loop's state is owned by the
-/// closure, not borrowed from an enclosing async function: this future is held by every idle
-/// session, and each borrow would be one more word in it.
-fn echo<'a>(
-    ws: &'a mut WebSocket<MaybeTlsStream>,
-    mut stop: Stopping<'a>,
-) -> impl std::future::Future<Output = (u64, End)> + 'a {
-    let mut echoed = 0u64;
-    // A message received and not yet queued for sending because the write buffer was full.
-    // Boxed: only a session that waits for a slow reader pays for it.
-    let mut waiting: Option<Box<Message>> = None;
-    std::future::poll_fn(move |cx| loop {
+/// signal is looked at whenever the session would wait.
+fn echo(
+    ws: &mut WebSocket<MaybeTlsStream>,
+    cold: &mut Cold,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<End> {
+    // Counted here and added once on the way out: the loop then touches `cold` only to wait.
+    let mut echoed = 0;
+    let mut waiting = cold.waiting.take();
+    let result = loop {
         let message = match waiting.take() {
             Some(message) => *message,
             None => match Pin::new(&mut *ws).poll_next(cx) {
-                Poll::Ready(None) => return Poll::Ready((echoed, End::Closed)),
+                Poll::Ready(None) => break Poll::Ready(End::Closed),
                 Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready((echoed, End::Failed(format!("error: {}", causes(&e)))))
+                    break Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
                 }
                 Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => m,
                 // Pings are answered by the core; pongs need nothing.
                 Poll::Ready(Some(Ok(_))) => continue,
-                Poll::Pending => {
-                    return Pin::new(&mut stop)
-                        .poll(cx)
-                        .map(|()| (echoed, End::Shutdown))
-                }
+                Poll::Pending => break Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown),
             },
         };
         match queue_echo(ws, cx, message) {
             Ok(None) => echoed += 1,
             Ok(Some(message)) => {
-                waiting = Some(Box::new(message));
-                return Pin::new(&mut stop)
-                    .poll(cx)
-                    .map(|()| (echoed, End::Shutdown));
+                cold.waiting = Some(Box::new(message));
+                break Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown);
             }
-            Err(end) => return Poll::Ready((echoed, end)),
+            Err(end) => break Poll::Ready(end),
         }
-    })
+    };
+    cold.echoed += echoed;
+    result
 }
 
 /// Queue `message` as an echo: `Ok(None)` when queued, `Ok(Some(message))` back when the write
@@ -562,9 +633,9 @@ enum End {
 }
 
 /// The end of a session, once: finish the close handshake as `end` requires, let the client
-/// close its side, and log one line. Runs on the heap (see `connection`).
-async fn end_session(session: &mut Session, peer: SocketAddr, echoed: u64, end: End) {
-    let ws = &mut session.ws;
+/// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]).
+async fn end_session(mut ws: WebSocket<MaybeTlsStream>, cold: Box<Cold>, end: End) {
+    let ws = &mut ws;
     let closed_by_peer = matches!(end, End::Closed);
     // The description is only for the log line: not built when it is not logged.
     let logged = tracing::enabled!(tracing::Level::INFO);
@@ -584,11 +655,11 @@ async fn end_session(session: &mut Session, peer: SocketAddr, echoed: u64, end: 
         linger(ws.get_ref().get_ref()).await;
     }
     info!(
-        %peer,
-        path = %session.path,
+        peer = %cold.peer,
+        path = %cold.path,
         protocol = ws.protocol().unwrap_or("none"),
         deflate = ws.uses_deflate(),
-        echoed,
+        echoed = cold.echoed,
         "websocket ended: {end}"
     );
 }
@@ -808,32 +879,42 @@ impl Signals {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn idle_session_task_stays_small() {
-        // Most of what an idle WebSocket costs the server is its task, whose future keeps the
-        // size of its largest state for its whole life (see `connection`).
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let server = Arc::new(Server {
-            builder: ServerBuilder::new(),
-            protocols: Vec::new(),
-            handshakes: HandshakeLog::default(),
-            tls: None,
-            shutdown: Shutdown::default(),
-        });
-        let task = connection(Box::new(Accepted {
-            server,
-            tcp,
-            peer: addr,
-        }));
-        let size = std::mem::size_of_val(&task);
-        // Printed for the record (`--nocapture`); the bound catches a large state slipping in.
-        // 512 bytes in a release build (520 in a test build). The task around it adds 104
-        // bytes (tokio 1.54) and is rounded up to 128, so 536 bytes is the most that fits a
-        // 640-byte task; one more byte makes every connection's task 768.
-        println!("connection future: {size} bytes");
-        assert!(size <= 536, "connection future of {size} bytes");
+    #[test]
+    fn idle_session_task_stays_small() {
+        // Most of what an idle WebSocket costs the server is its task, which keeps the size of
+        // its future's largest state for its whole life (see `ConnectionTask`). The task around
+        // the future adds 104 bytes (tokio 1.54) and is rounded up to a multiple of 128: 408
+        // bytes is the most that fits a 512-byte task; one more byte makes every connection's
+        // task 640.
+        let task = std::mem::size_of::<ConnectionTask>();
+        // glibc's allocator serves a request of 89 to 104 bytes from the 112-byte gap it leaves
+        // before the connection's 128-byte aligned I/O state (see `Cold`): a larger or a smaller
+        // one takes room of its own.
+        let cold = std::mem::size_of::<Cold>();
+        // Printed for the record (`--nocapture`); the bounds catch a state slipping in or out.
+        println!("connection task: {task} bytes, cold state: {cold} bytes");
+        assert!(task <= 408, "connection task of {task} bytes");
+        assert!((89..=104).contains(&cold), "cold state of {cold} bytes");
+        assert_eq!(std::mem::size_of::<RequestPath>(), 16);
+    }
+
+    #[test]
+    fn request_paths_inline_and_on_the_heap_read_back() {
+        let long = format!("/{}", "é".repeat(200));
+        for path in [
+            "",
+            "/",
+            "/abcdefghijklm",
+            "/abcdefghijklmn",
+            "/é",
+            long.as_str(),
+        ] {
+            let kept = RequestPath::new(path);
+            assert_eq!(kept.as_str(), path);
+            assert_eq!(kept.to_string(), path);
+            let inline = matches!(kept, RequestPath::Inline { .. });
+            assert_eq!(inline, path.len() <= INLINE_PATH, "{path:?}");
+        }
     }
 
     #[tokio::test]
