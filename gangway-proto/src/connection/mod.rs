@@ -650,7 +650,17 @@ impl Connection {
     /// output is then in several parts, and this is the first. Write it,
     /// [`consume_output`](Self::consume_output) what was written, and call again until it is
     /// empty; or write every part at once with [`output_parts`](Self::output_parts).
+    #[inline]
     pub fn output(&self) -> &[u8] {
+        if self.spill.is_some() {
+            return self.first_part();
+        }
+        self.out.get(self.out_pos..).unwrap_or_default()
+    }
+
+    /// [`output`](Self::output) when payloads may be queued without a copy.
+    #[inline(never)]
+    fn first_part(&self) -> &[u8] {
         let end = match self.shared_queue().and_then(VecDeque::front) {
             Some((at, data)) if *at == self.out_pos => return data,
             Some(&(at, _)) => at,
@@ -660,7 +670,11 @@ impl Connection {
     }
 
     /// The number of bytes waiting to be written, in every part of the output.
+    #[inline]
     pub fn output_len(&self) -> usize {
+        if self.spill.is_none() {
+            return self.out.len() - self.out_pos;
+        }
         let shared = self
             .shared_queue()
             .map_or(0, |queue| queue.iter().map(|(_, data)| data.len()).sum());
@@ -717,8 +731,9 @@ impl Connection {
     }
 
     /// Nothing waits to be written.
+    #[inline]
     fn output_drained(&self) -> bool {
-        self.out_pos == self.out.len() && self.shared_queue().is_none()
+        self.out_pos == self.out.len() && (self.spill.is_none() || self.shared_queue().is_none())
     }
 
     /// The payloads queued without a copy, if any.
@@ -758,8 +773,9 @@ impl Connection {
     /// # Panics
     ///
     /// If `n` is larger than `output().len()`.
+    #[inline]
     pub fn consume_output(&mut self, n: usize) {
-        if self.shared_queue().is_some() {
+        if self.spill.is_some() && self.shared_queue().is_some() {
             assert!(
                 n <= self.output_len(),
                 "consume_output({n}) past the {} bytes of output",

@@ -118,6 +118,7 @@ impl Connection {
     ///
     /// [`Config::ping_interval`]: crate::Config::ping_interval
     /// [`Config::idle_timeout`]: crate::Config::idle_timeout
+    #[inline]
     pub fn set_now(&mut self, now: Instant) {
         let now = self.timers.set_now(now);
         if self.timers.last_received == Tick::NONE {
