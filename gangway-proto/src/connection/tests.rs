@@ -1696,20 +1696,30 @@ fn output_of_sends(
 
 #[test]
 fn shared_payloads_go_out_exactly_as_copied_ones() {
-    let sends: Vec<(DataKind, Vec<u8>)> = [0usize, 100, 1023, 1024, 4096, 70_000, 5, 2000, 65_536]
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            if i % 2 == 0 {
-                (
-                    DataKind::Binary,
-                    (0..len).map(|b| (b * 13 + i) as u8).collect(),
-                )
-            } else {
-                (DataKind::Text, "ü".repeat(len / 2).into_bytes())
-            }
-        })
-        .collect();
+    let sends: Vec<(DataKind, Vec<u8>)> = [
+        0usize,
+        100,
+        SHARED_MIN_LEN - 1,
+        SHARED_MIN_LEN,
+        20_000,
+        70_000,
+        5,
+        2000,
+        65_536,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &len)| {
+        if i % 2 == 0 {
+            (
+                DataKind::Binary,
+                (0..len).map(|b| (b * 13 + i) as u8).collect(),
+            )
+        } else {
+            (DataKind::Text, "ü".repeat(len / 2).into_bytes())
+        }
+    })
+    .collect();
     let split = Config {
         max_send_frame_size: 3000,
         ..Config::default()
@@ -1742,7 +1752,7 @@ fn shared_payloads_go_out_exactly_as_copied_ones() {
 
 #[test]
 fn a_server_sends_large_payloads_from_the_shared_buffer() {
-    let payload = Bytes::from(vec![9u8; 5000]);
+    let payload = Bytes::from(vec![9u8; 20_000]);
     let mut s = server();
     s.send_binary(b"first").unwrap();
     s.send_binary_shared(payload.clone()).unwrap();
@@ -1755,7 +1765,7 @@ fn a_server_sends_large_payloads_from_the_shared_buffer() {
     assert_eq!(parts[1].as_ptr(), payload.as_ptr(), "not copied");
     assert_eq!(parts[0].len(), 7 + 4);
     assert_eq!(parts[2].len(), 2 + 13);
-    assert_eq!(s.output_len(), 7 + 4 + 5000 + 15);
+    assert_eq!(s.output_len(), 7 + 4 + 20_000 + 15);
     // `output()` stops before the payload, then is the payload.
     assert_eq!(s.output().len(), 11);
     s.consume_output(11);
@@ -1763,11 +1773,11 @@ fn a_server_sends_large_payloads_from_the_shared_buffer() {
     // Only parts fitting in `dst` are given.
     let mut one = [std::io::IoSlice::new(&[]); 1];
     assert_eq!(s.output_parts(&mut one), 1);
-    assert_eq!(one[0].len(), 5000);
+    assert_eq!(one[0].len(), 20_000);
     // Releasing buffers keeps what is not written.
     s.release_buffers();
-    assert_eq!(s.output_len(), 5015);
-    s.consume_output(5015);
+    assert_eq!(s.output_len(), 20_015);
+    s.consume_output(20_015);
     assert_eq!(s.output_len(), 0);
     // The last reference to the payload is ours again: the connection dropped its own.
     assert!(payload.is_unique());
