@@ -429,10 +429,7 @@ impl Connection {
     /// [`ApiMisuse::AlreadyClosing`] after our close frame, [`ApiMisuse::FragmentOrder`] inside a
     /// fragmented message.
     pub fn send_text(&mut self, text: &str) -> Result<(), ApiMisuse> {
-        self.check_can_send_data()?;
-        if self.sending.is_some() {
-            return Err(ApiMisuse::FragmentOrder);
-        }
+        self.check_can_send_message()?;
         self.write_message(OpCode::Text, text.as_bytes(), true);
         Ok(())
     }
@@ -443,10 +440,7 @@ impl Connection {
     ///
     /// As [`send_text`](Self::send_text).
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ApiMisuse> {
-        self.check_can_send_data()?;
-        if self.sending.is_some() {
-            return Err(ApiMisuse::FragmentOrder);
-        }
+        self.check_can_send_message()?;
         self.write_message(OpCode::Binary, data, true);
         Ok(())
     }
@@ -462,10 +456,7 @@ impl Connection {
     ///
     /// As [`send_text`](Self::send_text).
     pub fn send_binary_shared(&mut self, data: Bytes) -> Result<(), ApiMisuse> {
-        self.check_can_send_data()?;
-        if self.sending.is_some() {
-            return Err(ApiMisuse::FragmentOrder);
-        }
+        self.check_can_send_message()?;
         self.write_message_shared(OpCode::Binary, data);
         Ok(())
     }
@@ -476,10 +467,7 @@ impl Connection {
     ///
     /// As [`send_text`](Self::send_text).
     pub fn send_text_shared(&mut self, text: Utf8Bytes) -> Result<(), ApiMisuse> {
-        self.check_can_send_data()?;
-        if self.sending.is_some() {
-            return Err(ApiMisuse::FragmentOrder);
-        }
+        self.check_can_send_message()?;
         self.write_message_shared(OpCode::Text, text.into_bytes());
         Ok(())
     }
@@ -1375,6 +1363,15 @@ impl Connection {
 
 /// Output: framing, masking and the output buffer.
 impl Connection {
+    /// A whole message may be sent now: not after our close, not inside a fragmented one.
+    fn check_can_send_message(&self) -> Result<(), ApiMisuse> {
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(ApiMisuse::FragmentOrder);
+        }
+        Ok(())
+    }
+
     fn check_can_send_data(&self) -> Result<(), ApiMisuse> {
         // §5.5.1: nothing is sent after our close frame. A failure whose close frame waits for
         // the events before it still lets the application answer those.
