@@ -58,7 +58,7 @@ pub mod text;
 pub mod utf8;
 
 pub use config::Config;
-pub use connection::{Connection, State};
+pub use connection::{Connection, SpareBuffers, State};
 pub use error::{ApiMisuse, HandshakeError, ProtocolError, TimeoutError};
 pub use frame::{CloseCode, CloseFrame, OpCode};
 pub use message::{DataKind, Event};

@@ -106,25 +106,16 @@ pub struct Connection {
     #[cfg(feature = "deflate")]
     deflate: Option<Box<PerMessageDeflate>>,
 
-    // Input.
-    /// A frame header split across `receive_data` calls.
-    header: [u8; MAX_HEADER_LEN],
-    header_len: u8,
-    /// The frame whose payload is arriving, after its header.
-    frame: Option<IncomingFrame>,
-    /// The data message being reassembled.
-    message: Reassembly,
-    /// That message is compressed (RSV1 on its first frame, RFC 7692 §6).
-    receiving_compressed: bool,
-    control_len: u8,
+    // Input. The general path's state (a split header, a frame or message in progress) is in
+    // `spill`: whole single-frame messages, most of the traffic, need none of it.
     events: VecDeque<Event>,
 
     // Output.
     /// Bytes for the transport; `out[out_pos..]` is not written yet.
     out: Vec<u8>,
     out_pos: usize,
-    /// A partial message kept as received, and payloads queued without a copy (see [`Spill`]).
-    /// Boxed: only connections with large messages ever have one, and it is freed once empty.
+    /// What only some connections need for a while (see [`Spill`]): boxed, and freed once
+    /// empty, so an idle connection pays one pointer for it.
     spill: Option<Box<Spill>>,
     /// The kind of the fragmented message we are sending, between `send_fragment` calls.
     sending: Option<DataKind>,
@@ -137,14 +128,8 @@ pub struct Connection {
     close_sent: bool,
     /// A ping of ours (sent by `send_ping` or the keepalive) has had no pong since.
     awaiting_pong: bool,
-    /// The peer's close frame once received (`Some(None)`: it had no status code). Boxed: it
-    /// comes once, at the end, and inline it would cost 32 bytes for the whole connection.
-    peer_close: Option<Box<Option<CloseFrame>>>,
     /// The connection failed (protocol violation, or EOF before the close handshake).
     failed: bool,
-    /// The violation that failed the connection while events decoded before it were still
-    /// queued: its close frame waits until they are handed out (see `poll_event`).
-    deferred_close: Option<ProtocolError>,
     eof: bool,
 
     // Time.
@@ -152,8 +137,27 @@ pub struct Connection {
     timers: timers::Timers,
 }
 
-/// What large messages (and control frames split across reads) leave in a connection for a
-/// while, kept out of line: most connections never need any of it.
+/// Empty buffers that idle connections handed back, for the next busy one (see
+/// [`Connection::release_buffers_into`]). Holds at most one output buffer (of at most 64 KiB) and
+/// one event queue (of at most 64 events); `Default` holds none.
+#[derive(Debug, Default)]
+pub struct SpareBuffers {
+    out: Vec<u8>,
+    events: VecDeque<Event>,
+}
+
+impl SpareBuffers {
+    /// Whether it holds no buffer.
+    pub fn is_empty(&self) -> bool {
+        self.out.capacity() == 0 && self.events.capacity() == 0
+    }
+}
+
+/// What a connection needs only now and then, kept out of line: a message or frame that is not
+/// all in one read (or not a single frame), a control frame or header split across reads, large
+/// payloads queued without a copy, the end of the connection. Whole single-frame messages, most of
+/// the traffic, need none of it, and every idle connection (whose size counts thousands of times
+/// over on a server) is one pointer smaller for each field here.
 #[derive(Debug, Default)]
 struct Spill {
     /// The start of a single-frame message that [`Connection::receive_buf`] received in part:
@@ -167,6 +171,40 @@ struct Spill {
     /// processed from the input and never stored, so this is allocated only for a split one and
     /// freed when it ends.
     control: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
+    /// Bytes of that control frame's payload received so far.
+    control_len: u8,
+    /// A frame header split across `receive_data` calls.
+    header: [u8; MAX_HEADER_LEN],
+    header_len: u8,
+    /// The frame whose payload is arriving, after its header.
+    frame: Option<IncomingFrame>,
+    /// The data message being reassembled.
+    message: Reassembly,
+    /// That message is compressed (RSV1 on its first frame, RFC 7692 §6).
+    receiving_compressed: bool,
+    /// The peer's close frame once received (`Some(None)`: it had no status code).
+    peer_close: Option<Option<CloseFrame>>,
+    /// The violation that failed the connection while events decoded before it were still
+    /// queued: its close frame waits until they are handed out (see `poll_event`).
+    deferred_close: Option<ProtocolError>,
+}
+
+impl Spill {
+    /// Whether the general input path is in the middle of something: a split header, a frame's
+    /// payload, a fragmented or gathered message.
+    fn input_busy(&self) -> bool {
+        self.frame.is_some() || self.header_len != 0 || self.message.in_progress()
+    }
+
+    /// Whether it holds nothing any more and can be freed.
+    fn is_empty(&self) -> bool {
+        !self.input_busy()
+            && self.held.is_none()
+            && self.shared.is_empty()
+            && self.control.is_none()
+            && self.peer_close.is_none()
+            && self.deferred_close.is_none()
+    }
 }
 
 /// What [`Connection::short_path_at`] found at the start of the input.
@@ -277,12 +315,6 @@ impl Connection {
             allowed_rsv: 0,
             #[cfg(feature = "deflate")]
             deflate: None,
-            header: [0; MAX_HEADER_LEN],
-            header_len: 0,
-            frame: None,
-            message: Reassembly::default(),
-            receiving_compressed: false,
-            control_len: 0,
             events: VecDeque::new(),
             out: Vec::new(),
             out_pos: 0,
@@ -293,9 +325,7 @@ impl Connection {
             sending_compressed: false,
             close_sent: false,
             awaiting_pong: false,
-            peer_close: None,
             failed: false,
-            deferred_close: None,
             eof: false,
             timers: timers::Timers::default(),
         }
@@ -318,9 +348,9 @@ impl Connection {
 
     /// Where the connection is in its life cycle.
     pub fn state(&self) -> State {
-        if self.failed || self.eof || (self.close_sent && self.peer_close.is_some()) {
+        if self.failed || self.eof || (self.close_sent && self.peer_closed()) {
             State::Closed
-        } else if self.close_sent || self.peer_close.is_some() {
+        } else if self.close_sent || self.peer_closed() {
             State::Closing
         } else {
             State::Open
@@ -411,7 +441,7 @@ impl Connection {
     ///
     /// [`ProtocolError::UnexpectedEof`] if the close handshake had not finished (status 1006).
     pub fn receive_eof(&mut self) -> Result<(), ProtocolError> {
-        let clean = self.failed || self.eof || (self.close_sent && self.peer_close.is_some());
+        let clean = self.failed || self.eof || (self.close_sent && self.peer_closed());
         self.eof = true;
         if clean {
             Ok(())
@@ -593,7 +623,12 @@ impl Connection {
     /// longer.
     #[cold]
     fn no_event_left(&mut self) {
-        if let Some(err) = self.deferred_close.take() {
+        if let Some(err) = self
+            .spill
+            .as_deref_mut()
+            .and_then(|spill| spill.deferred_close.take())
+        {
+            self.tidy_spill();
             self.write_failure_close(err);
         }
     }
@@ -624,6 +659,61 @@ impl Connection {
         }
         if self.events.is_empty() && self.events.capacity() > 0 {
             self.events = VecDeque::new();
+        }
+        self.tidy_spill();
+    }
+
+    /// [`release_buffers`](Self::release_buffers), handing the buffers to `spare` instead of
+    /// freeing them, for another connection to [take](Self::reuse_buffers): an event loop that
+    /// serves many connections keeps one spare set for all of them, so a connection that goes
+    /// idle after each message (request/response traffic) allocates nothing for the next, and
+    /// idle connections still hold none. `spare` keeps one buffer of each kind; what it cannot
+    /// keep is freed.
+    ///
+    /// ```
+    /// use gangway_proto::{Config, Connection, Role, SpareBuffers};
+    ///
+    /// let mut spare = SpareBuffers::default();
+    /// let (mut a, mut b) = (
+    ///     Connection::new(Role::Server, Config::default()),
+    ///     Connection::new(Role::Server, Config::default()),
+    /// );
+    /// a.send_text("hello")?;
+    /// a.consume_output(a.output_len());
+    /// a.release_buffers_into(&mut spare); // `a` is idle: its output buffer goes to `spare`
+    /// assert!(!a.holds_spare_buffers());
+    /// b.reuse_buffers(&mut spare); // `b` is about to be busy: it takes it
+    /// b.send_text("world")?;
+    /// # Ok::<(), gangway_proto::ApiMisuse>(())
+    /// ```
+    pub fn release_buffers_into(&mut self, spare: &mut SpareBuffers) {
+        if self.output_drained() && self.out.capacity() > 0 {
+            let mut out = std::mem::take(&mut self.out);
+            self.out_pos = 0;
+            if spare.out.capacity() == 0 && out.capacity() <= MAX_RETAINED_OUTPUT {
+                out.clear();
+                spare.out = out;
+            }
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            let events = std::mem::take(&mut self.events);
+            if spare.events.capacity() == 0 && events.capacity() <= MAX_RETAINED_EVENTS {
+                spare.events = events;
+            }
+        }
+        self.tidy_spill();
+    }
+
+    /// Take from `spare` the buffers this connection has none of (see
+    /// [`release_buffers_into`](Self::release_buffers_into)); call it before feeding input, e.g.
+    /// when the transport is readable.
+    #[inline]
+    pub fn reuse_buffers(&mut self, spare: &mut SpareBuffers) {
+        if self.out.capacity() == 0 && self.out_pos == 0 {
+            std::mem::swap(&mut self.out, &mut spare.out);
+        }
+        if self.events.capacity() == 0 {
+            std::mem::swap(&mut self.events, &mut spare.events);
         }
     }
 
@@ -741,21 +831,73 @@ impl Connection {
         held
     }
 
-    /// Drop the start of a control frame split across reads.
-    fn drop_control(&mut self) {
-        if let Some(spill) = self.spill.as_deref_mut() {
-            spill.control = None;
-            self.tidy_spill();
+    /// Free the [`Spill`] once it holds nothing.
+    fn tidy_spill(&mut self) {
+        if self.spill.as_deref().is_some_and(Spill::is_empty) {
+            self.spill = None;
         }
     }
 
-    /// Free the [`Spill`] once it holds nothing.
-    fn tidy_spill(&mut self) {
-        if self.spill.as_deref().is_some_and(|spill| {
-            spill.held.is_none() && spill.shared.is_empty() && spill.control.is_none()
-        }) {
-            self.spill = None;
+    /// The [`Spill`], allocated if there is none.
+    fn spill_mut(&mut self) -> &mut Spill {
+        self.spill.get_or_insert_with(Box::default)
+    }
+
+    /// The frame whose payload is arriving.
+    #[inline]
+    fn frame(&self) -> Option<IncomingFrame> {
+        self.spill.as_deref().and_then(|spill| spill.frame)
+    }
+
+    /// Set (or clear) the frame whose payload is arriving.
+    fn set_frame(&mut self, frame: Option<IncomingFrame>) {
+        match (frame, self.spill.as_deref_mut()) {
+            (Some(frame), _) => self.spill_mut().frame = Some(frame),
+            (None, Some(spill)) => spill.frame = None,
+            (None, None) => {}
         }
+    }
+
+    /// Whether a data message has started and not yet finished.
+    fn message_in_progress(&self) -> bool {
+        self.spill
+            .as_deref()
+            .is_some_and(|spill| spill.message.in_progress())
+    }
+
+    /// Whether the data message being received is compressed.
+    fn receiving_compressed(&self) -> bool {
+        self.spill
+            .as_deref()
+            .is_some_and(|spill| spill.receiving_compressed)
+    }
+
+    /// Whether the peer's close frame has arrived.
+    #[inline]
+    fn peer_closed(&self) -> bool {
+        self.spill
+            .as_deref()
+            .is_some_and(|spill| spill.peer_close.is_some())
+    }
+
+    /// Bytes held by the message being reassembled (tests: hostile headers and idle
+    /// connections hold none).
+    #[cfg(test)]
+    fn message_capacity(&self) -> usize {
+        self.spill
+            .as_deref()
+            .map_or(0, |spill| spill.message.capacity())
+    }
+
+    /// Bytes of a split control frame's payload received so far (tests).
+    #[cfg(test)]
+    fn control_len(&self) -> u8 {
+        self.spill.as_deref().map_or(0, |spill| spill.control_len)
+    }
+
+    /// The violation whose close frame waits for the events before it.
+    fn deferred_close(&self) -> Option<ProtocolError> {
+        self.spill.as_deref().and_then(|spill| spill.deferred_close)
     }
 
     /// Mark the first `n` bytes of [`output`](Self::output) as written.
@@ -830,7 +972,7 @@ impl Connection {
     /// connection. A client whose close handshake is done waits for the server's EOF instead
     /// (the adapter bounds that wait with a timeout).
     pub fn should_close_transport(&self) -> bool {
-        if self.deferred_close.is_some() {
+        if self.deferred_close().is_some() {
             // The failure's close frame is not even queued yet.
             return false;
         }
@@ -843,7 +985,7 @@ impl Connection {
 
     /// The close frame the peer sent, once received (`Some(None)`: it had no status code).
     pub fn peer_close(&self) -> Option<&Option<crate::frame::CloseFrame>> {
-        self.peer_close.as_deref()
+        self.spill.as_deref()?.peer_close.as_ref()
     }
 }
 
@@ -852,17 +994,18 @@ impl Connection {
     fn input_finished(&self) -> bool {
         // §5.5.1: after the peer's close, nothing it sends is meaningful; after a failure or
         // EOF there is no connection left to feed.
-        self.failed || self.eof || self.peer_close.is_some()
+        self.failed || self.eof || self.peer_closed()
     }
 
     fn process(&mut self, mut data: &[u8]) -> Result<(), ProtocolError> {
-        while !data.is_empty() && self.peer_close.is_none() {
-            let used = match self.frame {
+        while !data.is_empty() && !self.peer_closed() {
+            let used = match self.frame() {
                 None => self.read_header(data)?,
                 Some(frame) => self.read_payload(frame, data)?,
             };
             data = data.get(used..).unwrap_or_default();
         }
+        self.tidy_spill();
         Ok(())
     }
 
@@ -871,7 +1014,7 @@ impl Connection {
     fn process_buf(&mut self, data: &mut BytesMut) -> Result<(), ProtocolError> {
         // Bytes of `data` already consumed: the buffer itself is cut only to lend a payload.
         let mut pos = 0;
-        while pos < data.len() && self.peer_close.is_none() {
+        while pos < data.len() && !self.peer_closed() {
             match self.short_path_at(&data[pos..]) {
                 Short::Whole(_) => {
                     self.lend_whole_messages(data, pos)?;
@@ -890,7 +1033,7 @@ impl Connection {
                 Short::Partial | Short::No => {}
             }
             let rest = data.len() - pos;
-            pos += match self.frame {
+            pos += match self.frame() {
                 None => self.read_header(&data[pos..])?,
                 Some(frame) => match self.lendable(frame, rest) {
                     Some((kind, len)) => {
@@ -900,8 +1043,9 @@ impl Connection {
                         if let Some(key) = frame.mask {
                             apply_mask(&mut payload, key, usize::from(frame.mask_offset));
                         }
-                        self.message.finish_lent();
-                        self.frame = None;
+                        let spill = self.spill_mut();
+                        spill.message.finish_lent();
+                        spill.frame = None;
                         let payload = payload.freeze();
                         let event = match kind {
                             DataKind::Binary => Event::Binary(payload),
@@ -915,6 +1059,7 @@ impl Connection {
                 },
             };
         }
+        self.tidy_spill();
         Ok(())
     }
 
@@ -945,6 +1090,8 @@ impl Connection {
             count += 1;
         }
         let batch = data.split_to(end).freeze();
+        // One allocation for the batch rather than a queue grown 4, 8, 16 at a time.
+        self.events.reserve(count);
         for &(start, len, kind) in &found[..count] {
             let payload = batch.slice(start..start + len);
             let event = match kind {
@@ -975,11 +1122,7 @@ impl Connection {
             0x82 => DataKind::Binary,
             _ => return Short::No,
         };
-        if self.frame.is_some()
-            || self.header_len != 0
-            || self.message.in_progress()
-            || self.config.deliver_fragments
-        {
+        if self.spill.as_deref().is_some_and(Spill::input_busy) || self.config.deliver_fragments {
             return Short::No;
         }
         let Some(&b1) = data.get(1) else {
@@ -1043,16 +1186,21 @@ impl Connection {
         if !frame.fin || frame.opcode.is_control() {
             return None;
         }
-        let kind = self.message.empty_kind()?;
+        let spill = self.spill.as_deref()?;
+        let kind = spill.message.empty_kind()?;
         let len = usize::try_from(frame.remaining).ok()?;
         let whole =
-            len <= available && !self.receiving_compressed && !self.config.deliver_fragments;
+            len <= available && !spill.receiving_compressed && !self.config.deliver_fragments;
         whole.then_some((kind, len))
     }
 
     /// Consume header bytes from the start of `data`; returns how many were used.
     fn read_header(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
-        if self.header_len == 0 {
+        if !self
+            .spill
+            .as_deref()
+            .is_some_and(|spill| spill.header_len != 0)
+        {
             // The common case: the whole header is in `data`, decode it in place.
             if let Some((header, len)) = FrameHeader::decode(data)? {
                 self.start_frame(header)?;
@@ -1060,19 +1208,20 @@ impl Connection {
             }
         }
         // A header split across reads: gather it, 14 bytes at most.
-        let have = usize::from(self.header_len);
+        let spill = self.spill_mut();
+        let have = usize::from(spill.header_len);
         let take = (MAX_HEADER_LEN - have).min(data.len());
-        self.header[have..have + take].copy_from_slice(&data[..take]);
-        match FrameHeader::decode(&self.header[..have + take])? {
+        spill.header[have..have + take].copy_from_slice(&data[..take]);
+        match FrameHeader::decode(&spill.header[..have + take])? {
             Some((header, len)) => {
-                self.header_len = 0;
+                spill.header_len = 0;
                 self.start_frame(header)?;
                 // `have` bytes were a proper prefix, so the header ends inside this piece.
                 Ok(len.saturating_sub(have))
             }
             None => {
                 // Cannot truncate: at most MAX_HEADER_LEN.
-                self.header_len = (have + take) as u8;
+                spill.header_len = (have + take) as u8;
                 Ok(take)
             }
         }
@@ -1111,7 +1260,7 @@ impl Connection {
         } else {
             // §5.4: continuation frames continue a message; a new message waits for the end of
             // the previous one.
-            match (header.opcode, self.message.in_progress()) {
+            match (header.opcode, self.message_in_progress()) {
                 (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
                 (OpCode::Text | OpCode::Binary, true) => {
                     return Err(ProtocolError::ExpectedContinuation)
@@ -1120,7 +1269,7 @@ impl Connection {
             }
         }
         let compressed_message = match header.opcode {
-            OpCode::Continuation => self.receiving_compressed,
+            OpCode::Continuation => self.receiving_compressed(),
             _ => compressed,
         };
         // §10.4: limits are decided from the announced length, before allocating anything.
@@ -1138,18 +1287,23 @@ impl Connection {
             return Err(ProtocolError::FrameTooLarge);
         }
         if is_control {
-            self.control_len = 0;
+            if let Some(spill) = self.spill.as_deref_mut() {
+                spill.control_len = 0;
+            }
         } else {
-            self.receiving_compressed = compressed_message;
+            let max_message_size = self.config.max_message_size;
+            let spill = self.spill_mut();
+            spill.receiving_compressed = compressed_message;
             // A compressed message's limit is on its inflated size, checked as it inflates;
             // its frames are bounded by the frame limit above.
-            if !self.receiving_compressed {
-                self.message
-                    .check_frame(header.payload_len, self.config.max_message_size)?;
+            if !compressed_message {
+                spill
+                    .message
+                    .check_frame(header.payload_len, max_message_size)?;
             }
             match header.opcode {
-                OpCode::Text => self.message.start(DataKind::Text),
-                OpCode::Binary => self.message.start(DataKind::Binary),
+                OpCode::Text => spill.message.start(DataKind::Text),
+                OpCode::Binary => spill.message.start(DataKind::Binary),
                 _ => {}
             }
         }
@@ -1163,7 +1317,7 @@ impl Connection {
         if frame.remaining == 0 {
             self.end_frame(frame)
         } else {
-            self.frame = Some(frame);
+            self.set_frame(Some(frame));
             Ok(())
         }
     }
@@ -1180,40 +1334,45 @@ impl Connection {
             return self.read_control_payload(frame, piece);
         }
         let mut mask_offset = usize::from(frame.mask_offset);
-        if self.receiving_compressed {
+        let deliver_fragments = self.config.deliver_fragments;
+        // A data frame's `start_frame` made the spill.
+        let spill = self.spill.get_or_insert_with(Box::default);
+        if spill.receiving_compressed {
             self.inflate_piece(piece, frame.mask, &mut mask_offset)?;
         } else if frame.fin
             && frame.remaining == to_u64(take)
-            && !self.config.deliver_fragments
-            && self.message.is_empty()
+            && !deliver_fragments
+            && spill.message.is_empty()
         {
-            // The common case: a whole message in one frame, in one read. It goes out in one
-            // step (one copy, text validated once), without the piece-by-piece bookkeeping.
-            let event = self.message.finish_whole(piece, frame.mask, mask_offset)?;
+            // A whole message in one frame, in one read, that did not take the short path
+            // (`receive_data`). It goes out in one step (one copy, text validated once),
+            // without the piece-by-piece bookkeeping.
+            let event = spill.message.finish_whole(piece, frame.mask, mask_offset)?;
+            spill.frame = None;
             self.events.push_back(event);
-            self.frame = None;
             return Ok(take);
         } else {
             let final_remaining = frame.fin.then_some(frame.remaining);
-            self.message
+            spill
+                .message
                 .push(piece, final_remaining, frame.mask, &mut mask_offset)?;
         }
         // A position in the 4-byte key: cannot truncate.
         frame.mask_offset = (mask_offset % 4) as u8;
         let message_ends = frame.fin && frame.remaining == to_u64(take);
-        if self.config.deliver_fragments && !message_ends {
+        if deliver_fragments && !message_ends {
             // The piece goes out as it arrived; the last one waits for `end_frame`, which
             // finishes the message (inflating the compressed tail first).
-            if let Some(event) = self.message.take_fragment(false)? {
+            if let Some(event) = self.spill_mut().message.take_fragment(false)? {
                 self.events.push_back(event);
             }
         }
         frame.remaining -= to_u64(take);
         if frame.remaining == 0 {
-            self.frame = None;
+            self.set_frame(None);
             self.end_frame(frame)?;
         } else {
-            self.frame = Some(frame);
+            self.set_frame(Some(frame));
         }
         Ok(take)
     }
@@ -1229,7 +1388,10 @@ impl Connection {
         mut frame: IncomingFrame,
         piece: &[u8],
     ) -> Result<usize, ProtocolError> {
-        let have = usize::from(self.control_len);
+        let have = self
+            .spill
+            .as_deref()
+            .map_or(0, |spill| usize::from(spill.control_len));
         let total = have + piece.len();
         let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
         // The header check bounds the whole payload by MAX_CONTROL_PAYLOAD.
@@ -1250,41 +1412,45 @@ impl Connection {
         }
         frame.remaining -= to_u64(piece.len());
         if frame.remaining == 0 {
-            self.frame = None;
-            self.drop_control();
-            self.control_len = 0;
+            if let Some(spill) = self.spill.as_deref_mut() {
+                spill.frame = None;
+                spill.control = None;
+                spill.control_len = 0;
+            }
             self.end_control(frame.opcode, &payload[..total])?;
         } else {
-            let stored = self
-                .spill
-                .get_or_insert_with(Box::default)
+            let spill = self.spill_mut();
+            let stored = spill
                 .control
                 .get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
             stored[have..total].copy_from_slice(&payload[have..total]);
             // Cannot truncate: at most MAX_CONTROL_PAYLOAD.
-            self.control_len = total as u8;
-            self.frame = Some(frame);
+            spill.control_len = total as u8;
+            spill.frame = Some(frame);
         }
         Ok(piece.len())
     }
 
     /// The whole payload of `frame` has arrived.
     fn end_frame(&mut self, frame: IncomingFrame) -> Result<(), ProtocolError> {
-        self.frame = None;
+        self.set_frame(None);
         if frame.opcode.is_control() {
             // Only an empty control frame ends here (`read_control_payload` ends the others).
             return self.end_control(frame.opcode, &[]);
         }
         if frame.fin {
-            if self.receiving_compressed {
+            if self.receiving_compressed() {
                 self.finish_inflating()?;
             }
-            if self.config.deliver_fragments {
-                if let Some(event) = self.message.take_fragment(true)? {
+            let deliver_fragments = self.config.deliver_fragments;
+            // A data frame's `start_frame` made the spill.
+            let message = &mut self.spill.get_or_insert_with(Box::default).message;
+            if deliver_fragments {
+                if let Some(event) = message.take_fragment(true)? {
                     self.events.push_back(event);
                 }
             } else {
-                let event = self.message.finish()?;
+                let event = message.finish()?;
                 self.events.push_back(event);
             }
         }
@@ -1321,8 +1487,9 @@ impl Connection {
         // messages that arrived before the close are delivered first, and replies to them
         // (an echo) must still go out before our close frame (§5.5.1: "as soon as practical").
         // A message cut short by the close is never delivered.
-        self.message.clear();
-        self.peer_close = Some(Box::new(close.clone()));
+        let spill = self.spill_mut();
+        spill.message.clear();
+        spill.peer_close = Some(close.clone());
         self.events.push_back(Event::Close(close));
         Ok(())
     }
@@ -1333,20 +1500,24 @@ impl Connection {
     fn fail(&mut self, err: ProtocolError) {
         self.failed = true;
         // Input is over; queued output stays.
-        self.take_held();
-        self.frame = None;
-        self.header_len = 0;
-        self.drop_control();
-        self.message.clear();
+        if let Some(spill) = self.spill.as_deref_mut() {
+            spill.held = None;
+            spill.control = None;
+            spill.control_len = 0;
+            spill.frame = None;
+            spill.header_len = 0;
+            spill.message.clear();
+        }
         // Nothing more is inflated: free the state now rather than when the connection goes.
         #[cfg(feature = "deflate")]
         if let Some(deflate) = &mut self.deflate {
             deflate.decompressor.release();
         }
         if self.events.is_empty() {
+            self.tidy_spill();
             self.write_failure_close(err);
         } else {
-            self.deferred_close = Some(err);
+            self.spill_mut().deferred_close = Some(err);
         }
     }
 
@@ -1375,7 +1546,7 @@ impl Connection {
     fn check_can_send_data(&self) -> Result<(), ApiMisuse> {
         // §5.5.1: nothing is sent after our close frame. A failure whose close frame waits for
         // the events before it still lets the application answer those.
-        if self.close_sent || (self.failed && self.deferred_close.is_none()) {
+        if self.close_sent || (self.failed && self.deferred_close().is_none()) {
             Err(ApiMisuse::AlreadyClosing)
         } else {
             Ok(())

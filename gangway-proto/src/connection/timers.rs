@@ -225,15 +225,15 @@ impl Connection {
     /// close frame may be omitted when the peer is unlikely to receive and process it).
     fn abandon(&mut self) {
         self.failed = true;
-        self.frame = None;
-        self.header_len = 0;
-        self.message.clear();
         self.sending = None;
         self.out = Vec::new();
         self.out_pos = 0;
-        self.spill = None;
-        // A failure's close frame still waiting for earlier events is dropped with the rest.
-        self.deferred_close = None;
+        // The input in progress, queued payloads and a failure's close frame still waiting for
+        // earlier events go with the rest; the peer's close frame, if it came, stays on record.
+        let peer_close = self.spill.take().and_then(|spill| spill.peer_close);
+        if peer_close.is_some() {
+            self.spill_mut().peer_close = peer_close;
+        }
     }
 }
 
