@@ -216,6 +216,9 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     // whenever the backlog is empty.
     let stop = signals.recv();
     tokio::pin!(stop);
+    // Memory freed after a wave of traffic goes back to the system (see `heap`); dropped with the
+    // runtime when the server returns.
+    tokio::spawn(crate::heap::trim_when_quiet());
     let signal = loop {
         let next: std::io::Result<&str> = std::future::poll_fn(|cx| {
             while let Poll::Ready(accepted) = listener.poll_accept(cx) {
