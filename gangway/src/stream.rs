@@ -982,7 +982,7 @@ impl Deadline {
     const NONE: Deadline = Deadline(i64::MIN);
 
     /// `at` in 8 bytes. Saturates 292 years from the epoch: later is as good as never, earlier
-    /// long past (neither comes from a clock reading plus a close timeout or `RELEASE_AFTER`).
+    /// long past (neither comes from a clock reading plus a close timeout).
     fn new(at: Option<Instant>) -> Deadline {
         let Some(at) = at else {
             return Deadline::NONE;
