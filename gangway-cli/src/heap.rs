@@ -19,14 +19,14 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Free memory worth giving back: below this, trimming would mostly give back pages the next
 /// burst takes again.
-const MIN_FREE: usize = 4 << 20;
+const MIN_FREE: usize = 1 << 20;
 
 /// Free memory that moved by less than this between two looks is settled: the traffic that
 /// freed it is over, and nothing is taking it back.
 const SETTLED: usize = 256 << 10;
 
 /// Look at the allocator's free memory every [`CHECK_EVERY`] and give it back to the system once
-/// it has settled (see [`SETTLED`]), is at least [`MIN_FREE`] and a quarter of the heap, and has
+/// it has settled (see [`SETTLED`]), is at least [`MIN_FREE`] and an eighth of the heap, and has
 /// grown by [`SETTLED`] since the last trim. Trimming leaves the free memory free (its pages go
 /// back to the system, the allocator keeps the chunks), so a level that stays the same is not
 /// trimmed again. Runs until dropped; costs a walk of the allocator's free lists every 100 ms.
@@ -46,7 +46,7 @@ pub(crate) async fn trim_when_quiet() {
         trimmed_free = trimmed_free.min(now.free);
         if settled
             && now.free >= MIN_FREE
-            && now.free >= (now.free + now.used) / 4
+            && now.free >= (now.free + now.used) / 8
             && now.free >= trimmed_free + SETTLED
         {
             trim();
