@@ -653,14 +653,8 @@ impl Connection {
     /// reassembled are kept, and the next message allocates again. Cheap when there is nothing
     /// to free, so it may be called on every idle turn.
     pub fn release_buffers(&mut self) {
-        if self.output_drained() && self.out.capacity() > 0 {
-            self.out = Vec::new();
-            self.out_pos = 0;
-        }
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
-        self.tidy_spill();
+        // Handed to a spare set that is dropped at once: freed.
+        self.release_buffers_into(&mut SpareBuffers::default());
     }
 
     /// [`release_buffers`](Self::release_buffers), handing the buffers to `spare` instead of
