@@ -190,6 +190,9 @@ impl Connection {
     /// When the next keepalive ping is due: only while open (§5.5.1: nothing follows our close,
     /// and a ping after the peer's close would go unanswered).
     fn ping_deadline(&self) -> Option<Instant> {
+        // The configuration first: with keepalive off (the default) nothing else is looked at,
+        // and this runs on every turn of an adapter's loop.
+        let interval = self.config.ping_interval.filter(|d| !d.is_zero())?;
         if self.state() != State::Open {
             return None;
         }
@@ -199,16 +202,18 @@ impl Connection {
             (Some(_), None) => self.timers.last_received,
             (None, _) => self.timers.last_ping,
         };
-        self.timers.deadline(since, self.config.ping_interval)
+        self.timers.deadline(since, Some(interval))
     }
 
     /// When the peer counts as dead, unless something arrives first.
     fn idle_deadline(&self) -> Option<Instant> {
+        // As in `ping_deadline`: off by default, and then nothing else is looked at.
+        let timeout = self.config.idle_timeout.filter(|d| !d.is_zero())?;
         if self.state() == State::Closed {
             return None;
         }
         self.timers
-            .deadline(self.timers.last_received, self.config.idle_timeout)
+            .deadline(self.timers.last_received, Some(timeout))
     }
 
     /// When waiting output counts as stalled. It applies in every state: a close frame the peer
