@@ -249,16 +249,9 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(failure) => return Ok(failure.report()),
     };
-    // `ClientBuilder::new` checked that there is a host.
-    let host = builder.uri().host().unwrap_or_default().to_owned();
-    let secure = builder
-        .uri()
-        .scheme_str()
-        .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
-    let port = builder
-        .uri()
-        .port_u16()
-        .unwrap_or(if secure { 443 } else { 80 });
+    // Checked by `ClientBuilder::new`: the host as looked up, the port connected to.
+    let host = builder.url().host().to_owned();
+    let port = builder.url().port();
     let timeout = opts
         .connect_timeout
         .unwrap_or(gangway::DEFAULT_HANDSHAKE_TIMEOUT);

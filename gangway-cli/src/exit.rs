@@ -91,7 +91,7 @@ impl Failure {
     /// An option that could not be turned into settings (the URL, a proxy URL, a file).
     pub(crate) fn setup(e: &Error, file_code: u8) -> Failure {
         match e {
-            Error::Api(a @ ApiMisuse::InvalidUrl(_)) => {
+            Error::Api(a @ (ApiMisuse::InvalidUrl(_) | ApiMisuse::InvalidPort(_))) => {
                 Failure::new(code::BAD_URL, causes(a), false)
             }
             Error::Api(a) => Failure::new(code::USAGE, causes(a), false),
@@ -138,7 +138,7 @@ impl Failure {
                 Failure::new(status, causes(t), false)
             }
             Error::Proxy(p) => proxy(p),
-            Error::Api(a @ ApiMisuse::InvalidUrl(_)) => {
+            Error::Api(a @ (ApiMisuse::InvalidUrl(_) | ApiMisuse::InvalidPort(_))) => {
                 Failure::new(code::BAD_URL, causes(a), false)
             }
             // A header or subprotocol the handshake refuses to send: the command line's fault.
@@ -318,10 +318,10 @@ mod tests {
         ));
         assert_eq!(Failure::connect(&eof, "h", TEN).code, code::EMPTY_REPLY);
 
-        let url = Error::Api(ApiMisuse::InvalidUrl("scheme must be ws or wss"));
+        let url = Error::Api(ApiMisuse::InvalidUrl("scheme is not ws or wss"));
         let f = Failure::connect(&url, "h", TEN);
         assert_eq!((f.code, f.transient), (code::BAD_URL, false));
-        assert_eq!(f.message, "invalid websocket url: scheme must be ws or wss");
+        assert_eq!(f.message, "invalid websocket url: scheme is not ws or wss");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use gangway_proto::handshake::client::{ClientHandshake, ClientOptions};
-use gangway_proto::handshake::Parsed;
-use gangway_proto::{ApiMisuse, Config, Connection, OsRandom, Role};
+use gangway_proto::handshake::{Parsed, WebSocketUrl};
+#[cfg(not(feature = "rustls"))]
+use gangway_proto::ApiMisuse;
+use gangway_proto::{Config, Connection, OsRandom, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -53,6 +55,8 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, http::Resp
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     uri: http::Uri,
+    /// `uri`, checked: where to connect.
+    url: WebSocketUrl,
     protocols: Vec<String>,
     headers: Vec<(String, String)>,
     origin: Option<String>,
@@ -69,10 +73,19 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Api`] if `url` is not a WebSocket URL.
+    /// [`Error::Api`] if `url` is not a WebSocket URL: not `ws://` or `wss://`, no host, user
+    /// info, a fragment ([`ApiMisuse::InvalidUrl`](gangway_proto::ApiMisuse::InvalidUrl)), or a
+    /// port that is not a number from 1 to 65535
+    /// ([`ApiMisuse::InvalidPort`](gangway_proto::ApiMisuse::InvalidPort)). Nothing is
+    /// connected before the URL is checked.
     pub fn new(url: &str) -> Result<Self, Error> {
+        let checked = WebSocketUrl::parse(url)?;
         Ok(ClientBuilder {
-            uri: parse_url(url)?,
+            // `WebSocketUrl::parse` parsed the same text as a URI.
+            uri: url.parse().map_err(|_| {
+                Error::Api(gangway_proto::ApiMisuse::InvalidUrl("not a valid url"))
+            })?,
+            url: checked,
             protocols: Vec::new(),
             headers: Vec::new(),
             origin: None,
@@ -262,6 +275,11 @@ impl ClientBuilder {
         &self.uri
     }
 
+    /// The URL, checked: scheme, host and port to connect to.
+    pub fn url(&self) -> &WebSocketUrl {
+        &self.url
+    }
+
     /// Connect over TCP (through the proxy, if any), speak TLS for `wss://`, and perform the
     /// handshake.
     ///
@@ -288,27 +306,22 @@ impl ClientBuilder {
         F: FnOnce(MaybeTlsStream) -> S,
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let secure = self
-            .uri
-            .scheme_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+        let secure = self.url.is_secure();
         #[cfg(not(feature = "rustls"))]
         if secure {
             return Err(Error::Api(ApiMisuse::InvalidUrl(
                 "wss:// needs the rustls feature (or connect_on with a TLS stream)",
             )));
         }
-        // `parse_url` guarantees a host; IPv6 hosts come bracketed in URLs but not in lookups.
-        let host = self.uri.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        // RFC 6455 §3: the default ports are 80 (ws) and 443 (wss).
-        let port = self.uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        // The host as looked up (IPv6 without brackets); the URL's port or the scheme's default
+        // (RFC 6455 §3: 80 for ws, 443 for wss).
+        let (host, port) = (self.url.host(), self.url.port());
         let proxy = self.proxy.select(secure, host)?;
         let attempt = async {
             let tcp = match &proxy {
                 Some(proxy) => proxy.tunnel(host, port).await?,
                 None => {
-                    let tcp = TcpStream::connect((host, port)).await?;
+                    let tcp = connect_tcp(host, port).await?;
                     // Frames are written whole; waiting to coalesce them only adds latency.
                     tcp.set_nodelay(true)?;
                     tcp
@@ -411,23 +424,51 @@ impl ClientBuilder {
     }
 }
 
-/// Parse a `ws://` or `wss://` URL with a host and no fragment (RFC 6455 §3).
-fn parse_url(url: &str) -> Result<http::Uri, ApiMisuse> {
-    // Fragments are meaningless in WebSocket URIs and MUST NOT be used (RFC 6455 §3).
-    if url.contains('#') {
-        return Err(ApiMisuse::InvalidUrl("fragment not allowed"));
+/// Connect to `host:port`: each address the name resolves to in turn, as
+/// `TcpStream::connect` does, but a failure names the address that refused (`cannot connect to
+/// 127.0.0.1:9001`, with the system's reason as its source). The error keeps the kind of the
+/// last failure (`ConnectionRefused`, `TimedOut`, ...); a failed lookup is returned as it is.
+async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some((addr, e)),
+        }
     }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| ApiMisuse::InvalidUrl("not a valid url"))?;
-    match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("ws") || s.eq_ignore_ascii_case("wss") => {}
-        Some(_) => return Err(ApiMisuse::InvalidUrl("scheme must be ws or wss")),
-        None => return Err(ApiMisuse::InvalidUrl("missing ws:// or wss://")),
+    Err(match last {
+        Some((addr, e)) => {
+            // A name is shown with the address it resolved to, an address as it is.
+            let target = if host.parse::<std::net::IpAddr>().is_ok() {
+                addr.to_string()
+            } else {
+                format!("{host}:{port} ({addr})")
+            };
+            std::io::Error::new(e.kind(), ConnectFailed { target, source: e })
+        }
+        None => std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        ),
+    })
+}
+
+/// A TCP connection that could not be made: to where, and the system's reason.
+#[derive(Debug)]
+struct ConnectFailed {
+    target: String,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot connect to {}", self.target)
     }
-    match uri.host() {
-        Some(h) if !h.is_empty() => Ok(uri),
-        _ => Err(ApiMisuse::InvalidUrl("missing host")),
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -435,30 +476,55 @@ fn parse_url(url: &str) -> Result<http::Uri, ApiMisuse> {
 mod tests {
     use super::*;
 
+    use gangway_proto::ApiMisuse;
+
     #[test]
-    fn ws_and_wss_urls_with_a_host_are_accepted() {
-        for url in [
-            "ws://127.0.0.1:9001/",
-            "ws://example.com",
-            "wss://example.com/chat?room=1",
-            "ws://[::1]:8080/x",
-        ] {
-            assert!(parse_url(url).is_ok(), "{url}");
+    fn urls_that_are_not_websocket_urls_are_refused_by_the_builder() {
+        let cases = [
+            ("http://example.com/", ApiMisuse::InvalidUrl("scheme is not ws or wss")),
+            ("ws://example.com/#frag", ApiMisuse::InvalidUrl("fragment not allowed")),
+            ("ws://127.0.0.1:99999/", ApiMisuse::InvalidPort("99999".into())),
+        ];
+        for (url, why) in cases {
+            match ClientBuilder::new(url) {
+                Err(Error::Api(e)) => assert_eq!(e, why, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
         }
     }
 
     #[test]
-    fn urls_that_are_not_websocket_urls_are_refused() {
-        let cases = [
-            ("http://example.com/", "scheme must be ws or wss"),
-            ("/chat", "missing ws:// or wss://"),
-            ("ws://example.com/#frag", "fragment not allowed"),
-            ("ws:///path", "not a valid url"),
-            ("not a url", "not a valid url"),
-        ];
-        for (url, why) in cases {
-            assert_eq!(parse_url(url), Err(ApiMisuse::InvalidUrl(why)), "{url}");
+    fn an_invalid_port_is_refused_before_connecting_and_named() {
+        // `http::Uri` takes these, and reports no port for them: they used to reach port 80.
+        for port in ["99999", "65536", "abc"] {
+            let url = format!("ws://127.0.0.1:{port}/");
+            match ClientBuilder::new(&url) {
+                Err(Error::Api(e)) => assert_eq!(
+                    e.to_string(),
+                    format!("invalid websocket url: invalid port {port} (ports are 1 to 65535)")
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let err = ClientBuilder::new(&format!("ws://{closed}/"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap_err();
+        let Error::Io(io) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(io.to_string(), format!("cannot connect to {closed}"));
+        let cause = std::error::Error::source(io).map(ToString::to_string);
+        assert!(cause.is_some_and(|c| c.contains("refused")), "{err:?}");
     }
 
     #[cfg(not(feature = "rustls"))]
