@@ -173,12 +173,13 @@ pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// An error and its causes on one line: `outer: inner: innermost`, skipping a cause whose text
-/// the previous one already contains.
+/// the previous one already contains. The system's own errors read as the rest of the line
+/// does: `connection refused`, not `Connection refused (os error 111)`.
 pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
+    let mut line = describe(err);
     let mut source = err.source();
     while let Some(e) = source {
-        let text = e.to_string();
+        let text = describe(e);
         if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
@@ -188,9 +189,34 @@ pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// One error's own text; an operating system error lowercase and without its number.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let text = err.to_string();
+    let Some(io) = err.downcast_ref::<std::io::Error>() else {
+        return text;
+    };
+    let Some(number) = io.raw_os_error() else {
+        return text;
+    };
+    let text = text
+        .strip_suffix(&format!(" (os error {number})"))
+        .unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_errors_read_lowercase_without_their_number() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(causes(&refused), "connection refused");
+    }
 
     #[derive(Debug)]
     struct Outer(std::io::Error);

@@ -3,18 +3,16 @@
 use std::time::Duration;
 
 use gangway_proto::handshake::client::{ClientHandshake, ClientOptions};
-use gangway_proto::handshake::{Parsed, WebSocketUrl};
+use gangway_proto::handshake::WebSocketUrl;
 #[cfg(not(feature = "rustls"))]
 use gangway_proto::ApiMisuse;
 use gangway_proto::{Config, Connection, OsRandom, Role};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::head::HeadError;
 use crate::proxy::ProxySettings;
 use crate::{Error, MaybeTlsStream, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
-
-/// How much to read at a time while waiting for the response head.
-const HEAD_READ_SIZE: usize = 4 << 10;
 
 /// Connect to `url` with default settings.
 ///
@@ -82,9 +80,9 @@ impl ClientBuilder {
         let checked = WebSocketUrl::parse(url)?;
         Ok(ClientBuilder {
             // `WebSocketUrl::parse` parsed the same text as a URI.
-            uri: url.parse().map_err(|_| {
-                Error::Api(gangway_proto::ApiMisuse::InvalidUrl("not a valid url"))
-            })?,
+            uri: url
+                .parse()
+                .map_err(|_| Error::Api(gangway_proto::ApiMisuse::InvalidUrl("not a valid url")))?,
             url: checked,
             protocols: Vec::new(),
             headers: Vec::new(),
@@ -313,6 +311,8 @@ impl ClientBuilder {
                 "wss:// needs the rustls feature (or connect_on with a TLS stream)",
             )));
         }
+        // The request is built first: headers it cannot send are refused before connecting.
+        let handshake = self.client_handshake()?;
         // The host as looked up (IPv6 without brackets); the URL's port or the scheme's default
         // (RFC 6455 §3: 80 for ws, 443 for wss).
         let (host, port) = (self.url.host(), self.url.port());
@@ -330,9 +330,12 @@ impl ClientBuilder {
             #[cfg(feature = "rustls")]
             if secure {
                 let tls = self.tls.connect(host, tcp).await?;
-                return self.handshake(wrap(MaybeTlsStream::from(tls))).await;
+                return self
+                    .handshake(wrap(MaybeTlsStream::from(tls)), handshake)
+                    .await;
             }
-            self.handshake(wrap(MaybeTlsStream::Plain(tcp))).await
+            self.handshake(wrap(MaybeTlsStream::Plain(tcp)), handshake)
+                .await
         };
         match tokio::time::timeout(self.handshake_timeout, attempt).await {
             Ok(result) => result,
@@ -352,7 +355,9 @@ impl ClientBuilder {
         &self,
         stream: S,
     ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
-        match tokio::time::timeout(self.handshake_timeout, self.handshake(stream)).await {
+        let handshake = self.client_handshake()?;
+        match tokio::time::timeout(self.handshake_timeout, self.handshake(stream, handshake)).await
+        {
             Ok(result) => result,
             Err(_elapsed) => {
                 tracing::debug!(uri = %self.uri, "opening handshake timed out");
@@ -361,11 +366,8 @@ impl ClientBuilder {
         }
     }
 
-    /// Send the request, read the response head, and build the connection from what follows.
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        mut stream: S,
-    ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
+    /// The opening request for this builder's settings, with a fresh key.
+    fn client_handshake(&self) -> Result<ClientHandshake, Error> {
         let mut options = ClientOptions::default();
         options.origin.clone_from(&self.origin);
         options.protocols.clone_from(&self.protocols);
@@ -378,44 +380,47 @@ impl ClientBuilder {
                 .extensions
                 .push(self.config.deflate.offer().to_string());
         }
-        let max_head_size = options.max_head_size;
         // A fresh key per connection from the OS CSPRNG (RFC 6455 §4.1).
-        let handshake = ClientHandshake::new(&self.uri, &options, &mut OsRandom::new())?;
+        Ok(ClientHandshake::new(
+            &self.uri,
+            &options,
+            &mut OsRandom::new(),
+        )?)
+    }
+
+    /// Send the request, read the response head, and build the connection from what follows.
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        handshake: ClientHandshake,
+    ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
         stream.write_all(handshake.request()).await?;
         stream.flush().await?;
-
-        let mut buf = Vec::with_capacity(HEAD_READ_SIZE);
-        loop {
-            buf.reserve(HEAD_READ_SIZE);
-            let start = buf.len();
-            if stream.read_buf(&mut buf).await? == 0 {
+        let max_head_size = ClientOptions::default().max_head_size;
+        let read = crate::head::read_head(&mut stream, max_head_size, |buf| {
+            handshake.parse_response(buf)
+        })
+        .await;
+        let ((response, negotiated), leftover) = match read {
+            Ok(head) => head,
+            Err(HeadError::Io(e)) => return Err(e.into()),
+            Err(HeadError::Eof) => {
                 return Err(Error::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "connection closed during the opening handshake",
-                )));
+                )))
             }
-            // A head can only end at a newline: don't re-parse for bytes that bring none.
-            if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
-                continue;
+            Err(HeadError::TooLarge) => {
+                return Err(self.refused(gangway_proto::HandshakeError::HeadTooLarge))
             }
-            match handshake.parse_response(&buf) {
-                Ok(Parsed::Complete((response, negotiated), head_len)) => {
-                    let conn =
-                        Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
-                            .map_err(|e| self.refused(e))?;
-                    // Frames the server sent right behind its head belong to the connection.
-                    let leftover = buf.get(head_len..).unwrap_or_default();
-                    let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, leftover);
-                    ws.set_close_timeout(self.close_timeout);
-                    return Ok((ws, response));
-                }
-                Ok(Parsed::Partial) if buf.len() <= max_head_size => {}
-                Ok(Parsed::Partial) => {
-                    return Err(self.refused(gangway_proto::HandshakeError::HeadTooLarge));
-                }
-                Err(e) => return Err(self.refused(e)),
-            }
-        }
+            Err(HeadError::Parse(e)) => return Err(self.refused(e)),
+        };
+        let conn = Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
+            .map_err(|e| self.refused(e))?;
+        // Frames the server sent right behind its head belong to the connection.
+        let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, &leftover);
+        ws.set_close_timeout(self.close_timeout);
+        Ok((ws, response))
     }
 
     fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
@@ -481,9 +486,18 @@ mod tests {
     #[test]
     fn urls_that_are_not_websocket_urls_are_refused_by_the_builder() {
         let cases = [
-            ("http://example.com/", ApiMisuse::InvalidUrl("scheme is not ws or wss")),
-            ("ws://example.com/#frag", ApiMisuse::InvalidUrl("fragment not allowed")),
-            ("ws://127.0.0.1:99999/", ApiMisuse::InvalidPort("99999".into())),
+            (
+                "http://example.com/",
+                ApiMisuse::InvalidUrl("scheme is not ws or wss"),
+            ),
+            (
+                "ws://example.com/#frag",
+                ApiMisuse::InvalidUrl("fragment not allowed"),
+            ),
+            (
+                "ws://127.0.0.1:99999/",
+                ApiMisuse::InvalidPort("99999".into()),
+            ),
         ];
         for (url, why) in cases {
             match ClientBuilder::new(url) {

@@ -45,10 +45,10 @@ use std::sync::{Arc, OnceLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::server::ParsedCertificate;
-use rustls::CertificateError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::CertificateError;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -297,7 +297,10 @@ impl ServerCertVerifier for TrustedFile {
         ) {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
                 if is_ca_used_as_end_entity(&other)
-                    && self.trusted.iter().any(|t| t.as_ref() == end_entity.as_ref()) =>
+                    && self
+                        .trusted
+                        .iter()
+                        .any(|t| t.as_ref() == end_entity.as_ref()) =>
             {
                 let cert = ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_name(&cert, server_name)?;
@@ -554,7 +557,10 @@ mod tests {
 
     #[test]
     fn dates_print_in_utc() {
-        assert_eq!(utc(UnixTime::since_unix_epoch(std::time::Duration::ZERO)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc(UnixTime::since_unix_epoch(std::time::Duration::ZERO)),
+            "1970-01-01 00:00:00 UTC"
+        );
         let leap = UnixTime::since_unix_epoch(std::time::Duration::from_secs(951_782_400 + 3_723));
         assert_eq!(utc(leap), "2000-02-29 01:02:03 UTC");
         let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(4_102_444_800));
@@ -581,7 +587,10 @@ mod tests {
             CertificateError::Revoked,
         ] {
             let text = explain_certificate(&e);
-            assert!(!text.contains('(') || text.contains("unknown issuer"), "{text}");
+            assert!(
+                !text.contains('(') || text.contains("unknown issuer"),
+                "{text}"
+            );
             assert_eq!(text.lines().count(), 1);
         }
     }

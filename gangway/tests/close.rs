@@ -292,7 +292,10 @@ async fn a_reset_after_the_close_handshake_the_server_started_is_a_clean_end() {
         // RFC 6455 §7.1.4: both close frames crossed, so the connection closed cleanly; the
         // reset that follows instead of a FIN changes nothing.
         assert!(ws.next().await.is_none(), "a clean end, not an error");
-        assert_eq!(ws.close_frame().cloned().flatten().map(|f| f.code), Some(CloseCode::NORMAL));
+        assert_eq!(
+            ws.close_frame().cloned().flatten().map(|f| f.code),
+            Some(CloseCode::NORMAL)
+        );
         server.await.unwrap();
     })
     .await;
@@ -309,7 +312,9 @@ async fn a_reset_after_the_close_handshake_the_client_started_is_a_clean_end() {
         })
         .await;
         let (mut ws, _) = gangway::connect(&url).await.unwrap();
-        ws.close(CloseCode::NORMAL, "").await.expect("a clean close");
+        ws.close(CloseCode::NORMAL, "")
+            .await
+            .expect("a clean close");
         server.await.unwrap();
     })
     .await;

@@ -382,7 +382,13 @@ async fn connect_trusting(
     issued: &certs::Issued,
     host: &str,
     trusted: &std::path::Path,
-) -> Result<(gangway::WebSocket<gangway::MaybeTlsStream>, http::Response<()>), Error> {
+) -> Result<
+    (
+        gangway::WebSocket<gangway::MaybeTlsStream>,
+        http::Response<()>,
+    ),
+    Error,
+> {
     let config = tls::server_config_from_pem_files(&issued.cert, &issued.key).unwrap();
     let (addr, _seen) = echo_server(config).await;
     ClientBuilder::new(&format!("wss://{host}:{}/", addr.port()))
@@ -424,13 +430,15 @@ async fn a_trusted_self_signed_ca_certificate_still_needs_the_right_name_and_dat
             "{cause:?}"
         );
         assert!(
-            text.ends_with("name 127.0.0.1 does not match the certificate's names: DnsName(\"localhost\")")
-                || text.contains("name 127.0.0.1 does not match the certificate's names"),
+            text.ends_with(
+                "name 127.0.0.1 does not match the certificate's names: DnsName(\"localhost\")"
+            ) || text.contains("name 127.0.0.1 does not match the certificate's names"),
             "{text}"
         );
 
         let expired = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Expired);
-        let (cause, text) = tls_failure(connect_trusting(&expired, "localhost", &expired.cert).await);
+        let (cause, text) =
+            tls_failure(connect_trusting(&expired, "localhost", &expired.cert).await);
         assert!(
             matches!(
                 cause,
@@ -455,7 +463,10 @@ async fn a_ca_certificate_presented_by_a_server_is_refused_in_words_unless_it_is
         let issued = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
         let other = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
         let (cause, text) = tls_failure(connect_trusting(&issued, "localhost", &other.cert).await);
-        assert!(matches!(cause, rustls::Error::InvalidCertificate(_)), "{cause:?}");
+        assert!(
+            matches!(cause, rustls::Error::InvalidCertificate(_)),
+            "{cause:?}"
+        );
         assert!(!text.contains("Other("), "a debug dump: {text}");
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(

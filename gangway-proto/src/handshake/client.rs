@@ -30,7 +30,8 @@ use crate::error::{ApiMisuse, HandshakeError};
 use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::negotiate::{is_token, parse_extension_list};
 use crate::handshake::{
-    accept_key, WebSocketUrl, generate_key, header_tokens, parse_extensions, ExtensionOffer, Negotiated, Parsed,
+    accept_key, generate_key, header_tokens, parse_extensions, ExtensionOffer, Negotiated, Parsed,
+    WebSocketUrl,
 };
 use crate::random::RandomSource;
 
@@ -587,7 +588,10 @@ mod tests {
                 ApiMisuse::InvalidUrl("scheme is not ws or wss"),
             ),
             ("wsx://h/", ApiMisuse::InvalidUrl("scheme is not ws or wss")),
-            ("/relative", ApiMisuse::InvalidUrl("missing ws:// or wss://")),
+            (
+                "/relative",
+                ApiMisuse::InvalidUrl("missing ws:// or wss://"),
+            ),
             ("ws://:80/", ApiMisuse::InvalidUrl("missing host")),
             (
                 "ws://user:pw@h/",

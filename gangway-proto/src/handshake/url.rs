@@ -109,7 +109,10 @@ impl WebSocketUrl {
         };
         Ok(WebSocketUrl {
             secure,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             host_header,
             request_target,
