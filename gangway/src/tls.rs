@@ -418,9 +418,10 @@ fn explain_certificate(e: &CertificateError) -> String {
             return if presented.is_empty() {
                 format!("name {expected} does not match the certificate, which names no host")
             } else {
+                let names: Vec<&str> = presented.iter().map(|n| presented_name(n)).collect();
                 format!(
                     "name {expected} does not match the certificate's names: {}",
-                    presented.join(", ")
+                    names.join(", ")
                 )
             };
         }
@@ -445,6 +446,19 @@ fn explain_certificate(e: &CertificateError) -> String {
         other => return format!("the certificate was refused: {other}"),
     };
     text.to_owned()
+}
+
+/// A name as webpki reports it (`DnsName("example.com")`, `IpAddress(192.0.2.1)`), bare.
+fn presented_name(name: &str) -> &str {
+    if let Some(dns) = name
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+    {
+        return dns;
+    }
+    name.strip_prefix("IpAddress(")
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or(name)
 }
 
 /// `2024-05-01 12:00:00 UTC`.
@@ -580,7 +594,11 @@ mod tests {
             expected: ServerName::try_from("localhost").unwrap().to_owned(),
             presented: vec!["DnsName(\"example.com\")".into()],
         };
-        assert!(explain_certificate(&name).starts_with("name localhost does not match"));
+        assert_eq!(
+            explain_certificate(&name),
+            "name localhost does not match the certificate's names: example.com"
+        );
+        assert_eq!(presented_name("IpAddress(192.0.2.1)"), "192.0.2.1");
         for e in [
             CertificateError::UnknownIssuer,
             CertificateError::BadEncoding,
