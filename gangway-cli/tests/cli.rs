@@ -552,9 +552,7 @@ fn connect_refuses_a_url_with_an_invalid_port_before_connecting() {
         assert_eq!(out.status.code(), Some(3), "{port}: {}", text(&out.stderr));
         assert_eq!(
             text(&out.stderr),
-            format!(
-                "gangway: invalid websocket url: invalid port {port} (ports are 1 to 65535)\n"
-            )
+            format!("gangway: invalid websocket url: invalid port {port} (ports are 1 to 65535)\n")
         );
     }
 }
@@ -597,7 +595,11 @@ fn serve_listen_and_threads_options_explain_what_they_need() {
     assert!(text(&out.stderr).contains("an address needs a port"));
     let out = run(gangway().args(["serve", "--threads", "100000"]), b"");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("0..=1024"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("0..=1024"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A raw server thread: answers the upgrade, then runs `script` on the connection.
@@ -688,34 +690,64 @@ fn connect_exits_non_zero_when_the_peer_closes_with_an_error_code() {
         });
         let out = run_open_stdin(gangway().args(["connect", &format!("ws://{addr}/")]));
         server.join().expect("raw server");
-        assert_eq!(out.status.code(), Some(status), "{code}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{code}: {}",
+            text(&out.stderr)
+        );
         if code != 1000 {
-            assert_eq!(text(&out.stderr), format!("gangway: closed by peer: {code}\n"));
+            assert_eq!(
+                text(&out.stderr),
+                format!("gangway: closed by peer: {code}\n")
+            );
         }
     }
 }
 
 #[test]
 fn connect_waits_at_the_end_of_stdin_for_an_answer_sent_late() {
-    // The server answers 300 ms after the line, as a slow handler would; a close sent at the
-    // end of stdin would have reached it first and taken the answer's place.
+    // The server answers 300 ms after the line, as a handler that does some work would, and, as
+    // Python websockets does, sends nothing more once our close has arrived (RFC 6455 §5.5.1):
+    // a close sent at the end of stdin would take the answer's place.
     let (addr, server) = raw_server(|tcp| {
         let (first, payload) = read_client_frame(tcp);
         assert_eq!((first, payload.as_slice()), (0x81, &b"question"[..]));
-        std::thread::sleep(Duration::from_millis(300));
+        tcp.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut next = [0u8; 1];
+        match tcp.peek(&mut next) {
+            Ok(1) => {
+                // The close came first: answer it, and the answer is never sent.
+                let (first, payload) = read_client_frame(tcp);
+                assert_eq!(first, 0x88);
+                let _ = tcp.write_all(&[0x88, 0x02, payload[0], payload[1]]);
+                return;
+            }
+            Ok(_) => return,
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         tcp.write_all(&[0x81, 0x06]).expect("header");
         tcp.write_all(b"answer").expect("answer");
         let (first, payload) = read_client_frame(tcp);
         assert_eq!((first, payload), (0x88, vec![0x03, 0xe8]), "then our close");
-        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8]).expect("close answer");
+        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8])
+            .expect("close answer");
     });
     let out = run(
         gangway().args(["connect", &format!("ws://{addr}/")]),
         b"question\n",
     );
-    server.join().expect("raw server");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "answer\n");
+    server.join().expect("raw server");
 }
 
 #[test]
@@ -727,7 +759,8 @@ fn connect_max_received_closes_after_that_many_messages() {
         }
         let (first, payload) = read_client_frame(tcp);
         assert_eq!((first, payload), (0x88, vec![0x03, 0xe8]));
-        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8]).expect("close answer");
+        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8])
+            .expect("close answer");
     });
     // Stdin stays open: the count alone ends the session, as websocat's --max-messages-rev.
     let out = run_open_stdin(gangway().args([
@@ -736,9 +769,9 @@ fn connect_max_received_closes_after_that_many_messages() {
         "2",
         &format!("ws://{addr}/"),
     ]));
-    server.join().expect("raw server");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "one\ntwo\n");
+    server.join().expect("raw server");
 }
 
 #[test]
@@ -760,7 +793,8 @@ fn connect_closes_with_1001_and_exits_130_on_ctrl_c() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    rx.recv_timeout(TIMEOUT).expect("the close frame reached the server");
+    rx.recv_timeout(TIMEOUT)
+        .expect("the close frame reached the server");
     server.join().expect("raw server");
     let (status, _stderr) = client.wait();
     assert_eq!(status.code(), Some(130));

@@ -523,8 +523,15 @@ fn serve_and_connect_share_an_openssl_self_signed_certificate() {
     let dir = certs::TempDir::new();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -533,7 +540,11 @@ fn serve_and_connect_share_an_openssl_self_signed_certificate() {
         .stderr(Stdio::piped())
         .output()
         .expect("openssl runs (scripts/test.sh requires it)");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let issued = Issued { cert, key };
     let serve = Serve::start(&tls_args(&issued));
     let out = run(
