@@ -105,6 +105,19 @@ def send_chopped(sock, data, chop, pace_s):
                 pass
 
 
+def exchange(sock, payload, chop, pace_s, masked):
+    """Send `payload` chopped, read its echo, close; the seconds from first chop to echo."""
+    start = time.perf_counter()
+    send_chopped(sock, frame(payload, masked), chop, pace_s)
+    opcode, n = read_frame(sock)
+    elapsed = time.perf_counter() - start
+    assert (opcode, n) == (2, len(payload)), (opcode, n)
+    sock.sendall(frame(b"\x03\xe8", masked, opcode=0x8))
+    read_frame(sock)  # the peer's answer to our close
+    sock.close()
+    return elapsed
+
+
 def finish(proc):
     """Wait for the gangway process (killing it after TIMEOUT); its rusage."""
     deadline = time.monotonic() + TIMEOUT
@@ -141,15 +154,7 @@ def run_client_role(args, chop, payload):
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
-        data = frame(payload, masked=False)
-        start = time.perf_counter()
-        send_chopped(sock, data, chop, args.pace / 1e6)
-        opcode, n = read_frame(sock)
-        elapsed = time.perf_counter() - start
-        assert (opcode, n) == (2, len(payload)), (opcode, n)
-        sock.sendall(frame(b"\x03\xe8", masked=False, opcode=0x8))
-        read_frame(sock)  # the client's close
-        sock.close()
+        elapsed = exchange(sock, payload, chop, args.pace / 1e6, masked=False)
     finally:
         listener.close()
     return elapsed, finish(proc)
@@ -172,15 +177,7 @@ def run_server_role(args, chop, payload):
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
         read_head(sock)
-        data = frame(payload, masked=True)
-        start = time.perf_counter()
-        send_chopped(sock, data, chop, args.pace / 1e6)
-        opcode, n = read_frame(sock)
-        elapsed = time.perf_counter() - start
-        assert (opcode, n) == (2, len(payload)), (opcode, n)
-        sock.sendall(frame(b"\x03\xe8", masked=True, opcode=0x8))
-        read_frame(sock)  # the server's close
-        sock.close()
+        elapsed = exchange(sock, payload, chop, args.pace / 1e6, masked=True)
     finally:
         stop(proc, traced=args.strace)
     return elapsed, finish(proc)

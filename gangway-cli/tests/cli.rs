@@ -16,7 +16,7 @@ use gangway::{CloseCode, Message, ServerBuilder};
 
 mod support;
 
-use support::{collect, gangway, text, Proc, Serve, TIMEOUT};
+use support::{collect, gangway, switching_protocols, text, Proc, Serve, TIMEOUT};
 
 /// Run `cmd` with `input` on stdin to completion (at most `TIMEOUT`).
 fn run(cmd: &mut Command, input: &[u8]) -> Output {
@@ -450,26 +450,7 @@ fn connect_reports_the_peers_close_code_and_reason() {
 
 #[test]
 fn connect_fails_with_1007_on_invalid_utf8_text() {
-    let (l, addr) = listener();
-    let server = std::thread::spawn(move || {
-        let (mut tcp, _) = l.accept().expect("accept");
-        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        let head = read_head(&mut tcp);
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("key header");
-        let accept = gangway::proto::handshake::accept_key(key.as_bytes());
-        write!(
-            tcp,
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .expect("write 101");
+    let (addr, server) = raw_server(|tcp| {
         // A valid message, then a text frame that is not UTF-8.
         tcp.write_all(&[0x81, 0x02, b'o', b'k']).expect("write");
         tcp.write_all(&[0x81, 0x03, b'a', 0xff, b'b'])
@@ -603,30 +584,17 @@ fn serve_listen_and_threads_options_explain_what_they_need() {
 }
 
 /// A raw server thread: answers the upgrade, then runs `script` on the connection.
-fn raw_server(
-    script: impl FnOnce(&mut TcpStream) + Send + 'static,
-) -> (SocketAddr, JoinHandle<()>) {
+fn raw_server<T: Send + 'static>(
+    script: impl FnOnce(&mut TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
     let (l, addr) = listener();
     let server = std::thread::spawn(move || {
         let (mut tcp, _) = l.accept().expect("accept");
         tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         let head = read_head(&mut tcp);
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("key header");
-        let accept = gangway::proto::handshake::accept_key(key.as_bytes());
-        write!(
-            tcp,
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .expect("write 101");
-        script(&mut tcp);
+        tcp.write_all(switching_protocols(&head).as_bytes())
+            .expect("write 101");
+        script(&mut tcp)
     });
     (addr, server)
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use certs::{TestCa, Usage, Validity};
 use futures_util::{SinkExt, StreamExt};
 use gangway::{CloseCode, Message, ServerBuilder};
-use support::{Proc, TIMEOUT};
+use support::{switching_protocols, Proc, TIMEOUT};
 
 /// The binary, with no proxy from the machine's environment.
 fn gangway() -> Command {
@@ -197,19 +197,6 @@ fn raw_peer(
         head
     });
     (addr, peer)
-}
-
-/// The `101` for the request `head` (with the right Sec-WebSocket-Accept).
-fn switching_protocols(head: &str) -> String {
-    let key = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-        .expect("key header");
-    let accept = gangway::proto::handshake::accept_key(key.as_bytes());
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
 }
 
 fn assert_one_line(out: &Outcome, prefix: &str) {
