@@ -375,7 +375,7 @@ impl Connection {
 
     /// Enter `phase`. Leaving `Open` starts the close handshake's deadline.
     fn enter(&mut self, phase: Phase) {
-        if self.phase == Phase::Open && phase != Phase::Open {
+        if self.phase.is_open() && phase != Phase::Open {
             self.timers.start_closing();
         }
         self.phase = phase;

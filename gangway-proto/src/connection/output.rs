@@ -186,13 +186,20 @@ impl Output {
         self.pos = 0;
     }
 
-    /// Append a server's small frame (2-byte header: unmasked, at most 125 bytes of payload),
-    /// reserved for by [`reserve_frame`](Self::reserve_frame).
+    /// Append a server's frame (unmasked) of at most 64 KiB, its header in the 2- or 4-byte
+    /// form, reserved for by [`reserve_frame`](Self::reserve_frame).
     #[inline(always)]
-    pub(crate) fn push_small_frame(&mut self, b0: u8, payload: &[u8]) {
-        debug_assert!(payload.len() <= 125);
-        // Cannot truncate: at most 125.
-        self.buf.extend_from_slice(&[b0, payload.len() as u8]);
+    pub(crate) fn push_server_frame(&mut self, b0: u8, payload: &[u8]) {
+        let len = payload.len();
+        debug_assert!(len <= 0xFFFF);
+        if len <= 125 {
+            // Cannot truncate: at most 125.
+            self.buf.extend_from_slice(&[b0, len as u8]);
+        } else {
+            // Cannot truncate: at most 0xFFFF.
+            let [hi, lo] = (len as u16).to_be_bytes();
+            self.buf.extend_from_slice(&[b0, 126, hi, lo]);
+        }
         self.buf.extend_from_slice(payload);
     }
 

@@ -93,8 +93,14 @@ impl Input {
     /// returns whether it does. Only the bytes wanted are moved: the frame they complete is
     /// then whole, and what follows it stays where it was read. `BytesMut::unsplit` joins them
     /// without a copy when they were read into the same buffer right after `buf`.
-    #[inline]
+    #[inline(always)]
     fn fill(&mut self, want: usize) -> bool {
+        self.buf.len() >= want || self.fill_from_next(want)
+    }
+
+    /// [`fill`](Self::fill) when `buf` is short of `want`.
+    #[inline(never)]
+    fn fill_from_next(&mut self, want: usize) -> bool {
         while self.buf.len() < want {
             let Some(next) = self.next.as_deref_mut() else {
                 return false;
@@ -110,22 +116,33 @@ impl Input {
     }
 
     /// Decode the header at the start of the input, if it is all there.
-    #[inline]
+    #[inline(always)]
     fn header(&mut self) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
-        if !self.ready() {
-            return Ok(None);
-        }
         loop {
+            // One decode site, so that the header stays in registers on the usual path.
             if let Some(found) = FrameHeader::decode(&self.buf)? {
                 return Ok(Some(found));
             }
-            // A header split between reads: at most 14 bytes to join.
-            let (have, available) = (self.buf.len(), self.len());
-            if available == have {
+            if !self.more_header_bytes() {
                 return Ok(None);
             }
-            self.fill(MAX_HEADER_LEN.min(available));
         }
+    }
+
+    /// [`header`](Self::header) found no whole one in `buf`: it is used up (`next` is taken
+    /// in), or the header is split between reads (at most 14 bytes joined). Returns whether
+    /// `buf` got more bytes.
+    #[inline(never)]
+    fn more_header_bytes(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return self.ready();
+        }
+        let (have, available) = (self.buf.len(), self.len());
+        if available == have {
+            return false;
+        }
+        self.fill(MAX_HEADER_LEN.min(available));
+        true
     }
 
     /// Move everything in `next` into `buf` (a frame that is not whole yet: all of it is its).
@@ -234,8 +251,7 @@ impl Connection {
     /// Received bytes restart the idle and keepalive clocks; the first call given the time
     /// starts them. Input after the peer's close frame, after EOF or after a failure is ignored.
     pub fn receive_data(&mut self, data: &[u8], now: Instant) {
-        self.timers
-            .received(now, !data.is_empty(), self.close_timeout_ms);
+        self.note_received(now, !data.is_empty());
         if !data.is_empty() && self.phase.receiving() {
             self.input.push_copy(data);
             self.input_copied = true;
@@ -274,8 +290,7 @@ impl Connection {
     /// ```
     #[inline]
     pub fn receive_buf(&mut self, data: BytesMut, now: Instant) {
-        self.timers
-            .received(now, !data.is_empty(), self.close_timeout_ms);
+        self.note_received(now, !data.is_empty());
         if !data.is_empty() && self.phase.receiving() && self.input.push_lent(data) {
             self.input_copied = false;
         }
@@ -324,7 +339,9 @@ impl Connection {
         }
     }
 
-    /// [`poll_event`](Self::poll_event) found no whole event in the input.
+    /// [`poll_event`](Self::poll_event) found no whole event in the input (once per read: out of
+    /// line, so the per-message path stays small).
+    #[inline(never)]
     fn input_exhausted(&mut self) -> Result<Option<Event>, ProtocolError> {
         if self.input_eof {
             // §7.1.5: closed without a close frame (in the middle of a frame, or between).
@@ -362,33 +379,30 @@ impl Connection {
             let Some((header, header_len)) = self.input.header()? else {
                 return Ok(None);
             };
-            let compressed = self.check_header(&header)?;
+            let compressed = self.check_header(header)?;
             // At most the frame size limit (checked), which is a `usize`.
             let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
             let total = header_len.saturating_add(len);
-            let whole = total <= self.input.len();
+            // Usually all in `buf`; else perhaps with what was read after it.
+            let whole = total <= self.input.buf.len() || total <= self.input.len();
             if header.opcode.is_control() {
                 if !whole {
                     // At most 139 bytes: kept until it is whole.
                     self.input.fill_all();
                     return Ok(None);
                 }
-                self.input.fill(total);
-                self.input.buf.advance(header_len);
-                let payload = self.take_payload(len, header.mask);
+                let payload = self.take_frame(header_len, len, header.mask);
                 return self.control(header.opcode, payload).map(Some);
             }
-            if let Some(kind) = self.single_frame_message(&header, compressed) {
+            if let Some(kind) = self.single_frame_message(header, compressed) {
                 if whole {
-                    self.input.fill(total);
-                    self.input.buf.advance(header_len);
-                    let payload = self.take_payload(len, header.mask);
                     if header.opcode == OpCode::Continuation {
                         // The end of a message whose earlier frames were empty.
                         if let Some(spill) = self.spill.as_deref_mut() {
                             spill.message.finish_lent();
                         }
                     }
+                    let payload = self.take_frame(header_len, len, header.mask);
                     return message_event(kind, payload).map(Some);
                 }
                 if kind == DataKind::Binary {
@@ -409,7 +423,8 @@ impl Connection {
     /// The checks every header passes before anything is done with its frame: against the
     /// role, the state, the extensions and the limits (§10.4: decided from the announced length,
     /// before anything is stored). Returns whether the frame belongs to a compressed message.
-    fn check_header(&self, header: &FrameHeader) -> Result<bool, ProtocolError> {
+    #[inline(always)]
+    fn check_header(&self, header: FrameHeader) -> Result<bool, ProtocolError> {
         // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings".
         if header.rsv & !self.allowed_rsv != 0 {
             return Err(ProtocolError::ReservedBits);
@@ -487,7 +502,7 @@ impl Connection {
     /// of the input in one piece: its final frame, uncompressed, nothing of it received yet (a
     /// new message, or one whose earlier frames were empty), delivered whole.
     #[inline]
-    fn single_frame_message(&self, header: &FrameHeader, compressed: bool) -> Option<DataKind> {
+    fn single_frame_message(&self, header: FrameHeader, compressed: bool) -> Option<DataKind> {
         if !header.fin || compressed || self.config.deliver_fragments {
             return None;
         }
@@ -499,26 +514,27 @@ impl Connection {
         }
     }
 
-    /// Take the next `len` bytes of input, a whole payload, unmasked: a slice of the input
-    /// (unmasked in place), or a copy of its own for input given by `receive_data`.
-    #[inline]
-    fn take_payload(&mut self, len: usize, mask: Option<[u8; 4]>) -> Bytes {
+    /// Take the next frame out of the input, whole (the input holds it): its header of
+    /// `header_len` bytes is dropped, its `len` bytes of payload are unmasked and handed back, a
+    /// slice of the input (one split per frame, the header cut off the slice: no copy), or a copy
+    /// of its own for input given by `receive_data`.
+    #[inline(always)]
+    fn take_frame(&mut self, header_len: usize, len: usize, mask: Option<[u8; 4]>) -> Bytes {
+        let total = header_len + len;
         let input = &mut self.input;
+        input.fill(total);
+        if let Some(key) = mask {
+            apply_mask(&mut input.buf[header_len..total], key, 0);
+        }
         let copied = self.input_copied;
-        let payload = if len == 0 {
-            Bytes::new()
+        let payload = if copied || len == 0 {
+            let copy = Bytes::copy_from_slice(&input.buf[header_len..total]);
+            input.buf.advance(total);
+            copy
         } else {
-            let bytes = &mut input.buf[..len];
-            if let Some(key) = mask {
-                apply_mask(bytes, key, 0);
-            }
-            if copied {
-                let copy = Bytes::copy_from_slice(bytes);
-                input.buf.advance(len);
-                copy
-            } else {
-                input.buf.split_to(len).freeze()
-            }
+            let mut frame = input.buf.split_to(total).freeze();
+            frame.advance(header_len);
+            frame
         };
         if input.buf.is_empty() {
             input.used_up(copied);
@@ -534,6 +550,7 @@ impl Connection {
 
     /// Start gathering the data frame `header` (its header consumed); an empty one ends at
     /// once, which may end its message.
+    #[inline(never)]
     fn start_frame(
         &mut self,
         header: &FrameHeader,
@@ -561,6 +578,7 @@ impl Connection {
 
     /// Gather the next piece of `frame`'s payload from the input (which holds some). Returns
     /// the event it completes, if any: the message, or a piece of it when delivering fragments.
+    #[inline(never)]
     fn gather(&mut self, mut frame: IncomingFrame) -> Result<Option<Event>, ProtocolError> {
         let take = usize::try_from(frame.remaining)
             .map_or(self.input.buf.len(), |r| r.min(self.input.buf.len()));
@@ -623,12 +641,13 @@ impl Connection {
     }
 
     /// The whole `payload` of a control frame has arrived.
+    #[inline(never)]
     fn control(&mut self, opcode: OpCode, payload: Bytes) -> Result<Event, ProtocolError> {
         match opcode {
             OpCode::Ping => {
                 // §5.5.2: answer with a pong carrying the same payload, unless our close is
                 // already sent (§5.5.1: nothing follows it).
-                if self.phase == Phase::Open {
+                if self.phase.is_open() {
                     self.answer(|conn| conn.write_frame(true, OpCode::Pong, &payload));
                 }
                 Ok(Event::Ping(payload))
@@ -647,7 +666,7 @@ impl Connection {
     /// nothing it sends after it is meaningful). A message cut short by it is never delivered.
     fn receive_close(&mut self, payload: &[u8]) -> Result<Event, ProtocolError> {
         let close = CloseFrame::parse(payload)?;
-        if self.phase == Phase::Open {
+        if self.phase.is_open() {
             // §5.5.1: answer with a close, "typically echoing the status code it received";
             // the reason is echoed too, and a close without a code is answered without one.
             let reply = close.as_ref().map(|c| (c.code, c.reason.as_str()));
@@ -670,6 +689,8 @@ impl Connection {
 
     /// Fail the connection (§7.1.7): stop reading, and queue the close frame for `err` unless
     /// ours was already sent.
+    #[cold]
+    #[inline(never)]
     fn fail(&mut self, err: ProtocolError) {
         let close_sent = self.phase == Phase::CloseSent;
         self.stop_receiving();
@@ -722,7 +743,7 @@ impl Connection {
 }
 
 /// The event for a whole message of `kind`: text is validated once, whole, at SIMD speed.
-#[inline]
+#[inline(always)]
 fn message_event(kind: DataKind, payload: Bytes) -> Result<Event, ProtocolError> {
     Ok(match kind {
         DataKind::Binary => Event::Binary(payload),

@@ -149,7 +149,7 @@ impl Connection {
     /// [`ApiMisuse::ControlPayloadTooLong`] for a reason over 123 bytes,
     /// [`ApiMisuse::AlreadyClosing`] once the connection is not open.
     pub fn send_close(&mut self, code: CloseCode, reason: &str) -> Result<(), ApiMisuse> {
-        if self.phase != Phase::Open {
+        if !self.phase.is_open() {
             return Err(ApiMisuse::AlreadyClosing);
         }
         if !code.is_sendable() {
@@ -180,7 +180,7 @@ impl Connection {
     /// that fails the connection).
     #[inline]
     fn check_can_send_data(&self) -> Result<(), ApiMisuse> {
-        if self.phase == Phase::Open {
+        if self.phase.is_open() {
             Ok(())
         } else {
             Err(ApiMisuse::AlreadyClosing)
@@ -244,12 +244,27 @@ impl Connection {
     /// [`write_message`](Self::write_message) for a payload that may be queued without a copy
     /// (see [`send_binary_shared`](Self::send_binary_shared)). With permessage-deflate every
     /// message takes the copying path, which decides whether to compress it.
-    #[inline]
+    #[inline(always)]
     fn write_message_shared(&mut self, opcode: OpCode, data: Bytes) {
         #[cfg(feature = "deflate")]
         let compressing = self.deflate.is_some();
         #[cfg(not(feature = "deflate"))]
         let compressing = false;
+        if data.len() < SHARED_MIN_LEN && !compressing && self.rng.is_none() {
+            // A server's message under 16 KiB, the usual one: copied behind its header in place
+            // (`write_frame_rsv`'s first branch), unless the frame size limit is smaller still.
+            if data.len() <= self.config.max_send_frame_size {
+                self.write_frame_rsv(true, 0, opcode, &data);
+                return;
+            }
+        }
+        self.write_message_shared_slow(opcode, data, compressing);
+    }
+
+    /// [`write_message_shared`](Self::write_message_shared) for everything but a server's small
+    /// message.
+    #[inline(never)]
+    fn write_message_shared_slow(&mut self, opcode: OpCode, data: Bytes, compressing: bool) {
         if compressing || data.len() > self.config.max_send_frame_size {
             // The copying path compresses, or splits into frames.
             self.write_message(opcode, &data, true);
@@ -295,39 +310,40 @@ impl Connection {
     }
 
     /// Queue one frame: header, then the payload copied once and masked in place.
-    #[inline]
+    #[inline(always)]
     fn write_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
-        self.begin_frame(payload.len());
-        // §5.3: a client masks every frame with a fresh, unpredictable key; a server never masks.
-        let Some(rng) = self.rng.as_mut() else {
-            if payload.len() <= 125 {
-                // A server's small frame, the most common: its two header bytes and the payload,
-                // written in place.
-                let b0 = u8::from(fin) << 7 | (rsv & 0b111) << 4 | opcode.as_u8();
-                self.output.push_small_frame(b0, payload);
-                return;
-            }
-            self.output.push_header(&FrameHeader {
-                fin,
-                rsv,
-                opcode,
-                mask: None,
-                payload_len: to_u64(payload.len()),
-            });
-            self.output.push(payload);
+        if payload.len() <= 0xFFFF && self.rng.is_none() {
+            // A server's frame of up to 64 KiB, the most common: its two or four header bytes
+            // and the payload, written in place.
+            self.begin_frame(payload.len());
+            let b0 = u8::from(fin) << 7 | (rsv & 0b111) << 4 | opcode.as_u8();
+            self.output.push_server_frame(b0, payload);
             return;
-        };
-        let mut key = [0u8; 4];
-        rng.fill(&mut key);
+        }
+        self.write_frame_with_header(fin, rsv, opcode, payload);
+    }
+
+    /// [`write_frame_rsv`](Self::write_frame_rsv) for a frame with a longer header: a server's
+    /// larger frame, or any client frame (masked with a fresh key, §5.3).
+    #[inline(never)]
+    fn write_frame_with_header(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
+        self.begin_frame(payload.len());
+        let mask = self.rng.as_mut().map(|rng| {
+            let mut key = [0u8; 4];
+            rng.fill(&mut key);
+            key
+        });
         let start = self.output.push_header(&FrameHeader {
             fin,
             rsv,
             opcode,
-            mask: Some(key),
+            mask,
             payload_len: to_u64(payload.len()),
         });
         self.output.push(payload);
-        apply_mask(self.output.tail_mut(start), key, 0);
+        if let Some(key) = mask {
+            apply_mask(self.output.tail_mut(start), key, 0);
+        }
     }
 
     /// Before a frame is appended to the output: the write timeout counts from when output

@@ -67,7 +67,15 @@ impl Phase {
 
     /// Whether input from the peer still means something: until its close frame (§5.5.1), a
     /// failure or the end of the transport.
+    #[inline(always)]
     pub(super) fn receiving(self) -> bool {
         matches!(self, Phase::Open | Phase::CloseSent)
+    }
+
+    /// Whether messages flow both ways (a discriminant test, where `==` on the enum would
+    /// compare the payload of `Ended` too).
+    #[inline(always)]
+    pub(super) fn is_open(self) -> bool {
+        matches!(self, Phase::Open)
     }
 }

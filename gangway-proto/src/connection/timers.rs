@@ -110,9 +110,18 @@ impl Timers {
         now
     }
 
-    /// Bytes (`any`) arrived from the peer at `now`.
+    /// Bytes (`any`) arrived from the peer at `now`; `timed` says whether arrivals matter (a
+    /// keepalive or an idle timeout is configured). The reading is skipped when nothing would
+    /// change with it: the clock started, no stamp waiting for it, arrivals not timed (every
+    /// deadline is computed from a reading of its own).
     #[inline]
-    pub(super) fn received(&mut self, now: Instant, any: bool, close_timeout_ms: u32) {
+    pub(super) fn received(&mut self, now: Instant, any: bool, timed: bool, close_timeout_ms: u32) {
+        let waiting = self.start.is_none()
+            || self.output_since == Tick::PENDING
+            || self.ping_or_close == Tick::PENDING;
+        if !timed && !waiting {
+            return;
+        }
         let now = self.advance(now, close_timeout_ms);
         if any {
             self.last_received = now;
@@ -161,6 +170,14 @@ pub(super) fn millis_up(d: Option<Duration>) -> u32 {
 /// Time: keepalive pings, the idle, write and close-handshake timeouts (see
 /// [`Config`](crate::Config)).
 impl Connection {
+    /// Input arrived at `now` (`any`: some bytes).
+    #[inline]
+    pub(super) fn note_received(&mut self, now: Instant, any: bool) {
+        let timed = self.config.ping_interval.is_some_and(|d| !d.is_zero())
+            || self.config.idle_timeout.is_some_and(|d| !d.is_zero());
+        self.timers.received(now, any, timed, self.close_timeout_ms);
+    }
+
     /// Bound the close handshake of this connection by `timeout` instead of
     /// [`Config::close_timeout`](crate::Config::close_timeout) (`None`: no bound). A wait that
     /// has already started keeps its deadline.
@@ -181,7 +198,15 @@ impl Connection {
     /// close frame queued) counts from this `now`.
     #[inline]
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
-        self.timers.advance(now, self.close_timeout_ms);
+        // The reading matters only to start the clocks or stamp what waits for it (deadlines are
+        // computed from the stamps, not from `now`): skipped otherwise, as on most turns of an
+        // adapter's loop.
+        let waiting = self.timers.start.is_none()
+            || (self.timers.output_since == Tick::PENDING && !self.output.is_empty())
+            || self.timers.ping_or_close == Tick::PENDING;
+        if waiting {
+            self.timers.advance(now, self.close_timeout_ms);
+        }
         self.next_deadline()
     }
 
@@ -259,7 +284,7 @@ impl Connection {
     /// [`handle_timeout`](Self::handle_timeout)): close the transport now, without waiting for
     /// its shutdown to complete or for the peer's EOF.
     pub fn close_timed_out(&self) -> bool {
-        self.phase != Phase::Open && self.timers.ping_or_close == Tick::PASSED
+        !self.phase.is_open() && self.timers.ping_or_close == Tick::PASSED
     }
 
     /// When the next keepalive ping is due: only while open (§5.5.1: nothing follows our close,
@@ -268,7 +293,7 @@ impl Connection {
         // The configuration first: with keepalive off (the default) nothing else is looked at,
         // and this runs on every turn of an adapter's loop.
         let interval = self.config.ping_interval.filter(|d| !d.is_zero())?;
-        if self.phase != Phase::Open {
+        if !self.phase.is_open() {
             return None;
         }
         // The later of the two (a tick that is none is earlier than any).
@@ -305,7 +330,7 @@ impl Connection {
 
     /// When the close handshake must be over.
     fn close_deadline(&self) -> Option<Instant> {
-        if self.phase == Phase::Open {
+        if self.phase.is_open() {
             return None;
         }
         self.timers.instant(self.timers.ping_or_close)
