@@ -246,6 +246,10 @@ pub enum ApiMisuse {
     InvalidUrl(&'static str),
     /// A header name or value that cannot be sent in HTTP/1.1.
     InvalidHeader,
+    /// A message compressed with other parameters than the connection's (or for a connection
+    /// that compresses with context takeover, or not at all): see
+    /// [`Connection::send_compressed`](crate::Connection::send_compressed).
+    CompressionMismatch,
 }
 
 impl fmt::Display for ApiMisuse {
@@ -258,6 +262,9 @@ impl fmt::Display for ApiMisuse {
             ApiMisuse::InvalidUtf8 => f.write_str("text fragments are not valid utf-8"),
             ApiMisuse::InvalidUrl(why) => write!(f, "invalid websocket url: {why}"),
             ApiMisuse::InvalidHeader => f.write_str("invalid header name or value"),
+            ApiMisuse::CompressionMismatch => {
+                f.write_str("message compressed with other parameters than the connection's")
+            }
         }
     }
 }

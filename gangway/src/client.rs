@@ -388,8 +388,7 @@ impl ClientBuilder {
             match handshake.parse_response(&buf) {
                 Ok(Parsed::Complete((response, negotiated), head_len)) => {
                     let conn =
-                        Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
-                            .map_err(|e| self.refused(e))?;
+                        Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated);
                     // Frames the server sent right behind its head belong to the connection.
                     let leftover = buf.get(head_len..).unwrap_or_default();
                     let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, leftover);

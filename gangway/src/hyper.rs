@@ -185,11 +185,12 @@ fn switching_protocols(accepted: &Accepted) -> http::Response<String> {
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     let accept = gangway_proto::handshake::accept_key(accepted.offer.key.as_bytes());
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, header_value(accept));
-    if let Some(protocol) = &accepted.protocol {
+    if let Some(protocol) = &accepted.negotiated.protocol {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, header_value(protocol));
     }
-    if !accepted.extensions.is_empty() {
+    if !accepted.negotiated.extensions.is_empty() {
         let list = accepted
+            .negotiated
             .extensions
             .iter()
             .map(ToString::to_string)
@@ -243,7 +244,7 @@ impl fmt::Debug for PendingUpgrade {
 impl PendingUpgrade {
     /// The subprotocol the `101` selected.
     pub fn protocol(&self) -> Option<&str> {
-        self.accepted.as_ref().and_then(|a| a.protocol.as_deref())
+        self.accepted.as_ref().and_then(|a| a.negotiated.protocol.as_deref())
     }
 }
 
@@ -486,7 +487,7 @@ mod tests {
                 ("client_max_window_bits".into(), Some(bits.into())),
             ],
         };
-        accepted.extensions = vec![deflate("10"), deflate("9")];
+        accepted.negotiated.extensions = vec![deflate("10"), deflate("9")];
         let ours = switching_protocols(&accepted);
         assert_eq!(response_parts(&ours), split_response(&accepted.response()));
         assert!(ours.headers()["sec-websocket-extensions"]

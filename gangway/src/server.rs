@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
 use gangway_proto::handshake::server::{self as hs, ClientOffer};
-use gangway_proto::handshake::{self, ExtensionOffer, Negotiated, Parsed};
+use gangway_proto::handshake::{self, Negotiated, Parsed};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -298,16 +298,18 @@ impl ServerBuilder {
 pub(crate) struct Accepted {
     /// What the client offered (its key answers in `Sec-WebSocket-Accept`).
     pub(crate) offer: ClientOffer,
-    /// The selected subprotocol, if any.
-    pub(crate) protocol: Option<String>,
-    /// The extensions in effect, in the order of the answer.
-    pub(crate) extensions: Vec<ExtensionOffer>,
+    /// The selected subprotocol and the extensions in effect (the answer's, and typed).
+    pub(crate) negotiated: Negotiated,
 }
 
 impl Accepted {
     /// The `101 Switching Protocols` answer as HTTP/1.1 bytes.
     pub(crate) fn response(&self) -> Vec<u8> {
-        hs::accept(&self.offer, self.protocol.as_deref(), &self.extensions)
+        hs::accept(
+            &self.offer,
+            self.negotiated.protocol.as_deref(),
+            &self.negotiated.extensions,
+        )
     }
 }
 
@@ -349,20 +351,8 @@ impl ServerBuilder {
             handshake::select_protocol(&self.protocols, &offer.protocols).map(str::to_owned);
         // permessage-deflate is the only extension implemented, so the only one ever accepted:
         // the client then must not use any other (RFC 6455 §9.1).
-        #[cfg(feature = "deflate")]
-        let extensions = self
-            .config
-            .deflate
-            .accept(&offer.extensions)
-            .map(|accepted| vec![accepted.response])
-            .unwrap_or_default();
-        #[cfg(not(feature = "deflate"))]
-        let extensions = Vec::new();
-        Ok(Accepted {
-            offer,
-            protocol,
-            extensions,
-        })
+        let negotiated = Negotiated::accept(&self.config, protocol, &offer.extensions);
+        Ok(Accepted { offer, negotiated })
     }
 
     /// The WebSocket on `io` once the `101` for `accepted` is sent; `leftover` are bytes the
@@ -373,18 +363,12 @@ impl ServerBuilder {
         accepted: Accepted,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        let negotiated = Negotiated {
-            protocol: None,
-            extensions: accepted.extensions,
-        };
-        let conn = Connection::from_negotiated(Role::Server, Arc::clone(&self.config), &negotiated)
-            .unwrap_or_else(|e| {
-                // Unreachable: the extensions are the answer `negotiate` built, which is valid.
-                // Were it not, the peer's compressed frames would fail the connection (1002).
-                tracing::error!(error = %e, "accepted extensions not usable");
-                Connection::new(Role::Server, Arc::clone(&self.config))
-            });
-        let mut ws = WebSocket::from_parts(io, conn, accepted.protocol, leftover);
+        let conn = Connection::from_negotiated(
+            Role::Server,
+            Arc::clone(&self.config),
+            &accepted.negotiated,
+        );
+        let mut ws = WebSocket::from_parts(io, conn, accepted.negotiated.protocol, leftover);
         ws.set_close_timeout(self.close_timeout);
         ws
     }

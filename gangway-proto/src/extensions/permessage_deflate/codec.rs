@@ -7,6 +7,8 @@ use std::fmt;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::negotiate::{clamp_bits, DeflateConfig, DeflateParams};
+use super::spare::{self, INFLATE_WINDOW_BITS};
+use super::stateless::StatelessCompression;
 use crate::role::Role;
 
 /// The end of a sync flush, an empty stored block's LEN and NLEN: removed from the end of every
@@ -41,7 +43,7 @@ impl PerMessageDeflate {
     /// context takeover if either the agreement or our configuration says so. Our decompressor
     /// follows the peer's side of the agreement. Nothing is allocated until the first message.
     pub fn new(role: Role, params: &DeflateParams, config: &DeflateConfig) -> Self {
-        let (ours, theirs) = match role {
+        let (ours, theirs_no_takeover) = match role {
             Role::Server => (
                 (
                     params.server_max_window_bits,
@@ -49,10 +51,7 @@ impl PerMessageDeflate {
                     config.server_max_window_bits,
                     config.server_no_context_takeover,
                 ),
-                (
-                    params.client_max_window_bits,
-                    params.client_no_context_takeover,
-                ),
+                params.client_no_context_takeover,
             ),
             Role::Client => (
                 (
@@ -61,10 +60,7 @@ impl PerMessageDeflate {
                     config.client_max_window_bits,
                     config.client_no_context_takeover,
                 ),
-                (
-                    params.server_max_window_bits,
-                    params.server_no_context_takeover,
-                ),
+                params.server_no_context_takeover,
             ),
         };
         let (allowed_bits, agreed_no_takeover, own_bits, own_no_takeover) = ours;
@@ -75,7 +71,7 @@ impl PerMessageDeflate {
                 config.level,
                 agreed_no_takeover || own_no_takeover,
             ),
-            decompressor: Decompressor::new(theirs.0, theirs.1),
+            decompressor: Decompressor::new(theirs_no_takeover),
             threshold: config.threshold,
         }
     }
@@ -85,16 +81,35 @@ impl PerMessageDeflate {
     pub fn should_compress(&self, len: usize) -> bool {
         len >= self.threshold && self.compressor.can_compress()
     }
+
+    /// How a whole message of `len` bytes is compressed, when it is compressed on its own: the
+    /// parameters that alone determine its compressed bytes, so that a message sent to many
+    /// connections is compressed once per distinct value (see [`StatelessCompression`]).
+    ///
+    /// `None` when the message goes uncompressed (under the threshold, or an 8-bit window) or
+    /// is compressed with context takeover, referring back to what this connection sent before:
+    /// such a message must be compressed by this connection's own compressor.
+    pub fn stateless_compression(&self, len: usize) -> Option<StatelessCompression> {
+        if len < self.threshold {
+            return None;
+        }
+        self.compressor.stateless()
+    }
 }
 
 /// Compresses outgoing messages (RFC 7692 §7.2.1).
 ///
 /// Each call compresses a whole message, or the next fragment of one, with a sync flush, so every
 /// frame's payload is complete DEFLATE blocks. At the end of a message the flush's
-/// `00 00 ff ff` tail is removed; without context takeover the state is then dropped, so the
-/// next message starts with an empty window (and no memory is held meanwhile).
+/// `00 00 ff ff` tail is removed.
+///
+/// With context takeover the state is allocated on the first message and kept for the next
+/// ones, which may refer back to it. Without, the state is borrowed from the thread's spare
+/// states when a message starts and given back, reset, when it ends: the next message starts
+/// with an empty window, and no memory is held between messages.
 pub struct Compressor {
-    /// Allocated on the first message.
+    /// With context takeover: from the first message on. Without: while a message is in
+    /// progress.
     deflate: Option<Compress>,
     window_bits: u8,
     level: Compression,
@@ -131,6 +146,15 @@ impl Compressor {
         self.window_bits >= MIN_ZLIB_WINDOW_BITS
     }
 
+    /// Its parameters, if it compresses every message on its own (without context takeover):
+    /// a whole message then compresses to the bytes that
+    /// [`StatelessCompression::compress`] gives. `None` with context takeover, or when it
+    /// cannot compress.
+    pub fn stateless(&self) -> Option<StatelessCompression> {
+        (self.no_context_takeover && self.can_compress())
+            .then(|| StatelessCompression::new(self.window_bits, self.level.level()))
+    }
+
     /// Compress `data`, a whole message or its next fragment, and append the DEFLATE data to
     /// `out`. With `fin` (the message's last piece) the `00 00 ff ff` tail is removed (RFC 7692
     /// §7.2.1); pieces before it keep theirs (§7.2.1: the removal is for the end of the
@@ -163,9 +187,13 @@ impl Compressor {
         }
         let start = out.len();
         let (window_bits, level) = (self.window_bits, self.level);
-        let deflate = self
-            .deflate
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
+        let deflate = self.deflate.get_or_insert_with(|| {
+            if self.no_context_takeover {
+                spare::take_compressor(window_bits, level)
+            } else {
+                Compress::new_with_window_bits(level, false, window_bits)
+            }
+        });
         let mut input = data;
         loop {
             if out.len() == out.capacity() {
@@ -201,11 +229,13 @@ impl Compressor {
         }
     }
 
-    /// A message is complete: without context takeover, forget it (RFC 7692 §7.1.1) and free the
-    /// state until the next message.
+    /// A message is complete: without context takeover, forget it (RFC 7692 §7.1.1) and give the
+    /// state back to the thread until the next message.
     fn end_message(&mut self) {
         if self.no_context_takeover {
-            self.deflate = None;
+            if let Some(state) = self.deflate.take() {
+                spare::put_compressor(self.window_bits, self.level, state);
+            }
         }
     }
 
@@ -249,19 +279,23 @@ impl std::error::Error for InflateError {}
 ///
 /// Feed each piece of a compressed message's payload (unmasked) to
 /// [`decompress`](Self::decompress), then call [`finish`](Self::finish) at its end, which
-/// inflates the `00 00 ff ff` tail the sender removed. Without context takeover the state is
-/// dropped after each message.
+/// inflates the `00 00 ff ff` tail the sender removed. With context takeover the state lives
+/// from the first message on; without, it is borrowed from the thread's spare states for each
+/// message and given back at its end.
+///
+/// Every state inflates with a 32 KiB window, which inflates what any smaller window produced
+/// (and zlib-rs allocates that much whatever the window).
 ///
 /// A DEFLATE block with BFINAL set ends zlib's stream, but not the message: §7.2.1 lets a
 /// sender flush with such blocks, and "the next DEFLATE block follows". After one, inflating
-/// starts a new stream whose window is seeded with the last 2^window_bits bytes inflated from
+/// starts a new stream whose window is seeded with the last 32 KiB inflated from
 /// the current message. (A back reference from after such a block into an earlier message, past
 /// the start of the current one, is then reported as [`InflateError::Corrupt`]; senders that
 /// finish a stream do not make them, as zlib cannot.)
 pub struct Decompressor {
-    /// Allocated on the first message.
+    /// With context takeover: from the first message on. Without: while a message is in
+    /// progress.
     inflate: Option<Decompress>,
-    window_bits: u8,
     no_context_takeover: bool,
     /// The stream ended with a BFINAL block: the next bytes start a new one.
     stream_ended: bool,
@@ -272,7 +306,6 @@ pub struct Decompressor {
 impl fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decompressor")
-            .field("window_bits", &self.window_bits)
             .field("no_context_takeover", &self.no_context_takeover)
             .field("allocated", &self.inflate.is_some())
             .finish()
@@ -280,15 +313,12 @@ impl fmt::Debug for Decompressor {
 }
 
 impl Decompressor {
-    /// A decompressor for a peer that compresses with a window of at most 2^`window_bits` bytes
-    /// (8 to 15, other values taken as the nearest) and, unless `no_context_takeover`, refers
-    /// back to earlier messages.
-    pub fn new(window_bits: u8, no_context_takeover: bool) -> Self {
+    /// A decompressor for a peer that, unless `no_context_takeover`, refers back to earlier
+    /// messages. The peer's window (8 to 15 bits) needs no setting: every state inflates with
+    /// the largest.
+    pub fn new(no_context_takeover: bool) -> Self {
         Decompressor {
             inflate: None,
-            // zlib inflates with a window of at least 2^9 bytes; a larger window than the
-            // peer's inflates its data all the same.
-            window_bits: clamp_bits(window_bits).max(MIN_ZLIB_WINDOW_BITS),
             no_context_takeover,
             stream_ended: false,
             fed: false,
@@ -335,12 +365,16 @@ impl Decompressor {
         }
         if self.no_context_takeover {
             // The peer's next message refers to nothing before it (§7.1.1): nothing to keep.
-            self.release();
+            self.stream_ended = false;
+            if let Some(state) = self.inflate.take() {
+                spare::put_decompressor(state);
+            }
         }
         Ok(())
     }
 
-    /// Forget any message in progress and free the state.
+    /// Forget any message in progress and free the state (a state in the middle of a message, or
+    /// one that failed, is never given back to the thread).
     pub fn release(&mut self) {
         self.inflate = None;
         self.stream_ended = false;
@@ -367,10 +401,14 @@ impl Decompressor {
                 }
                 self.restart(out);
             }
-            let window_bits = self.window_bits;
-            let inflate = self
-                .inflate
-                .get_or_insert_with(|| Decompress::new_with_window_bits(false, window_bits));
+            let no_context_takeover = self.no_context_takeover;
+            let inflate = self.inflate.get_or_insert_with(|| {
+                if no_context_takeover {
+                    spare::take_decompressor()
+                } else {
+                    Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS)
+                }
+            });
             let before_in = inflate.total_in();
             let before_out = out.len();
             let status = if out.len() >= limit {
@@ -421,15 +459,19 @@ impl Decompressor {
     /// so far (the window the sender's next blocks may refer to).
     fn restart(&mut self, out: &[u8]) {
         self.stream_ended = false;
-        let mut fresh = Decompress::new_with_window_bits(false, self.window_bits);
+        let Some(inflate) = self.inflate.as_mut() else {
+            // Only a stream that ended has a restart; the next piece starts a fresh one anyway.
+            return;
+        };
+        // A raw stream again, with the same 32 KiB window.
+        inflate.reset(false);
         if !self.no_context_takeover {
-            let window = 1usize << self.window_bits;
+            let window = 1usize << INFLATE_WINDOW_BITS;
             let history = &out[out.len().saturating_sub(window)..];
             // Setting a dictionary on a fresh raw stream cannot fail; if it did, a later back
             // reference would be reported as corrupt data.
-            let _ = fresh.set_dictionary(history);
+            let _ = inflate.set_dictionary(history);
         }
-        self.inflate = Some(fresh);
     }
 
     /// Whether the inflate state is allocated (tests check when it is freed).
@@ -500,7 +542,7 @@ mod tests {
     }
 
     fn decompressor() -> Decompressor {
-        Decompressor::new(15, false)
+        Decompressor::new(false)
     }
 
     /// Deterministic data that compresses somewhat, like text: words from a small vocabulary.
@@ -601,13 +643,56 @@ mod tests {
     fn without_context_takeover_the_second_hello_is_compressed_alone() {
         let mut c = Compressor::new(15, 6, true);
         let first = compress(&mut c, HELLO);
-        assert!(!c.is_allocated(), "the state is freed between messages");
+        assert!(!c.is_allocated(), "no state kept between messages");
         assert_eq!(compress(&mut c, HELLO), first);
         // A peer without context takeover: each message stands alone, no state kept between.
-        let mut d = Decompressor::new(15, true);
+        let mut d = Decompressor::new(true);
         assert_eq!(inflate(&mut d, &first, ROOMY), Ok(HELLO.to_vec()));
         assert!(!d.is_allocated());
         assert_eq!(inflate(&mut d, &first, ROOMY), Ok(HELLO.to_vec()));
+    }
+
+    #[test]
+    fn states_without_context_takeover_are_borrowed_from_the_thread_for_one_message() {
+        std::thread::spawn(|| {
+            let text = text_like(50_000, 3);
+            let mut c = Compressor::new(12, 6, true);
+            let mut d = Decompressor::new(true);
+            let first = compress(&mut c, &text);
+            assert_eq!(spare::counts(), (1, 0), "given back at the message's end");
+            assert_eq!(inflate(&mut d, &first, ROOMY), Ok(text.clone()));
+            assert_eq!(spare::counts(), (1, 1));
+            // A message in pieces holds its states until it ends.
+            let mut wire = Vec::new();
+            c.compress(&text[..20_000], false, &mut wire);
+            assert!(c.is_allocated());
+            assert_eq!(spare::counts(), (0, 1));
+            c.compress(&text[20_000..], true, &mut wire);
+            assert_eq!(spare::counts(), (1, 1));
+            let mut out = Vec::new();
+            d.decompress(&wire[..100], &mut out, ROOMY).unwrap();
+            assert!(d.is_allocated());
+            assert_eq!(spare::counts(), (1, 0));
+            d.decompress(&wire[100..], &mut out, ROOMY).unwrap();
+            d.finish(&mut out, ROOMY).unwrap();
+            assert_eq!(out, text);
+            assert_eq!(spare::counts(), (1, 1));
+            // Another connection on the thread takes the same states, and a reused state
+            // compresses exactly as a fresh one did: the bytes never depend on it.
+            let mut other = Compressor::new(12, 6, true);
+            assert_eq!(compress(&mut other, &text), first);
+            assert_eq!(spare::counts(), (1, 1));
+            // A failed message's state is dropped, not given back.
+            let mut out = Vec::new();
+            assert_eq!(
+                d.decompress(&[0xff, 0xff, 0xff], &mut out, ROOMY),
+                Err(InflateError::Corrupt)
+            );
+            d.release();
+            assert_eq!(spare::counts(), (1, 0));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
@@ -728,7 +813,7 @@ mod tests {
             for level in [0, 1, 6, 9] {
                 for no_takeover in [false, true] {
                     let mut c = Compressor::new(bits, level, no_takeover);
-                    let mut d = Decompressor::new(bits, no_takeover);
+                    let mut d = Decompressor::new(no_takeover);
                     for (i, m) in messages.iter().enumerate() {
                         let wire = compress(&mut c, m);
                         let back = inflate(&mut d, &wire, ROOMY);
@@ -770,7 +855,7 @@ mod tests {
     }
 
     #[test]
-    fn eight_bit_windows_inflate_with_nine_and_compress_to_stored_blocks() {
+    fn eight_bit_windows_compress_to_stored_blocks() {
         let mut c = Compressor::new(8, 6, false);
         assert!(!c.can_compress());
         // Stored blocks need no window: the §7.2.3.3 payload.
@@ -779,10 +864,10 @@ mod tests {
             [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]
         );
         assert!(!c.is_allocated());
-        // A peer's 8-bit stream inflates with our 9-bit window.
+        // A peer's 8-bit stream (zlib makes it with 9 bits) inflates with our window.
         let wire = compress(&mut Compressor::new(9, 6, false), HELLO);
         assert_eq!(
-            inflate(&mut Decompressor::new(8, false), &wire, ROOMY),
+            inflate(&mut Decompressor::new(false), &wire, ROOMY),
             Ok(HELLO.to_vec())
         );
     }
@@ -912,7 +997,6 @@ mod tests {
         let server = PerMessageDeflate::new(Role::Server, &params, &config);
         assert_eq!(server.compressor.window_bits, 9, "our own smaller window");
         assert!(server.compressor.no_context_takeover);
-        assert_eq!(server.decompressor.window_bits, 9, "8 bits inflate with 9");
         assert!(!server.decompressor.no_context_takeover);
         let client = PerMessageDeflate::new(Role::Client, &params, &config);
         assert!(
@@ -921,7 +1005,6 @@ mod tests {
         );
         assert!(!client.should_compress(1 << 20));
         assert!(client.compressor.no_context_takeover, "our own choice");
-        assert_eq!(client.decompressor.window_bits, 10);
         assert!(client.decompressor.no_context_takeover);
     }
 

@@ -60,9 +60,12 @@
 
 mod codec;
 mod negotiate;
+mod spare;
+mod stateless;
 
 pub use codec::{Compressor, Decompressor, InflateError, PerMessageDeflate};
 pub use negotiate::{
     check_response, Accepted, DeflateConfig, DeflateParams, DEFAULT_LEVEL, DEFAULT_THRESHOLD,
     EXTENSION_NAME,
 };
+pub use stateless::{CompressedMessage, StatelessCompression};
