@@ -90,6 +90,24 @@ pub(crate) struct ServeOpts {
     #[arg(long)]
     no_deflate: bool,
 
+    /// How permessage-deflate keeps its compression state. `shared` (the default): no context
+    /// takeover either way, each message compressed and inflated on its own with a state the
+    /// thread lends, so an idle connection holds none. `takeover`: each connection keeps its own
+    /// states for its lifetime and messages refer back to earlier ones (smaller on the wire,
+    /// about 310 KiB per connection at 12 window bits).
+    #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "takeover"])]
+    deflate_mode: String,
+
+    /// permessage-deflate's LZ77 window, 2^BITS bytes (8-15): what the server compresses with,
+    /// and what it asks of a client that offers client_max_window_bits. Default: 15 in `shared`
+    /// mode, 12 in `takeover` mode.
+    #[arg(long, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_window_bits: Option<u8>,
+
+    /// permessage-deflate's compression level, 0 (none) to 9 (smallest, slowest); default 6.
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(0..=9))]
+    deflate_level: Option<u32>,
+
     /// Worker threads; 0: one per CPU this process may run on (see `taskset`). With one, a
     /// single event loop runs everything.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -104,6 +122,26 @@ impl ServeOpts {
             n => n,
         }
     }
+}
+
+/// The permessage-deflate settings of `--deflate-mode`, `--deflate-window-bits` and
+/// `--deflate-level` (the memory each mode costs is in docs/deflate.md).
+fn deflate_config(opts: &ServeOpts) -> DeflateConfig {
+    let (mut config, default_bits) = match opts.deflate_mode.as_str() {
+        "takeover" => (DeflateConfig::default(), 12),
+        _ => (DeflateConfig::no_context_takeover(), 15),
+    };
+    let bits = opts.deflate_window_bits.unwrap_or(default_bits);
+    if bits < 15 {
+        // Answered as server_max_window_bits (RFC 7692 §7.1.2.1), and as
+        // client_max_window_bits to a client that offered that parameter (§7.1.2.2).
+        config.server_max_window_bits = Some(bits);
+        config.client_max_window_bits = Some(bits);
+    }
+    if let Some(level) = opts.deflate_level {
+        config.level = level;
+    }
+    config
 }
 
 /// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
@@ -188,7 +226,13 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
     }
     if !opts.no_deflate {
-        config.deflate = DeflateConfig::default();
+        config.deflate = deflate_config(&opts);
+        info!(
+            mode = opts.deflate_mode,
+            window_bits = config.deflate.server_max_window_bits.unwrap_or(15),
+            level = config.deflate.level,
+            "permessage-deflate accepted"
+        );
     }
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {

@@ -244,7 +244,9 @@ impl fmt::Debug for PendingUpgrade {
 impl PendingUpgrade {
     /// The subprotocol the `101` selected.
     pub fn protocol(&self) -> Option<&str> {
-        self.accepted.as_ref().and_then(|a| a.negotiated.protocol.as_deref())
+        self.accepted
+            .as_ref()
+            .and_then(|a| a.negotiated.protocol.as_deref())
     }
 }
 

@@ -876,10 +876,8 @@ mod tests {
             accepted.extensions[0].to_string(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
-        let checked = crate::extensions::permessage_deflate::check_response(
-            &[offer],
-            &accepted.extensions,
-        );
+        let checked =
+            crate::extensions::permessage_deflate::check_response(&[offer], &accepted.extensions);
         assert_eq!(checked, Ok(accepted.permessage_deflate));
         // Not enabled: nothing accepted.
         let declined = Negotiated::accept(&Config::default(), None, &accepted.extensions);
@@ -898,7 +896,9 @@ mod tests {
         let (_, mut reference) = pair(agreed, &deflate);
         for len in [40, 2000, 20_000, 100_000] {
             let text = text_like(len, len as u32);
-            let how = server.stateless_compression(text.len()).expect("no takeover");
+            let how = server
+                .stateless_compression(text.len())
+                .expect("no takeover");
             server.send_compressed(&how.compress_text(&text)).unwrap();
             reference.send_text(&text).unwrap();
             let binary = noise(len, 3);
@@ -977,5 +977,4 @@ mod tests {
         client.receive_data(&wire).unwrap();
         assert_eq!(events(&mut client), [Event::Binary(data.into())]);
     }
-
 }

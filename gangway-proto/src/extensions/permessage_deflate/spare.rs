@@ -140,11 +140,19 @@ mod tests {
         assert_eq!(counts(), (1, 0), "taken from the spare states");
         // Another window is another state; the oldest goes first past the bound.
         for bits in 9..=13 {
-            put_compressor(bits, level, Compress::new_with_window_bits(level, false, bits));
+            put_compressor(
+                bits,
+                level,
+                Compress::new_with_window_bits(level, false, bits),
+            );
         }
         assert_eq!(counts(), (MAX_SPARE_COMPRESSORS, 0));
         let _ = take_compressor(15, level);
-        assert_eq!(counts(), (MAX_SPARE_COMPRESSORS, 0), "the 15-bit one was dropped");
+        assert_eq!(
+            counts(),
+            (MAX_SPARE_COMPRESSORS, 0),
+            "the 15-bit one was dropped"
+        );
 
         for _ in 0..3 {
             put_decompressor(Decompress::new_with_window_bits(false, 15));

@@ -202,7 +202,9 @@ mod tests {
         let mut codec = PerMessageDeflate::new(Role::Server, &params, &config);
         for len in [40, 1000, 70_000] {
             let text = json(len);
-            let how = codec.stateless_compression(text.len()).expect("no takeover");
+            let how = codec
+                .stateless_compression(text.len())
+                .expect("no takeover");
             assert_eq!(how, StatelessCompression::new(11, 4));
             let mut ours = Vec::new();
             // Twice: the connection's second message too.
