@@ -131,8 +131,13 @@ fn run_serve(
 
 /// Run a subcommand on a tokio runtime. An error that escapes it is printed as one
 /// `gangway: ...` line (with its causes) and exits 1.
+///
+/// One thread: the session's reading and writing halves hand each message to each other, and on
+/// a multi-thread runtime every hand-over was a cross-thread wake-up (with the connection's lock
+/// contended between threads): `connect` spent about 30 % more CPU per echoed 1 KiB message
+/// (perf stat, 100,000 compressed echoes). Reading stdin has its own thread either way.
 fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

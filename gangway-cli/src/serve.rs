@@ -90,17 +90,25 @@ pub(crate) struct ServeOpts {
     #[arg(long)]
     no_deflate: bool,
 
-    /// How permessage-deflate keeps its compression state. `shared` (the default): no context
-    /// takeover either way, each message compressed and inflated on its own with a state the
-    /// thread lends, so an idle connection holds none. `takeover`: each connection keeps its own
-    /// states for its lifetime and messages refer back to earlier ones (smaller on the wire,
-    /// about 310 KiB per connection at 12 window bits).
-    #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "takeover"])]
+    /// How permessage-deflate keeps its compression state (docs/deflate.md has the memory each
+    /// costs). `window` (the default): the server's messages are compressed without context
+    /// takeover, each on its own with a state the thread lends; the client's may refer back to
+    /// earlier ones within a 2^BITS window, the one thing a connection keeps between messages
+    /// (4 KiB at 12 bits; a client that cannot be held to a window gets no context takeover).
+    /// `shared`: no context takeover either way, an idle connection keeps nothing. `dedicated`:
+    /// context takeover both ways, each connection keeps its own states (about 220 KiB at 12
+    /// bits).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "window",
+        value_parser = ["window", "shared", "dedicated"]
+    )]
     deflate_mode: String,
 
-    /// permessage-deflate's LZ77 window, 2^BITS bytes (8-15): what the server compresses with,
-    /// and what it asks of a client that offers client_max_window_bits. Default: 15 in `shared`
-    /// mode, 12 in `takeover` mode.
+    /// permessage-deflate's LZ77 window, 2^BITS bytes: the client's in `window` mode (8-13,
+    /// default 12); both directions' in `dedicated` mode (8-15, default 12) and in `shared` mode
+    /// (8-15, default 15). The client is held to it when it offers client_max_window_bits.
     #[arg(long, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
     deflate_window_bits: Option<u8>,
 
@@ -126,22 +134,37 @@ impl ServeOpts {
 
 /// The permessage-deflate settings of `--deflate-mode`, `--deflate-window-bits` and
 /// `--deflate-level` (the memory each mode costs is in docs/deflate.md).
-fn deflate_config(opts: &ServeOpts) -> DeflateConfig {
-    let (mut config, default_bits) = match opts.deflate_mode.as_str() {
-        "takeover" => (DeflateConfig::default(), 12),
-        _ => (DeflateConfig::no_context_takeover(), 15),
+fn deflate_config(opts: &ServeOpts) -> anyhow::Result<DeflateConfig> {
+    let mut config = match opts.deflate_mode.as_str() {
+        "shared" | "dedicated" => {
+            let (mut config, default_bits) = if opts.deflate_mode == "shared" {
+                (DeflateConfig::no_context_takeover(), 15)
+            } else {
+                (DeflateConfig::default(), 12)
+            };
+            let bits = opts.deflate_window_bits.unwrap_or(default_bits);
+            if bits < 15 {
+                // Answered as server_max_window_bits (RFC 7692 §7.1.2.1), and as
+                // client_max_window_bits to a client that offered that parameter (§7.1.2.2).
+                config.server_max_window_bits = Some(bits);
+                config.client_max_window_bits = Some(bits);
+            }
+            config
+        }
+        _ => {
+            let bits = opts.deflate_window_bits.unwrap_or(12);
+            anyhow::ensure!(
+                bits <= 13,
+                "--deflate-window-bits {bits}: at most 13 with --deflate-mode window (a larger \
+                 window is kept as a whole compression state: use --deflate-mode dedicated)"
+            );
+            DeflateConfig::bounded_client_window(bits)
+        }
     };
-    let bits = opts.deflate_window_bits.unwrap_or(default_bits);
-    if bits < 15 {
-        // Answered as server_max_window_bits (RFC 7692 §7.1.2.1), and as
-        // client_max_window_bits to a client that offered that parameter (§7.1.2.2).
-        config.server_max_window_bits = Some(bits);
-        config.client_max_window_bits = Some(bits);
-    }
     if let Some(level) = opts.deflate_level {
         config.level = level;
     }
-    config
+    Ok(config)
 }
 
 /// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
@@ -198,6 +221,11 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         _ => None,
     };
 
+    // Like the certificate: an option that cannot be used stops the server before it listens.
+    let deflate = (!opts.no_deflate)
+        .then(|| deflate_config(&opts))
+        .transpose()?;
+
     let listener = listen(&opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -225,14 +253,8 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.idle_timeout.is_zero() && opts.idle_timeout <= opts.ping_interval {
         warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
     }
-    if !opts.no_deflate {
-        config.deflate = deflate_config(&opts);
-        info!(
-            mode = opts.deflate_mode,
-            window_bits = config.deflate.server_max_window_bits.unwrap_or(15),
-            level = config.deflate.level,
-            "permessage-deflate accepted"
-        );
+    if let Some(deflate) = deflate {
+        config.deflate = deflate;
     }
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {

@@ -2,8 +2,9 @@
 // reads the frame headers on the wire (interop/node/wire.mjs):
 //
 // - `ws` CLIENT → `gangway serve` (accepts the extension unless --no-deflate), in each of serve's
-//   modes: `shared` (the default; every answer adds server_no_context_takeover and
-//   client_no_context_takeover) and `takeover` (12-bit windows asked for);
+//   modes: `window` (the default: server_no_context_takeover, and a 12-bit client window),
+//   `shared` (server_no_context_takeover and client_no_context_takeover in every answer) and
+//   `dedicated` (12-bit windows both ways, context takeover);
 // - `ws` SERVER ← `gangway connect --deflate --echo`.
 //
 // `ws` runs with `threshold: 0`, so even small messages are compressed. Every test proves the
@@ -68,30 +69,43 @@ const CLIENT_SETTINGS = [
 ];
 
 /**
- * serve's modes: its arguments, the window it asks for (15: none), and whether it removes
- * context takeover both ways whatever the offer.
+ * serve's modes: its arguments, the windows it asks for (15: none), and whether it removes
+ * context takeover whatever the offer, for the server's and the client's messages.
  */
 const SERVE_MODES = {
-  shared: { args: [], bits: 15, noTakeover: true },
-  takeover: { args: ['--deflate-mode', 'takeover'], bits: 12, noTakeover: false },
+  window: { args: [], serverBits: 15, clientBits: 12, serverNct: true, clientNct: false },
+  shared: {
+    args: ['--deflate-mode', 'shared'],
+    serverBits: 15,
+    clientBits: 15,
+    serverNct: true,
+    clientNct: true,
+  },
+  dedicated: {
+    args: ['--deflate-mode', 'dedicated'],
+    serverBits: 12,
+    clientBits: 12,
+    serverNct: false,
+    clientNct: false,
+  },
 };
 
 /** serve's answer to the offer `ws` makes with `settings` (RFC 7692 §7.1), parameter by parameter. */
 function expectedAnswer(settings, mode) {
   const expected = ['permessage-deflate'];
-  if (settings.serverNoContextTakeover || mode.noTakeover) {
+  if (settings.serverNoContextTakeover || mode.serverNct) {
     expected.push('server_no_context_takeover');
   }
-  if (settings.clientNoContextTakeover || mode.noTakeover) {
+  if (settings.clientNoContextTakeover || mode.clientNct) {
     expected.push('client_no_context_takeover');
   }
   // §7.1.2.1: the value asked for, or a smaller one of the server's own.
-  const serverBits = Math.min(settings.serverMaxWindowBits ?? 15, mode.bits);
+  const serverBits = Math.min(settings.serverMaxWindowBits ?? 15, mode.serverBits);
   if (settings.serverMaxWindowBits || serverBits < 15) {
     expected.push(`server_max_window_bits=${serverBits}`);
   }
   // §7.1.2.2: ws always offers client_max_window_bits (with a value when configured).
-  const clientBits = Math.min(settings.clientMaxWindowBits ?? 15, mode.bits);
+  const clientBits = Math.min(settings.clientMaxWindowBits ?? 15, mode.clientBits);
   if (clientBits < 15) expected.push(`client_max_window_bits=${clientBits}`);
   return expected.join('; ');
 }

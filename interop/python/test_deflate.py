@@ -2,9 +2,10 @@
 
 - websockets CLIENT -> `gangway serve` (which accepts the extension unless `--no-deflate`), with the
   default offer and with every window size 9-15 and no context takeover either way, against each
-  of serve's modes: `shared` (the default: it adds server_no_context_takeover and
-  client_no_context_takeover to every answer) and `takeover` (it asks for 12-bit windows with
-  server_max_window_bits, and client_max_window_bits when offered);
+  of serve's modes: `window` (the default: server_no_context_takeover in every answer, and a
+  12-bit client window, client_max_window_bits=12), `shared` (server_no_context_takeover and
+  client_no_context_takeover in every answer) and `dedicated` (12-bit windows both ways, context
+  takeover; and with 15-bit windows: the client's offer as it is);
 - websockets SERVER <- `gangway connect --deflate`, with the same range of server settings.
 
 Each test proves the extension was negotiated (the response header and the peer's negotiated
@@ -114,12 +115,17 @@ CLIENT_OFFERS = [
 ]
 
 
-# serve's modes: (arguments, window bits it asks for (15: none), whether it always removes
-# context takeover).
+# serve's modes: (arguments, the windows it asks for, server's then client's (15: none), whether
+# it always removes context takeover, server's then client's).
 SERVE_MODES = {
-    "shared": ((), 15, True),
-    "takeover": (("--deflate-mode", "takeover"), 12, False),
-    "takeover15": (("--deflate-mode", "takeover", "--deflate-window-bits", "15"), 15, False),
+    "window": ((), (15, 12), (True, False)),
+    "shared": (("--deflate-mode", "shared"), (15, 15), (True, True)),
+    "dedicated": (("--deflate-mode", "dedicated"), (12, 12), (False, False)),
+    "dedicated15": (
+        ("--deflate-mode", "dedicated", "--deflate-window-bits", "15"),
+        (15, 15),
+        (False, False),
+    ),
 }
 
 
@@ -132,7 +138,7 @@ SERVE_MODES = {
 def test_websockets_client_negotiates_and_uses_deflate(
     gangway_server, mode, smwb, cmwb, snct, cnct
 ):
-    args, bits, no_takeover = SERVE_MODES[mode]
+    args, (server_bits, client_bits), (server_nct, client_nct) = SERVE_MODES[mode]
     server = gangway_server(*args)
     factory = ClientPerMessageDeflateFactory(
         server_no_context_takeover=snct,
@@ -151,11 +157,11 @@ def test_websockets_client_negotiates_and_uses_deflate(
                 assert header.startswith("permessage-deflate"), header
                 ext = deflate_of(ws)
                 # What gangway agreed to, as websockets understood it (its own side is "local").
-                assert ext.remote_no_context_takeover == (snct or no_takeover)
-                assert ext.local_no_context_takeover == (cnct or no_takeover)
-                assert ext.remote_max_window_bits == min(smwb or 15, bits)
+                assert ext.remote_no_context_takeover == (snct or server_nct)
+                assert ext.local_no_context_takeover == (cnct or client_nct)
+                assert ext.remote_max_window_bits == min(smwb or 15, server_bits)
                 # client_max_window_bits is always offered (a value, or none: any limit is fine).
-                assert ext.local_max_window_bits == min(cmwb or 15, bits)
+                assert ext.local_max_window_bits == min(cmwb or 15, client_bits)
                 up, down = proxy.up, proxy.down
                 # The big message twice (context takeover, where allowed, makes the second tiny),
                 # binary, and small messages in between.
@@ -173,15 +179,19 @@ def test_websockets_client_negotiates_and_uses_deflate(
 # serve's answer to websockets' default offer in each mode, and the agreement websockets reads
 # from it: (server window, client window, server no context takeover, client no context takeover).
 DEFAULT_OFFER_ANSWERS = {
+    "window": (
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits=12",
+        (15, 12, True, False),
+    ),
     "shared": (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
         (15, 15, True, True),
     ),
-    "takeover": (
+    "dedicated": (
         "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
         (12, 12, False, False),
     ),
-    "takeover15": ("permessage-deflate", (15, 15, False, False)),
+    "dedicated15": ("permessage-deflate", (15, 15, False, False)),
 }
 
 
@@ -221,8 +231,9 @@ def test_websockets_default_offer_is_accepted(gangway_server, mode):
                 sent_up, sent_down = proxy.up - up, proxy.down - down
         once = len(zlib.compress(text.encode(), 6))
         assert once < len(text) // 3, once
-        for sent in (sent_up, sent_down):
-            if agreed[2]:
+        # Up: the client's context takeover; down: the server's.
+        for sent, no_takeover in ((sent_up, agreed[3]), (sent_down, agreed[2])):
+            if no_takeover:
                 assert 4 * once < sent < 6 * once, (sent, once)
             else:
                 assert sent < 2 * once, (sent, once)

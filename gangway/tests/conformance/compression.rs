@@ -482,17 +482,23 @@ fn all(heavy: bool) -> Vec<Case> {
     cases
 }
 
-/// The cases for a server in `mode`: with [`ServerMode::Shared`] every answer also has
-/// `server_no_context_takeover; client_no_context_takeover` (the server adds them to any answer,
-/// RFC 7692 §7.1.1.1, §7.1.1.2), and a back reference into the client's previous message, which
-/// the client was told not to make, fails with 1007 instead of inflating.
+/// The cases for a server in `mode`. With [`ServerMode::Shared`] every answer also has
+/// `server_no_context_takeover; client_no_context_takeover` (a server may add them to any
+/// answer, RFC 7692 §7.1.1.1, §7.1.1.2). With [`ServerMode::Window`] every answer has
+/// `server_no_context_takeover`, and either `client_max_window_bits` at most 12 (when offered,
+/// §7.1.2.2) or `client_no_context_takeover`. Without client context takeover, a back reference
+/// into the client's previous message, which it was told not to make, fails with 1007 instead
+/// of inflating.
 fn for_server_mode(mut cases: Vec<Case>, mode: ServerMode) -> Vec<Case> {
     if mode == ServerMode::Takeover {
         return cases;
     }
     for case in &mut cases {
         if let Some((_, answer)) = &mut case.server {
-            *answer = without_context_takeover(answer);
+            *answer = match mode {
+                ServerMode::Window => window_answer(&case.id).to_owned(),
+                _ => without_context_takeover(answer),
+            };
         }
         if case.id == "14.1" {
             // Its second frame is §7.2.3.2's back reference: the case without it, and the back
@@ -501,6 +507,10 @@ fn for_server_mode(mut cases: Vec<Case>, mode: ServerMode) -> Vec<Case> {
         }
     }
     let hello = b"Hello".to_vec();
+    let hello_and_back_reference = vec![
+        Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1),
+        Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1),
+    ];
     let answer = without_context_takeover("permessage-deflate");
     let mut rfc_examples = Case::new(
         "14.1s",
@@ -532,18 +542,63 @@ fn for_server_mode(mut cases: Vec<Case>, mode: ServerMode) -> Vec<Case> {
         "a back reference into the previous message after client_no_context_takeover: 1007",
     )
     .step(Step::Raw {
-        frames: vec![
-            Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1),
-            Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1),
-        ],
-        echoes: vec![(TEXT, hello)],
+        frames: hello_and_back_reference.clone(),
+        echoes: vec![(TEXT, hello.clone())],
         pongs: 0,
     })
     .server_only()
     .fails(1007);
     back_reference.server = Some(("permessage-deflate".into(), answer));
     cases.push(back_reference);
+    if mode == ServerMode::Window {
+        // The server keeps only the client's window between messages: enough for §7.2.3.2.
+        let offer = "permessage-deflate; client_max_window_bits";
+        let mut within_window = Case::new(
+            "14.11",
+            "RFC 7692 §7.2.3.2: a back reference into the previous message, within the client's \
+             window",
+        )
+        .step(Step::Raw {
+            frames: hello_and_back_reference,
+            echoes: vec![(TEXT, hello); 2],
+            pongs: 0,
+        })
+        .server_only();
+        within_window.server = Some((offer.into(), window_answer("14.11").to_owned()));
+        cases.push(within_window);
+    }
     cases
+}
+
+/// What a server in [`ServerMode::Window`] (12-bit client windows) answers to the offer of the
+/// case `id`: the offers of section 13 (see `all`), or a bare `permessage-deflate` (the other
+/// cases), or `permessage-deflate; client_max_window_bits` (14.11).
+fn window_answer(id: &str) -> &'static str {
+    let section: String = id.split('.').take(2).collect::<Vec<_>>().join(".");
+    match section.as_str() {
+        "13.3" => "permessage-deflate; server_no_context_takeover; client_max_window_bits=8",
+        "13.4" | "14.11" => {
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"
+        }
+        "13.5" => {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits=9"
+        }
+        "13.6" | "13.7" => {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits=12"
+        }
+        "13.9" => {
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=9; \
+             client_max_window_bits=12"
+        }
+        "13.10" => {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=8; client_max_window_bits=12"
+        }
+        // No client_max_window_bits offered: the client's window cannot be bounded.
+        _ => "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    }
 }
 
 /// `answer` (a permessage-deflate answer as gangway writes it) with both context takeover
@@ -570,8 +625,11 @@ enum ServerMode {
     /// the client allows it.
     Takeover,
     /// No context takeover either way: `DeflateConfig::no_context_takeover()`, and `gangway
-    /// serve`'s default.
+    /// serve --deflate-mode shared`.
     Shared,
+    /// No context takeover for the server, a 12-bit window for the client:
+    /// `DeflateConfig::bounded_client_window(12)`, and `gangway serve`'s default.
+    Window,
 }
 
 /// 80 MiB of zeros as the second message of a connection whose first was 32 KiB of zeros:
@@ -609,15 +667,20 @@ fn compression_server_in_process_without_context_takeover() {
 }
 
 #[test]
+fn compression_server_in_process_with_a_bounded_client_window() {
+    run(Role::Server, &Target::InProcess, ServerMode::Window);
+}
+
+#[test]
 fn compression_client_in_process() {
     run(Role::Client, &Target::InProcess, ServerMode::Takeover);
 }
 
-/// `gangway serve` in its default mode (no context takeover either way).
+/// `gangway serve` in its default mode (`--deflate-mode window`).
 #[test]
 fn compression_server_binary() {
     if let Some(bin) = binary() {
-        run(Role::Server, &Target::Binary(bin), ServerMode::Shared);
+        run(Role::Server, &Target::Binary(bin), ServerMode::Window);
     }
 }
 
@@ -695,6 +758,7 @@ fn run(role: Role, target: &Target, mode: ServerMode) {
     let name = match (role, mode) {
         (Role::Server, ServerMode::Takeover) => "server",
         (Role::Server, ServerMode::Shared) => "server without context takeover",
+        (Role::Server, ServerMode::Window) => "server with a bounded client window",
         (Role::Client, _) => "client",
     };
     let target_name = target.name();
@@ -840,6 +904,7 @@ impl EchoServer {
                 config.deflate = match mode {
                     ServerMode::Takeover => DeflateConfig::default(),
                     ServerMode::Shared => DeflateConfig::no_context_takeover(),
+                    ServerMode::Window => DeflateConfig::bounded_client_window(12),
                 };
                 if let Some(max) = max_message_size {
                     config.max_message_size = max;
@@ -864,8 +929,14 @@ impl EchoServer {
             Target::Binary(bin) => {
                 let mut cmd = Command::new(bin);
                 cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-                if mode == ServerMode::Takeover {
-                    cmd.args(["--deflate-mode", "takeover", "--deflate-window-bits", "15"]);
+                match mode {
+                    ServerMode::Takeover => {
+                        cmd.args(["--deflate-mode", "dedicated", "--deflate-window-bits", "15"]);
+                    }
+                    ServerMode::Shared => {
+                        cmd.args(["--deflate-mode", "shared"]);
+                    }
+                    ServerMode::Window => {}
                 }
                 if let Some(max) = max_message_size {
                     cmd.args(["--max-message-size", &max.to_string()]);

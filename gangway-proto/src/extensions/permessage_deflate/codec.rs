@@ -43,7 +43,7 @@ impl PerMessageDeflate {
     /// context takeover if either the agreement or our configuration says so. Our decompressor
     /// follows the peer's side of the agreement. Nothing is allocated until the first message.
     pub fn new(role: Role, params: &DeflateParams, config: &DeflateConfig) -> Self {
-        let (ours, theirs_no_takeover) = match role {
+        let (ours, theirs) = match role {
             Role::Server => (
                 (
                     params.server_max_window_bits,
@@ -51,7 +51,10 @@ impl PerMessageDeflate {
                     config.server_max_window_bits,
                     config.server_no_context_takeover,
                 ),
-                params.client_no_context_takeover,
+                (
+                    params.client_max_window_bits,
+                    params.client_no_context_takeover,
+                ),
             ),
             Role::Client => (
                 (
@@ -60,7 +63,10 @@ impl PerMessageDeflate {
                     config.client_max_window_bits,
                     config.client_no_context_takeover,
                 ),
-                params.server_no_context_takeover,
+                (
+                    params.server_max_window_bits,
+                    params.server_no_context_takeover,
+                ),
             ),
         };
         let (allowed_bits, agreed_no_takeover, own_bits, own_no_takeover) = ours;
@@ -71,7 +77,7 @@ impl PerMessageDeflate {
                 config.level,
                 agreed_no_takeover || own_no_takeover,
             ),
-            decompressor: Decompressor::new(theirs_no_takeover),
+            decompressor: Decompressor::new(theirs.0, theirs.1),
             threshold: config.threshold,
         }
     }
@@ -286,6 +292,14 @@ impl std::error::Error for InflateError {}
 /// Every state inflates with a 32 KiB window, which inflates what any smaller window produced
 /// (and zlib-rs allocates that much whatever the window).
 ///
+/// With context takeover and a peer window of at most 2^13 bytes, only that window is kept
+/// between messages: the last 2^window_bits bytes inflated, which are all the peer's next
+/// message may refer to (RFC 7692 §7.1.2.2: its back references reach no further). The state
+/// is then borrowed from the thread for each message, the window restored into it as a preset
+/// dictionary, and given back at the message's end. An idle connection holds the window's
+/// bytes (4 KiB at 12 bits) instead of a state of about 47 KiB; restoring it costs a copy of
+/// the window per message, which is why larger windows keep their state instead.
+///
 /// A DEFLATE block with BFINAL set ends zlib's stream, but not the message: §7.2.1 lets a
 /// sender flush with such blocks, and "the next DEFLATE block follows". After one, inflating
 /// starts a new stream whose window is seeded with the last 32 KiB inflated from
@@ -293,10 +307,13 @@ impl std::error::Error for InflateError {}
 /// the start of the current one, is then reported as [`InflateError::Corrupt`]; senders that
 /// finish a stream do not make them, as zlib cannot.)
 pub struct Decompressor {
-    /// With context takeover: from the first message on. Without: while a message is in
-    /// progress.
+    /// With context takeover (and a large window): from the first message on. Otherwise:
+    /// while a message is in progress.
     inflate: Option<Decompress>,
     no_context_takeover: bool,
+    /// With context takeover and a small peer window: that window, kept between messages
+    /// instead of the state.
+    kept: Option<Window>,
     /// The stream ended with a BFINAL block: the next bytes start a new one.
     stream_ended: bool,
     /// Payload bytes were fed since the last message ended.
@@ -307,19 +324,55 @@ impl fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decompressor")
             .field("no_context_takeover", &self.no_context_takeover)
+            .field("kept_window", &self.kept.as_ref().map(|w| w.size))
             .field("allocated", &self.inflate.is_some())
             .finish()
     }
 }
 
+/// The largest peer window a decompressor keeps as bytes between messages rather than keeping
+/// its state: 2^13 = 8 KiB.
+const MAX_KEPT_WINDOW_BITS: u8 = 13;
+
+/// The last bytes inflated, up to the peer's window: what its next message may refer back to.
+#[derive(Clone)]
+struct Window {
+    bytes: Vec<u8>,
+    /// 2^window_bits.
+    size: usize,
+}
+
+impl Window {
+    /// Append what was just inflated, keeping the last `size` bytes.
+    fn remember(&mut self, inflated: &[u8]) {
+        let inflated = &inflated[inflated.len().saturating_sub(self.size)..];
+        let excess = (self.bytes.len() + inflated.len()).saturating_sub(self.size);
+        if excess > 0 {
+            self.bytes.drain(..excess);
+        }
+        if self.bytes.capacity() == 0 {
+            // Allocated once, to its final size.
+            self.bytes.reserve_exact(self.size);
+        }
+        self.bytes.extend_from_slice(inflated);
+    }
+}
+
 impl Decompressor {
-    /// A decompressor for a peer that, unless `no_context_takeover`, refers back to earlier
-    /// messages. The peer's window (8 to 15 bits) needs no setting: every state inflates with
-    /// the largest.
-    pub fn new(no_context_takeover: bool) -> Self {
+    /// A decompressor for a peer that compresses with a window of at most 2^`window_bits`
+    /// bytes (8 to 15, other values taken as the nearest) and, unless `no_context_takeover`,
+    /// refers back to earlier messages. A window of up to 2^13 bytes is kept between messages
+    /// instead of a state (see above).
+    pub fn new(window_bits: u8, no_context_takeover: bool) -> Self {
+        let window_bits = clamp_bits(window_bits);
+        let kept = (!no_context_takeover && window_bits <= MAX_KEPT_WINDOW_BITS).then(|| Window {
+            bytes: Vec::new(),
+            size: 1 << window_bits,
+        });
         Decompressor {
             inflate: None,
             no_context_takeover,
+            kept,
             stream_ended: false,
             fed: false,
         }
@@ -363,8 +416,9 @@ impl Decompressor {
         } else {
             self.inflate(&TAIL, out, limit, true)?;
         }
-        if self.no_context_takeover {
-            // The peer's next message refers to nothing before it (§7.1.1): nothing to keep.
+        if self.no_context_takeover || self.kept.is_some() {
+            // The peer's next message refers to nothing before it (§7.1.1), or to no more than
+            // the window kept: the state goes back to the thread.
             self.stream_ended = false;
             if let Some(state) = self.inflate.take() {
                 spare::put_decompressor(state);
@@ -374,11 +428,14 @@ impl Decompressor {
     }
 
     /// Forget any message in progress and free the state (a state in the middle of a message, or
-    /// one that failed, is never given back to the thread).
+    /// one that failed, is never given back to the thread), and the window kept.
     pub fn release(&mut self) {
         self.inflate = None;
         self.stream_ended = false;
         self.fed = false;
+        if let Some(kept) = &mut self.kept {
+            kept.bytes = Vec::new();
+        }
     }
 
     fn inflate(
@@ -401,9 +458,15 @@ impl Decompressor {
                 }
                 self.restart(out);
             }
-            let no_context_takeover = self.no_context_takeover;
+            let (no_context_takeover, kept) = (self.no_context_takeover, &mut self.kept);
             let inflate = self.inflate.get_or_insert_with(|| {
-                if no_context_takeover {
+                if let Some(kept) = kept {
+                    let mut state = spare::take_decompressor();
+                    // A fresh raw stream takes a dictionary; with an empty one nothing changes.
+                    // Were it refused, a back reference would be reported as corrupt data.
+                    let _ = state.set_dictionary(&kept.bytes);
+                    state
+                } else if no_context_takeover {
                     spare::take_decompressor()
                 } else {
                     Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS)
@@ -438,6 +501,9 @@ impl Decompressor {
             };
             let used = consumed(before_in, inflate.total_in(), input.len());
             input = &input[used..];
+            if let Some(kept) = &mut self.kept {
+                kept.remember(&out[before_out..]);
+            }
             if status == Status::StreamEnd {
                 self.stream_ended = true;
                 continue;
@@ -465,7 +531,10 @@ impl Decompressor {
         };
         // A raw stream again, with the same 32 KiB window.
         inflate.reset(false);
-        if !self.no_context_takeover {
+        if let Some(kept) = &self.kept {
+            // Everything inflated so far, this message included, up to the peer's window.
+            let _ = inflate.set_dictionary(&kept.bytes);
+        } else if !self.no_context_takeover {
             let window = 1usize << INFLATE_WINDOW_BITS;
             let history = &out[out.len().saturating_sub(window)..];
             // Setting a dictionary on a fresh raw stream cannot fail; if it did, a later back
@@ -542,7 +611,7 @@ mod tests {
     }
 
     fn decompressor() -> Decompressor {
-        Decompressor::new(false)
+        Decompressor::new(15, false)
     }
 
     /// Deterministic data that compresses somewhat, like text: words from a small vocabulary.
@@ -646,7 +715,7 @@ mod tests {
         assert!(!c.is_allocated(), "no state kept between messages");
         assert_eq!(compress(&mut c, HELLO), first);
         // A peer without context takeover: each message stands alone, no state kept between.
-        let mut d = Decompressor::new(true);
+        let mut d = Decompressor::new(15, true);
         assert_eq!(inflate(&mut d, &first, ROOMY), Ok(HELLO.to_vec()));
         assert!(!d.is_allocated());
         assert_eq!(inflate(&mut d, &first, ROOMY), Ok(HELLO.to_vec()));
@@ -657,7 +726,7 @@ mod tests {
         std::thread::spawn(|| {
             let text = text_like(50_000, 3);
             let mut c = Compressor::new(12, 6, true);
-            let mut d = Decompressor::new(true);
+            let mut d = Decompressor::new(15, true);
             let first = compress(&mut c, &text);
             assert_eq!(spare::counts(), (1, 0), "given back at the message's end");
             assert_eq!(inflate(&mut d, &first, ROOMY), Ok(text.clone()));
@@ -813,7 +882,7 @@ mod tests {
             for level in [0, 1, 6, 9] {
                 for no_takeover in [false, true] {
                     let mut c = Compressor::new(bits, level, no_takeover);
-                    let mut d = Decompressor::new(no_takeover);
+                    let mut d = Decompressor::new(bits, no_takeover);
                     for (i, m) in messages.iter().enumerate() {
                         let wire = compress(&mut c, m);
                         let back = inflate(&mut d, &wire, ROOMY);
@@ -867,7 +936,7 @@ mod tests {
         // A peer's 8-bit stream (zlib makes it with 9 bits) inflates with our window.
         let wire = compress(&mut Compressor::new(9, 6, false), HELLO);
         assert_eq!(
-            inflate(&mut Decompressor::new(false), &wire, ROOMY),
+            inflate(&mut Decompressor::new(8, false), &wire, ROOMY),
             Ok(HELLO.to_vec())
         );
     }
@@ -998,6 +1067,11 @@ mod tests {
         assert_eq!(server.compressor.window_bits, 9, "our own smaller window");
         assert!(server.compressor.no_context_takeover);
         assert!(!server.decompressor.no_context_takeover);
+        assert_eq!(
+            server.decompressor.kept.as_ref().map(|w| w.size),
+            Some(256),
+            "the client's 8-bit window"
+        );
         let client = PerMessageDeflate::new(Role::Client, &params, &config);
         assert!(
             !client.compressor.can_compress(),
@@ -1006,6 +1080,80 @@ mod tests {
         assert!(!client.should_compress(1 << 20));
         assert!(client.compressor.no_context_takeover, "our own choice");
         assert!(client.decompressor.no_context_takeover);
+        assert!(client.decompressor.kept.is_none());
+    }
+
+    #[test]
+    fn a_small_peer_window_is_kept_instead_of_the_state() {
+        std::thread::spawn(|| {
+            let mut c = Compressor::new(12, 6, false);
+            let mut d = Decompressor::new(12, false);
+            let mut sent = Vec::new();
+            for (i, len) in [1000, 3000, 1000, 9000, 50, 20_000, 1000]
+                .into_iter()
+                .enumerate()
+            {
+                // Repeats, so that messages refer back to earlier ones.
+                let message = text_like(len, (i % 3) as u32);
+                let wire = compress(&mut c, &message);
+                assert_eq!(inflate(&mut d, &wire, ROOMY), Ok(message.clone()), "{i}");
+                assert!(!d.is_allocated(), "only the window between messages");
+                assert_eq!(spare::counts().1, 1, "the state went back to the thread");
+                sent.extend_from_slice(&message);
+                let kept = &d.kept.as_ref().unwrap().bytes;
+                assert_eq!(kept[..], sent[sent.len().saturating_sub(4096)..], "{i}");
+                assert!(kept.capacity() <= 4096);
+            }
+            // The window is what makes back references work: without it they fail.
+            let repeat = compress(&mut c, &text_like(1000, 0));
+            assert!(
+                repeat.len() < 100,
+                "a back reference: {} bytes",
+                repeat.len()
+            );
+            let mut fresh = Decompressor::new(12, false);
+            assert_eq!(
+                inflate(&mut fresh, &repeat, ROOMY),
+                Err(InflateError::Corrupt)
+            );
+            assert_eq!(inflate(&mut d, &repeat, ROOMY), Ok(text_like(1000, 0)));
+            // Larger windows keep their state.
+            assert!(Decompressor::new(14, false).kept.is_none());
+            assert!(Decompressor::new(13, false).kept.is_some());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_kept_window_survives_a_bfinal_block_and_messages_in_pieces() {
+        let mut c = Compressor::new(10, 6, false);
+        let mut d = Decompressor::new(10, false);
+        let first = text_like(700, 1);
+        let wire = compress(&mut c, &first);
+        assert_eq!(inflate(&mut d, &wire, ROOMY), Ok(first.clone()));
+        // A message that ends its stream with a BFINAL block (§7.2.3.4), then a new stream that
+        // refers back across it, fed a byte at a time.
+        let mut bfinal = Vec::with_capacity(2 * first.len());
+        let mut z = flate2::Compress::new_with_window_bits(Compression::new(6), false, 10);
+        let status = z
+            .compress_vec(&first, &mut bfinal, flate2::FlushCompress::Finish)
+            .unwrap();
+        assert_eq!(status, Status::StreamEnd);
+        // The stream after it may refer back to the message before, through the window.
+        let mut next = Compressor::new(10, 6, false);
+        next.compress(&first, true, &mut Vec::new());
+        let again = compress(&mut next, &first);
+        assert!(again.len() < 50, "{} bytes: a back reference", again.len());
+        let mut out = Vec::new();
+        for byte in bfinal.iter().chain(again.iter()) {
+            d.decompress(std::slice::from_ref(byte), &mut out, ROOMY)
+                .unwrap();
+        }
+        d.finish(&mut out, ROOMY).unwrap();
+        let want = [first.clone(), first].concat();
+        let at = out.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!((out.len(), at), (want.len(), None));
     }
 
     #[test]
