@@ -8,13 +8,23 @@ to the last echo gives the throughput (message bytes echoed per second, counted 
 open until the last echo, as a server may drop the echoes it still owes once the client's close
 arrives. Each server runs with its library's default compression settings:
 
-- gangway: `gangway serve` (window 15 bits, level 6, context takeover, threshold 32 bytes);
-- websockets: `serve(..., compression="deflate")` (server window 12 bits, memLevel 5);
+- gangway: `gangway serve` (`--deflate-mode window`: server messages without context takeover
+  and a 15-bit window, client messages with context takeover in a 12-bit window; level 6,
+  threshold 32 bytes);
+- websockets: `serve(..., compression="deflate")` (context takeover, 12-bit windows, memLevel 5);
 - ws: `new WebSocketServer({ perMessageDeflate: true })` (window 15 bits, threshold 1024 bytes).
 
 Prints one line per server and size:
 
     gangway      16384 B x 1953:   0.31 s,  103.1 MB/s (deflate on)
+
+With --memory N it measures memory instead: N Python `websockets` clients (one process, their
+default offer `permessage-deflate; client_max_window_bits`) connect to each server, each echoes
+one JSON-like text message of --message-size bytes (1 KiB), and all stay connected, idle; the
+server's resident set size (VmRSS) grows by what N such connections cost. It runs `gangway serve`
+in each --deflate-mode, and the websockets server:
+
+    gangway window      2000 connections:   +11236 KiB,    5752 bytes per connection
 
 Needs the interop peers (interop/.venv with websockets, interop/node_modules with ws) and the
 release binary (GANGWAY_BIN overrides target/release/gangway). Every process started here is
@@ -22,11 +32,13 @@ stopped before exit; each run is bounded by --timeout.
 
     scripts/bench-deflate.py
     scripts/bench-deflate.py --sizes 1024,65536 --bytes 16000000
+    scripts/bench-deflate.py --memory 2000
 """
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -54,6 +66,67 @@ const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate:
 wss.on('connection', (ws) => ws.on('message', (d, isBinary) => ws.send(d, { binary: isBinary })));
 wss.on('listening', () => console.log(`listening on 127.0.0.1:${wss.address().port}`));
 """
+
+
+MEMORY_CLIENT = r"""
+import asyncio, sys
+from websockets.asyncio.client import connect
+url, n, text = sys.argv[1], int(sys.argv[2]), sys.stdin.readline().rstrip("\n")
+async def one():
+    ws = await connect(url, max_size=None, ping_interval=None, proxy=None, open_timeout=30)
+    await ws.send(text)
+    if await ws.recv() != text:
+        raise SystemExit("echo differs")
+    return ws
+async def run():
+    conns = []
+    for i in range(0, n, 100):
+        conns += await asyncio.gather(*(one() for _ in range(min(100, n - i))))
+    agreed = {c.response.headers.get("Sec-WebSocket-Extensions") for c in conns}
+    print(f"ready {sorted(agreed, key=str)!r}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await asyncio.gather(*(c.close() for c in conns))
+asyncio.run(run())
+"""
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit(f"no VmRSS for pid {pid}")
+
+
+def measure_memory(name, argv, cwd, venv_python, n, size, timeout):
+    """Server RSS growth for `n` idle websockets clients that each echoed one message."""
+    proc, addr = start(argv, cwd)
+    client = None
+    try:
+        time.sleep(0.5)
+        before = rss_kib(proc.pid)
+        client = subprocess.Popen([venv_python, "-c", MEMORY_CLIENT, f"ws://{addr}/", str(n)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        deadline = threading.Timer(timeout, client.kill)
+        deadline.start()
+        client.stdin.write(message(size, 0) + "\n")
+        client.stdin.flush()
+        line = client.stdout.readline().strip()
+        deadline.cancel()
+        if not line.startswith("ready"):
+            raise SystemExit(f"{name}: the clients did not get ready ({line!r})")
+        time.sleep(2)
+        after = rss_kib(proc.pid)
+        per_conn = (after - before) * 1024 // n
+        print(f"{name:<19} {n} connections: {after - before:+8d} KiB, {per_conn:7d} bytes per "
+              f"connection (answer {line.removeprefix('ready ')})", flush=True)
+        return per_conn
+    finally:
+        if client is not None:
+            client.kill()
+            client.wait()
+        proc.kill()
+        proc.wait()
 
 
 def message(size, i):
@@ -121,9 +194,29 @@ def main():
     p.add_argument("--bytes", type=int, default=32_000_000, help="message bytes sent per run")
     p.add_argument("--timeout", type=int, default=300, help="bound on each run, seconds")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    p.add_argument("--memory", type=int, metavar="N",
+                   help="measure server memory with N idle websockets clients instead")
+    p.add_argument("--message-size", type=int, default=1024,
+                   help="with --memory: the message each client echoes (default 1024)")
     args = p.parse_args()
     gangway = os.environ.get("GANGWAY_BIN", os.path.join(ROOT, "target", "release", "gangway"))
     venv_python = os.path.join(ROOT, "interop", ".venv", "bin", "python")
+    if args.memory:
+        # Both ends need a descriptor per connection; the processes inherit the limit.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = args.memory + 256
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+        serve = [gangway, "serve", "--listen", "127.0.0.1:0"]
+        for name, argv in [
+            ("gangway window", serve),
+            ("gangway shared", [*serve, "--deflate-mode", "shared"]),
+            ("gangway dedicated", [*serve, "--deflate-mode", "dedicated"]),
+            ("websockets", [venv_python, "-c", PY_SERVER]),
+        ]:
+            measure_memory(name, argv, ROOT, venv_python, args.memory, args.message_size,
+                           args.timeout)
+        return
     servers = {
         "gangway": ([gangway, "serve", "--listen", "127.0.0.1:0"], ROOT),
         "websockets": ([venv_python, "-c", PY_SERVER], ROOT),

@@ -115,8 +115,8 @@ impl PerMessageDeflate {
 /// with an empty window, and no memory is held between messages.
 pub struct Compressor {
     /// With context takeover: from the first message on. Without: while a message is in
-    /// progress.
-    deflate: Option<Compress>,
+    /// progress. Boxed: an idle connection pays a pointer for it.
+    deflate: Option<Box<Compress>>,
     window_bits: u8,
     level: Compression,
     no_context_takeover: bool,
@@ -197,7 +197,7 @@ impl Compressor {
             if self.no_context_takeover {
                 spare::take_compressor(window_bits, level)
             } else {
-                Compress::new_with_window_bits(level, false, window_bits)
+                Box::new(Compress::new_with_window_bits(level, false, window_bits))
             }
         });
         let mut input = data;
@@ -308,8 +308,8 @@ impl std::error::Error for InflateError {}
 /// finish a stream do not make them, as zlib cannot.)
 pub struct Decompressor {
     /// With context takeover (and a large window): from the first message on. Otherwise:
-    /// while a message is in progress.
-    inflate: Option<Decompress>,
+    /// while a message is in progress. Boxed: an idle connection pays a pointer for it.
+    inflate: Option<Box<Decompress>>,
     no_context_takeover: bool,
     /// With context takeover and a small peer window: that window, kept between messages
     /// instead of the state.
@@ -469,7 +469,7 @@ impl Decompressor {
                 } else if no_context_takeover {
                     spare::take_decompressor()
                 } else {
-                    Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS)
+                    Box::new(Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS))
                 }
             });
             let before_in = inflate.total_in();

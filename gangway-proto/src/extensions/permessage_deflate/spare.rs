@@ -40,8 +40,8 @@ pub(super) const INFLATE_WINDOW_BITS: u8 = 15;
 /// One thread's reset states.
 struct Spare {
     /// `(window_bits, level, state)`, the most recently returned last.
-    compressors: Vec<(u8, Compression, Compress)>,
-    decompressors: Vec<Decompress>,
+    compressors: Vec<(u8, Compression, Box<Compress>)>,
+    decompressors: Vec<Box<Decompress>>,
 }
 
 thread_local! {
@@ -55,7 +55,7 @@ thread_local! {
 
 /// A compressor for raw DEFLATE with this window and level, ready for a new stream: one the
 /// thread kept, or a new one.
-pub(super) fn take_compressor(window_bits: u8, level: Compression) -> Compress {
+pub(super) fn take_compressor(window_bits: u8, level: Compression) -> Box<Compress> {
     let kept = SPARE
         .try_with(|spare| {
             let mut spare = spare.borrow_mut();
@@ -67,13 +67,13 @@ pub(super) fn take_compressor(window_bits: u8, level: Compression) -> Compress {
         })
         .ok()
         .flatten();
-    kept.unwrap_or_else(|| Compress::new_with_window_bits(level, false, window_bits))
+    kept.unwrap_or_else(|| Box::new(Compress::new_with_window_bits(level, false, window_bits)))
 }
 
 /// Give back a compressor whose message is complete (it ended with a sync flush, so the state is
 /// sound): it is reset and kept for the next message on this thread, or freed if the thread
 /// keeps enough already.
-pub(super) fn put_compressor(window_bits: u8, level: Compression, mut state: Compress) {
+pub(super) fn put_compressor(window_bits: u8, level: Compression, mut state: Box<Compress>) {
     // Reset here rather than when taken: what the thread keeps is ready to use, and a state the
     // thread will not keep is not reset for nothing.
     let _ = SPARE.try_with(|spare| {
@@ -87,16 +87,16 @@ pub(super) fn put_compressor(window_bits: u8, level: Compression, mut state: Com
 }
 
 /// A raw-DEFLATE decompressor with a 32 KiB window, ready for a new stream.
-pub(super) fn take_decompressor() -> Decompress {
+pub(super) fn take_decompressor() -> Box<Decompress> {
     let kept = SPARE
         .try_with(|spare| spare.borrow_mut().decompressors.pop())
         .ok()
         .flatten();
-    kept.unwrap_or_else(|| Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS))
+    kept.unwrap_or_else(|| Box::new(Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS)))
 }
 
 /// Give back a decompressor whose message is complete: reset and kept, or freed.
-pub(super) fn put_decompressor(mut state: Decompress) {
+pub(super) fn put_decompressor(mut state: Box<Decompress>) {
     let _ = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.decompressors.len() < MAX_SPARE_DECOMPRESSORS {
@@ -143,7 +143,7 @@ mod tests {
             put_compressor(
                 bits,
                 level,
-                Compress::new_with_window_bits(level, false, bits),
+                Box::new(Compress::new_with_window_bits(level, false, bits)),
             );
         }
         assert_eq!(counts(), (MAX_SPARE_COMPRESSORS, 0));
@@ -155,7 +155,7 @@ mod tests {
         );
 
         for _ in 0..3 {
-            put_decompressor(Decompress::new_with_window_bits(false, 15));
+            put_decompressor(Box::new(Decompress::new_with_window_bits(false, 15)));
         }
         assert_eq!(counts(), (MAX_SPARE_COMPRESSORS, MAX_SPARE_DECOMPRESSORS));
         let _ = take_decompressor();
