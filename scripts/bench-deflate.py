@@ -14,9 +14,11 @@ arrives. Each server runs with its library's default compression settings:
 - websockets: `serve(..., compression="deflate")` (context takeover, 12-bit windows, memLevel 5);
 - ws: `new WebSocketServer({ perMessageDeflate: true })` (window 15 bits, threshold 1024 bytes).
 
-Prints one line per server and size:
+Prints one line per server and size, then the throughputs side by side, then each server's own
+CPU time per echoed message side by side (from /proc: what the server itself costs, whatever
+else the machine was doing):
 
-    gangway      16384 B x 1953:   0.31 s,  103.1 MB/s (deflate on)
+    gangway      16384 B x 1953:   0.31 s,  103.1 MB/s, server CPU   41.0 us/message (deflate on)
 
 With --memory N it measures memory instead: N Python `websockets` clients (one process, their
 default offer `permessage-deflate; client_max_window_bits`) connect to each server, each echoes
@@ -151,6 +153,13 @@ def start(argv, cwd):
     return proc, line.removeprefix("listening on ")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of `pid` so far (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(gangway, addr, size, count, timeout):
     """Send `count` messages, wait for every echo, then close: (seconds to the last echo,
     "on"/"OFF" for deflate)."""
@@ -228,12 +237,15 @@ def main():
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
                 count = max(1, args.bytes // size)
+                cpu_before = cpu_seconds(proc.pid)
                 elapsed, deflate = run_load(gangway, addr, size, count, args.timeout)
+                cpu_us = (cpu_seconds(proc.pid) - cpu_before) / count * 1e6
                 rate = size * count / elapsed / 1e6
-                print(f"{name:<11} {size:>7} B x {count}: {elapsed:6.2f} s, {rate:6.1f} MB/s "
-                      f"(deflate {deflate})", flush=True)
+                print(f"{name:<11} {size:>7} B x {count}: {elapsed:6.2f} s, {rate:6.1f} MB/s, "
+                      f"server CPU {cpu_us:6.1f} us/message (deflate {deflate})", flush=True)
                 results.append({"server": name, "size": size, "count": count,
-                                "seconds": round(elapsed, 3), "mb_per_s": round(rate, 1)})
+                                "seconds": round(elapsed, 3), "mb_per_s": round(rate, 1),
+                                "server_cpu_us": round(cpu_us, 1)})
         finally:
             proc.kill()
             proc.wait()
@@ -248,6 +260,19 @@ def main():
             rate = rates.get((name, size))
             ratio = f"{rate / base:4.2f}x" if rate and base else "  - "
             cells.append(f"{rate:7.1f} MB/s {ratio}" if rate else f"{'-':>16}")
+        print(f"{size:>8}  " + "  ".join(f"{c:>16}" for c in cells))
+    # The part each server controls, measured whatever else the two shared CPUs were doing: its
+    # own CPU time per echoed message (user + system, from /proc), and the ratio to gangway's
+    # (above 1.00 means more CPU than gangway).
+    cpu = {(r["server"], r["size"]): r["server_cpu_us"] for r in results}
+    print(f"\n{'size':>8}  " + "  ".join(f"{name + ' CPU':>16}" for name in servers))
+    for size in [int(s) for s in args.sizes.split(",")]:
+        base = cpu.get(("gangway", size))
+        cells = []
+        for name in servers:
+            us = cpu.get((name, size))
+            ratio = f"{us / base:4.2f}x" if us and base else "  - "
+            cells.append(f"{us:6.1f} us {ratio}" if us is not None else f"{'-':>16}")
         print(f"{size:>8}  " + "  ".join(f"{c:>16}" for c in cells))
     if args.json:
         print(json.dumps(results))

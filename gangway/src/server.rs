@@ -134,10 +134,22 @@ impl ServerBuilder {
         self
     }
 
-    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences
-    /// (`DeflateConfig::default()`), or never (`DeflateConfig::disabled()`, the default: a
-    /// connection that compresses holds up to about 515 KiB of compression state). Sets
-    /// [`Config`]'s `deflate`.
+    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences, or never
+    /// (`DeflateConfig::disabled()`, the default). Sets [`Config`]'s `deflate`.
+    ///
+    /// What a connection keeps between messages depends on the choice:
+    /// `DeflateConfig::bounded_client_window(12)` (what `gangway serve` uses) keeps the
+    /// client's 4 KiB window, `DeflateConfig::no_context_takeover()` nothing, and
+    /// `DeflateConfig::default()` (context takeover both ways, as the client offers) about
+    /// 420 KiB of compression state once the connection has compressed and inflated a message.
+    /// See [`gangway_proto::extensions::permessage_deflate`] for the details.
+    ///
+    /// ```
+    /// use gangway::{DeflateConfig, ServerBuilder};
+    ///
+    /// let server = ServerBuilder::new().deflate(DeflateConfig::bounded_client_window(12));
+    /// # let _ = server;
+    /// ```
     #[cfg(feature = "deflate")]
     pub fn deflate(mut self, deflate: crate::DeflateConfig) -> Self {
         Arc::make_mut(&mut self.config).deflate = deflate;

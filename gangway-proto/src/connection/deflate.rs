@@ -868,8 +868,7 @@ mod tests {
 
     #[test]
     fn a_server_answer_and_the_clients_check_agree() {
-        let mut server_config = Config::default();
-        server_config.deflate = DeflateConfig::no_context_takeover();
+        let server_config = config_with(DeflateConfig::no_context_takeover());
         let offer = DeflateConfig::default().offer();
         let accepted = Negotiated::accept(&server_config, None, std::slice::from_ref(&offer));
         assert_eq!(

@@ -41,6 +41,8 @@ pub(super) const INFLATE_WINDOW_BITS: u8 = 15;
 struct Spare {
     /// `(window_bits, level, state)`, the most recently returned last.
     compressors: Vec<(u8, Compression, Box<Compress>)>,
+    /// Boxed as the connections hold them, so lending one moves a pointer, not a state.
+    #[allow(clippy::vec_box)]
     decompressors: Vec<Box<Decompress>>,
 }
 

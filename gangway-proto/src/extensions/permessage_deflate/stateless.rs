@@ -197,8 +197,10 @@ mod tests {
             server_max_window_bits: 11,
             ..DeflateParams::default()
         };
-        let mut config = DeflateConfig::default();
-        config.level = 4;
+        let config = DeflateConfig {
+            level: 4,
+            ..DeflateConfig::default()
+        };
         let mut codec = PerMessageDeflate::new(Role::Server, &params, &config);
         for len in [40, 1000, 70_000] {
             let text = json(len);
