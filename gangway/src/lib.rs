@@ -40,6 +40,7 @@
 
 mod client;
 mod error;
+mod head;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod message;
