@@ -197,6 +197,20 @@ def run_load(gangway, addr, size, count, timeout):
     return elapsed, deflate
 
 
+def side_by_side(results, key, suffix, fmt, servers, sizes):
+    """A table of `key` per size (rows) and server (columns), each with its ratio to gangway's."""
+    values = {(r["server"], r["size"]): r[key] for r in results}
+    print(f"\n{'size':>8}  " + "  ".join(f"{name + suffix:>16}" for name in servers))
+    for size in sizes:
+        base = values.get(("gangway", size))
+        cells = []
+        for name in servers:
+            value = values.get((name, size))
+            ratio = f"{value / base:4.2f}x" if value and base else "  - "
+            cells.append(f"{fmt.format(value)} {ratio}" if value is not None else f"{'-':>16}")
+        print(f"{size:>8}  " + "  ".join(f"{c:>16}" for c in cells))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1024,16384,131072", help="message sizes, bytes")
@@ -249,31 +263,14 @@ def main():
         finally:
             proc.kill()
             proc.wait()
+    sizes = [int(s) for s in args.sizes.split(",")]
     # Side by side: each server's throughput as a ratio to gangway's at the same size
     # (above 1.00 means faster than gangway).
-    rates = {(r["server"], r["size"]): r["mb_per_s"] for r in results}
-    print(f"\n{'size':>8}  " + "  ".join(f"{name:>16}" for name in servers))
-    for size in [int(s) for s in args.sizes.split(",")]:
-        base = rates.get(("gangway", size))
-        cells = []
-        for name in servers:
-            rate = rates.get((name, size))
-            ratio = f"{rate / base:4.2f}x" if rate and base else "  - "
-            cells.append(f"{rate:7.1f} MB/s {ratio}" if rate else f"{'-':>16}")
-        print(f"{size:>8}  " + "  ".join(f"{c:>16}" for c in cells))
+    side_by_side(results, "mb_per_s", "", "{:7.1f} MB/s", list(servers), sizes)
     # The part each server controls, measured whatever else the two shared CPUs were doing: its
     # own CPU time per echoed message (user + system, from /proc), and the ratio to gangway's
     # (above 1.00 means more CPU than gangway).
-    cpu = {(r["server"], r["size"]): r["server_cpu_us"] for r in results}
-    print(f"\n{'size':>8}  " + "  ".join(f"{name + ' CPU':>16}" for name in servers))
-    for size in [int(s) for s in args.sizes.split(",")]:
-        base = cpu.get(("gangway", size))
-        cells = []
-        for name in servers:
-            us = cpu.get((name, size))
-            ratio = f"{us / base:4.2f}x" if us and base else "  - "
-            cells.append(f"{us:6.1f} us {ratio}" if us is not None else f"{'-':>16}")
-        print(f"{size:>8}  " + "  ".join(f"{c:>16}" for c in cells))
+    side_by_side(results, "server_cpu_us", " CPU", "{:6.1f} us", list(servers), sizes)
     if args.json:
         print(json.dumps(results))
 

@@ -357,22 +357,7 @@ fn all(heavy: bool) -> Vec<Case> {
             "RFC 7692 §7.2.3: one block, a back reference, a stored block, BFINAL, two blocks",
         )
         .step(Step::Raw {
-            frames: vec![
-                Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1),
-                Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1),
-                Frame::text([
-                    0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
-                ])
-                .rsv(RSV1),
-                Frame::text([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]).rsv(RSV1),
-                Frame::text([
-                    0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
-                ])
-                .rsv(RSV1),
-                // §7.2.3.1 in two fragments.
-                Frame::text([0xf2, 0x48, 0xcd]).rsv(RSV1).fin(false),
-                Frame::cont([0xc9, 0xc9, 0x07, 0x00]),
-            ],
+            frames: rfc_7692_examples(true),
             echoes: vec![(TEXT, hello.clone()); 6],
             pongs: 0,
         }),
@@ -517,20 +502,7 @@ fn for_server_mode(mut cases: Vec<Case>, mode: ServerMode) -> Vec<Case> {
         "RFC 7692 §7.2.3 without context takeover: one block, a stored block, BFINAL, two blocks",
     )
     .step(Step::Raw {
-        frames: vec![
-            Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1),
-            Frame::text([
-                0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
-            ])
-            .rsv(RSV1),
-            Frame::text([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]).rsv(RSV1),
-            Frame::text([
-                0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
-            ])
-            .rsv(RSV1),
-            Frame::text([0xf2, 0x48, 0xcd]).rsv(RSV1).fin(false),
-            Frame::cont([0xc9, 0xc9, 0x07, 0x00]),
-        ],
+        frames: rfc_7692_examples(false),
         echoes: vec![(TEXT, hello.clone()); 5],
         pongs: 0,
     })
@@ -630,6 +602,31 @@ enum ServerMode {
     /// No context takeover for the server, a 12-bit window for the client:
     /// `DeflateConfig::bounded_client_window(12)`, and `gangway serve`'s default.
     Window,
+}
+
+/// The frames of RFC 7692 §7.2.3, each a "Hello": one compressed block (§7.2.3.1), the same
+/// message again as a back reference into the first (§7.2.3.2, only `with_back_reference`: it
+/// needs the client's context takeover), a stored block (§7.2.3.3), a BFINAL block (§7.2.3.4),
+/// two blocks (§7.2.3.5), and §7.2.3.1 in two fragments.
+fn rfc_7692_examples(with_back_reference: bool) -> Vec<Frame> {
+    let mut frames = vec![Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1)];
+    if with_back_reference {
+        frames.push(Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1));
+    }
+    frames.extend([
+        Frame::text([
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ])
+        .rsv(RSV1),
+        Frame::text([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]).rsv(RSV1),
+        Frame::text([
+            0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+        ])
+        .rsv(RSV1),
+        Frame::text([0xf2, 0x48, 0xcd]).rsv(RSV1).fin(false),
+        Frame::cont([0xc9, 0xc9, 0x07, 0x00]),
+    ]);
+    frames
 }
 
 /// 80 MiB of zeros as the second message of a connection whose first was 32 KiB of zeros:

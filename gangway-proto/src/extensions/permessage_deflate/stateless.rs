@@ -7,8 +7,6 @@
 //! broadcast) compresses it once per distinct [`StatelessCompression`] among them and hands the
 //! same [`CompressedMessage`] to each, instead of compressing it once per connection.
 
-use std::fmt;
-
 use bytes::Bytes;
 
 use super::codec::Compressor;
@@ -67,19 +65,10 @@ use crate::message::DataKind;
 /// ```
 ///
 /// [`Connection::stateless_compression`]: crate::Connection::stateless_compression
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StatelessCompression {
     window_bits: u8,
     level: u8,
-}
-
-impl fmt::Debug for StatelessCompression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StatelessCompression")
-            .field("window_bits", &self.window_bits)
-            .field("level", &self.level)
-            .finish()
-    }
 }
 
 impl StatelessCompression {
