@@ -97,24 +97,35 @@ pub(crate) struct ServeOpts {
     /// earlier ones within a 2^BITS window, the one thing a connection keeps between messages
     /// (4 KiB at 12 bits; a client that cannot be held to a window gets no context takeover).
     /// `shared`: no context takeover either way, an idle connection keeps nothing. `dedicated`:
-    /// context takeover both ways, each connection keeps its own states (about 220 KiB at 12
+    /// context takeover both ways, each connection keeps its own states (about 210 KB at 12
     /// bits).
     #[arg(
         long,
         value_name = "MODE",
         default_value = "window",
-        value_parser = ["window", "shared", "dedicated"]
+        value_parser = ["window", "shared", "dedicated"],
+        conflicts_with = "no_deflate"
     )]
     deflate_mode: String,
 
     /// permessage-deflate's LZ77 window, 2^BITS bytes: the client's in `window` mode (8-13,
     /// default 12); both directions' in `dedicated` mode (8-15, default 12) and in `shared` mode
     /// (8-15, default 15). The client is held to it when it offers client_max_window_bits.
-    #[arg(long, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    #[arg(
+        long,
+        value_name = "BITS",
+        value_parser = clap::value_parser!(u8).range(8..=15),
+        conflicts_with = "no_deflate"
+    )]
     deflate_window_bits: Option<u8>,
 
     /// permessage-deflate's compression level, 0 (none) to 9 (smallest, slowest); default 6.
-    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(0..=9))]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(u32).range(0..=9),
+        conflicts_with = "no_deflate"
+    )]
     deflate_level: Option<u32>,
 
     /// Worker threads, at most 1024; 0: one per CPU this process may run on (see `taskset`).
