@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use gangway_proto::handshake::client::{ClientHandshake, ClientOptions};
-use gangway_proto::handshake::Parsed;
+use gangway_proto::handshake::{Negotiated, Parsed};
 use gangway_proto::{ApiMisuse, Config, Connection, OsRandom, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::proxy::ProxySettings;
 use crate::{Error, MaybeTlsStream, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+
+/// The ALPN protocol of a WebSocket upgrade (RFC 6455 §4.1 speaks HTTP/1.1).
+pub(crate) const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
 /// How much to read at a time while waiting for the response head.
 const HEAD_READ_SIZE: usize = 4 << 10;
@@ -288,10 +291,24 @@ impl ClientBuilder {
         F: FnOnce(MaybeTlsStream) -> S,
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let secure = self
-            .uri
-            .scheme_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+        let attempt = async {
+            let stream = self.transport(&[ALPN_HTTP_1_1]).await?;
+            self.handshake(wrap(stream)).await
+        };
+        match tokio::time::timeout(self.handshake_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                tracing::debug!(uri = %self.uri, "opening handshake timed out");
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// The connected transport to the URL's host: TCP, through the proxy if any, and TLS for
+    /// `wss://` offering the ALPN protocols `alpn`. Not bounded in time: the caller bounds it
+    /// with the handshake that follows.
+    pub(crate) async fn transport(&self, alpn: &[&[u8]]) -> Result<MaybeTlsStream, Error> {
+        let secure = self.is_secure();
         #[cfg(not(feature = "rustls"))]
         if secure {
             return Err(Error::Api(ApiMisuse::InvalidUrl(
@@ -304,30 +321,62 @@ impl ClientBuilder {
         // RFC 6455 §3: the default ports are 80 (ws) and 443 (wss).
         let port = self.uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let proxy = self.proxy.select(secure, host)?;
-        let attempt = async {
-            let tcp = match &proxy {
-                Some(proxy) => proxy.tunnel(host, port).await?,
-                None => {
-                    let tcp = TcpStream::connect((host, port)).await?;
-                    // Frames are written whole; waiting to coalesce them only adds latency.
-                    tcp.set_nodelay(true)?;
-                    tcp
-                }
-            };
-            #[cfg(feature = "rustls")]
-            if secure {
-                let tls = self.tls.connect(host, tcp).await?;
-                return self.handshake(wrap(MaybeTlsStream::from(tls))).await;
+        let tcp = match &proxy {
+            Some(proxy) => proxy.tunnel(host, port).await?,
+            None => {
+                let tcp = TcpStream::connect((host, port)).await?;
+                // Frames are written whole; waiting to coalesce them only adds latency.
+                tcp.set_nodelay(true)?;
+                tcp
             }
-            self.handshake(wrap(MaybeTlsStream::Plain(tcp))).await
         };
-        match tokio::time::timeout(self.handshake_timeout, attempt).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                tracing::debug!(uri = %self.uri, "opening handshake timed out");
-                Err(Error::Timeout)
-            }
+        #[cfg(feature = "rustls")]
+        if secure {
+            let tls = self.tls.connect(host, tcp, alpn).await?;
+            return Ok(MaybeTlsStream::from(tls));
         }
+        let _ = alpn;
+        Ok(MaybeTlsStream::Plain(tcp))
+    }
+
+    /// Whether the URL is `wss://`.
+    pub(crate) fn is_secure(&self) -> bool {
+        self.uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("wss"))
+    }
+
+    /// The handshake's options: origin, subprotocols, extra headers, and one permessage-deflate
+    /// offer when configured (RFC 7692 §5; the answer is checked by the handshake and put to
+    /// work by the connection).
+    pub(crate) fn options(&self) -> ClientOptions {
+        let mut options = ClientOptions::default();
+        options.origin.clone_from(&self.origin);
+        options.protocols.clone_from(&self.protocols);
+        options.headers.clone_from(&self.headers);
+        #[cfg(feature = "deflate")]
+        if self.config.deflate.enabled {
+            options
+                .extensions
+                .push(self.config.deflate.offer().to_string());
+        }
+        options
+    }
+
+    /// The connection for what the handshake negotiated, or the refusal.
+    pub(crate) fn connection(&self, negotiated: &Negotiated) -> Result<Connection, Error> {
+        Connection::from_negotiated(Role::Client, self.config.clone(), negotiated)
+            .map_err(|e| self.refused(e))
+    }
+
+    /// The configured close-handshake bound.
+    pub(crate) fn close_timeout_value(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// The configured opening-handshake bound.
+    pub(crate) fn handshake_timeout_value(&self) -> Duration {
+        self.handshake_timeout
     }
 
     /// Perform the handshake over a transport that is already connected (TLS, a proxy tunnel).
@@ -348,23 +397,19 @@ impl ClientBuilder {
         }
     }
 
+    /// The same settings for another URL.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn with_url(mut self, url: &str) -> Result<Self, Error> {
+        self.uri = parse_url(url)?;
+        Ok(self)
+    }
+
     /// Send the request, read the response head, and build the connection from what follows.
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut stream: S,
     ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
-        let mut options = ClientOptions::default();
-        options.origin.clone_from(&self.origin);
-        options.protocols.clone_from(&self.protocols);
-        options.headers.clone_from(&self.headers);
-        // RFC 7692 §5: one permessage-deflate offer, when configured; the answer is checked by
-        // the handshake and put to work by the connection.
-        #[cfg(feature = "deflate")]
-        if self.config.deflate.enabled {
-            options
-                .extensions
-                .push(self.config.deflate.offer().to_string());
-        }
+        let options = self.options();
         let max_head_size = options.max_head_size;
         // A fresh key per connection from the OS CSPRNG (RFC 6455 §4.1).
         let handshake = ClientHandshake::new(&self.uri, &options, &mut OsRandom::new())?;
@@ -387,9 +432,7 @@ impl ClientBuilder {
             }
             match handshake.parse_response(&buf) {
                 Ok(Parsed::Complete((response, negotiated), head_len)) => {
-                    let conn =
-                        Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
-                            .map_err(|e| self.refused(e))?;
+                    let conn = self.connection(&negotiated)?;
                     // Frames the server sent right behind its head belong to the connection.
                     let leftover = buf.get(head_len..).unwrap_or_default();
                     let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, leftover);
@@ -405,7 +448,7 @@ impl ClientBuilder {
         }
     }
 
-    fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
+    pub(crate) fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
         tracing::debug!(uri = %self.uri, error = %e, "server refused the websocket handshake");
         Error::Handshake(e)
     }

@@ -79,7 +79,7 @@ pub struct ServerBuilder {
     protocols: Arc<Vec<String>>,
     config: Arc<Config>,
     max_head_size: usize,
-    handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     close_timeout: Duration,
     origin_check: Option<OriginCheck>,
     require_origin: bool,
@@ -309,6 +309,12 @@ impl Accepted {
     pub(crate) fn response(&self) -> Vec<u8> {
         hs::accept(&self.offer, self.protocol.as_deref(), &self.extensions)
     }
+
+    /// The same answer as parts for an HTTP library (`101` on HTTP/1.1, `200` on HTTP/2).
+    #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
+    pub(crate) fn response_parts(&self) -> http::Response<()> {
+        hs::accept_response(&self.offer, self.protocol.as_deref(), &self.extensions)
+    }
 }
 
 impl ServerBuilder {
@@ -336,6 +342,28 @@ impl ServerBuilder {
             }
             Err(e) => return Err(e),
         };
+        self.choose(offer)
+    }
+
+    /// [`negotiate`](Self::negotiate) for an HTTP/2 extended CONNECT request (RFC 8441 §5),
+    /// whose `:protocol` pseudo-header is `protocol`: the request's checks differ, the server's
+    /// policy and choices are the same.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, whose [`HandshakeError::status`] is the answer's status.
+    #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
+    pub(crate) fn negotiate_connect(
+        &self,
+        request: &http::Request<()>,
+        protocol: Option<&str>,
+    ) -> Result<Accepted, HandshakeError> {
+        self.choose(hs::check_connect_request(request, protocol)?)
+    }
+
+    /// The origin policy, then the choices of the answer (§4.2.2 item 5): the subprotocol and
+    /// the extensions.
+    fn choose(&self, offer: ClientOffer) -> Result<Accepted, HandshakeError> {
         // §4.2.2 item 4 and §10.2: the server decides which origins it serves, with 403.
         if self.require_origin && offer.origin.is_none() {
             return Err(HandshakeError::OriginRefused);
@@ -677,7 +705,7 @@ mod tests {
         let accepted = builder
             .negotiate(&request("GET", Some("WebSocket")))
             .unwrap();
-        assert_eq!(accepted.offer.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accepted.offer.key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
     }
 
     #[tokio::test]
