@@ -370,11 +370,13 @@ impl ClientBuilder {
     }
 
     /// The configured close-handshake bound.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     pub(crate) fn close_timeout_value(&self) -> Duration {
         self.close_timeout
     }
 
     /// The configured opening-handshake bound.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     pub(crate) fn handshake_timeout_value(&self) -> Duration {
         self.handshake_timeout
     }
