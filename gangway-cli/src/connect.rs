@@ -29,9 +29,10 @@ use anyhow::{anyhow, Context as _};
 use clap::Args;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use gangway::http2::{ClientStream, Http2};
 use gangway::proto::OsRandom;
 use gangway::{
-    ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, MaybeTlsStream, Message, WebSocket,
+    ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, Message, WebSocket,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
@@ -144,6 +145,16 @@ pub(crate) struct ConnectOpts {
     /// whether the server accepted it: "gangway: permessage-deflate: on" (or "off").
     #[arg(long)]
     pub(crate) deflate: bool,
+
+    /// Open the WebSocket over HTTP/2 (RFC 8441): TLS with ALPN h2 for wss://, HTTP/2 with prior
+    /// knowledge (h2c) for ws://. Exit 16 when the server does not offer it (see
+    /// --http1-fallback).
+    #[arg(long)]
+    pub(crate) http2: bool,
+
+    /// With --http2: use HTTP/1.1 when the server does not offer WebSockets over HTTP/2.
+    #[arg(long, requires = "http2")]
+    pub(crate) http1_fallback: bool,
 }
 
 /// `Name: value` → (`Name`, `value`), the value's surrounding whitespace trimmed.
@@ -180,7 +191,7 @@ enum ReadEnd {
     Stdout(std::io::Error),
 }
 
-type Ws = WebSocket<Traced<MaybeTlsStream>>;
+type Ws = WebSocket<Traced<ClientStream>>;
 
 /// Stdin's queue: lines as [`Outgoing::Message`], then [`Outgoing::Close`] at its end. `None`
 /// with `--echo`, which does not read stdin.
@@ -282,14 +293,22 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         if opts.verbose {
             trace::info(&format!("connecting to {host}:{port}"));
         }
-        let attempt = builder
-            .connect_with(|stream| {
-                if opts.verbose {
-                    trace::describe(&stream, opts.insecure);
-                }
-                Traced::new(stream, opts.verbose)
-            })
-            .await;
+        let attempt = if opts.http2 {
+            let mode = if opts.http1_fallback {
+                Http2::Preferred
+            } else {
+                Http2::Required
+            };
+            builder
+                .clone()
+                .http2(mode)
+                .connect_with(|stream| traced(stream, &opts))
+                .await
+        } else {
+            builder
+                .connect_with(|stream| traced(ClientStream::Http1(stream), &opts))
+                .await
+        };
         // What ended this attempt, when it is worth another: `None` for a restart announced
         // by the peer's close code.
         let retry_after: Option<Failure> = match attempt {
@@ -300,7 +319,10 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
                 }
                 Some(failure)
             }
-            Ok((ws, _response)) => {
+            Ok((ws, response)) => {
+                if opts.verbose && response.version() == http::Version::HTTP_2 {
+                    print_http2_response(&response);
+                }
                 if std::mem::take(&mut retrying) {
                     eprintln!("gangway: reconnected");
                 }
@@ -347,6 +369,32 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         );
         tokio::time::sleep(delay).await;
         retrying = true;
+    }
+}
+
+/// The transport as the session runs over it: `-v` describes it, and traces the HTTP/1.1 heads
+/// (an HTTP/2 handshake is in HTTP/2 frames, not in the stream: its answer is printed once
+/// connected, see [`print_http2_response`]).
+fn traced(stream: ClientStream, opts: &ConnectOpts) -> Traced<ClientStream> {
+    if opts.verbose {
+        match &stream {
+            ClientStream::Http1(tcp) => trace::describe(tcp, opts.insecure),
+            ClientStream::Http2(h2) => {
+                trace::info(&format!("websocket on http/2 stream {}", h2.stream_id()));
+            }
+            _ => {}
+        }
+    }
+    let heads = opts.verbose && !stream.is_http2();
+    Traced::new(stream, heads)
+}
+
+/// `-v`: the answer to the extended CONNECT, as `< ` lines (HTTP/2 has no status line: the
+/// `:status` pseudo-header comes first, RFC 9113 §8.3.2).
+fn print_http2_response(response: &http::Response<()>) {
+    eprintln!("< :status: {}", response.status().as_u16());
+    for (name, value) in response.headers() {
+        eprintln!("< {name}: {}", escape_line(&String::from_utf8_lossy(value.as_bytes())));
     }
 }
 

@@ -448,7 +448,18 @@ async fn read_head<S: AsyncRead + Unpin>(
         if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
             continue;
         }
-        match hs::parse_request(&buf, max_head_size)? {
+        let parsed = hs::parse_request(&buf, max_head_size);
+        #[cfg(feature = "http2")]
+        if parsed.is_err() && buf.starts_with(&crate::http2::PREFACE[..16]) {
+            // Not HTTP/1.1: an HTTP/2 client with prior knowledge (RFC 9113 §3.3), once its
+            // whole preface is here. Everything read stays for the HTTP/2 connection.
+            match crate::http2::prior_knowledge(&buf) {
+                Some(request) => return Ok((request, buf)),
+                None if buf.len() < crate::http2::PREFACE.len() => continue,
+                None => {}
+            }
+        }
+        match parsed? {
             Parsed::Complete(request, head_len) => {
                 // Frames pipelined behind the head are kept for the connection.
                 let leftover = buf.split_off(head_len.min(buf.len()));
@@ -517,6 +528,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// Whether the request asks for a WebSocket upgrade.
     pub fn is_upgrade(&self) -> bool {
         hs::is_upgrade_request(&self.request)
+    }
+
+    /// Whether the client spoke HTTP/2 with prior knowledge (RFC 9113 §3.3) instead of sending
+    /// an HTTP/1.1 request: its preface was read, and [`request`](Self::request) is the
+    /// preface's `PRI * HTTP/2.0`. Serve it with [`accept_http2`](Self::accept_http2).
+    #[cfg(feature = "http2")]
+    pub fn is_http2_prior_knowledge(&self) -> bool {
+        self.request.version() == http::Version::HTTP_2
+    }
+
+    /// Serve the connection as HTTP/2 (see
+    /// [`ServerBuilder::accept_http2`](crate::ServerBuilder::accept_http2)), with what was read
+    /// so far (the client's preface, perhaps more) read again first. For a connection of
+    /// [`is_http2_prior_knowledge`](Self::is_http2_prior_knowledge); on another one the
+    /// HTTP/2 handshake fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::accept_http2`](crate::ServerBuilder::accept_http2).
+    #[cfg(feature = "http2")]
+    pub async fn accept_http2(
+        self,
+    ) -> Result<crate::http2::Http2Server<crate::http2::Rewind<S>>, Error> {
+        // For prior knowledge, everything read, the preface included; else what followed the
+        // HTTP/1.1 head, which h2 refuses as a preface.
+        let stream = crate::http2::Rewind::new(self.leftover, self.stream);
+        self.builder.accept_http2(stream).await
     }
 
     /// The `Sec-WebSocket-Accept` value an accepted handshake answers with: `None` unless the

@@ -30,14 +30,32 @@
 //! before the others notice. A server allows 128 concurrent streams per connection.
 
 mod client;
+mod rewind;
 mod server;
 mod stream;
 
 use std::fmt;
 
 pub use client::{ClientStream, Http2, Http2Builder, Http2Connection};
+pub use rewind::Rewind;
 pub use server::{Http2Incoming, Http2Server};
 pub use stream::H2Stream;
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4), which an HTTP/1.1 parser refuses:
+/// its request line says `HTTP/2.0`.
+pub(crate) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The preface as a request (`PRI * HTTP/2.0`), when `read` starts with all of it.
+pub(crate) fn prior_knowledge(read: &[u8]) -> Option<http::Request<()>> {
+    if !read.starts_with(PREFACE) {
+        return None;
+    }
+    let mut request = http::Request::new(());
+    *request.method_mut() = http::Method::from_bytes(b"PRI").ok()?;
+    *request.uri_mut() = http::Uri::from_static("*");
+    *request.version_mut() = http::Version::HTTP_2;
+    Some(request)
+}
 
 /// Why WebSocket over HTTP/2 failed ([`Error::Http2`](crate::Error::Http2)).
 #[derive(Debug)]
