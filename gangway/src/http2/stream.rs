@@ -4,6 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
@@ -20,21 +21,33 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 ///   only once read, so a WebSocket that is not read stops its peer's stream, and only that
 ///   stream; a write waits for send window and sends no more than the window allows.
 /// - Shutting the write side down sends END_STREAM (the core's "half-close the write side").
-/// - Dropping it before both directions ended resets the stream (RST_STREAM with CANCEL,
-///   RFC 8441 §5's abnormal closure).
+/// - Dropping it before its write side ended resets the stream (RST_STREAM with CANCEL,
+///   RFC 8441 §5's abnormal closure). Dropping it after END_STREAM was sent, while the peer's
+///   side is still open, keeps the stream for up to a second in a task of its own, reading
+///   and discarding what still arrives, so that what was sent last (a close frame) is not
+///   discarded by a reset: the linger of a TCP socket, on a stream.
 pub struct H2Stream {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
+    /// Taken only by `drop`.
+    parts: Option<Parts>,
     /// Received and not read yet.
     pending: Bytes,
     /// END_STREAM was sent.
     send_ended: bool,
 }
 
+/// The two directions of the stream.
+struct Parts {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+}
+
+/// How long a stream dropped after its END_STREAM waits for the peer's (see [`H2Stream`]).
+const LINGER: Duration = Duration::from_secs(1);
+
 impl std::fmt::Debug for H2Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("H2Stream")
-            .field("stream_id", &self.send.stream_id().as_u32())
+            .field("stream_id", &self.stream_id())
             .field("pending", &self.pending.len())
             .field("send_ended", &self.send_ended)
             .finish()
@@ -44,8 +57,7 @@ impl std::fmt::Debug for H2Stream {
 impl H2Stream {
     pub(crate) fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
         H2Stream {
-            send,
-            recv,
+            parts: Some(Parts { send, recv }),
             pending: Bytes::new(),
             send_ended: false,
         }
@@ -53,13 +65,49 @@ impl H2Stream {
 
     /// The stream's identifier on its connection.
     pub fn stream_id(&self) -> u32 {
-        self.send.stream_id().as_u32()
+        self.parts
+            .as_ref()
+            .map_or(0, |p| p.send.stream_id().as_u32())
     }
 
     /// Reset the stream (RST_STREAM) with `reason`, e.g. `h2::Reason::CANCEL`: the peer's
     /// WebSocket ends as a lost connection.
     pub fn reset(&mut self, reason: Reason) {
-        self.send.send_reset(reason);
+        if let Some(parts) = &mut self.parts {
+            parts.send.send_reset(reason);
+        }
+    }
+
+    fn parts(&mut self) -> io::Result<&mut Parts> {
+        // Only `drop` takes them.
+        self.parts
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "http/2 stream dropped"))
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        let Some(Parts { send, mut recv }) = self.parts.take() else {
+            return;
+        };
+        // Not ended by us: the reset that dropping sends is the abnormal closure. Ended both
+        // ways: the stream is closed, nothing is reset.
+        if !self.send_ended || recv.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _send = send;
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Some(Ok(data)) = recv.data().await {
+                    let _ = recv.flow_control().release_capacity(data.len());
+                }
+            })
+            .await;
+        });
     }
 }
 
@@ -82,7 +130,7 @@ impl AsyncRead for H2Stream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while this.pending.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
+            match ready!(this.parts()?.recv.poll_data(cx)) {
                 // END_STREAM: the peer's orderly end, as a FIN.
                 None => return Poll::Ready(Ok(())),
                 Some(Ok(data)) => this.pending = data,
@@ -94,7 +142,7 @@ impl AsyncRead for H2Stream {
         this.pending.advance(n);
         // What was read is the application's now: the peer may send as much again. Releasing
         // fails only once the stream is gone, which the next read reports.
-        let _ = this.recv.flow_control().release_capacity(n);
+        let _ = this.parts()?.recv.flow_control().release_capacity(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -115,25 +163,25 @@ impl AsyncWrite for H2Stream {
                 "http/2 stream already ended",
             )));
         }
+        let send = &mut this.parts()?.send;
         loop {
-            let capacity = this.send.capacity();
+            let capacity = send.capacity();
             if capacity > 0 {
                 // No more than the window: h2 would otherwise buffer any amount.
                 let n = capacity.min(buf.len());
-                this.send
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
                     .map_err(io_error)?;
                 return Poll::Ready(Ok(n));
             }
             // Asked for only while there is something to send: reserved capacity is taken from
             // the connection's window too, which the other streams share.
-            this.send.reserve_capacity(buf.len());
-            match ready!(this.send.poll_capacity(cx)) {
+            send.reserve_capacity(buf.len());
+            match ready!(send.poll_capacity(cx)) {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
                 // The stream can send no more: reset by the peer, or the connection gone.
                 None => {
-                    let reason = match this.send.poll_reset(cx) {
+                    let reason = match send.poll_reset(cx) {
                         Poll::Ready(Ok(reason)) => format!("http/2 stream reset ({reason:?})"),
                         _ => "http/2 stream closed".to_owned(),
                     };
@@ -155,12 +203,10 @@ impl AsyncWrite for H2Stream {
         let this = self.get_mut();
         if !this.send_ended {
             this.send_ended = true;
-            // END_STREAM on an empty DATA frame, behind what is queued. The peer may have reset
-            // the stream already: then there is nothing left to end.
-            this.send.reserve_capacity(0);
-            this.send
-                .send_data(Bytes::new(), true)
-                .map_err(io_error)?;
+            // END_STREAM on an empty DATA frame, behind what is queued.
+            let send = &mut this.parts()?.send;
+            send.reserve_capacity(0);
+            send.send_data(Bytes::new(), true).map_err(io_error)?;
         }
         Poll::Ready(Ok(()))
     }

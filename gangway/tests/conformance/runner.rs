@@ -39,6 +39,7 @@ pub(crate) async fn run_all(
     cases: &[Case],
     role: Role,
     target: &Target,
+    http2: bool,
     parallel: usize,
 ) -> Vec<Verdict> {
     let server = match role {
@@ -55,6 +56,7 @@ pub(crate) async fn run_all(
     };
     let ctx = Context {
         target: target.clone(),
+        http2,
         server_addr: server.as_ref().map(|s| s.addr),
         keys: Arc::new(Mutex::new(HashSet::new())),
     };
@@ -107,6 +109,8 @@ fn verdict(case: &Case, failure: Option<String>) -> Verdict {
 #[derive(Clone)]
 struct Context {
     target: Target,
+    /// The WebSocket runs on an HTTP/2 stream (RFC 8441) instead of a TCP connection.
+    http2: bool,
     server_addr: Option<SocketAddr>,
     /// Every `Sec-WebSocket-Key` the client sent: each must be fresh (§4.1).
     keys: Arc<Mutex<HashSet<String>>>,
@@ -149,6 +153,24 @@ fn seed(case: &Case) -> u64 {
 async fn run_against_server(case: &Case, ctx: &Context) -> Result<(), String> {
     let addr = ctx.server_addr.ok_or("no server")?;
     let mut rng = Rng::new(seed(case));
+    if ctx.http2 {
+        // The framing cases only: the handshake is the extended CONNECT, checked in `connect`.
+        let stream = crate::http2::connect(addr, PROMPT).await?;
+        let mut problems = Problems::default();
+        let (read, write) = tokio::io::split(stream);
+        let skip = 0;
+        let mut session = Session::new(Side::Client, write, spawn_reader(read, Vec::new()), rng, case);
+        session.run_steps(case, skip).await;
+        session.close_phase(case).await;
+        // The server ends its side first (§7.1.1): END_STREAM.
+        if !session.wait_end(PROMPT).await {
+            session
+                .problems
+                .add("server did not end the stream after the close (RFC 6455 §7.1.1)");
+        }
+        session.compare(case, &mut problems);
+        return problems.result();
+    }
     let mut tcp = tokio::time::timeout(PROMPT, TcpStream::connect(addr))
         .await
         .map_err(|_| "tcp connect timed out".to_owned())?
@@ -283,9 +305,13 @@ async fn run_against_client(case: &Case, ctx: &Context) -> Result<(), String> {
         Handshake::Standard => &standard,
         Handshake::Request(_) => return Err("server-role handshake in a client-role run".into()),
     };
-    let client = Client::start(&ctx.target, &url, &rc.protocols)?;
+    let client = Client::start(&ctx.target, &url, &rc.protocols, ctx.http2)?;
     let mut problems = Problems::default();
-    let outcome = client_session(case, ctx, rc, &listener, addr, &mut problems).await;
+    let outcome = if ctx.http2 {
+        http2_client_session(case, &listener, &mut problems).await
+    } else {
+        client_session(case, ctx, rc, &listener, addr, &mut problems).await
+    };
     drop(listener);
     // The client's own verdict on the session (status 0 after a clean close, 1 after a failure).
     let end = client.finish(PROMPT).await;
@@ -369,6 +395,30 @@ async fn client_session(
         session
             .problems
             .add("client did not close the TCP connection after the server did");
+    }
+    session.compare(case, problems);
+    Ok(())
+}
+
+/// The raw server's side of a client-role case over HTTP/2: the extended CONNECT (checked in
+/// `accept`), then the script on the stream.
+async fn http2_client_session(
+    case: &Case,
+    listener: &TcpListener,
+    problems: &mut Problems,
+) -> Result<(), String> {
+    let rng = Rng::new(seed(case));
+    let stream = crate::http2::accept(listener, Duration::from_secs(10)).await?;
+    let (read, write) = tokio::io::split(stream);
+    let mut session = Session::new(Side::Server, write, spawn_reader(read, Vec::new()), rng, case);
+    session.run_steps(case, 0).await;
+    session.close_phase(case).await;
+    // The server (this raw peer) ends its side first (§7.1.1); the client then ends its own.
+    session.shutdown().await;
+    if !session.wait_end(PROMPT).await {
+        session
+            .problems
+            .add("client did not end the stream after the server did");
     }
     session.compare(case, problems);
     Ok(())
@@ -541,7 +591,7 @@ struct CloseSeen {
 /// A connection in progress: the raw peer's writes, and what gangway sent so far.
 struct Session {
     side: Side,
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: Box<dyn AsyncWrite + Unpin + Send>,
     rx: UnboundedReceiver<Incoming>,
     rng: Rng,
     deadline: Instant,
@@ -562,14 +612,14 @@ struct Session {
 impl Session {
     fn new(
         side: Side,
-        write: tokio::net::tcp::OwnedWriteHalf,
+        write: impl AsyncWrite + Unpin + Send + 'static,
         rx: UnboundedReceiver<Incoming>,
         rng: Rng,
         case: &Case,
     ) -> Session {
         Session {
             side,
-            write,
+            write: Box::new(write),
             rx,
             rng,
             deadline: Instant::now() + case.time_limit,
