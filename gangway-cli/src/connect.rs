@@ -193,6 +193,10 @@ enum ReadEnd {
 
 type Ws = WebSocket<Traced<ClientStream>>;
 
+/// How long a session over HTTP/2 waits, once over, for its connection to write what it still
+/// holds and close (a stream that ended first lingers up to a second for the peer's end).
+const HTTP2_LINGER: Duration = Duration::from_secs(2);
+
 /// Stdin's queue: lines as [`Outgoing::Message`], then [`Outgoing::Close`] at its end. `None`
 /// with `--echo`, which does not read stdin.
 type Lines = Option<mpsc::Receiver<Outgoing>>;
@@ -328,8 +332,17 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
                 }
                 announce(&ws, &opts);
                 let opened = Instant::now();
+                // Over HTTP/2 the last frames (our close) may still be in the connection's
+                // buffer when the session ends: wait (bounded) for it to be written.
+                let http2_closed = match ws.get_ref().get_ref() {
+                    ClientStream::Http2(h2) => Some(h2.connection_closed()),
+                    _ => None,
+                };
                 let (rest, input_done, end) =
                     session(ws, lines.take(), &opts, &stdin_error).await?;
+                if let Some(closed) = http2_closed {
+                    let _ = tokio::time::timeout(HTTP2_LINGER, closed).await;
+                }
                 lines = rest;
                 if opened.elapsed() >= STABLE_AFTER {
                     backoff.reset();

@@ -577,6 +577,84 @@ mod tests {
     use crate::handshake::server;
     use crate::random::SeededRandom;
 
+    #[test]
+    fn extended_connect_request_of_rfc_8441() {
+        let mut options = options(&["chat", "superchat"], &["permessage-deflate"]);
+        options.origin = Some("http://www.example.com".into());
+        options.headers = vec![("X-Token".into(), "abc".into())];
+        let hs = ConnectHandshake::new(&"wss://server.example.com/chat?x=1".parse().unwrap(), &options)
+            .unwrap();
+        let request = hs.request();
+        assert_eq!(request.method(), http::Method::CONNECT);
+        assert_eq!(request.version(), http::Version::HTTP_2);
+        assert_eq!(request.uri(), "https://server.example.com/chat?x=1");
+        let headers: Vec<_> = request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("sec-websocket-version", "13"),
+                ("origin", "http://www.example.com"),
+                ("sec-websocket-protocol", "chat, superchat"),
+                ("sec-websocket-extensions", "permessage-deflate"),
+                ("x-token", "abc"),
+            ]
+        );
+        // ws:// is http, and a port other than the default stays in :authority.
+        let plain = ConnectHandshake::new(&"ws://h:8080".parse().unwrap(), &ClientOptions::default())
+            .unwrap();
+        assert_eq!(plain.request().uri(), "http://h:8080/");
+        // A Host header sets :authority.
+        let mut with_host = ClientOptions::default();
+        with_host.headers = vec![("Host".into(), "other.example".into())];
+        let hs = ConnectHandshake::new(&"ws://h/".parse().unwrap(), &with_host).unwrap();
+        assert_eq!(hs.request().uri(), "http://other.example/");
+        assert!(hs.request().headers().get("host").is_none());
+    }
+
+    #[test]
+    fn extended_connect_response_checks() {
+        let hs = ConnectHandshake::new(
+            &"wss://h/".parse().unwrap(),
+            &options(&["chat"], &["permessage-deflate"]),
+        )
+        .unwrap();
+        let response = |status: u16, headers: &[(&str, &str)]| {
+            let mut b = http::Response::builder().status(status);
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let ok = hs
+            .check_response(&response(200, &[("sec-websocket-protocol", "chat")]))
+            .unwrap();
+        assert_eq!(ok.protocol.as_deref(), Some("chat"));
+        // Any 2xx opens the tunnel (RFC 9113 §8.5); 101 and 4xx do not.
+        assert!(hs.check_response(&response(204, &[])).is_ok());
+        assert_eq!(
+            hs.check_response(&response(101, &[])).unwrap_err(),
+            HandshakeError::UnexpectedStatus(101)
+        );
+        assert_eq!(
+            hs.check_response(&response(426, &[])).unwrap_err(),
+            HandshakeError::UnexpectedStatus(426)
+        );
+        assert_eq!(
+            hs.check_response(&response(200, &[("sec-websocket-protocol", "other")]))
+                .unwrap_err(),
+            HandshakeError::UnofferedSubprotocol("other".into())
+        );
+        assert_eq!(
+            hs.check_response(&response(200, &[("sec-websocket-extensions", "x-unknown")]))
+                .unwrap_err(),
+            HandshakeError::UnofferedExtension("x-unknown".into())
+        );
+    }
+
     /// Hands out the bytes of RFC 6455 §1.3's nonce, "the sample nonce".
     struct SampleNonce;
 
@@ -693,7 +771,7 @@ mod tests {
         assert_eq!(req.headers()["authorization"], "Bearer t0k3n");
         assert_eq!(req.uri(), "/echo?x=1");
         let offer = server::check_request(&req).unwrap();
-        assert_eq!(offer.key, hs.key());
+        assert_eq!(offer.key.as_deref(), Some(hs.key()));
         assert_eq!(offer.protocols, ["chat", "superchat"]);
         let supported = ["superchat".to_string()];
         let protocol = crate::handshake::select_protocol(&supported, &offer.protocols);

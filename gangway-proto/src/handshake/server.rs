@@ -1235,6 +1235,170 @@ mod tests {
         assert!(text(&encode_response(&unknown, b"")).starts_with("HTTP/1.1 599 \r\n"));
     }
 
+    /// An HTTP/2 extended CONNECT request (RFC 8441 §5's example), as an HTTP/2 layer hands it
+    /// over: pseudo-headers in the method and URI, `:protocol` apart.
+    fn connect_request(headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut builder = http::Request::builder()
+            .method(Method::CONNECT)
+            .uri("https://server.example.com/chat")
+            .version(Version::HTTP_2);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    const H2_VALID: &[(&str, &str)] = &[
+        ("sec-websocket-protocol", "chat, superchat"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+        ("sec-websocket-version", "13"),
+        ("origin", "http://www.example.com"),
+    ];
+
+    #[test]
+    fn rfc_8441_example_request_is_accepted_with_a_200_without_key_or_accept() {
+        let offer = check_connect_request(&connect_request(H2_VALID), Some("websocket")).unwrap();
+        assert_eq!(offer.key, None);
+        assert_eq!(offer.protocols, ["chat", "superchat"]);
+        assert_eq!(offer.extensions[0].name, "permessage-deflate");
+        assert_eq!(offer.origin.as_deref(), Some("http://www.example.com"));
+        let response = accept_response(&offer, Some("chat"), &[]);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), Version::HTTP_2);
+        let names: Vec<_> = response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["sec-websocket-protocol"]);
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+        // The HTTP/1.1 writer makes the same decision from the same offer.
+        assert_eq!(
+            text(&accept(&offer, Some("chat"), &[])),
+            "HTTP/1.1 200 OK\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn extended_connect_refusals() {
+        let check = |method: Method, protocol: Option<&str>, headers: &[(&str, &str)]| {
+            let mut request = connect_request(headers);
+            *request.method_mut() = method;
+            check_connect_request(&request, protocol)
+        };
+        let v13 = [("sec-websocket-version", "13")];
+        assert!(check(Method::CONNECT, Some("WebSocket"), &v13).is_ok());
+        // A key sent anyway is not looked at (§5).
+        assert!(check(
+            Method::CONNECT,
+            Some("websocket"),
+            &[("sec-websocket-version", "13"), ("sec-websocket-key", "x")]
+        )
+        .is_ok());
+        assert_eq!(
+            check(Method::GET, None, &v13).unwrap_err(),
+            HandshakeError::MethodNotAllowed
+        );
+        assert_eq!(
+            check(Method::CONNECT, None, &v13).unwrap_err(),
+            HandshakeError::MissingHeader(":protocol")
+        );
+        assert_eq!(
+            check(Method::CONNECT, Some("webtransport"), &v13).unwrap_err(),
+            HandshakeError::InvalidHeader(":protocol", "not websocket")
+        );
+        assert_eq!(
+            check(Method::CONNECT, Some("websocket"), &[]).unwrap_err(),
+            HandshakeError::MissingHeader("Sec-WebSocket-Version")
+        );
+        assert_eq!(
+            check(Method::CONNECT, Some("websocket"), &[("sec-websocket-version", "8")])
+                .unwrap_err(),
+            HandshakeError::UnsupportedVersion
+        );
+        assert_eq!(
+            check(
+                Method::CONNECT,
+                Some("websocket"),
+                &[("sec-websocket-version", "13"), ("origin", "a"), ("origin", "b")]
+            )
+            .unwrap_err(),
+            HandshakeError::DuplicateHeader("Origin")
+        );
+        // No :authority: a Host header does, none at all does not.
+        let mut no_authority = connect_request(&v13);
+        *no_authority.uri_mut() = http::Uri::from_static("/chat");
+        assert_eq!(
+            check_connect_request(&no_authority, Some("websocket")).unwrap_err(),
+            HandshakeError::MissingHeader(":authority")
+        );
+        no_authority
+            .headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("example.com:8443"));
+        assert!(check_connect_request(&no_authority, Some("websocket")).is_ok());
+    }
+
+    #[test]
+    fn http2_refusals_have_no_connection_headers_and_allow_connect() {
+        for (err, status) in [
+            (HandshakeError::UnsupportedVersion, 426),
+            (HandshakeError::MethodNotAllowed, 405),
+            (HandshakeError::OriginRefused, 403),
+            (HandshakeError::MissingHeader(":protocol"), 400),
+        ] {
+            let h1 = reject_response(&err, Version::HTTP_11);
+            let h2 = reject_response(&err, Version::HTTP_2);
+            assert_eq!(h1.status(), status);
+            assert_eq!(h2.status(), status);
+            assert_eq!(h2.body(), &format!("{err}\n"));
+            assert_eq!(h2.headers()["content-length"], h2.body().len().to_string().as_str());
+            assert!(!h2.headers().contains_key("connection"), "{err}");
+            assert!(!h2.headers().contains_key("upgrade"), "{err}");
+            assert_eq!(h1.headers()["connection"].is_empty(), false);
+            if status == 426 {
+                assert_eq!(h2.headers()["sec-websocket-version"], "13");
+                assert_eq!(h1.headers()["sec-websocket-version"], "13");
+            }
+            if status == 405 {
+                assert_eq!(h2.headers()["allow"], "CONNECT");
+                assert_eq!(h1.headers()["allow"], "GET");
+            }
+            // The HTTP/1.1 bytes are the HTTP/1.1 parts, written out.
+            let bytes = String::from_utf8(reject(&err)).unwrap();
+            for (name, value) in h1.headers() {
+                let line = format!("{}: {}\r\n", name, value.to_str().unwrap());
+                assert!(
+                    bytes.to_ascii_lowercase().contains(&line.to_ascii_lowercase()),
+                    "{line:?} in {bytes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn accept_bytes_and_parts_are_the_same_answer() {
+        let offer = check(RFC_REQUEST).unwrap();
+        let deflate = ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: vec![("client_max_window_bits".into(), Some("10".into()))],
+        };
+        let bytes = accept(&offer, Some("chat"), std::slice::from_ref(&deflate));
+        let parts = accept_response(&offer, Some("chat"), std::slice::from_ref(&deflate));
+        assert_eq!(parts.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut written = String::from("HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in parts.headers() {
+            let title = match name.as_str() {
+                "upgrade" => "Upgrade",
+                "connection" => "Connection",
+                "sec-websocket-accept" => "Sec-WebSocket-Accept",
+                "sec-websocket-protocol" => "Sec-WebSocket-Protocol",
+                "sec-websocket-extensions" => "Sec-WebSocket-Extensions",
+                other => panic!("unexpected {other}"),
+            };
+            written.push_str(&format!("{title}: {}\r\n", value.to_str().unwrap()));
+        }
+        written.push_str("\r\n");
+        assert_eq!(text(&bytes), written);
+        assert!(written.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(written.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n"));
+    }
+
     /// xorshift64, for reproducible garbage.
     fn next(state: &mut u64) -> u64 {
         *state ^= *state << 13;

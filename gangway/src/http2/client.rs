@@ -3,6 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use gangway_proto::ApiMisuse;
 use h2::client::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{H2Stream, Http2Error, Settings};
+use super::{ConnectionClosed, H2Stream, Http2Error, Settings};
 use crate::client::ALPN_HTTP_1_1;
 use crate::{ClientBuilder, Error, MaybeTlsStream, WebSocket};
 
@@ -173,6 +174,8 @@ pub struct Http2Connection {
     builder: ClientBuilder,
     /// The server sent `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`.
     extended_connect: bool,
+    /// Set when the driver task ends.
+    closed: Arc<ConnectionClosed>,
 }
 
 impl std::fmt::Debug for Http2Connection {
@@ -216,10 +219,13 @@ impl Http2Connection {
         Settings::default().apply_client(&mut h2);
         let (send, mut conn) = h2.handshake(stream).await.map_err(failed)?;
         let mut ping = conn.ping_pong();
+        let closed = Arc::new(ConnectionClosed::default());
+        let driver_closed = Arc::clone(&closed);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "http/2 connection ended");
             }
+            driver_closed.set();
         });
         // The server's SETTINGS are the first frame it sends (RFC 9113 §3.4) and are processed
         // in order: once the answer to a PING sent now is back, they are known, among them
@@ -235,7 +241,14 @@ impl Http2Connection {
             send,
             builder: builder.clone(),
             extended_connect,
+            closed,
         })
+    }
+
+    /// A future that resolves once the connection has closed, everything it had to send written
+    /// (see [`H2Stream::connection_closed`]).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Arc::clone(&self.closed).wait()
     }
 
     /// Whether the server enabled the extended CONNECT (`SETTINGS_ENABLE_CONNECT_PROTOCOL`, RFC
@@ -321,7 +334,7 @@ impl Http2Connection {
             .map_err(|e| builder.refused(e))?;
         let conn = builder.connection(&negotiated)?;
         let mut ws = WebSocket::from_parts(
-            wrap(H2Stream::new(stream, recv)),
+            wrap(H2Stream::new(stream, recv).on_connection(Arc::clone(&self.closed))),
             conn,
             negotiated.protocol,
             &[],

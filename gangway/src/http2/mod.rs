@@ -57,6 +57,35 @@ pub(crate) fn prior_knowledge(read: &[u8]) -> Option<http::Request<()>> {
     Some(request)
 }
 
+/// Set once a client's HTTP/2 connection is closed: its driver task (which writes what the
+/// streams queued) has finished. A program that ends right after its WebSocket waits for it,
+/// or the last frames, still in the connection's buffer, would be lost with the process.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionClosed {
+    closed: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl ConnectionClosed {
+    fn set(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once [`set`](Self::set) was called.
+    async fn wait(self: std::sync::Arc<Self>) {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// Why WebSocket over HTTP/2 failed ([`Error::Http2`](crate::Error::Http2)).
 #[derive(Debug)]
 #[non_exhaustive]

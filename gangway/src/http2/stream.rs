@@ -6,9 +6,13 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::ConnectionClosed;
 
 /// One HTTP/2 stream as the transport of a WebSocket (RFC 8441 §5): DATA frames carry the
 /// WebSocket's bytes both ways.
@@ -33,6 +37,8 @@ pub struct H2Stream {
     pending: Bytes,
     /// END_STREAM was sent.
     send_ended: bool,
+    /// A client's connection, to wait for its end ([`closed`](Self::closed)).
+    connection: Option<Arc<ConnectionClosed>>,
 }
 
 /// The two directions of the stream.
@@ -60,6 +66,28 @@ impl H2Stream {
             parts: Some(Parts { send, recv }),
             pending: Bytes::new(),
             send_ended: false,
+            connection: None,
+        }
+    }
+
+    /// A client's stream, on the connection that `connection` watches.
+    pub(crate) fn on_connection(mut self, connection: Arc<ConnectionClosed>) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// A future that resolves once the HTTP/2 connection of this stream has closed, everything
+    /// it had to send written: for a client that ends its program after its WebSocket (await it
+    /// after dropping the WebSocket, bounded: the connection closes once no stream and no
+    /// [`Http2Connection`](super::Http2Connection) uses it). On a server's stream it resolves
+    /// at once: the server drives its connection itself
+    /// ([`Http2Server::accept`](super::Http2Server::accept)).
+    pub fn connection_closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let connection = self.connection.clone();
+        async move {
+            if let Some(connection) = connection {
+                connection.wait().await;
+            }
         }
     }
 
