@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use gangway_proto::handshake::client::ConnectHandshake;
+use gangway_proto::handshake::Negotiated;
 use gangway_proto::ApiMisuse;
 use h2::client::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -285,16 +286,37 @@ impl Http2Connection {
         &self,
         builder: &ClientBuilder,
     ) -> Result<(WebSocket<H2Stream>, http::Response<()>), Error> {
+        self.check_origin(builder)?;
+        bounded(builder, self.open(builder, std::convert::identity)).await
+    }
+
+    /// The stream of an extended CONNECT to `url` that the server accepted (checked as for
+    /// [`websocket`](Self::websocket)), with no WebSocket on it yet: for running a WebSocket
+    /// implementation of one's own over it (`gangway bench --http2` writes pre-encoded frames).
+    ///
+    /// # Errors
+    ///
+    /// As [`websocket`](Self::websocket).
+    pub async fn tunnel(&self, url: &str) -> Result<(H2Stream, http::Response<()>), Error> {
+        let builder = self.builder.clone().with_url(url)?;
+        self.check_origin(&builder)?;
+        let (stream, response, _) = bounded(&builder, self.extended_connect(&builder)).await?;
+        Ok((stream, response))
+    }
+
+    /// A URL of the connection's origin (same scheme, host and port; RFC 9113 §9.1.1).
+    fn check_origin(&self, builder: &ClientBuilder) -> Result<(), Error> {
         let (ours, theirs) = (self.builder.uri(), builder.uri());
         let same_origin = self.builder.is_secure() == builder.is_secure()
             && ours.host().map(str::to_ascii_lowercase) == theirs.host().map(str::to_ascii_lowercase)
             && ours.port_u16() == theirs.port_u16();
-        if !same_origin {
-            return Err(Error::Api(ApiMisuse::InvalidUrl(
+        if same_origin {
+            Ok(())
+        } else {
+            Err(Error::Api(ApiMisuse::InvalidUrl(
                 "not the origin of the http/2 connection",
-            )));
+            )))
         }
-        bounded(builder, self.open(builder, std::convert::identity)).await
     }
 
     /// Send the extended CONNECT for `builder`'s URL and settings, check the answer, and run the
@@ -308,6 +330,19 @@ impl Http2Connection {
         F: FnOnce(H2Stream) -> S,
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let (stream, response, negotiated) = self.extended_connect(builder).await?;
+        let conn = builder.connection(&negotiated)?;
+        let mut ws = WebSocket::from_parts(wrap(stream), conn, negotiated.protocol, &[]);
+        ws.set_close_timeout(builder.close_timeout_value());
+        Ok((ws, response))
+    }
+
+    /// The extended CONNECT (RFC 8441 §5) for `builder`'s URL and settings: the accepted
+    /// stream, the answer, and what it negotiated.
+    async fn extended_connect(
+        &self,
+        builder: &ClientBuilder,
+    ) -> Result<(H2Stream, http::Response<()>, Negotiated), Error> {
         if !self.extended_connect {
             return Err(Error::Http2(Http2Error::ExtendedConnectDisabled));
         }
@@ -332,15 +367,8 @@ impl Http2Connection {
         let negotiated = handshake
             .check_response(&response)
             .map_err(|e| builder.refused(e))?;
-        let conn = builder.connection(&negotiated)?;
-        let mut ws = WebSocket::from_parts(
-            wrap(H2Stream::new(stream, recv).on_connection(Arc::clone(&self.closed))),
-            conn,
-            negotiated.protocol,
-            &[],
-        );
-        ws.set_close_timeout(builder.close_timeout_value());
-        Ok((ws, response))
+        let stream = H2Stream::new(stream, recv).on_connection(Arc::clone(&self.closed));
+        Ok((stream, response, negotiated))
     }
 }
 
