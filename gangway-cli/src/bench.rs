@@ -17,7 +17,9 @@
 //! close frame and waits for the server's close frame and end of stream, again and again.
 //!
 //! Only what completes inside the measured time (after `--warmup`, for `--duration`) is counted.
-//! The run always uses plain `ws://` over TCP: a TLS layer would measure the TLS library.
+//! The run always uses plain `ws://`: a TLS layer would measure the TLS library. With `--http2`
+//! every WebSocket is a stream of one cleartext HTTP/2 connection (RFC 8441) instead of a TCP
+//! connection of its own.
 
 mod histogram;
 
