@@ -36,12 +36,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use gangway::http2::Http2Connection;
 use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::handshake::client::{ClientHandshake, ClientOptions};
 use gangway::proto::handshake::Parsed;
 use gangway::proto::{OsRandom, RandomSource};
-use gangway::http2::Http2Connection;
 use gangway::Error;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;

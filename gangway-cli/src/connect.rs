@@ -31,9 +31,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use gangway::http2::{ClientStream, Http2};
 use gangway::proto::OsRandom;
-use gangway::{
-    ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, Message, WebSocket,
-};
+use gangway::{ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, Message, WebSocket};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
 
@@ -407,7 +405,10 @@ fn traced(stream: ClientStream, opts: &ConnectOpts) -> Traced<ClientStream> {
 fn print_http2_response(response: &http::Response<()>) {
     eprintln!("< :status: {}", response.status().as_u16());
     for (name, value) in response.headers() {
-        eprintln!("< {name}: {}", escape_line(&String::from_utf8_lossy(value.as_bytes())));
+        eprintln!(
+            "< {name}: {}",
+            escape_line(&String::from_utf8_lossy(value.as_bytes()))
+        );
     }
 }
 

@@ -43,7 +43,11 @@ impl HandshakeRecord {
         let _ = write!(out, ",\"request_line\":{}", json_string(&self.request_line));
         let _ = write!(out, ",\"key\":{}", json_option(self.key.as_deref()));
         let _ = write!(out, ",\"accept\":{}", json_option(self.accept.as_deref()));
-        let _ = write!(out, ",\"protocol\":{}", json_option(self.protocol.as_deref()));
+        let _ = write!(
+            out,
+            ",\"protocol\":{}",
+            json_option(self.protocol.as_deref())
+        );
         out.push_str(",\"headers\":[");
         for (i, (name, value)) in self.headers.iter().enumerate() {
             if i > 0 {

@@ -22,15 +22,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
-use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::http2::{H2Stream, Http2Incoming, Http2Server};
+use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
     WebSocket,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
@@ -946,7 +946,9 @@ async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: S
         let status = response.status().as_u16();
         match incoming.respond(response, body.into()) {
             Ok(()) => info!(%peer, %method, path = %uri_path, status, "http/2 request"),
-            Err(e) => info!(%peer, %method, path = %uri_path, status, "http/2 request, answer failed: {}", causes(&e)),
+            Err(e) => {
+                info!(%peer, %method, path = %uri_path, status, "http/2 request, answer failed: {}", causes(&e))
+            }
         }
         return;
     }

@@ -95,7 +95,11 @@ pub fn is_upgrade_request<B>(request: &http::Request<B>) -> bool {
 fn connect_protocol(version: http::Version, extensions: &http::Extensions) -> Option<Option<&str>> {
     #[cfg(feature = "http2")]
     if version == http::Version::HTTP_2 {
-        return Some(extensions.get::<::hyper::ext::Protocol>().map(|p| p.as_str()));
+        return Some(
+            extensions
+                .get::<::hyper::ext::Protocol>()
+                .map(|p| p.as_str()),
+        );
     }
     let _ = (version, extensions);
     None
@@ -154,8 +158,7 @@ pub fn upgrade_parts(
     parts: &mut http::request::Parts,
     server: &ServerBuilder,
 ) -> Result<(http::Response<String>, PendingUpgrade), Refusal> {
-    let protocol =
-        connect_protocol(parts.version, &parts.extensions).map(|p| p.map(str::to_owned));
+    let protocol = connect_protocol(parts.version, &parts.extensions).map(|p| p.map(str::to_owned));
     let accepted = negotiate(
         parts.method.clone(),
         parts.uri.clone(),

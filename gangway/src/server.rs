@@ -743,7 +743,10 @@ mod tests {
         let accepted = builder
             .negotiate(&request("GET", Some("WebSocket")))
             .unwrap();
-        assert_eq!(accepted.offer.key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(
+            accepted.offer.key.as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
     }
 
     #[tokio::test]

@@ -59,7 +59,6 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::client::ALPN_HTTP_1_1;
 use crate::{Error, TlsError};
 
-
 /// The cryptography every configuration made here uses: rustls's `ring` provider. Use it for a
 /// [`rustls::ClientConfig`] or [`rustls::ServerConfig`] of your own
 /// (`ClientConfig::builder_with_provider(crypto_provider())`).

@@ -43,7 +43,9 @@ async fn h2_server(
                     let report = report.clone();
                     tokio::spawn(async move {
                         let path = incoming.request().uri().path().to_owned();
-                        let Ok(mut ws) = incoming.accept().await else { return };
+                        let Ok(mut ws) = incoming.accept().await else {
+                            return;
+                        };
                         match path.as_str() {
                             "/drop" => drop(ws),
                             "/flood" => {
@@ -186,7 +188,9 @@ async fn permessage_deflate_over_h2() {
         within("echo", ws.next()).await.unwrap().unwrap(),
         Message::text(text)
     );
-    within("close", ws.close(CloseCode::NORMAL, "")).await.unwrap();
+    within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap();
 }
 
 /// A raw h2 client's extended CONNECT to `addr` with `headers`, `:protocol` (if any) and
@@ -227,7 +231,13 @@ async fn refusals_have_the_statuses_of_rfc_6455_without_connection_headers() {
     let ok = raw_request(addr, "CONNECT", Some("websocket"), &[v13]).await;
     assert_eq!(ok.status(), 200);
 
-    let old = raw_request(addr, "CONNECT", Some("websocket"), &[("sec-websocket-version", "8")]).await;
+    let old = raw_request(
+        addr,
+        "CONNECT",
+        Some("websocket"),
+        &[("sec-websocket-version", "8")],
+    )
+    .await;
     assert_eq!(old.status(), 426);
     assert_eq!(old.headers()["sec-websocket-version"], "13");
     assert!(!old.headers().contains_key("connection"));
@@ -358,17 +368,28 @@ async fn hyper_http2_server_accepts_extended_connect_through_the_upgrade_helper(
         within("echo", ws.next()).await.unwrap().unwrap(),
         Message::text("through hyper")
     );
-    within("close", ws.close(CloseCode::NORMAL, "")).await.unwrap();
+    within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap();
 
     let foreign = raw_request(
         addr,
         "CONNECT",
         Some("websocket"),
-        &[("sec-websocket-version", "13"), ("origin", "https://evil.example")],
+        &[
+            ("sec-websocket-version", "13"),
+            ("origin", "https://evil.example"),
+        ],
     )
     .await;
     assert_eq!(foreign.status(), 403);
-    let old = raw_request(addr, "CONNECT", Some("websocket"), &[("sec-websocket-version", "7")]).await;
+    let old = raw_request(
+        addr,
+        "CONNECT",
+        Some("websocket"),
+        &[("sec-websocket-version", "7")],
+    )
+    .await;
     assert_eq!(old.status(), 426);
     assert_eq!(old.headers()["sec-websocket-version"], "13");
 }

@@ -459,8 +459,8 @@ impl ConnectHandshake {
         *request.version_mut() = http::Version::HTTP_2;
         let headers = request.headers_mut();
         let mut field = |name: &str, value: &str| -> Result<(), ApiMisuse> {
-            let name =
-                header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| ApiMisuse::InvalidHeader)?;
+            let name = header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ApiMisuse::InvalidHeader)?;
             let value = HeaderValue::from_str(value).map_err(|_| ApiMisuse::InvalidHeader)?;
             headers.append(name, value);
             Ok(())
@@ -494,7 +494,10 @@ impl ConnectHandshake {
     /// opens the tunnel; the stream is then no WebSocket); then as
     /// [`ClientHandshake::parse_response`] for the subprotocol and the extensions. There is no
     /// `Upgrade`, `Connection` or `Sec-WebSocket-Accept` to check on HTTP/2.
-    pub fn check_response(&self, response: &http::Response<()>) -> Result<Negotiated, HandshakeError> {
+    pub fn check_response(
+        &self,
+        response: &http::Response<()>,
+    ) -> Result<Negotiated, HandshakeError> {
         if !response.status().is_success() {
             return Err(HandshakeError::UnexpectedStatus(response.status().as_u16()));
         }
@@ -582,8 +585,11 @@ mod tests {
         let mut options = options(&["chat", "superchat"], &["permessage-deflate"]);
         options.origin = Some("http://www.example.com".into());
         options.headers = vec![("X-Token".into(), "abc".into())];
-        let hs = ConnectHandshake::new(&"wss://server.example.com/chat?x=1".parse().unwrap(), &options)
-            .unwrap();
+        let hs = ConnectHandshake::new(
+            &"wss://server.example.com/chat?x=1".parse().unwrap(),
+            &options,
+        )
+        .unwrap();
         let request = hs.request();
         assert_eq!(request.method(), http::Method::CONNECT);
         assert_eq!(request.version(), http::Version::HTTP_2);
@@ -604,8 +610,9 @@ mod tests {
             ]
         );
         // ws:// is http, and a port other than the default stays in :authority.
-        let plain = ConnectHandshake::new(&"ws://h:8080".parse().unwrap(), &ClientOptions::default())
-            .unwrap();
+        let plain =
+            ConnectHandshake::new(&"ws://h:8080".parse().unwrap(), &ClientOptions::default())
+                .unwrap();
         assert_eq!(plain.request().uri(), "http://h:8080/");
         // A Host header sets :authority.
         let mut with_host = ClientOptions::default();

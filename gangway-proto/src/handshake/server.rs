@@ -208,7 +208,9 @@ pub fn check_connect_request(
     // §4: an extended CONNECT names its resource with `:scheme` and `:path`, as other requests
     // do (RFC 9113 §8.3.1: `:path` is not empty, and starts with "/" for http and https).
     if !req.uri().path().starts_with('/') {
-        return Err(HandshakeError::MalformedHttp(":path is not an absolute path"));
+        return Err(HandshakeError::MalformedHttp(
+            ":path is not an absolute path",
+        ));
     }
     let headers = req.headers();
     // The host: `:authority` (RFC 9113 §8.3.1 says clients use it rather than `Host`), or a
@@ -329,9 +331,7 @@ pub fn reject(err: &HandshakeError) -> Vec<u8> {
     let status = err.status();
     let body = format!("{err}\n");
     let mut out = Vec::with_capacity(160 + body.len());
-    out.extend_from_slice(
-        format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes(),
-    );
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
     reject_fields(err, Version::HTTP_11, body.len(), |field, value| {
         write_field(&mut out, field, value);
     });
@@ -1308,15 +1308,23 @@ mod tests {
             HandshakeError::MissingHeader("Sec-WebSocket-Version")
         );
         assert_eq!(
-            check(Method::CONNECT, Some("websocket"), &[("sec-websocket-version", "8")])
-                .unwrap_err(),
+            check(
+                Method::CONNECT,
+                Some("websocket"),
+                &[("sec-websocket-version", "8")]
+            )
+            .unwrap_err(),
             HandshakeError::UnsupportedVersion
         );
         assert_eq!(
             check(
                 Method::CONNECT,
                 Some("websocket"),
-                &[("sec-websocket-version", "13"), ("origin", "a"), ("origin", "b")]
+                &[
+                    ("sec-websocket-version", "13"),
+                    ("origin", "a"),
+                    ("origin", "b")
+                ]
             )
             .unwrap_err(),
             HandshakeError::DuplicateHeader("Origin")
@@ -1347,7 +1355,10 @@ mod tests {
             assert_eq!(h1.status(), status);
             assert_eq!(h2.status(), status);
             assert_eq!(h2.body(), &format!("{err}\n"));
-            assert_eq!(h2.headers()["content-length"], h2.body().len().to_string().as_str());
+            assert_eq!(
+                h2.headers()["content-length"],
+                h2.body().len().to_string().as_str()
+            );
             assert!(!h2.headers().contains_key("connection"), "{err}");
             assert!(!h2.headers().contains_key("upgrade"), "{err}");
             assert_eq!(h1.headers()["connection"].is_empty(), false);
@@ -1364,7 +1375,9 @@ mod tests {
             for (name, value) in h1.headers() {
                 let line = format!("{}: {}\r\n", name, value.to_str().unwrap());
                 assert!(
-                    bytes.to_ascii_lowercase().contains(&line.to_ascii_lowercase()),
+                    bytes
+                        .to_ascii_lowercase()
+                        .contains(&line.to_ascii_lowercase()),
                     "{line:?} in {bytes:?}"
                 );
             }
@@ -1396,7 +1409,9 @@ mod tests {
         written.push_str("\r\n");
         assert_eq!(text(&bytes), written);
         assert!(written.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-        assert!(written.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n"));
+        assert!(written.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n"
+        ));
     }
 
     /// xorshift64, for reproducible garbage.

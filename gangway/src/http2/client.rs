@@ -308,7 +308,8 @@ impl Http2Connection {
     fn check_origin(&self, builder: &ClientBuilder) -> Result<(), Error> {
         let (ours, theirs) = (self.builder.uri(), builder.uri());
         let same_origin = self.builder.is_secure() == builder.is_secure()
-            && ours.host().map(str::to_ascii_lowercase) == theirs.host().map(str::to_ascii_lowercase)
+            && ours.host().map(str::to_ascii_lowercase)
+                == theirs.host().map(str::to_ascii_lowercase)
             && ours.port_u16() == theirs.port_u16();
         if same_origin {
             Ok(())

@@ -68,7 +68,8 @@ pub(crate) struct ConnectionClosed {
 
 impl ConnectionClosed {
     fn set(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.waker.wake();
     }
 

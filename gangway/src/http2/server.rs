@@ -89,7 +89,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Server<S> {
     pub async fn accept(&mut self) -> Option<Result<Http2Incoming, Error>> {
         let (request, respond) = match self.conn.accept().await? {
             Ok(pair) => pair,
-            Err(e) => return Some(Err(Error::Http2(Http2Error::new("http/2 connection failed", e)))),
+            Err(e) => {
+                return Some(Err(Error::Http2(Http2Error::new(
+                    "http/2 connection failed",
+                    e,
+                ))))
+            }
         };
         let (mut head, body) = request.into_parts();
         let protocol = head.extensions.remove::<h2::ext::Protocol>();
@@ -182,12 +187,14 @@ impl Http2Incoming {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(error = %e, status = e.status(), "refused websocket request");
-                let response = gangway_proto::handshake::server::reject_response(
-                    &e,
-                    http::Version::HTTP_2,
-                );
+                let response =
+                    gangway_proto::handshake::server::reject_response(&e, http::Version::HTTP_2);
                 let (parts, text) = response.into_parts();
-                send(&mut respond, http::Response::from_parts(parts, ()), text.into())?;
+                send(
+                    &mut respond,
+                    http::Response::from_parts(parts, ()),
+                    text.into(),
+                )?;
                 return Err(Error::Handshake(e));
             }
         };

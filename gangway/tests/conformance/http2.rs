@@ -108,7 +108,10 @@ pub(crate) async fn connect(addr: SocketAddr, limit: Duration) -> Result<DuplexS
 
 /// Client role: accept gangway's HTTP/2 connection, with extended CONNECT enabled, and its one
 /// extended CONNECT; check the request, answer 200, and return the pipe.
-pub(crate) async fn accept(listener: &TcpListener, limit: Duration) -> Result<DuplexStream, String> {
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    limit: Duration,
+) -> Result<DuplexStream, String> {
     let (tcp, _) = tokio::time::timeout(limit, listener.accept())
         .await
         .map_err(|_| "the client did not connect".to_owned())?
@@ -138,7 +141,10 @@ pub(crate) async fn accept(listener: &TcpListener, limit: Duration) -> Result<Du
         ));
     }
     if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(format!("sec-websocket-version: {:?}", headers.get("sec-websocket-version")));
+        return Err(format!(
+            "sec-websocket-version: {:?}",
+            headers.get("sec-websocket-version")
+        ));
     }
     if headers.contains_key("sec-websocket-key") {
         return Err("a Sec-WebSocket-Key over HTTP/2 (RFC 8441 §5)".into());

@@ -159,7 +159,13 @@ async fn run_against_server(case: &Case, ctx: &Context) -> Result<(), String> {
         let mut problems = Problems::default();
         let (read, write) = tokio::io::split(stream);
         let skip = 0;
-        let mut session = Session::new(Side::Client, write, spawn_reader(read, Vec::new()), rng, case);
+        let mut session = Session::new(
+            Side::Client,
+            write,
+            spawn_reader(read, Vec::new()),
+            rng,
+            case,
+        );
         session.run_steps(case, skip).await;
         session.close_phase(case).await;
         // The server ends its side first (§7.1.1): END_STREAM.
@@ -410,7 +416,13 @@ async fn http2_client_session(
     let rng = Rng::new(seed(case));
     let stream = crate::http2::accept(listener, Duration::from_secs(10)).await?;
     let (read, write) = tokio::io::split(stream);
-    let mut session = Session::new(Side::Server, write, spawn_reader(read, Vec::new()), rng, case);
+    let mut session = Session::new(
+        Side::Server,
+        write,
+        spawn_reader(read, Vec::new()),
+        rng,
+        case,
+    );
     session.run_steps(case, 0).await;
     session.close_phase(case).await;
     // The server (this raw peer) ends its side first (§7.1.1); the client then ends its own.

@@ -333,7 +333,11 @@ async fn echo_client(url: String, protocols: Vec<String>, http2: bool) -> Client
         builder = builder.protocol(p);
     }
     if http2 {
-        return match builder.http2(gangway::http2::Http2::Required).connect().await {
+        return match builder
+            .http2(gangway::http2::Http2::Required)
+            .connect()
+            .await
+        {
             Ok((ws, _response)) => echo_session(ws).await,
             Err(e) => ClientEnd::Failed(format!("connect: {}", chain(&e))),
         };
