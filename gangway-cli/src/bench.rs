@@ -709,10 +709,14 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
     run_echo(opts, opening, block, frame_len, rbuf_len, shards).await
 }
 
+/// An opened connection: the transport, bytes the server sent behind its response head, and the
+/// connection's source of masks.
+type Opened<T> = (T, Vec<u8>, OsRandom);
+
 /// Echo mode once the connections are opening: run each as an [`EchoConn`] until the end.
 async fn run_echo<T>(
     opts: &BenchOpts,
-    mut opening: JoinSet<Result<(T, Vec<u8>, OsRandom), Error>>,
+    mut opening: JoinSet<Result<Opened<T>, Error>>,
     block: Arc<[u8]>,
     frame_len: usize,
     rbuf_len: usize,
@@ -1289,6 +1293,7 @@ mod tests {
             handshakes: false,
             json: false,
             raw_echo: false,
+            http2: false,
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());

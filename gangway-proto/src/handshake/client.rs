@@ -615,8 +615,10 @@ mod tests {
                 .unwrap();
         assert_eq!(plain.request().uri(), "http://h:8080/");
         // A Host header sets :authority.
-        let mut with_host = ClientOptions::default();
-        with_host.headers = vec![("Host".into(), "other.example".into())];
+        let with_host = ClientOptions {
+            headers: vec![("Host".into(), "other.example".into())],
+            ..ClientOptions::default()
+        };
         let hs = ConnectHandshake::new(&"ws://h/".parse().unwrap(), &with_host).unwrap();
         assert_eq!(hs.request().uri(), "http://other.example/");
         assert!(hs.request().headers().get("host").is_none());

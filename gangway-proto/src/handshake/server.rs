@@ -1361,7 +1361,7 @@ mod tests {
             );
             assert!(!h2.headers().contains_key("connection"), "{err}");
             assert!(!h2.headers().contains_key("upgrade"), "{err}");
-            assert_eq!(h1.headers()["connection"].is_empty(), false);
+            assert!(!h1.headers()["connection"].is_empty());
             if status == 426 {
                 assert_eq!(h2.headers()["sec-websocket-version"], "13");
                 assert_eq!(h1.headers()["sec-websocket-version"], "13");

@@ -154,28 +154,7 @@ async fn run_against_server(case: &Case, ctx: &Context) -> Result<(), String> {
     let addr = ctx.server_addr.ok_or("no server")?;
     let mut rng = Rng::new(seed(case));
     if ctx.http2 {
-        // The framing cases only: the handshake is the extended CONNECT, checked in `connect`.
-        let stream = crate::http2::connect(addr, PROMPT).await?;
-        let mut problems = Problems::default();
-        let (read, write) = tokio::io::split(stream);
-        let skip = 0;
-        let mut session = Session::new(
-            Side::Client,
-            write,
-            spawn_reader(read, Vec::new()),
-            rng,
-            case,
-        );
-        session.run_steps(case, skip).await;
-        session.close_phase(case).await;
-        // The server ends its side first (§7.1.1): END_STREAM.
-        if !session.wait_end(PROMPT).await {
-            session
-                .problems
-                .add("server did not end the stream after the close (RFC 6455 §7.1.1)");
-        }
-        session.compare(case, &mut problems);
-        return problems.result();
+        return http2_server_session(case, addr, rng).await;
     }
     let mut tcp = tokio::time::timeout(PROMPT, TcpStream::connect(addr))
         .await
@@ -288,6 +267,37 @@ fn check_answer(head: &Head, rc: &RequestCase, key: &str, problems: &mut Problem
             ));
         }
     }
+}
+
+/// A server-role case over HTTP/2: the framing cases only, the handshake is the extended
+/// CONNECT, checked in `http2::connect`.
+#[cfg(feature = "http2")]
+async fn http2_server_session(case: &Case, addr: SocketAddr, rng: Rng) -> Result<(), String> {
+    let stream = crate::http2::connect(addr, PROMPT).await?;
+    let mut problems = Problems::default();
+    let (read, write) = tokio::io::split(stream);
+    let mut session = Session::new(
+        Side::Client,
+        write,
+        spawn_reader(read, Vec::new()),
+        rng,
+        case,
+    );
+    session.run_steps(case, 0).await;
+    session.close_phase(case).await;
+    // The server ends its side first (§7.1.1): END_STREAM.
+    if !session.wait_end(PROMPT).await {
+        session
+            .problems
+            .add("server did not end the stream after the close (RFC 6455 §7.1.1)");
+    }
+    session.compare(case, &mut problems);
+    problems.result()
+}
+
+#[cfg(not(feature = "http2"))]
+async fn http2_server_session(_: &Case, _: SocketAddr, _: Rng) -> Result<(), String> {
+    Err("built without the http2 feature".into())
 }
 
 // ---- client role ----------------------------------------------------------------------------
@@ -408,6 +418,7 @@ async fn client_session(
 
 /// The raw server's side of a client-role case over HTTP/2: the extended CONNECT (checked in
 /// `accept`), then the script on the stream.
+#[cfg(feature = "http2")]
 async fn http2_client_session(
     case: &Case,
     listener: &TcpListener,
@@ -434,6 +445,11 @@ async fn http2_client_session(
     }
     session.compare(case, problems);
     Ok(())
+}
+
+#[cfg(not(feature = "http2"))]
+async fn http2_client_session(_: &Case, _: &TcpListener, _: &mut Problems) -> Result<(), String> {
+    Err("built without the http2 feature".into())
 }
 
 /// Check the client's request (§4.1); returns its key.

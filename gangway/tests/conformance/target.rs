@@ -127,6 +127,7 @@ async fn serve_connection(tcp: TcpStream) {
     let Ok(incoming) = ServerBuilder::new().read_request(tcp).await else {
         return; // already answered (400/431), or the peer went away
     };
+    #[cfg(feature = "http2")]
     if incoming.is_http2_prior_knowledge() {
         // HTTP/2 (RFC 8441): each extended CONNECT stream is an echo session of its own.
         let Ok(mut conn) = incoming.accept_http2().await else {
@@ -332,6 +333,7 @@ async fn echo_client(url: String, protocols: Vec<String>, http2: bool) -> Client
     for p in protocols {
         builder = builder.protocol(p);
     }
+    #[cfg(feature = "http2")]
     if http2 {
         return match builder
             .http2(gangway::http2::Http2::Required)
@@ -341,6 +343,10 @@ async fn echo_client(url: String, protocols: Vec<String>, http2: bool) -> Client
             Ok((ws, _response)) => echo_session(ws).await,
             Err(e) => ClientEnd::Failed(format!("connect: {}", chain(&e))),
         };
+    }
+    #[cfg(not(feature = "http2"))]
+    if http2 {
+        return ClientEnd::Broken("built without the http2 feature".into());
     }
     match builder.connect().await {
         Ok((ws, _response)) => echo_session(ws).await,
