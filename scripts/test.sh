@@ -223,7 +223,7 @@ step_ok
 step "WebSocket over HTTP/2, quick: 100 WebSockets on one HTTP/2 connection vs 100 TCP connections"
 # Server and load CPU per message and server memory per WebSocket, side by side (the full run for
 # bench/RESULTS.md is three rounds of three seconds: scripts/bench-http2.py without options).
-python3 scripts/bench-http2.py --rounds 1 --duration 1 --warmup 0.5
+python3 scripts/bench-http2.py --bin "$GANGWAY_BIN" --rounds 1 --duration 1 --warmup 0.5
 step_ok
 
 trap - ERR
