@@ -20,9 +20,9 @@ Only the Python standard library is used; every process started here is stopped 
 """
 
 import argparse
+import importlib.util
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,48 +32,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_INTERVAL = 0.02
-RUNNING = []
 
 
-class Failure(Exception):
-    """A run failed."""
-
-
-def start(argv, **kw):
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kw)
-    RUNNING.append(proc)
-    return proc
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc in RUNNING:
-        RUNNING.remove(proc)
-
-
-def cpu_ns(pid):
-    """CPU time of every thread of `pid` in nanoseconds (schedstat, else utime + stime)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except FileNotFoundError:
-                pass
-        if total:
-            return total
-    except (FileNotFoundError, ValueError, IndexError):
-        pass
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+# Starting and stopping processes and reading their CPU time: scripts/bench-compare.py's.
+_spec = importlib.util.spec_from_file_location(
+    "bench_compare", os.path.join(ROOT, "scripts", "bench-compare.py"))
+_compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_compare)
+Failure, start, stop, cpu_ns, RUNNING = (
+    _compare.Failure, _compare.start, _compare.stop, _compare.cpu_ns, _compare.RUNNING)
 
 
 def rss_bytes(pid):

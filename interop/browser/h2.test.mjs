@@ -8,17 +8,13 @@
 // would say `101`. The echoes are checked byte for byte in the page.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
-import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
-
-/** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+import { STEP_MS, selfSignedCertificate, startServe, withTimeout } from '../node/common.mjs';
+import { launchChromium } from './chromium.mjs';
 
 /** Upper bound of one test, browser start-up included. */
 const TEST_MS = 90_000;
@@ -30,42 +26,9 @@ let key = null;
 
 before(async () => {
   workDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-h2-browser-'));
-  cert = path.join(workDir, 'cert.pem');
-  key = path.join(workDir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=gangway test',
-      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 },
-  );
-  context = await withTimeout(
-    chromium.launchPersistentContext(path.join(workDir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      // The certificate is self-signed: the browser is told to accept it.
-      ignoreHTTPSErrors: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--ignore-certificate-errors',
-      ],
-      viewport: { width: 1280, height: 900 },
-      timeout: 30_000,
-    }),
-    40_000,
-    `Chromium (${CHROMIUM}) to start`,
-  );
-  context.setDefaultTimeout(STEP_MS);
-  context.setDefaultNavigationTimeout(STEP_MS);
+  ({ cert, key } = selfSignedCertificate(workDir));
+  // The certificate is self-signed: the browser is told to accept it.
+  context = await launchChromium(path.join(workDir, 'profile'), { tls: true });
 }, { timeout: TEST_MS });
 
 after(async () => {

@@ -9,14 +9,15 @@
 // Loopback only, every wait bounded, every process and socket closed by the test.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { STEP_MS, spawnGangway, startServe, withTimeout } from './common.mjs';
+import {
+  STEP_MS, selfSignedCertificate, spawnGangway, startServe, withTimeout,
+} from './common.mjs';
 import { closePayload, encodeFrame, FrameDecoder, Messages, OP } from './h2ws.mjs';
 
 let workDir = null;
@@ -25,20 +26,7 @@ let key = null;
 
 before(() => {
   workDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-h2-'));
-  cert = path.join(workDir, 'cert.pem');
-  key = path.join(workDir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=gangway test',
-      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      // An end-entity certificate (openssl's default is a CA, which rustls refuses to see
-      // serving a host), trusted by itself through --cacert and Node's `ca`.
-      '-addext', 'basicConstraints=critical,CA:FALSE',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 },
-  );
+  ({ cert, key } = selfSignedCertificate(workDir));
 });
 
 after(() => {

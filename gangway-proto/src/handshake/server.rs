@@ -147,19 +147,8 @@ pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeEr
             "not 16 bytes in base64",
         ));
     }
-    // Item 6: |Sec-WebSocket-Version| 13; another version gets 426 and the versions we speak
-    // (§4.2.2 item 4, see `reject`).
-    let version = single(
-        headers,
-        header::SEC_WEBSOCKET_VERSION,
-        "Sec-WebSocket-Version",
-    )?;
-    if version.as_bytes().trim_ascii() != b"13" {
-        return Err(HandshakeError::UnsupportedVersion);
-    }
-    // Item 7: |Origin| is optional. Two of them would let a policy judge one and miss the other.
-    let origin = optional_single(headers, header::ORIGIN, "Origin")?
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // Items 6 and 7.
+    let origin = version_and_origin(headers)?;
     // Items 8 and 9: subprotocols and extensions.
     let (protocols, extensions) = offered(headers)?;
     Ok(ClientOffer {
@@ -225,7 +214,21 @@ pub fn check_connect_request(
             "not a host with an optional port",
         ));
     }
-    // RFC 6455 §4.2.1 item 6, kept by RFC 8441 §5.
+    // RFC 6455 §4.2.1 items 6 and 7, kept by RFC 8441 §5.
+    let origin = version_and_origin(headers)?;
+    let (protocols, extensions) = offered(headers)?;
+    Ok(ClientOffer {
+        key: None,
+        protocols,
+        extensions,
+        origin,
+    })
+}
+
+/// RFC 6455 §4.2.1 item 6: `Sec-WebSocket-Version` is 13 (another version gets 426 and the
+/// versions we speak, §4.2.2 item 4); item 7: the optional `Origin`, at most once (two would let
+/// a policy judge one and miss the other). The same on HTTP/1.1 and HTTP/2 (RFC 8441 §5).
+fn version_and_origin(headers: &HeaderMap) -> Result<Option<String>, HandshakeError> {
     let version = single(
         headers,
         header::SEC_WEBSOCKET_VERSION,
@@ -234,15 +237,8 @@ pub fn check_connect_request(
     if version.as_bytes().trim_ascii() != b"13" {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let origin = optional_single(headers, header::ORIGIN, "Origin")?
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let (protocols, extensions) = offered(headers)?;
-    Ok(ClientOffer {
-        key: None,
-        protocols,
-        extensions,
-        origin,
-    })
+    Ok(optional_single(headers, header::ORIGIN, "Origin")?
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()))
 }
 
 /// The subprotocols (RFC 6455 §4.2.1 item 8: tokens, in a list that may span several lines,

@@ -209,17 +209,17 @@ async fn run_against_server(case: &Case, ctx: &Context) -> Result<(), String> {
     }
 
     let (read, write) = tcp.into_split();
-    let mut session = Session::new(Side::Client, write, spawn_reader(read, leftover), rng, case);
-    session.run_steps(case, skip).await;
-    session.close_phase(case).await;
+    let session = Session::new(Side::Client, write, spawn_reader(read, leftover), rng, case);
     // The server closes the TCP connection first (§7.1.1), after the close handshake or after
     // failing the connection (§7.1.7).
-    if !session.wait_end(PROMPT).await {
-        session
-            .problems
-            .add("server did not close the TCP connection after the close (RFC 6455 §7.1.1)");
-    }
-    session.compare(case, &mut problems);
+    session
+        .play(
+            case,
+            skip,
+            "server did not close the TCP connection after the close (RFC 6455 §7.1.1)",
+            &mut problems,
+        )
+        .await;
     problems.result()
 }
 
@@ -276,22 +276,22 @@ async fn http2_server_session(case: &Case, addr: SocketAddr, rng: Rng) -> Result
     let stream = crate::http2::connect(addr, PROMPT).await?;
     let mut problems = Problems::default();
     let (read, write) = tokio::io::split(stream);
-    let mut session = Session::new(
+    let session = Session::new(
         Side::Client,
         write,
         spawn_reader(read, Vec::new()),
         rng,
         case,
     );
-    session.run_steps(case, 0).await;
-    session.close_phase(case).await;
     // The server ends its side first (§7.1.1): END_STREAM.
-    if !session.wait_end(PROMPT).await {
-        session
-            .problems
-            .add("server did not end the stream after the close (RFC 6455 §7.1.1)");
-    }
-    session.compare(case, &mut problems);
+    session
+        .play(
+            case,
+            0,
+            "server did not end the stream after the close (RFC 6455 §7.1.1)",
+            &mut problems,
+        )
+        .await;
     problems.result()
 }
 
@@ -396,23 +396,22 @@ async fn client_session(
     }
 
     let (read, write) = tcp.into_split();
-    let mut session = Session::new(
+    let session = Session::new(
         Side::Server,
         write,
         spawn_reader(read, Vec::new()),
         rng,
         case,
     );
-    session.run_steps(case, skip).await;
-    session.close_phase(case).await;
     // The server (this raw peer) closes the TCP connection first (§7.1.1); the client then ends.
-    session.shutdown().await;
-    if !session.wait_end(PROMPT).await {
-        session
-            .problems
-            .add("client did not close the TCP connection after the server did");
-    }
-    session.compare(case, problems);
+    session
+        .play(
+            case,
+            skip,
+            "client did not close the TCP connection after the server did",
+            problems,
+        )
+        .await;
     Ok(())
 }
 
@@ -427,23 +426,22 @@ async fn http2_client_session(
     let rng = Rng::new(seed(case));
     let stream = crate::http2::accept(listener, Duration::from_secs(10)).await?;
     let (read, write) = tokio::io::split(stream);
-    let mut session = Session::new(
+    let session = Session::new(
         Side::Server,
         write,
         spawn_reader(read, Vec::new()),
         rng,
         case,
     );
-    session.run_steps(case, 0).await;
-    session.close_phase(case).await;
     // The server (this raw peer) ends its side first (§7.1.1); the client then ends its own.
-    session.shutdown().await;
-    if !session.wait_end(PROMPT).await {
-        session
-            .problems
-            .add("client did not end the stream after the server did");
-    }
-    session.compare(case, problems);
+    session
+        .play(
+            case,
+            0,
+            "client did not end the stream after the server did",
+            problems,
+        )
+        .await;
     Ok(())
 }
 
@@ -947,6 +945,22 @@ impl Session {
                 self.send_frames(&[answer]).await;
             }
         }
+    }
+
+    /// Run the script from step `skip`, then the close phase and the end of the connection, and
+    /// compare. The raw server ends its side first (§7.1.1) and waits for gangway's client to
+    /// end its own; the raw client waits for gangway's server to end first. `not_ended` is the
+    /// problem when the end does not come.
+    async fn play(mut self, case: &Case, skip: usize, not_ended: &str, problems: &mut Problems) {
+        self.run_steps(case, skip).await;
+        self.close_phase(case).await;
+        if matches!(self.side, Side::Server) {
+            self.shutdown().await;
+        }
+        if !self.wait_end(PROMPT).await {
+            self.problems.add(not_ended);
+        }
+        self.compare(case, problems);
     }
 
     /// Half-close the raw peer's side (TCP FIN).
