@@ -110,8 +110,8 @@ fn connect_protocol(version: http::Version, extensions: &http::Extensions) -> Op
 /// server's list that the client offered), its limits and timeouts.
 ///
 /// On success, return the `101 Switching Protocols` response (with `Sec-WebSocket-Accept` and the
-/// selected `Sec-WebSocket-Protocol`) and spawn the [`PendingUpgrade`]: it yields the WebSocket
-/// only after hyper has sent that response. The request's body is not touched; its upgrade
+/// selected `Sec-WebSocket-Protocol`), or for an HTTP/2 extended CONNECT the `200`, and spawn the
+/// [`PendingUpgrade`]: it yields the WebSocket only after hyper has sent that response. The request's body is not touched; its upgrade
 /// handle is taken (a second call finds none).
 ///
 /// Reading the request head is hyper's part here, with hyper's limits: the builder's
@@ -121,12 +121,13 @@ fn connect_protocol(version: http::Version, extensions: &http::Extensions) -> Op
 ///
 /// # Errors
 ///
-/// A [`Refusal`] carrying the answer to return instead of the `101`:
+/// A [`Refusal`] carrying the answer to return instead of the `101` (or `200`):
 /// [`Refusal::Handshake`] for a request that is not a valid opening handshake or whose origin is
 /// refused, with the status and headers [`Incoming::accept`](crate::Incoming::accept) answers
-/// (400, 403, 405, or 426 with `Sec-WebSocket-Version: 13`); [`Refusal::NoUpgrade`] (500) for a
-/// valid request that hyper cannot upgrade: it did not come from a hyper HTTP/1.1 connection, or
-/// its upgrade handle was already taken. `request` is left as it was.
+/// (400, 403, 405, or 426 with `Sec-WebSocket-Version: 13`); [`Refusal::Connect`] for the same
+/// over HTTP/2 (feature `http2`); [`Refusal::NoUpgrade`] (500) for a valid request that hyper
+/// cannot upgrade: it did not come from a hyper connection, or its upgrade handle was already
+/// taken. `request` is left as it was.
 pub fn upgrade<B>(
     request: &mut http::Request<B>,
     server: &ServerBuilder,
@@ -303,8 +304,8 @@ pub enum Refusal {
     /// has no HTTP/1.1 connection headers (RFC 9113 §8.2.2).
     Connect(HandshakeError),
     /// A valid handshake that hyper cannot upgrade: the request did not come from a hyper
-    /// HTTP/1.1 connection, or its upgrade handle was already taken. The fault is the server's,
-    /// hence `500`.
+    /// connection (HTTP/1.1 with upgrades, or HTTP/2 with `enable_connect_protocol`), or its
+    /// upgrade handle was already taken. The fault is the server's, hence `500`.
     NoUpgrade,
 }
 
