@@ -48,6 +48,23 @@ async fn h2_server(
                         };
                         match path.as_str() {
                             "/drop" => drop(ws),
+                            // How the session ended, as an I/O error kind (0: cleanly, 1: by
+                            // another error), for a client that resets its stream.
+                            "/watch" => {
+                                let end = loop {
+                                    match ws.next().await {
+                                        Some(Ok(_)) => {}
+                                        None => break 0,
+                                        Some(Err(Error::Io(e)))
+                                            if e.kind() == std::io::ErrorKind::ConnectionReset =>
+                                        {
+                                            break 2
+                                        }
+                                        Some(Err(_)) => break 1,
+                                    }
+                                };
+                                report.send(end).unwrap();
+                            }
                             "/flood" => {
                                 let chunk = Bytes::from(vec![7u8; 64 << 10]);
                                 let mut sent = 0;
@@ -166,6 +183,23 @@ async fn a_reset_stream_is_a_lost_connection() {
     }
     // No close frame: 1006 (RFC 6455 §7.1.5).
     assert!(ws.close_frame().is_none());
+}
+
+#[tokio::test]
+async fn a_stream_reset_by_the_client_is_a_lost_connection_for_the_server() {
+    let (addr, mut reports) = h2_server(ServerBuilder::new(), 0).await;
+    let builder = ClientBuilder::new(&format!("ws://{addr}/")).unwrap();
+    let conn = within("connect", Http2Connection::connect(&builder))
+        .await
+        .unwrap();
+    let (mut stream, response) = within("tunnel", conn.tunnel(&format!("ws://{addr}/watch")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    stream.reset(h2::Reason::CANCEL);
+    // RFC 8441 §5: RST_STREAM is the abnormal closure; the server's WebSocket ends as a lost
+    // connection (an I/O error, no close frame: 1006), not as a clean end.
+    assert_eq!(within("the server's end", reports.recv()).await, Some(2));
 }
 
 #[tokio::test]
