@@ -10,7 +10,9 @@ each run it samples from /proc, while the load runs:
   scripts/bench-compare.py measures it), and the load generator's;
 - the server's resident memory above what it held before the load connected, per WebSocket
   (the connections are busy: this includes their buffers and, over HTTP/2, the streams'
-  state and the connection's windows).
+  state and the connection's windows);
+- and, in a run of its own (`bench --idle`), the same memory while the WebSockets are open and
+  idle.
 
 Rounds alternate the two transports; the table shows medians and the h2 / http/1.1 ratios.
 Only the Python standard library is used; every process started here is stopped before exit.
@@ -70,7 +72,9 @@ def start_server(binary):
     return proc, addr
 
 
-def run(args, transport, payload):
+def run(args, transport, payload, idle=False):
+    """One run of the load against a fresh server. With `idle`, the WebSockets are opened and
+    kept idle (`bench --idle`): only the memory is measured."""
     server, addr = start_server(args.bin)
     try:
         baseline = rss_bytes(server.pid)
@@ -80,6 +84,8 @@ def run(args, transport, payload):
                 "--duration", str(args.duration), "--warmup", str(args.warmup)]
         if transport == "h2":
             argv.append("--http2")
+        if idle:
+            argv.append("--idle")
         out = tempfile.TemporaryFile()
         err = tempfile.TemporaryFile()
         load = start(argv, stdout=out, stderr=err)
@@ -104,14 +110,22 @@ def run(args, transport, payload):
         if load.returncode != 0:
             raise Failure(f"bench exited with {load.returncode}: {errors.strip()[-400:]}")
         result = json.loads([l for l in text.splitlines() if l.startswith("{")][-1])
+        d = result["duration_s"]
+        window = [s for s in samples if exited - 0.8 * d <= s[0] <= exited - 0.2 * d]
+        if len(window) < 2:
+            # The sampler was starved (a busy machine): the middle third of what it took.
+            window = samples[len(samples) // 3: 2 * len(samples) // 3 + 1]
+        if len(window) < 2:
+            raise Failure(f"{len(samples)} samples only (--duration too short?)")
+        if idle:
+            if result.get("errors"):
+                raise Failure(f"bench reported {result.get('errors')} errors")
+            rss = statistics.median(s[3] for s in window)
+            return {"rss_per_ws": (rss - baseline) / args.connections}
         if result.get("errors") or not result.get("count"):
             raise Failure(f"bench reported {result.get('errors')} errors, "
                           f"{result.get('count')} messages")
-        d = result["duration_s"]
         # The steady part: between 0.8 and 0.2 durations before the load exited.
-        window = [s for s in samples if exited - 0.8 * d <= s[0] <= exited - 0.2 * d]
-        if len(window) < 2:
-            raise Failure("too few samples (--duration too short?)")
         (ta, sa, la, _), (tb, sb, lb, _) = window[0], window[-1]
         rate = result["per_s"]
         rss = statistics.median(s[3] for s in window)
@@ -142,12 +156,16 @@ def main():
     payloads = [int(p) for p in args.payloads.split(",")]
     transports = ["http/1.1", "h2"]
     results = {(t, p): [] for t in transports for p in payloads}
+    idle = {t: [] for t in transports}
     for r in range(args.rounds):
+        order = transports if r % 2 == 0 else transports[::-1]
         for p in payloads:
-            order = transports if r % 2 == 0 else transports[::-1]
             for t in order:
                 results[(t, p)].append(run(args, t, p))
                 sys.stderr.write(f"round {r + 1}: {t} {p} B done\n")
+        for t in order:
+            idle[t].append(run(args, t, 0, idle=True)["rss_per_ws"])
+            sys.stderr.write(f"round {r + 1}: {t} idle done\n")
 
     def med(t, p, key):
         return statistics.median(x[key] for x in results[(t, p)])
@@ -169,6 +187,10 @@ def main():
         print(f"| {p} B | h2 / http/1.1 | {ratio('per_s'):.2f}× | {ratio('p50_us'):.2f}× | "
               f"{ratio('p99_us'):.2f}× | {ratio('server_us'):.2f}× | {ratio('load_us'):.2f}× | "
               f"{ratio('rss_per_ws'):.2f}× |")
+    h1_idle, h2_idle = statistics.median(idle["http/1.1"]), statistics.median(idle["h2"])
+    print(f"\nIdle (`bench --idle`, {args.connections} WebSockets open, nothing sent): server RSS "
+          f"per WebSocket {h1_idle:,.0f} B over http/1.1, {h2_idle:,.0f} B over h2 "
+          f"({h2_idle / h1_idle if h1_idle > 0 else float('nan'):.2f}×).")
 
 
 if __name__ == "__main__":

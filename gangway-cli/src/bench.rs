@@ -171,6 +171,11 @@ pub(crate) struct BenchOpts {
     #[arg(long, conflicts_with = "handshakes")]
     raw_echo: bool,
 
+    /// Send nothing: open the connections, keep them open and idle for --warmup and --duration,
+    /// then close them (what idle WebSockets cost a server; no message is counted).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    idle: bool,
+
     /// Open every connection's WebSocket as a stream of one HTTP/2 connection (prior knowledge,
     /// RFC 8441) instead of a TCP connection each: --connections WebSockets share it.
     #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
@@ -777,7 +782,7 @@ where
             frame_len,
             window: opts.window as usize,
             credits: opts.window as usize,
-            sending: true,
+            sending: !opts.idle,
             wpos: 0,
             wend: 0,
             sent: VecDeque::with_capacity(opts.window as usize),
@@ -1293,6 +1298,7 @@ mod tests {
             handshakes: false,
             json: false,
             raw_echo: false,
+            idle: false,
             http2: false,
             threads: 1,
         };
