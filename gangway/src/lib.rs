@@ -42,6 +42,7 @@
 
 mod client;
 mod error;
+mod head;
 #[cfg(feature = "http2")]
 pub mod http2;
 #[cfg(feature = "hyper")]

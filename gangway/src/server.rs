@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
 use gangway_proto::handshake::server::{self as hs, ClientOffer};
-use gangway_proto::handshake::{self, ExtensionOffer, Negotiated, Parsed};
+use gangway_proto::handshake::{self, ExtensionOffer, Negotiated};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::head::HeadError;
 use crate::{origin, Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
-
-/// How much to read at a time while waiting for the request head.
-const HEAD_READ_SIZE: usize = 4 << 10;
 
 /// After refusing a request, how long to keep reading (and discarding) what the client still
 /// sends before dropping the connection, and how much at most.
@@ -419,59 +417,36 @@ impl ServerBuilder {
 }
 
 /// Read until a complete request head; return it and every byte after it.
-///
-/// Never reads more than one byte past `max_head_size` (enough to know that the head is too
-/// large), so a client that never completes its head holds at most that much memory.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_head_size: usize,
 ) -> Result<(http::Request<()>, Vec<u8>), Error> {
-    let limit = max_head_size.saturating_add(1);
-    let mut buf = Vec::new();
-    loop {
-        // At least 1: the loop ends with 431 once `buf` holds more than `max_head_size`.
-        let room = limit.saturating_sub(buf.len()).min(HEAD_READ_SIZE);
-        if buf.capacity() - buf.len() < room {
-            // Grow geometrically (a byte-at-a-time client costs no quadratic copying), but
-            // never past the limit.
-            let target = (buf.capacity() * 2).max(buf.len() + room).min(limit);
-            buf.reserve_exact(target - buf.len());
-        }
-        let start = buf.len();
-        if (&mut *stream).take(room as u64).read_buf(&mut buf).await? == 0 {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed before the request head was complete",
-            )));
-        }
-        // A head can only end at a newline: a client trickling bytes without one costs no parse.
-        if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
-            continue;
-        }
-        let parsed = hs::parse_request(&buf, max_head_size);
+    crate::head::read_head(stream, max_head_size, |buf| {
+        let parsed = hs::parse_request(buf, max_head_size);
         #[cfg(feature = "http2")]
         if parsed.is_err() && buf.starts_with(&crate::http2::PREFACE[..16]) {
             // Not HTTP/1.1: an HTTP/2 client with prior knowledge (RFC 9113 §3.3), once its
-            // whole preface is here. Everything read stays for the HTTP/2 connection.
-            match crate::http2::prior_knowledge(&buf) {
-                Some(request) => return Ok((request, buf)),
-                None if buf.len() < crate::http2::PREFACE.len() => continue,
-                None => {}
+            // whole preface is here. A head of length 0: everything read stays for the HTTP/2
+            // connection.
+            if let Some(request) = crate::http2::prior_knowledge(buf) {
+                return Ok(gangway_proto::handshake::Parsed::Complete(request, 0));
+            }
+            if buf.len() < crate::http2::PREFACE.len() {
+                return Ok(gangway_proto::handshake::Parsed::Partial);
             }
         }
-        match parsed? {
-            Parsed::Complete(request, head_len) => {
-                // Frames pipelined behind the head are kept for the connection.
-                let leftover = buf.split_off(head_len.min(buf.len()));
-                return Ok((request, leftover));
-            }
-            // The core enforces the limit; this keeps memory bounded whatever it does.
-            Parsed::Partial if buf.len() > max_head_size => {
-                return Err(Error::Handshake(HandshakeError::HeadTooLarge));
-            }
-            Parsed::Partial => {}
-        }
-    }
+        parsed
+    })
+    .await
+    .map_err(|e| match e {
+        HeadError::Io(e) => Error::Io(e),
+        HeadError::Eof => Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before the request head was complete",
+        )),
+        HeadError::TooLarge => Error::Handshake(HandshakeError::HeadTooLarge),
+        HeadError::Parse(e) => Error::Handshake(e),
+    })
 }
 
 /// Answer `err` with its HTTP status, then close the connection gracefully. Failures are ignored:

@@ -105,7 +105,10 @@ impl Http2Builder {
                     return Err(Error::Http2(Http2Error::NotNegotiated));
                 }
                 tracing::debug!(uri = %builder.uri(), "tls chose http/1.1: no http/2");
-                return builder.handshake(wrap(ClientStream::Http1(stream))).await;
+                let handshake = builder.client_handshake()?;
+                return builder
+                    .handshake(wrap(ClientStream::Http1(stream)), handshake)
+                    .await;
             }
             let fallback = match Http2Connection::handshake(stream, builder).await {
                 Ok(conn) if conn.extended_connect => {
@@ -120,7 +123,10 @@ impl Http2Builder {
             }
             tracing::debug!(uri = %builder.uri(), reason = %fallback, "falling back to http/1.1");
             let stream = builder.transport(&[ALPN_HTTP_1_1]).await?;
-            builder.handshake(wrap(ClientStream::Http1(stream))).await
+            let handshake = builder.client_handshake()?;
+            builder
+                .handshake(wrap(ClientStream::Http1(stream)), handshake)
+                .await
         };
         bounded(builder, attempt).await
     }
