@@ -17,7 +17,9 @@
 //! close frame and waits for the server's close frame and end of stream, again and again.
 //!
 //! Only what completes inside the measured time (after `--warmup`, for `--duration`) is counted.
-//! The run always uses plain `ws://` over TCP: a TLS layer would measure the TLS library.
+//! The run always uses plain `ws://`: a TLS layer would measure the TLS library. With `--http2`
+//! every WebSocket is a stream of one cleartext HTTP/2 connection (RFC 8441) instead of a TCP
+//! connection of its own.
 
 mod histogram;
 
@@ -34,6 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use gangway::http2::Http2Connection;
 use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::handshake::client::{ClientHandshake, ClientOptions};
@@ -167,6 +170,16 @@ pub(crate) struct BenchOpts {
     /// close frame comes back as sent. Accept that instead of counting it as an error.
     #[arg(long, conflicts_with = "handshakes")]
     raw_echo: bool,
+
+    /// Send nothing: open the connections, keep them open and idle for --warmup and --duration,
+    /// then close them (what idle WebSockets cost a server; no message is counted).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    idle: bool,
+
+    /// Open every connection's WebSocket as a stream of one HTTP/2 connection (prior knowledge,
+    /// RFC 8441) instead of a TCP connection each: --connections WebSockets share it.
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    http2: bool,
 
     /// Threads generating the load: 1 runs everything on one thread (pin it with taskset);
     /// more uses a multi-threaded runtime with that many workers.
@@ -671,6 +684,21 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
     // large messages stay at 64 MiB of buffers.
     let rbuf_len = (frame_len * opts.window as usize).clamp(4 << 10, 64 << 10);
 
+    if opts.http2 {
+        // One HTTP/2 connection; each WebSocket is one of its streams.
+        let url = opts.url.to_string();
+        let builder = gangway::ClientBuilder::new(&url)?;
+        let conn = Http2Connection::connect(&builder).await?;
+        let mut opening = JoinSet::new();
+        for _ in 0..opts.connections {
+            let (conn, url) = (conn.clone(), url.clone());
+            opening.spawn(async move {
+                let (stream, _response) = conn.tunnel(&url).await?;
+                Ok::<_, Error>((stream, Vec::new(), OsRandom::new()))
+            });
+        }
+        return run_echo(opts, opening, block, frame_len, rbuf_len, shards).await;
+    }
     let mut opening = JoinSet::new();
     for _ in 0..opts.connections {
         let uri = opts.url.clone();
@@ -683,6 +711,25 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
             Ok::<_, Error>((tcp, buf, rng))
         });
     }
+    run_echo(opts, opening, block, frame_len, rbuf_len, shards).await
+}
+
+/// An opened connection: the transport, bytes the server sent behind its response head, and the
+/// connection's source of masks.
+type Opened<T> = (T, Vec<u8>, OsRandom);
+
+/// Echo mode once the connections are opening: run each as an [`EchoConn`] until the end.
+async fn run_echo<T>(
+    opts: &BenchOpts,
+    mut opening: JoinSet<Result<Opened<T>, Error>>,
+    block: Arc<[u8]>,
+    frame_len: usize,
+    rbuf_len: usize,
+    shards: usize,
+) -> Result<Arc<Shared>, Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut open_conns = Vec::with_capacity(opts.connections as usize);
     let mut first_error = None;
     let mut failed = 0u64;
@@ -730,12 +777,12 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
         let mut rbuf = vec![0u8; rbuf_len + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
         let conn = EchoConn {
-            tcp,
+            io: tcp,
             block: Arc::clone(&block),
             frame_len,
             window: opts.window as usize,
             credits: opts.window as usize,
-            sending: true,
+            sending: !opts.idle,
             wpos: 0,
             wend: 0,
             sent: VecDeque::with_capacity(opts.window as usize),
@@ -764,9 +811,9 @@ enum Stop {
     Protocol,
 }
 
-/// One connection of echo mode.
-struct EchoConn {
-    tcp: TcpStream,
+/// One connection of echo mode, over a TCP connection or an HTTP/2 stream.
+struct EchoConn<T> {
+    io: T,
     /// `window` pre-encoded frames; a batch of k frames is the first k of them.
     block: Arc<[u8]>,
     frame_len: usize,
@@ -789,7 +836,7 @@ struct EchoConn {
     rng: OsRandom,
 }
 
-impl EchoConn {
+impl<T: AsyncRead + AsyncWrite + Unpin> EchoConn<T> {
     async fn run(mut self, shared: Arc<Shared>) {
         // The whole loop is bounded by the end of the run, so a server that stops answering
         // cannot hold the benchmark; the state lives in `self`, so the close below still knows
@@ -849,7 +896,7 @@ impl EchoConn {
                 }
                 self.credits = 0;
             }
-            match Pin::new(&mut self.tcp).poll_write(cx, &self.block[self.wpos..self.wend]) {
+            match Pin::new(&mut self.io).poll_write(cx, &self.block[self.wpos..self.wend]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => self.wpos += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -857,7 +904,7 @@ impl EchoConn {
             }
         }
         let mut rb = ReadBuf::new(&mut self.rbuf[self.filled..]);
-        match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -919,14 +966,14 @@ impl EchoConn {
         self.sending = false;
         if self.wpos < self.wend {
             let rest = &self.block[self.wpos..self.wend];
-            self.tcp.write_all(rest).await?;
+            self.io.write_all(rest).await?;
             self.wpos = self.wend;
         }
         let frame = close_frame(&mut self.rng);
-        self.tcp.write_all(&frame).await?;
+        self.io.write_all(&frame).await?;
         let mut closed = false;
         loop {
-            let n = self.tcp.read(&mut self.rbuf[self.filled..]).await?;
+            let n = self.io.read(&mut self.rbuf[self.filled..]).await?;
             if n == 0 {
                 return if closed {
                     Ok(())
@@ -1251,6 +1298,8 @@ mod tests {
             handshakes: false,
             json: false,
             raw_echo: false,
+            idle: false,
+            http2: false,
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());

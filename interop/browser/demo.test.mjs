@@ -12,12 +12,10 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
 import { compressibleText, startWireProxy } from '../node/wire.mjs';
+import { launchChromium } from './chromium.mjs';
 
-/** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
 /** Where the screenshot of the demo page goes (outside the repository). */
 const SCREENSHOT = process.env.GANGWAY_DEMO_SCREENSHOT || path.join(os.tmpdir(), 'demo.png');
@@ -37,28 +35,7 @@ let profileDir = null;
 before(async () => {
   // A fresh profile per run, so no state (cache, HSTS, settings) leaks between runs.
   profileDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-chromium-'));
-  context = await withTimeout(
-    chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1280, height: 900 },
-      timeout: 30_000,
-    }),
-    40_000,
-    `Chromium (${CHROMIUM}) to start`,
-  );
-  context.setDefaultTimeout(STEP_MS);
-  context.setDefaultNavigationTimeout(STEP_MS);
+  context = await launchChromium(profileDir);
 }, { timeout: TEST_MS });
 
 after(async () => {
