@@ -93,6 +93,43 @@ pub(crate) struct ServeOpts {
     #[arg(long)]
     no_deflate: bool,
 
+    /// How permessage-deflate keeps its compression state (docs/deflate.md has the memory each
+    /// costs). `window` (the default): the server's messages are compressed without context
+    /// takeover, each on its own with a state the thread lends; the client's may refer back to
+    /// earlier ones within a 2^BITS window, the one thing a connection keeps between messages
+    /// (4 KiB at 12 bits; a client that cannot be held to a window gets no context takeover).
+    /// `shared`: no context takeover either way, an idle connection keeps nothing. `dedicated`:
+    /// context takeover both ways, each connection keeps its own states (about 210 KB at 12
+    /// bits).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "window",
+        value_parser = ["window", "shared", "dedicated"],
+        conflicts_with = "no_deflate"
+    )]
+    deflate_mode: String,
+
+    /// permessage-deflate's LZ77 window, 2^BITS bytes: the client's in `window` mode (8-13,
+    /// default 12); both directions' in `dedicated` mode (8-15, default 12) and in `shared` mode
+    /// (8-15, default 15). The client is held to it when it offers client_max_window_bits.
+    #[arg(
+        long,
+        value_name = "BITS",
+        value_parser = clap::value_parser!(u8).range(8..=15),
+        conflicts_with = "no_deflate"
+    )]
+    deflate_window_bits: Option<u8>,
+
+    /// permessage-deflate's compression level, 0 (none) to 9 (smallest, slowest); default 6.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(u32).range(0..=9),
+        conflicts_with = "no_deflate"
+    )]
+    deflate_level: Option<u32>,
+
     /// Worker threads, at most 1024; 0: one per CPU this process may run on (see `taskset`).
     /// With one, a single event loop runs everything.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS))]
@@ -137,6 +174,41 @@ impl ServeOpts {
             n => usize::from(n),
         }
     }
+}
+
+/// The permessage-deflate settings of `--deflate-mode`, `--deflate-window-bits` and
+/// `--deflate-level` (the memory each mode costs is in docs/deflate.md).
+fn deflate_config(opts: &ServeOpts) -> anyhow::Result<DeflateConfig> {
+    let mut config = match opts.deflate_mode.as_str() {
+        "shared" | "dedicated" => {
+            let (mut config, default_bits) = if opts.deflate_mode == "shared" {
+                (DeflateConfig::no_context_takeover(), 15)
+            } else {
+                (DeflateConfig::default(), 12)
+            };
+            let bits = opts.deflate_window_bits.unwrap_or(default_bits);
+            if bits < 15 {
+                // Answered as server_max_window_bits (RFC 7692 §7.1.2.1), and as
+                // client_max_window_bits to a client that offered that parameter (§7.1.2.2).
+                config.server_max_window_bits = Some(bits);
+                config.client_max_window_bits = Some(bits);
+            }
+            config
+        }
+        _ => {
+            let bits = opts.deflate_window_bits.unwrap_or(12);
+            anyhow::ensure!(
+                bits <= 13,
+                "--deflate-window-bits {bits}: at most 13 with --deflate-mode window (a larger \
+                 window is kept as a whole compression state: use --deflate-mode dedicated)"
+            );
+            DeflateConfig::bounded_client_window(bits)
+        }
+    };
+    if let Some(level) = opts.deflate_level {
+        config.level = level;
+    }
+    Ok(config)
 }
 
 /// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
@@ -197,6 +269,11 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         _ => None,
     };
 
+    // Like the certificate: an option that cannot be used stops the server before it listens.
+    let deflate = (!opts.no_deflate)
+        .then(|| deflate_config(&opts))
+        .transpose()?;
+
     let listener = listen(&opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -224,8 +301,8 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.idle_timeout.is_zero() && opts.idle_timeout <= opts.ping_interval {
         warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
     }
-    if !opts.no_deflate {
-        config.deflate = DeflateConfig::default();
+    if let Some(deflate) = deflate {
+        config.deflate = deflate;
     }
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {

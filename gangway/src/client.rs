@@ -361,10 +361,9 @@ impl ClientBuilder {
         self.url.is_secure()
     }
 
-    /// The connection for what the handshake negotiated, or the refusal.
-    pub(crate) fn connection(&self, negotiated: &Negotiated) -> Result<Connection, Error> {
+    /// The connection for what the handshake negotiated.
+    pub(crate) fn connection(&self, negotiated: &Negotiated) -> Connection {
         Connection::from_negotiated(Role::Client, self.config.clone(), negotiated)
-            .map_err(|e| self.refused(e))
     }
 
     /// The configured close-handshake bound.
@@ -464,7 +463,7 @@ impl ClientBuilder {
             }
             Err(HeadError::Parse(e)) => return Err(self.refused(e)),
         };
-        let conn = self.connection(&negotiated)?;
+        let conn = self.connection(&negotiated);
         // Frames the server sent right behind its head belong to the connection.
         let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, &leftover);
         ws.set_close_timeout(self.close_timeout);

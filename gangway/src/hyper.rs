@@ -267,7 +267,9 @@ impl fmt::Debug for PendingUpgrade {
 impl PendingUpgrade {
     /// The subprotocol the `101` selected.
     pub fn protocol(&self) -> Option<&str> {
-        self.accepted.as_ref().and_then(|a| a.protocol.as_deref())
+        self.accepted
+            .as_ref()
+            .and_then(|a| a.negotiated.protocol.as_deref())
     }
 }
 
@@ -499,7 +501,7 @@ mod tests {
                 ("client_max_window_bits".into(), Some(bits.into())),
             ],
         };
-        accepted.extensions = vec![deflate("10"), deflate("9")];
+        accepted.negotiated.extensions = vec![deflate("10"), deflate("9")];
         let ours = switching_protocols(&accepted);
         assert_eq!(response_parts(&ours), split_response(&accepted.response()));
         assert!(ours.headers()["sec-websocket-extensions"]

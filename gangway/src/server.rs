@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
 use gangway_proto::handshake::server::{self as hs, ClientOffer};
-use gangway_proto::handshake::{self, ExtensionOffer, Negotiated};
+use gangway_proto::handshake::{self, Negotiated};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -132,10 +132,22 @@ impl ServerBuilder {
         self
     }
 
-    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences
-    /// (`DeflateConfig::default()`), or never (`DeflateConfig::disabled()`, the default: a
-    /// connection that compresses holds up to about 515 KiB of compression state). Sets
-    /// [`Config`]'s `deflate`.
+    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences, or never
+    /// (`DeflateConfig::disabled()`, the default). Sets [`Config`]'s `deflate`.
+    ///
+    /// What a connection keeps between messages depends on the choice:
+    /// `DeflateConfig::bounded_client_window(12)` (what `gangway serve` uses) keeps the
+    /// client's 4 KiB window, `DeflateConfig::no_context_takeover()` nothing, and
+    /// `DeflateConfig::default()` (context takeover both ways, as the client offers) about
+    /// 420 KiB of compression state once the connection has compressed and inflated a message.
+    /// See [`gangway_proto::extensions::permessage_deflate`] for the details.
+    ///
+    /// ```
+    /// use gangway::{DeflateConfig, ServerBuilder};
+    ///
+    /// let server = ServerBuilder::new().deflate(DeflateConfig::bounded_client_window(12));
+    /// # let _ = server;
+    /// ```
     #[cfg(feature = "deflate")]
     pub fn deflate(mut self, deflate: crate::DeflateConfig) -> Self {
         Arc::make_mut(&mut self.config).deflate = deflate;
@@ -296,22 +308,28 @@ impl ServerBuilder {
 pub(crate) struct Accepted {
     /// What the client offered (its key answers in `Sec-WebSocket-Accept`).
     pub(crate) offer: ClientOffer,
-    /// The selected subprotocol, if any.
-    pub(crate) protocol: Option<String>,
-    /// The extensions in effect, in the order of the answer.
-    pub(crate) extensions: Vec<ExtensionOffer>,
+    /// The selected subprotocol and the extensions in effect (the answer's, and typed).
+    pub(crate) negotiated: Negotiated,
 }
 
 impl Accepted {
     /// The `101 Switching Protocols` answer as HTTP/1.1 bytes.
     pub(crate) fn response(&self) -> Vec<u8> {
-        hs::accept(&self.offer, self.protocol.as_deref(), &self.extensions)
+        hs::accept(
+            &self.offer,
+            self.negotiated.protocol.as_deref(),
+            &self.negotiated.extensions,
+        )
     }
 
     /// The same answer as parts for an HTTP library (`101` on HTTP/1.1, `200` on HTTP/2).
     #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
     pub(crate) fn response_parts(&self) -> http::Response<()> {
-        hs::accept_response(&self.offer, self.protocol.as_deref(), &self.extensions)
+        hs::accept_response(
+            &self.offer,
+            self.negotiated.protocol.as_deref(),
+            &self.negotiated.extensions,
+        )
     }
 }
 
@@ -375,20 +393,8 @@ impl ServerBuilder {
             handshake::select_protocol(&self.protocols, &offer.protocols).map(str::to_owned);
         // permessage-deflate is the only extension implemented, so the only one ever accepted:
         // the client then must not use any other (RFC 6455 §9.1).
-        #[cfg(feature = "deflate")]
-        let extensions = self
-            .config
-            .deflate
-            .accept(&offer.extensions)
-            .map(|accepted| vec![accepted.response])
-            .unwrap_or_default();
-        #[cfg(not(feature = "deflate"))]
-        let extensions = Vec::new();
-        Ok(Accepted {
-            offer,
-            protocol,
-            extensions,
-        })
+        let negotiated = Negotiated::accept(&self.config, protocol, &offer.extensions);
+        Ok(Accepted { offer, negotiated })
     }
 
     /// The WebSocket on `io` once the `101` for `accepted` is sent; `leftover` are bytes the
@@ -399,18 +405,12 @@ impl ServerBuilder {
         accepted: Accepted,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        let negotiated = Negotiated {
-            protocol: None,
-            extensions: accepted.extensions,
-        };
-        let conn = Connection::from_negotiated(Role::Server, Arc::clone(&self.config), &negotiated)
-            .unwrap_or_else(|e| {
-                // Unreachable: the extensions are the answer `negotiate` built, which is valid.
-                // Were it not, the peer's compressed frames would fail the connection (1002).
-                tracing::error!(error = %e, "accepted extensions not usable");
-                Connection::new(Role::Server, Arc::clone(&self.config))
-            });
-        let mut ws = WebSocket::from_parts(io, conn, accepted.protocol, leftover);
+        let conn = Connection::from_negotiated(
+            Role::Server,
+            Arc::clone(&self.config),
+            &accepted.negotiated,
+        );
+        let mut ws = WebSocket::from_parts(io, conn, accepted.negotiated.protocol, leftover);
         ws.set_close_timeout(self.close_timeout);
         ws
     }

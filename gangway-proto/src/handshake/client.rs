@@ -380,10 +380,13 @@ impl Offered {
         // RFC 7692 §5: the client MUST fail the connection on an invalid permessage-deflate
         // answer, or one that answers none of its offers.
         #[cfg(feature = "deflate")]
-        crate::extensions::permessage_deflate::check_response(&self.extensions, &extensions)?;
+        let permessage_deflate =
+            crate::extensions::permessage_deflate::check_response(&self.extensions, &extensions)?;
         Ok(Negotiated {
             protocol,
             extensions,
+            #[cfg(feature = "deflate")]
+            permessage_deflate,
         })
     }
 

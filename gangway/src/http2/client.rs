@@ -338,7 +338,7 @@ impl Http2Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let (stream, response, negotiated) = self.extended_connect(builder).await?;
-        let conn = builder.connection(&negotiated)?;
+        let conn = builder.connection(&negotiated);
         let mut ws = WebSocket::from_parts(wrap(stream), conn, negotiated.protocol, &[]);
         ws.set_close_timeout(builder.close_timeout_value());
         Ok((ws, response))
