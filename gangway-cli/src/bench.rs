@@ -19,6 +19,7 @@
 //! Only what completes inside the measured time (after `--warmup`, for `--duration`) is counted.
 //! The run always uses plain `ws://` over TCP: a TLS layer would measure the TLS library.
 
+mod broadcast;
 mod histogram;
 
 use std::collections::VecDeque;
@@ -168,6 +169,26 @@ pub(crate) struct BenchOpts {
     #[arg(long, conflicts_with = "handshakes")]
     raw_echo: bool,
 
+    /// Measure a broadcast server (`gangway serve --broadcast`, or any server that sends each
+    /// message to every connection on the same path): every connection sends one binary
+    /// message per round and waits for --connections messages (everyone's, its own included)
+    /// before the next. Reports deliveries per second and the latency from send to delivery;
+    /// needs --payload of at least 16 bytes (the sender, round and send time are stamped in).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo", "text"])]
+    broadcast: bool,
+
+    /// With --broadcast: this many more connections that join the room and never read nor
+    /// send (the server's policy for slow members applies to them; the others' figures show
+    /// whether they are held up).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "broadcast",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    stalled: u32,
+
+    /// Also report the CPU time of this process (the server, on this machine) per message
+    /// measured, read from /proc at the start and the end of the measured time (Linux).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+
     /// Threads generating the load: 1 runs everything on one thread (pin it with taskset);
     /// more uses a multi-threaded runtime with that many workers.
     #[arg(
@@ -310,6 +331,22 @@ impl Shared {
 
 /// The whole run: connect, load, report.
 async fn bench(opts: BenchOpts) -> ExitCode {
+    if opts.broadcast && opts.payload < broadcast::STAMP as u64 {
+        eprintln!(
+            "gangway: --broadcast needs --payload of at least {} bytes (the stamp of each message)",
+            broadcast::STAMP
+        );
+        return ExitCode::from(code::USAGE);
+    }
+    if opts.broadcast && opts.window != 1 {
+        eprintln!("gangway: --broadcast sends one message per round: --window must be 1");
+        return ExitCode::from(code::USAGE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    if opts.server_pid.is_some() {
+        eprintln!("gangway: --server-pid reads /proc: Linux only");
+        return ExitCode::from(code::USAGE);
+    }
     let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
     let frame_len = payload.saturating_add(MAX_HEADER_LEN);
     if !opts.handshakes && frame_len.saturating_mul(opts.window as usize) > MAX_BLOCK {
@@ -339,18 +376,34 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report(),
     };
     let shards = opts.threads as usize;
+    let cpu = std::sync::Arc::new(CpuWindow::default());
+    let mut room = None;
     let shared = if opts.handshakes {
-        match handshakes(&opts, addr, shards).await {
+        match handshakes(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
             Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
         }
+    } else if opts.broadcast {
+        match broadcast::run(&opts, addr, shards, &cpu).await {
+            Ok((shared, r)) => {
+                room = Some(r);
+                shared
+            }
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+        }
     } else {
-        match echo(&opts, addr, shards).await {
+        match echo(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
             Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
         }
     };
-    let report = Report::new(&opts, &shared);
+    let mut report = Report::new(&opts, &shared);
+    report.server_cpu_ns = cpu.measured();
+    if let Some(room) = &room {
+        report.lost = room.lost.load(Ordering::Relaxed);
+        report.errors += report.lost;
+        report.rounds = room.rounds.load(Ordering::Relaxed);
+    }
     let mut stdout = io::stdout().lock();
     let text = if opts.json {
         report.json(&opts)
@@ -372,6 +425,61 @@ async fn bench(opts: BenchOpts) -> ExitCode {
     }
 }
 
+/// The server's CPU time over the measured time, read from /proc (`--server-pid`).
+#[derive(Debug, Default)]
+struct CpuWindow {
+    /// At the start of the measured time, then at its end (nanoseconds; 0: not read).
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+impl CpuWindow {
+    /// Read the server's CPU time at the start and the end of the measured time (`--server-pid`).
+    fn spawn(self: &Arc<Self>, opts: &BenchOpts, shared: &Shared) {
+        let Some(pid) = opts.server_pid else { return };
+        let (start, end) = (shared.start, shared.end);
+        let cpu = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            cpu.start.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+            tokio::time::sleep_until(end.into()).await;
+            cpu.end.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+        });
+    }
+
+    /// The CPU time in the measured time, if it was read.
+    fn measured(&self) -> Option<u64> {
+        let (start, end) = (
+            self.start.load(Ordering::SeqCst),
+            self.end.load(Ordering::SeqCst),
+        );
+        (start > 0 && end >= start).then(|| end - start)
+    }
+}
+
+/// The CPU time of every thread of process `pid`, in nanoseconds: the first field of each
+/// thread's `schedstat` (precise), else `utime + stime` from `/proc/PID/stat` (clock ticks of
+/// 10 ms).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            // A thread that ended between the listing and the read counts nothing.
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+        }
+    }
+    if total > 0 {
+        return Some(total);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks * 10_000_000)
+}
+
 /// The figures of a finished run.
 #[derive(Debug)]
 struct Report {
@@ -384,6 +492,12 @@ struct Report {
     p999_us: f64,
     max_us: f64,
     errors: u64,
+    /// The server's CPU time over the measured time (`--server-pid`).
+    server_cpu_ns: Option<u64>,
+    /// Broadcast: messages missing (or extra) at the end, over all connections.
+    lost: u64,
+    /// Broadcast: rounds the first connection completed.
+    rounds: u64,
 }
 
 impl Report {
@@ -408,6 +522,30 @@ impl Report {
             p999_us: us(h.quantile(0.999)),
             max_us: us(h.max()),
             errors: shared.errors.total(),
+            server_cpu_ns: None,
+            lost: 0,
+            rounds: 0,
+        }
+    }
+
+    /// The server's CPU time per message measured, in microseconds, and its share of one CPU.
+    fn server_cpu(&self) -> Option<(f64, f64)> {
+        let ns = self.server_cpu_ns? as f64;
+        let per = if self.count == 0 {
+            0.0
+        } else {
+            ns / 1000.0 / self.count as f64
+        };
+        Some((per, ns / 1e9 / self.duration_s))
+    }
+
+    fn mode(opts: &BenchOpts) -> &'static str {
+        if opts.handshakes {
+            "handshakes"
+        } else if opts.broadcast {
+            "broadcast"
+        } else {
+            "echo"
         }
     }
 
@@ -415,11 +553,26 @@ impl Report {
     fn json(&self, opts: &BenchOpts) -> String {
         let mut url = String::new();
         json_string(&mut url, &opts.url.to_string());
+        let cpu = match self.server_cpu() {
+            Some((per, share)) => {
+                format!(",\"server_cpu_us_per\":{per:.4},\"server_cpu_share\":{share:.3}")
+            }
+            None => String::new(),
+        };
+        let broadcast = if opts.broadcast {
+            format!(
+                ",\"stalled\":{},\"rounds\":{},\"lost\":{}",
+                opts.stalled, self.rounds, self.lost
+            )
+        } else {
+            String::new()
+        };
         format!(
             "{{\"mode\":\"{}\",\"url\":{url},\"connections\":{},\"payload\":{},\"window\":{},\
              \"text\":{},\"duration_s\":{:.3},\"count\":{},\"per_s\":{:.1},\"mib_per_s\":{:.3},\
-             \"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{}}}\n",
-            if opts.handshakes { "handshakes" } else { "echo" },
+             \"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{}\
+             {cpu}{broadcast}}}\n",
+            Report::mode(opts),
             opts.connections,
             opts.payload,
             opts.window,
@@ -447,6 +600,20 @@ impl Report {
                 opts.connections,
                 runtime_name(opts.threads)
             )
+        } else if opts.broadcast {
+            writeln!(
+                out,
+                "broadcast   {}, {} members{}, {} B binary, {}",
+                opts.url,
+                opts.connections,
+                if opts.stalled > 0 {
+                    format!(" and {} that never read", opts.stalled)
+                } else {
+                    String::new()
+                },
+                opts.payload,
+                runtime_name(opts.threads)
+            )
         } else {
             writeln!(
                 out,
@@ -460,6 +627,8 @@ impl Report {
         };
         let what = if opts.handshakes {
             "handshakes"
+        } else if opts.broadcast {
+            "delivered"
         } else {
             "messages"
         };
@@ -483,13 +652,37 @@ impl Report {
             "latency     p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
             self.p50_us, self.p99_us, self.p999_us, self.max_us
         );
+        if let Some((per, share)) = self.server_cpu() {
+            let per_what = if opts.handshakes {
+                "cycle"
+            } else if opts.broadcast {
+                "delivered message"
+            } else {
+                "message"
+            };
+            let _ = writeln!(
+                out,
+                "server CPU  {per:.3} µs per {per_what} ({:.0} % of one CPU)",
+                share * 100.0
+            );
+        }
+        if opts.broadcast {
+            let _ = writeln!(out, "rounds      {} (the first connection's)", self.rounds);
+        }
         let _ = write!(out, "errors      {}", self.errors);
         if self.errors > 0 {
+            let wrong = if opts.broadcast {
+                "wrong or out of order"
+            } else {
+                "wrong echo"
+            };
+            let lost = AtomicU64::new(self.lost);
             let parts = [
-                ("wrong echo", &errors.mismatch),
+                (wrong, &errors.mismatch),
                 ("protocol", &errors.protocol),
                 ("connection", &errors.connection),
                 ("close", &errors.close),
+                ("missing at the end", &lost),
             ];
             let mut sep = " (";
             for (name, n) in parts {
@@ -663,7 +856,12 @@ fn encode_frames(opts: &BenchOpts, rng: &mut OsRandom) -> Vec<u8> {
 }
 
 /// Echo mode: open every connection, then run them all for the warmup and the duration.
-async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<Shared>, Error> {
+async fn echo(
+    opts: &BenchOpts,
+    addr: SocketAddr,
+    shards: usize,
+    cpu: &Arc<CpuWindow>,
+) -> Result<Arc<Shared>, Error> {
     let mut rng = OsRandom::new();
     let block: Arc<[u8]> = encode_frames(opts, &mut rng).into();
     let frame_len = block.len() / opts.window as usize;
@@ -718,6 +916,7 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
     for _ in 0..failed {
         Errors::add(&shared.errors.connection);
     }
+    cpu.spawn(opts, &shared);
     let progress = spawn_progress(&shared, "messages");
     let expect = if opts.text {
         OpCode::Text
@@ -1067,6 +1266,7 @@ async fn handshakes(
     opts: &BenchOpts,
     addr: SocketAddr,
     shards: usize,
+    cpu: &Arc<CpuWindow>,
 ) -> Result<Arc<Shared>, Error> {
     let mut probe = Cycle::new();
     tokio::time::timeout(CONNECT_TIMEOUT, probe.run(addr, &opts.url))
@@ -1078,6 +1278,7 @@ async fn handshakes(
         opts.duration,
         shards,
     ));
+    cpu.spawn(opts, &shared);
     let progress = spawn_progress(&shared, "handshakes");
     let mut running = JoinSet::new();
     for i in 0..opts.connections as usize {
@@ -1251,6 +1452,9 @@ mod tests {
             handshakes: false,
             json: false,
             raw_echo: false,
+            broadcast: false,
+            stalled: 0,
+            server_pid: None,
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());
