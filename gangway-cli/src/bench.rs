@@ -403,6 +403,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         report.lost = room.lost.load(Ordering::Relaxed);
         report.errors += report.lost;
         report.rounds = room.rounds.load(Ordering::Relaxed);
+        report.undelivered = room.undelivered.load(Ordering::Relaxed);
     }
     let mut stdout = io::stdout().lock();
     let text = if opts.json {
@@ -498,6 +499,8 @@ struct Report {
     lost: u64,
     /// Broadcast: rounds the first connection completed.
     rounds: u64,
+    /// Broadcast: messages still on their way when the wait for them ended (a slow server).
+    undelivered: u64,
 }
 
 impl Report {
@@ -525,6 +528,7 @@ impl Report {
             server_cpu_ns: None,
             lost: 0,
             rounds: 0,
+            undelivered: 0,
         }
     }
 
@@ -561,8 +565,8 @@ impl Report {
         };
         let broadcast = if opts.broadcast {
             format!(
-                ",\"stalled\":{},\"rounds\":{},\"lost\":{}",
-                opts.stalled, self.rounds, self.lost
+                ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{}",
+                opts.stalled, self.rounds, self.lost, self.undelivered
             )
         } else {
             String::new()
@@ -668,6 +672,14 @@ impl Report {
         }
         if opts.broadcast {
             let _ = writeln!(out, "rounds      {} (the first connection's)", self.rounds);
+            if self.undelivered > 0 {
+                let _ = writeln!(
+                    out,
+                    "undelivered {} (still on their way {} s after the run)",
+                    self.undelivered,
+                    broadcast::DRAIN_TIMEOUT.as_secs()
+                );
+            }
         }
         let _ = write!(out, "errors      {}", self.errors);
         if self.errors > 0 {

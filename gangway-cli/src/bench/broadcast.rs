@@ -39,8 +39,14 @@ use super::{
 /// nanoseconds since the run's epoch), little-endian.
 pub(super) const STAMP: usize = 16;
 
-/// How long, after the run, every message sent may take to reach every connection.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long, after the run, the messages still in flight may take to reach every connection.
+/// A server that is still delivering then is slow, not losing messages: what has not arrived is
+/// reported as undelivered, not as an error.
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// After the run, how long no connection may receive anything while messages are missing
+/// before they count as lost.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to wait after every connection is open before the first message: the server
 /// joins a connection to its room right after answering its handshake.
@@ -66,8 +72,13 @@ pub(super) struct Room {
     total: AtomicU64,
     total_known: AtomicBool,
     drained: Notify,
-    /// Messages missing or duplicated at the end, over all connections.
+    /// Messages missing (or duplicated) at the end, over all connections, once nothing
+    /// arrived anywhere for [`STALL_TIMEOUT`].
     pub(super) lost: AtomicU64,
+    /// Messages still in flight when [`DRAIN_TIMEOUT`] passed, deliveries still going on.
+    pub(super) undelivered: AtomicU64,
+    /// When a connection last received something (nanoseconds since `epoch`).
+    last_progress: AtomicU64,
     /// Rounds completed by member 0 (how many times it received its N messages).
     pub(super) rounds: AtomicU64,
 }
@@ -148,6 +159,8 @@ pub(super) async fn run(
         total_known: AtomicBool::new(false),
         drained: Notify::new(),
         lost: AtomicU64::new(0),
+        undelivered: AtomicU64::new(0),
+        last_progress: AtomicU64::new(0),
         rounds: AtomicU64::new(0),
     });
     let progress = super::spawn_progress(&shared, "delivered");
@@ -190,6 +203,21 @@ pub(super) async fn run(
     Ok((shared, room))
 }
 
+/// Ready once sending has stopped and nothing has arrived anywhere for [`STALL_TIMEOUT`].
+async fn stalled(room: &Room) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !room.total_known.load(Ordering::SeqCst) {
+            continue;
+        }
+        let now = Instant::now().duration_since(room.epoch);
+        let last = Duration::from_nanos(room.last_progress.load(Ordering::Relaxed));
+        if now.saturating_sub(last) >= STALL_TIMEOUT {
+            return;
+        }
+    }
+}
+
 /// One member connection.
 struct Member {
     tcp: TcpStream,
@@ -227,20 +255,30 @@ impl Member {
         // Registered now, so that the notification at the end is not missed.
         drained.as_mut().enable();
         let deadline = shared.end + DRAIN_TIMEOUT;
-        let outcome = tokio::time::timeout_at(
-            deadline.into(),
-            poll_fn(|cx| self.poll_run(cx, &shared, &room, drained.as_mut())),
-        )
-        .await;
+        let run = poll_fn(|cx| self.poll_run(cx, &shared, &room, drained.as_mut()));
+        let outcome = tokio::select! {
+            outcome = run => Some(outcome),
+            () = tokio::time::sleep_until(deadline.into()) => None,
+            () = stalled(&room) => None,
+        };
         match outcome {
-            Ok(Err(Stop::Connection)) => Errors::add(&shared.errors.connection),
-            Ok(Err(Stop::Protocol)) => Errors::add(&shared.errors.protocol),
-            Ok(Ok(())) | Err(_) => {
-                // Whatever did not arrive in time is lost.
+            Some(Err(Stop::Connection)) => Errors::add(&shared.errors.connection),
+            Some(Err(Stop::Protocol)) => Errors::add(&shared.errors.protocol),
+            Some(Ok(())) | None => {
                 let total = room.total.load(Ordering::SeqCst);
                 if room.total_known.load(Ordering::SeqCst) && self.received != total {
-                    room.lost
-                        .fetch_add(total.abs_diff(self.received), Ordering::Relaxed);
+                    let missing = total.abs_diff(self.received);
+                    // Still arriving at the deadline: slow. Nothing for a while: lost.
+                    let since = Instant::now()
+                        .duration_since(room.epoch)
+                        .saturating_sub(Duration::from_nanos(
+                            room.last_progress.load(Ordering::Relaxed),
+                        ));
+                    if since >= STALL_TIMEOUT || self.received > total {
+                        room.lost.fetch_add(missing, Ordering::Relaxed);
+                    } else {
+                        room.undelivered.fetch_add(missing, Ordering::Relaxed);
+                    }
                 }
                 let closed =
                     tokio::time::timeout(CLOSE_TIMEOUT, self.close(&shared, &room)).await;
@@ -356,6 +394,7 @@ impl Member {
         let measured = shared.measured(now);
         // Cannot truncate in practice: u64 nanoseconds last 584 years.
         let now_ns = now.duration_since(room.epoch).as_nanos() as u64;
+        room.last_progress.store(now_ns, Ordering::Relaxed);
         let mut hist = None;
         let mut bad = 0u64;
         let mut count = 0u64;
