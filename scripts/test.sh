@@ -16,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=15
+TOTAL_STEPS=16
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -218,6 +218,15 @@ step "side-by-side echo benchmark, quick: gangway vs tokio-tungstenite, fastwebs
 # Builds the peers of bench/peers (crates.io), installs uWebSockets.js from npm, pins the server
 # to CPU 0 and the load (gangway bench) to CPU 1.
 python3 scripts/bench-compare.py --quick --with-uws
+step_ok
+
+step "broadcast, quick: gangway serve --broadcast vs tokio-tungstenite + broadcast, uWebSockets.js pub/sub; memory of one publish"
+# The same pinning as above; 100 and 1,000 members in one room (scripts/bench-broadcast.py
+# without --quick runs 5,000 too, the fairness and the memory scenarios). Then the memory one
+# message published to 10,000 members adds, counted allocation by allocation; the example exits
+# 1 if the publish kept more than one copy of the frame, or members that wrote it kept anything.
+python3 scripts/bench-broadcast.py --quick --with-uws
+cargo run --release -p gangway --example broadcast_memory
 step_ok
 
 trap - ERR

@@ -951,7 +951,7 @@ async fn http(server: &Server, incoming: Incoming<MaybeTlsStream>, peer: SocketA
         (&Method::GET | &Method::HEAD, "/") => (
             StatusCode::OK,
             "text/html; charset=utf-8",
-            demo::PAGE.as_bytes().to_vec(),
+            demo::page(server.hub.is_some()).into_bytes(),
         ),
         (&Method::GET | &Method::HEAD, "/handshake") => {
             let record = demo::query_id(request.uri().query())

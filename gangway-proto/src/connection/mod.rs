@@ -524,10 +524,19 @@ impl Connection {
                 self.write_message(frame.opcode, frame.payload, true);
             }
         } else if !prepared.is_empty() {
-            self.prepare_output(0);
+            // As `prepare_output`, without reserving room in `out`: nothing is copied there.
+            if self.output_drained() {
+                self.timers.note_output_progress();
+            }
+            self.compact_output();
             let at = self.out.len();
             let frames = prepared.frames().clone();
-            self.spill_mut().shared.push_back((at, frames));
+            let shared = &mut self.spill_mut().shared;
+            if shared.capacity() == 0 {
+                // One batch per write is the usual: room for one part, not the default four.
+                shared.reserve_exact(1);
+            }
+            shared.push_back((at, frames));
         }
         Ok(())
     }
