@@ -115,7 +115,7 @@ step_ok
 step "10,000 idle connections: server RSS per connection (scripts/idle-conns.py)"
 # Prints the figures; fails above 1.5 KiB per idle connection, also after one 64 KiB echo on each
 # connection (a guard against regressions: with serve's defaults, keepalive on, the figures are
-# about 1,070 and 1,150 bytes; README "Performance").
+# about 1,070 and 1,150 bytes; bench/RESULTS.md).
 python3 scripts/idle-conns.py --no-build --connections 10000 --settle 2 --max-idle-bytes 1536 --max-after-echo-bytes 1536
 step_ok
 
@@ -208,7 +208,7 @@ step_ok
 # --- Performance: figures, side by side -------------------------------------------------------
 # These steps print figures (ratios to gangway and to the raw TCP ceiling); they fail only when a
 # run fails (a server dies, the load counts an error), never on a figure: speed is read, not
-# asserted. The full comparison for the README is `scripts/bench-compare.py` without --quick.
+# asserted. The full comparison for bench/RESULTS.md is `scripts/bench-compare.py` without --quick.
 
 step "criterion micro-benchmarks of the core, short (masking, UTF-8, frame headers, handshake, echo path)"
 cargo bench -p gangway-proto --bench protocol -- --warm-up-time 0.2 --measurement-time 0.6

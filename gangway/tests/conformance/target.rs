@@ -278,7 +278,7 @@ impl Client {
                 match status.code() {
                     Some(0) => ClientEnd::Clean(text),
                     // The contract: errors are one stderr line starting `gangway: `, with
-                    // curl's status for what failed (README, "Exit codes"); against this raw
+                    // curl's status for what failed (docs/cli.md, exit codes); against this raw
                     // server: 8 an invalid 101, 22 another status, 28 a timeout, 52 no answer,
                     // 56 a protocol error or a lost connection.
                     Some(8 | 22 | 28 | 52 | 56)
