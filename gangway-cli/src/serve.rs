@@ -24,8 +24,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
-use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::hub::{Hub, HubConfig, Member, WhenFull};
+use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
     WebSocket,

@@ -22,7 +22,10 @@ fn raise_open_files(needed: u64) {
         rlim_max: 0,
     };
     // SAFETY: `getrlimit` writes the limits into the struct it is given, which lives here.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     if limit.rlim_cur >= needed {
         return;
     }

@@ -52,7 +52,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: the caller's contract for `realloc` is the same as `System.realloc`'s.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -81,7 +84,11 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if self.takes {
             Poll::Ready(Ok(buf.len()))
         } else {
@@ -152,7 +159,10 @@ fn case(members: usize, size: usize, takes: bool) -> (Added, Option<Added>) {
 }
 
 fn per_member(bytes: isize, members: usize) -> String {
-    format!("{bytes} bytes, {:.1} per member", bytes as f64 / members as f64)
+    format!(
+        "{bytes} bytes, {:.1} per member",
+        bytes as f64 / members as f64
+    )
 }
 
 fn main() {
@@ -165,7 +175,14 @@ fn main() {
         .expect("a runtime");
     let _guard = runtime.enter();
     // The frame: the payload and a 2-byte header, 4 with a 16-bit length, 10 with a 64-bit one.
-    let frame = size + if size < 126 { 2 } else if size < 65536 { 4 } else { 10 };
+    let frame = size
+        + if size < 126 {
+            2
+        } else if size < 65536 {
+            4
+        } else {
+            10
+        };
     println!("one message of {size} bytes ({frame} framed) published to {members} members");
     let mut failed = false;
     let (first, next) = case(members, size, true);

@@ -23,7 +23,10 @@ fn raise_open_files(needed: u64) {
         rlim_max: 0,
     };
     // SAFETY: `getrlimit` writes the limits into the struct it is given, which lives here.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     if limit.rlim_cur >= needed {
         return;
     }
@@ -130,7 +133,10 @@ async fn a_thousand_members_on_loopback_each_get_every_message_once_in_order() {
     for task in tasks {
         orders.push(task.await.unwrap());
     }
-    assert!(orders.iter().all(|&o| o == orders[0]), "members saw different orders");
+    assert!(
+        orders.iter().all(|&o| o == orders[0]),
+        "members saw different orders"
+    );
     let stats = hub.stats();
     assert_eq!(stats.published, total as u64);
     assert_eq!(stats.dropped, 0);

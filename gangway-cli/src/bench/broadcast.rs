@@ -269,19 +269,16 @@ impl Member {
                 if room.total_known.load(Ordering::SeqCst) && self.received != total {
                     let missing = total.abs_diff(self.received);
                     // Still arriving at the deadline: slow. Nothing for a while: lost.
-                    let since = Instant::now()
-                        .duration_since(room.epoch)
-                        .saturating_sub(Duration::from_nanos(
-                            room.last_progress.load(Ordering::Relaxed),
-                        ));
+                    let since = Instant::now().duration_since(room.epoch).saturating_sub(
+                        Duration::from_nanos(room.last_progress.load(Ordering::Relaxed)),
+                    );
                     if since >= STALL_TIMEOUT || self.received > total {
                         room.lost.fetch_add(missing, Ordering::Relaxed);
                     } else {
                         room.undelivered.fetch_add(missing, Ordering::Relaxed);
                     }
                 }
-                let closed =
-                    tokio::time::timeout(CLOSE_TIMEOUT, self.close(&shared, &room)).await;
+                let closed = tokio::time::timeout(CLOSE_TIMEOUT, self.close(&shared, &room)).await;
                 if !matches!(closed, Ok(Ok(()))) {
                     Errors::add(&shared.errors.close);
                 }
@@ -519,8 +516,7 @@ impl StampParser {
         let mut i = 0;
         loop {
             if !self.in_frame {
-                let Some((h, len)) =
-                    FrameHeader::decode(&buf[i..]).map_err(|_| Stop::Protocol)?
+                let Some((h, len)) = FrameHeader::decode(&buf[i..]).map_err(|_| Stop::Protocol)?
                 else {
                     return Ok((i, false));
                 };

@@ -268,9 +268,12 @@ impl MemberState {
         let mut messages = 0;
         for sub in &mut self.subs {
             let own = &mut sub.own;
-            let took = sub
-                .room
-                .take(&mut sub.cursor, true, waker, &mut sub.generation, |seq, frames| {
+            let took = sub.room.take(
+                &mut sub.cursor,
+                true,
+                waker,
+                &mut sub.generation,
+                |seq, frames| {
                     if !stamped {
                         conn.set_now(crate::stream::now());
                         stamped = true;
@@ -282,7 +285,8 @@ impl MemberState {
                             false
                         }
                     }
-                });
+                },
+            );
             queued |= took.messages > 0;
             messages += took.messages;
             lost += took.lost;
@@ -363,7 +367,10 @@ impl MemberState {
     fn count_dropped(&mut self, dropped: u64) {
         if dropped > 0 {
             self.dropped += dropped;
-            self.hub.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.hub
+                .shared
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
     }
 }
