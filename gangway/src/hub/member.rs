@@ -29,8 +29,8 @@ const UNREGISTERED: u64 = u64::MAX;
 /// [`WebSocket`] it wraps; what is published to its rooms is delivered while the stream is
 /// polled. So keep polling it, as for a `WebSocket` (pings are answered then too): a task that
 /// only sends still reads. A task that awaits something else between two messages delays its
-/// own deliveries, not anyone else's; past the hub's limits, [`HubConfig::when_full`]
-/// (super::HubConfig::when_full) applies to it.
+/// own deliveries, not anyone else's; past the hub's limits,
+/// [`HubConfig::when_full`](super::HubConfig::when_full) applies to it.
 ///
 /// Deliveries wait while a fragmented message is being sent on the sink (frames of two messages
 /// cannot interleave, RFC 6455 §5.4), and stop once the connection closes.
