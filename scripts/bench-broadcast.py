@@ -32,7 +32,6 @@ import importlib.util
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,8 +47,10 @@ def load(name, path):
     return module
 
 
-# The echo comparison's helpers: processes, uWebSockets.js set-up, tables.
+# The echo comparison's helpers: processes, uWebSockets.js set-up, tables; and the idle
+# connections' (opening 10,000 connections, frames, RSS).
 bc = load("bench_compare", "bench-compare.py")
+idle = bc.load_idle_conns()
 Failure = bc.Failure
 
 # The queue limits of the throughput runs, for every server: large enough that nobody drops a
@@ -107,20 +108,11 @@ def servers(args):
 
 
 def start_server(server, log, limits=True):
-    port = bc.free_port()
-    proc = bc.start(["taskset", "-c", "0", *server.argv(port, limits)], env=server.env,
-                    stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            raise Failure(f"{server.name} exited with {proc.returncode} at start")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            if time.monotonic() > deadline:
-                raise Failure(f"{server.name} does not accept connections on port {port}")
-            time.sleep(0.02)
+    """`bench-compare.py`'s start (pinned to CPU 0, waits until it accepts connections), with
+    the server's queue limits (`limits`) or its defaults."""
+    view = bc.Server(server.name, server.label, lambda port: server.argv(port, limits),
+                     env=server.env)
+    return bc.start_server(view, log)
 
 
 def run_load(args, server, members, payload, log, stalled=0, limits=True):
@@ -165,62 +157,33 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True):
         bc.stop(proc)
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise Failure(f"no VmRSS for {pid}")
-
-
-def handshake(sock, path="/room"):
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise Failure("closed during the handshake")
-        head += chunk
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise Failure(f"upgrade refused: {head[:40]!r}")
-    return head.split(b"\r\n\r\n", 1)[1]
-
-
 def run_memory(args, server, log):
     """RSS of the server with MEMORY_MEMBERS idle members in one room, then after one
-    MEMORY_MESSAGE-byte message published to all of them was delivered (every member read it)."""
+    MEMORY_MESSAGE-byte message published to all of them was delivered (every member read it).
+    The connections, frames and RSS readings are scripts/idle-conns.py's."""
     proc, port = start_server(server, log)
     socks = []
     try:
+        addr = ("127.0.0.1", port)
         time.sleep(0.5)
-        before = rss_kib(proc.pid)
-        leftovers = []
-        for _ in range(MEMORY_MEMBERS):
-            s = socket.create_connection(("127.0.0.1", port))
-            leftovers.append(handshake(s))
-            socks.append(s)
+        before = idle.rss_kib(proc.pid)
+        # Every connection asks for the same path: one room.
+        socks = idle.open_connections(addr, MEMORY_MEMBERS, 100)
         time.sleep(1.5)
-        idle = rss_kib(proc.pid)
-        # One masked binary frame of MEMORY_MESSAGE bytes (zero key), from the first member.
-        frame = bytes([0x82, 0xFE]) + MEMORY_MESSAGE.to_bytes(2, "big") + bytes(4) \
-            + bytes(MEMORY_MESSAGE)
-        socks[0].sendall(frame)
-        want = 4 + MEMORY_MESSAGE
-        for s, got in zip(socks, leftovers):
-            s.settimeout(30)
-            while len(got) < want:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise Failure("a member was closed before the message arrived")
-                got += chunk
+        members = idle.rss_kib(proc.pid)
+        payload = os.urandom(MEMORY_MESSAGE)
+        socks[0].sendall(idle.client_frame(payload))
+        expected = idle.server_frame_len(MEMORY_MESSAGE)
+        for s in socks:
+            if idle.recv_exact(s, expected)[-MEMORY_MESSAGE:] != payload:
+                raise Failure("a member received another message")
         time.sleep(1.5)
-        after = rss_kib(proc.pid)
+        after = idle.rss_kib(proc.pid)
         if proc.poll() is not None:
             raise Failure(f"server exited with {proc.returncode}{bc.log_tail(log)}")
-        return {"idle_kib": (idle - before) / MEMORY_MEMBERS,
-                "added_kib": after - idle}
+        return {"idle_kib": (members - before) / MEMORY_MEMBERS, "added_kib": after - members}
+    except idle.Failure as e:
+        raise Failure(str(e)) from None
     finally:
         for s in socks:
             s.close()
@@ -336,12 +299,7 @@ def main():
             return None
 
     try:
-        for rnd in range(args.rounds):
-            order = list(all_servers)
-            if rnd:
-                rng.shuffle(order)
-            print(f"round {rnd + 1}/{args.rounds}: {', '.join(s.name for s in order)}",
-                  file=sys.stderr, flush=True)
+        for rnd, order in bc.interleaved(args.rounds, all_servers, rng):
             for members, payload in plan:
                 for server in order:
                     r = attempt(f"round {rnd + 1}, {members} members, {size(payload)}, "
@@ -434,15 +392,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, bc.Interrupted):
-        for p in list(bc.RUNNING):
-            bc.stop(p)
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except (Failure, subprocess.CalledProcessError, OSError) as e:
-        for p in list(bc.RUNNING):
-            bc.stop(p)
-        print(f"bench-broadcast: {e}", file=sys.stderr)
-        sys.exit(1)
+    bc.run_script(main, "bench-broadcast")

@@ -372,6 +372,19 @@ def run_load(args, server, scenario, log):
         stop(proc)
 
 
+def interleaved(rounds, servers, rng):
+    """(round, servers in the order to run them) for each round: round 1 in the listed order,
+    then shuffled, so no server always runs right after the same one (thermal state, page cache,
+    other load on the machine)."""
+    for rnd in range(rounds):
+        order = list(servers)
+        if rnd:
+            rng.shuffle(order)
+        print(f"round {rnd + 1}/{rounds}: {', '.join(s.name for s in order)}",
+              file=sys.stderr, flush=True)
+        yield rnd, order
+
+
 def load_idle_conns():
     """scripts/idle-conns.py as a module: its handshake, echo and RSS helpers."""
     spec = importlib.util.spec_from_file_location(
@@ -667,14 +680,7 @@ def main():
     log = tempfile.TemporaryFile()  # the current server's stderr, quoted when it fails
     rng = random.Random(6)
     try:
-        for rnd in range(args.rounds):
-            # Round 1 in the listed order, then shuffled, so no server always runs right after
-            # the same one (thermal state, page cache, other load on the machine).
-            order = list(all_servers)
-            if rnd:
-                rng.shuffle(order)
-            print(f"round {rnd + 1}/{args.rounds}: {', '.join(s.name for s in order)}",
-                  file=sys.stderr, flush=True)
+        for rnd, order in interleaved(args.rounds, all_servers, rng):
             for name, scenario in plan:
                 for server in order:
                     if not (server.handshakes if scenario["mode"] == "handshakes"
@@ -726,9 +732,11 @@ def main():
     return 0
 
 
-if __name__ == "__main__":
+def run_script(main_fn, name):
+    """Run `main_fn` and exit with its status; on Ctrl-C, SIGTERM or a failure, stop every process
+    started first (also for scripts that import this one)."""
     try:
-        sys.exit(main())
+        sys.exit(main_fn())
     except (KeyboardInterrupt, Interrupted):
         for p in list(RUNNING):
             stop(p)
@@ -737,5 +745,9 @@ if __name__ == "__main__":
     except (Failure, subprocess.CalledProcessError, OSError) as e:
         for p in list(RUNNING):
             stop(p)
-        print(f"bench-compare: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_script(main, "bench-compare")

@@ -304,6 +304,21 @@ impl Shared {
         }
     }
 
+    /// The shared state of a run whose connections are open (`failed` could not open): measuring
+    /// starts after the warmup, the server's CPU time is read then (`--server-pid`).
+    fn begin(opts: &BenchOpts, shards: usize, failed: u64, cpu: &Arc<CpuWindow>) -> Arc<Shared> {
+        let shared = Arc::new(Shared::new(
+            Instant::now() + opts.warmup,
+            opts.duration,
+            shards,
+        ));
+        for _ in 0..failed {
+            Errors::add(&shared.errors.connection);
+        }
+        cpu.spawn(opts, &shared);
+        shared
+    }
+
     fn shard(&self, i: usize) -> &Mutex<Histogram> {
         &self.shards[i % self.shards.len()]
     }
@@ -827,6 +842,99 @@ async fn open(
     }
 }
 
+/// A connection opened, with the bytes read past its response head and its random source.
+type Opened = (TcpStream, Vec<u8>, OsRandom);
+
+/// Open `count` connections to the URL at once; returns those that opened and how many did not
+/// (reported on stderr). At least `needed` must open, else the first error is returned.
+async fn open_all(
+    opts: &BenchOpts,
+    addr: SocketAddr,
+    count: u32,
+    needed: usize,
+) -> Result<(Vec<Opened>, u64), Error> {
+    let mut opening = JoinSet::new();
+    for _ in 0..count {
+        let uri = opts.url.clone();
+        opening.spawn(async move {
+            let mut rng = OsRandom::new();
+            let mut buf = Vec::new();
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
+                .await
+                .map_err(|_| Error::Timeout)??;
+            Ok::<_, Error>((tcp, buf, rng))
+        });
+    }
+    let mut opened = Vec::with_capacity(count as usize);
+    let mut first_error = None;
+    let mut failed = 0u64;
+    while let Some(joined) = opening.join_next().await {
+        match joined {
+            Ok(Ok(conn)) => opened.push(conn),
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(Error::Io(io::Error::other(e)));
+            }
+        }
+    }
+    if opened.len() < needed {
+        return Err(first_error.unwrap_or(Error::Timeout));
+    }
+    if let Some(e) = &first_error {
+        eprintln!(
+            "gangway: {failed} of {count} connections failed ({}); running with the others",
+            crate::causes(e)
+        );
+    }
+    Ok((opened, failed))
+}
+
+/// A connection of the load at the end of its run (see [`close_connection`]).
+trait Closing {
+    /// The connection and the room left in its read buffer.
+    fn tcp_and_room(&mut self) -> (&mut TcpStream, &mut [u8]);
+    /// Account for `n` more bytes read into that room; true once the server's close frame was
+    /// among them.
+    fn feed(&mut self, n: usize) -> io::Result<bool>;
+    fn rng(&mut self) -> &mut OsRandom;
+    /// The server is a raw echo: our own close frame comes back, and it never closes.
+    fn echoes_close(&self) -> bool {
+        false
+    }
+}
+
+/// End a connection properly once the frame under way is written: send a close frame (1000),
+/// read until the server's close frame, then until the end of the stream.
+async fn close_connection(c: &mut impl Closing) -> io::Result<()> {
+    let frame = close_frame(c.rng());
+    c.tcp_and_room().0.write_all(&frame).await?;
+    let mut closed = false;
+    loop {
+        let (tcp, room) = c.tcp_and_room();
+        let n = tcp.read(room).await?;
+        if n == 0 {
+            return if closed {
+                Ok(())
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        if closed {
+            // Nothing may follow the close frame; it is dropped, not parsed.
+            continue;
+        }
+        closed = c.feed(n)?;
+        if closed && c.echoes_close() {
+            // A raw echo returned our own close frame and will not close: done.
+            return Ok(());
+        }
+    }
+}
+
 /// A close frame with status 1000, masked with a fresh key.
 fn close_frame(rng: &mut OsRandom) -> [u8; 8] {
     let mut key = [0u8; 4];
@@ -881,54 +989,8 @@ async fn echo(
     // large messages stay at 64 MiB of buffers.
     let rbuf_len = (frame_len * opts.window as usize).clamp(4 << 10, 64 << 10);
 
-    let mut opening = JoinSet::new();
-    for _ in 0..opts.connections {
-        let uri = opts.url.clone();
-        opening.spawn(async move {
-            let mut rng = OsRandom::new();
-            let mut buf = Vec::new();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
-                .await
-                .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>((tcp, buf, rng))
-        });
-    }
-    let mut open_conns = Vec::with_capacity(opts.connections as usize);
-    let mut first_error = None;
-    let mut failed = 0u64;
-    while let Some(joined) = opening.join_next().await {
-        match joined {
-            Ok(Ok(conn)) => open_conns.push(conn),
-            Ok(Err(e)) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(Error::Io(io::Error::other(e)));
-            }
-        }
-    }
-    if open_conns.is_empty() {
-        return Err(first_error.unwrap_or(Error::Timeout));
-    }
-    if let Some(e) = &first_error {
-        eprintln!(
-            "gangway: {failed} of {} connections failed ({}); running with the others",
-            opts.connections,
-            crate::causes(e)
-        );
-    }
-
-    let shared = Arc::new(Shared::new(
-        Instant::now() + opts.warmup,
-        opts.duration,
-        shards,
-    ));
-    for _ in 0..failed {
-        Errors::add(&shared.errors.connection);
-    }
-    cpu.spawn(opts, &shared);
+    let (open_conns, failed) = open_all(opts, addr, opts.connections, 1).await?;
+    let shared = Shared::begin(opts, shards, failed, cpu);
     let progress = spawn_progress(&shared, "messages");
     let expect = if opts.text {
         OpCode::Text
@@ -1124,8 +1186,8 @@ impl EchoConn {
         Ok(closed)
     }
 
-    /// End the connection properly: finish the frame being written, send a close frame (1000),
-    /// read until the server's close frame, then until the end of the stream.
+    /// End the connection properly: finish the frame being written, then close (see
+    /// [`close_connection`]).
     async fn close(&mut self, shared: &Shared) -> io::Result<()> {
         self.sending = false;
         if self.wpos < self.wend {
@@ -1133,30 +1195,28 @@ impl EchoConn {
             self.tcp.write_all(rest).await?;
             self.wpos = self.wend;
         }
-        let frame = close_frame(&mut self.rng);
-        self.tcp.write_all(&frame).await?;
-        let mut closed = false;
-        loop {
-            let n = self.tcp.read(&mut self.rbuf[self.filled..]).await?;
-            if n == 0 {
-                return if closed {
-                    Ok(())
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            if closed {
-                // Nothing may follow the close frame; it is dropped, not parsed.
-                continue;
-            }
-            closed = self
-                .received(n, Instant::now(), shared, false)
-                .map_err(|_| io::Error::other("unexpected frame while closing"))?;
-            if closed && self.parser.allow_masked {
-                // A raw echo returned our own close frame and will not close: done.
-                return Ok(());
-            }
-        }
+        close_connection(&mut (self, shared)).await
+    }
+}
+
+impl Closing for (&mut EchoConn, &Shared) {
+    fn tcp_and_room(&mut self) -> (&mut TcpStream, &mut [u8]) {
+        let conn = &mut *self.0;
+        (&mut conn.tcp, &mut conn.rbuf[conn.filled..])
+    }
+
+    fn feed(&mut self, n: usize) -> io::Result<bool> {
+        self.0
+            .received(n, Instant::now(), self.1, false)
+            .map_err(|_| io::Error::other("unexpected frame while closing"))
+    }
+
+    fn rng(&mut self) -> &mut OsRandom {
+        &mut self.0.rng
+    }
+
+    fn echoes_close(&self) -> bool {
+        self.0.parser.allow_masked
     }
 }
 

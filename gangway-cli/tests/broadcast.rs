@@ -9,45 +9,17 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{collect, gangway, text, Proc, Serve, TIMEOUT};
-
-/// 1,000 members mean about as many sockets in the server and in the load: raise this
-/// process's soft limit on open files (inherited by both) to the hard one if it is lower than
-/// `needed` (1,024 is a common default).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn raise_open_files(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `getrlimit` writes the limits into the struct it is given, which lives here.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
-    if limit.rlim_cur >= needed {
-        return;
-    }
-    assert!(
-        limit.rlim_max >= needed,
-        "need {needed} open files, the hard limit is {}",
-        limit.rlim_max
-    );
-    limit.rlim_cur = needed;
-    // SAFETY: `setrlimit` reads the struct it is given, which lives here.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn raise_open_files(_needed: u64) {}
+use support::{collect, gangway_with_open_files, text, Proc, Serve, TIMEOUT};
 
 #[test]
 fn a_thousand_members_each_get_every_message_once_in_order() {
-    raise_open_files(4096);
-    let mut serve = Serve::start(&["--broadcast", "--ping-interval", "0", "--threads", "2"]);
+    // 1,000 connections in each process: more open files than the common default allows.
+    let mut serve = Serve::start_with(
+        gangway_with_open_files(4096),
+        &["--broadcast", "--ping-interval", "0", "--threads", "2"],
+    );
     let mut bench = Proc::spawn(
-        gangway()
+        gangway_with_open_files(4096)
             .args(["bench", &serve.url("/room"), "--broadcast", "--json"])
             .args(["--connections", "1000", "--payload", "20"])
             .args(["--duration", "1", "--warmup", "0"])

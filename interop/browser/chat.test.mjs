@@ -3,55 +3,17 @@
 // frames on the wire are checked by a proxy that reads their headers.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
-import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
-
-/** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+import { test } from 'node:test';
+import { startServe } from '../node/common.mjs';
+import { chromiumForTests } from './chromium.mjs';
 
 const TEST_MS = 60_000;
 
-let context = null;
-let profileDir = null;
-
-before(async () => {
-  profileDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-chromium-'));
-  context = await withTimeout(
-    chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1280, height: 900 },
-      timeout: 30_000,
-    }),
-    40_000,
-    `Chromium (${CHROMIUM}) to start`,
-  );
-  context.setDefaultTimeout(STEP_MS);
-  context.setDefaultNavigationTimeout(STEP_MS);
-}, { timeout: TEST_MS });
-
-after(async () => {
-  if (context) await withTimeout(context.close(), 10_000, 'Chromium to close').catch(() => {});
-  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
-}, { timeout: 15_000 });
+const browser = chromiumForTests();
 
 /** A new tab on the demo page's Chat tab, connected to the room; closed when the test ends. */
 async function chatPage(t, addr, name) {
-  const page = await context.newPage();
+  const page = await browser().newPage();
   t.after(() => page.close().catch(() => {}));
   const problems = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));

@@ -14,11 +14,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
-
-/** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+import { closeChromium, launchChromium } from './chromium.mjs';
 
 /** Upper bound of one test, browser start-up included. */
 const TEST_MS = 60_000;
@@ -46,35 +43,15 @@ before(async () => {
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 },
   );
-  context = await withTimeout(
-    chromium.launchPersistentContext(path.join(workDir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      // The certificate is self-signed: the browser is told to accept it, as the issue says.
-      ignoreHTTPSErrors: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--ignore-certificate-errors',
-      ],
-      viewport: { width: 1280, height: 900 },
-      timeout: 30_000,
-    }),
-    40_000,
-    `Chromium (${CHROMIUM}) to start`,
-  );
-  context.setDefaultTimeout(STEP_MS);
-  context.setDefaultNavigationTimeout(STEP_MS);
+  // The certificate is self-signed: the browser is told to accept it, as the issue says.
+  context = await launchChromium(path.join(workDir, 'profile'), {
+    ignoreHTTPSErrors: true,
+    args: ['--ignore-certificate-errors'],
+  });
 }, { timeout: TEST_MS });
 
 after(async () => {
-  if (context) await withTimeout(context.close(), 10_000, 'Chromium to close').catch(() => {});
+  await closeChromium(context);
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 }, { timeout: 15_000 });
 

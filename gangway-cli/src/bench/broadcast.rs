@@ -26,13 +26,13 @@ use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::{OsRandom, RandomSource};
 use gangway::Error;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{
-    close_frame, open, BenchOpts, CpuWindow, Errors, Shared, CLOSE_TIMEOUT, CONNECT_TIMEOUT,
+    close_connection, open_all, BenchOpts, Closing, CpuWindow, Errors, Shared, CLOSE_TIMEOUT,
 };
 
 /// The bytes at the start of every payload: sender (u32), round (u32), send time (u64
@@ -92,44 +92,14 @@ pub(super) async fn run(
     cpu: &Arc<CpuWindow>,
 ) -> Result<(Arc<Shared>, Arc<Room>), Error> {
     let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
-    let mut opening = JoinSet::new();
-    let total = opts.connections + opts.stalled;
-    for _ in 0..total {
-        let uri = opts.url.clone();
-        opening.spawn(async move {
-            let mut rng = OsRandom::new();
-            let mut buf = Vec::new();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
-                .await
-                .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>((tcp, buf, rng))
-        });
-    }
-    let mut opened = Vec::with_capacity(total as usize);
-    let mut first_error = None;
-    let mut failed = 0u64;
-    while let Some(joined) = opening.join_next().await {
-        match joined {
-            Ok(Ok(conn)) => opened.push(conn),
-            Ok(Err(e)) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(Error::Io(io::Error::other(e)));
-            }
-        }
-    }
-    if opened.len() <= opts.stalled as usize {
-        return Err(first_error.unwrap_or(Error::Timeout));
-    }
-    if let Some(e) = &first_error {
-        eprintln!(
-            "gangway: {failed} of {total} connections failed ({}); running with the others",
-            crate::causes(e)
-        );
-    }
+    // At least one member besides the stalled ones.
+    let (mut opened, failed) = open_all(
+        opts,
+        addr,
+        opts.connections + opts.stalled,
+        opts.stalled as usize + 1,
+    )
+    .await?;
     // The stalled ones are the last opened: they never read (their buffers fill) and never
     // send. Kept open until the end.
     let stalled: Vec<TcpStream> = opened
@@ -140,15 +110,7 @@ pub(super) async fn run(
     let members = opened.len() as u64;
     tokio::time::sleep(SETTLE).await;
 
-    let shared = Arc::new(Shared::new(
-        Instant::now() + opts.warmup,
-        opts.duration,
-        shards,
-    ));
-    for _ in 0..failed {
-        Errors::add(&shared.errors.connection);
-    }
-    cpu.spawn(opts, &shared);
+    let shared = Shared::begin(opts, shards, failed, cpu);
     let room = Arc::new(Room {
         epoch: Instant::now(),
         members,
@@ -433,35 +395,35 @@ impl Member {
         Ok(closed)
     }
 
-    /// Finish the frame being written, send a close frame (1000), read until the server's close
-    /// frame, then until the end of the stream.
+    /// Finish the frame being written, then close (see [`close_connection`]).
     async fn close(&mut self, shared: &Shared, room: &Room) -> io::Result<()> {
         if self.wpos < self.frame.len() {
             self.tcp.write_all(&self.frame[self.wpos..]).await?;
             self.wpos = self.frame.len();
         }
-        let frame = close_frame(&mut self.rng);
-        self.tcp.write_all(&frame).await?;
-        let mut closed = false;
-        loop {
-            let n = self.tcp.read(&mut self.rbuf[self.filled..]).await?;
-            if n == 0 {
-                return if closed {
-                    Ok(())
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            if closed {
-                continue;
-            }
-            // Messages still in flight are read past (not counted).
-            let measured_before = self.received;
-            closed = self
-                .received(n, shared, room)
-                .map_err(|_| io::Error::other("unexpected frame while closing"))?;
-            self.received = measured_before;
-        }
+        close_connection(&mut (self, shared, room)).await
+    }
+}
+
+impl Closing for (&mut Member, &Shared, &Room) {
+    fn tcp_and_room(&mut self) -> (&mut TcpStream, &mut [u8]) {
+        let member = &mut *self.0;
+        (&mut member.tcp, &mut member.rbuf[member.filled..])
+    }
+
+    fn feed(&mut self, n: usize) -> io::Result<bool> {
+        // Messages still arriving are read past, not counted.
+        let received = self.0.received;
+        let closed = self
+            .0
+            .received(n, self.1, self.2)
+            .map_err(|_| io::Error::other("unexpected frame while closing"));
+        self.0.received = received;
+        closed
+    }
+
+    fn rng(&mut self) -> &mut OsRandom {
+        &mut self.0.rng
     }
 }
 
