@@ -52,8 +52,9 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Options of `gangway serve`.
 #[derive(Args, Debug)]
 pub(crate) struct ServeOpts {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    /// Address to listen on, HOST:PORT (127.0.0.1:9001 for this machine only, 0.0.0.0:9001 for
+    /// every interface, [::1]:9001 for IPv6); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001", value_parser = parse_listen)]
     listen: String,
 
     /// Subprotocol to support (repeatable); the first of these the client offers is selected.
@@ -93,10 +94,10 @@ pub(crate) struct ServeOpts {
     #[arg(long)]
     no_deflate: bool,
 
-    /// Worker threads; 0: one per CPU this process may run on (see `taskset`). With one, a
-    /// single event loop runs everything.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    threads: usize,
+    /// Worker threads, at most 1024; 0: one per CPU this process may run on (see `taskset`).
+    /// With one, a single event loop runs everything.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS))]
+    threads: u16,
 
     /// Broadcast instead of echoing: every connection joins the room named by its URL path, and
     /// every text or binary message a client sends goes to every member of its room, the sender
@@ -128,6 +129,36 @@ pub(crate) struct ServeOpts {
     broadcast_when_full: WhenFullArg,
 }
 
+/// The most worker threads `--threads` takes: far more than any machine gangway runs on has
+/// CPUs, and few enough that a typo cannot ask the system for millions of threads.
+const MAX_THREADS: i64 = 1024;
+
+/// A `--listen` value: `HOST:PORT`. A bare port or a bare host is refused with the form to use,
+/// rather than with the resolver's "invalid socket address".
+fn parse_listen(s: &str) -> Result<String, String> {
+    if let Ok(port) = s.trim().parse::<u16>() {
+        return Err(format!(
+            "an address needs a host: 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} \
+             (every interface)"
+        ));
+    }
+    let has_port = match s.rsplit_once(':') {
+        // An IPv6 address without a port ("::1") has colons but no "]:" before its last one.
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if !has_port {
+        return Err(format!(
+            "an address needs a port: {s}:9001, or {s}:0 for any free port (IPv6: [::1]:9001)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// `--broadcast-when-full`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum WhenFullArg {
@@ -154,7 +185,7 @@ impl ServeOpts {
     pub(crate) fn threads(&self) -> usize {
         match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
+            n => usize::from(n),
         }
     }
 }
@@ -697,6 +728,7 @@ fn echo(
             Some(message) => *message,
             None => match Pin::new(&mut *ws).poll_next(cx) {
                 Poll::Ready(None) => break Poll::Ready(End::Closed),
+                Poll::Ready(Some(Err(e))) if vanished(&e) => break Poll::Ready(End::Vanished),
                 Poll::Ready(Some(Err(e))) => {
                     break Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
                 }
@@ -775,10 +807,30 @@ fn queue_echo(
     }
 }
 
+/// Whether `e` is the peer gone without a close frame: its EOF or a reset, not a violation
+/// of the protocol (a laptop closed, a process killed, a tab closed by a browser that skips
+/// the close handshake).
+fn vanished(e: &gangway::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        gangway::Error::Protocol(gangway::proto::ProtocolError::UnexpectedEof) => true,
+        gangway::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// How an echo session ended.
 enum End {
     /// The peer closed (the stream ended).
     Closed,
+    /// The peer went away without a close frame.
+    Vanished,
     /// The server is shutting down.
     Shutdown,
     /// The connection failed; what to log.
@@ -802,6 +854,8 @@ async fn end_session(
         End::Closed if logged => format!("closed by peer, {}", describe_close(ws)),
         End::Closed => String::new(),
         End::Shutdown => going_away(ws).await,
+        // Nothing to drain or answer: the transport is gone.
+        End::Vanished => "peer disconnected without closing".to_owned(),
         End::Failed(end) => {
             drain(ws).await;
             end

@@ -68,7 +68,10 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         #[cfg(feature = "rustls")]
         let e = match e.downcast::<rustls::Error>() {
-            Ok(tls) => return Error::Tls(TlsError::new("tls connection failed", tls)),
+            Ok(tls) => {
+                let tls = crate::tls::Explained::new(tls);
+                return Error::Tls(TlsError::new("tls connection failed", tls));
+            }
             Err(e) => e,
         };
         Error::Io(e)
@@ -129,6 +132,9 @@ impl TlsError {
         while let Some(e) = cause {
             if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                 return Some(tls);
+            }
+            if let Some(explained) = e.downcast_ref::<crate::tls::Explained>() {
+                return Some(explained.rustls_error());
             }
             cause = e.source();
         }

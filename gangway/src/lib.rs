@@ -40,6 +40,7 @@
 
 mod client;
 mod error;
+mod head;
 pub mod hub;
 #[cfg(feature = "hyper")]
 pub mod hyper;

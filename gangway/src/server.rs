@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
 use gangway_proto::handshake::server::{self as hs, ClientOffer};
-use gangway_proto::handshake::{self, ExtensionOffer, Negotiated, Parsed};
+use gangway_proto::handshake::{self, ExtensionOffer, Negotiated};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::head::HeadError;
 use crate::{origin, Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
-
-/// How much to read at a time while waiting for the request head.
-const HEAD_READ_SIZE: usize = 4 << 10;
 
 /// After refusing a request, how long to keep reading (and discarding) what the client still
 /// sends before dropping the connection, and how much at most.
@@ -391,48 +389,23 @@ impl ServerBuilder {
 }
 
 /// Read until a complete request head; return it and every byte after it.
-///
-/// Never reads more than one byte past `max_head_size` (enough to know that the head is too
-/// large), so a client that never completes its head holds at most that much memory.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_head_size: usize,
 ) -> Result<(http::Request<()>, Vec<u8>), Error> {
-    let limit = max_head_size.saturating_add(1);
-    let mut buf = Vec::new();
-    loop {
-        // At least 1: the loop ends with 431 once `buf` holds more than `max_head_size`.
-        let room = limit.saturating_sub(buf.len()).min(HEAD_READ_SIZE);
-        if buf.capacity() - buf.len() < room {
-            // Grow geometrically (a byte-at-a-time client costs no quadratic copying), but
-            // never past the limit.
-            let target = (buf.capacity() * 2).max(buf.len() + room).min(limit);
-            buf.reserve_exact(target - buf.len());
-        }
-        let start = buf.len();
-        if (&mut *stream).take(room as u64).read_buf(&mut buf).await? == 0 {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed before the request head was complete",
-            )));
-        }
-        // A head can only end at a newline: a client trickling bytes without one costs no parse.
-        if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
-            continue;
-        }
-        match hs::parse_request(&buf, max_head_size)? {
-            Parsed::Complete(request, head_len) => {
-                // Frames pipelined behind the head are kept for the connection.
-                let leftover = buf.split_off(head_len.min(buf.len()));
-                return Ok((request, leftover));
-            }
-            // The core enforces the limit; this keeps memory bounded whatever it does.
-            Parsed::Partial if buf.len() > max_head_size => {
-                return Err(Error::Handshake(HandshakeError::HeadTooLarge));
-            }
-            Parsed::Partial => {}
-        }
-    }
+    crate::head::read_head(stream, max_head_size, |buf| {
+        hs::parse_request(buf, max_head_size)
+    })
+    .await
+    .map_err(|e| match e {
+        HeadError::Io(e) => Error::Io(e),
+        HeadError::Eof => Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before the request head was complete",
+        )),
+        HeadError::TooLarge => Error::Handshake(HandshakeError::HeadTooLarge),
+        HeadError::Parse(e) => Error::Handshake(e),
+    })
 }
 
 /// Answer `err` with its HTTP status, then close the connection gracefully. Failures are ignored:

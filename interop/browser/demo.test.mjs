@@ -180,6 +180,16 @@ test('demo page: connects, echoes what is typed, and shows a handshake that chec
   assert.equal(shown['hs-check'], `${acceptFor(key)}  ✓ matches`, "the page's own check");
   assert.equal(await page.getAttribute('#hs-check', 'class'), 'match');
   assert.equal(shown['hs-protocol'], 'none');
+  // serve accepts Chromium's permessage-deflate offer: the page names it and its parameters,
+  // as Chromium reports them (ws.extensions).
+  const extensions = await page.textContent('#hs-extensions');
+  const negotiated = await page.evaluate(() => ws.extensions);
+  assert.match(negotiated, /^permessage-deflate/, 'deflate negotiated');
+  const params = negotiated.split(';').slice(1).map((p) => p.trim()).filter(Boolean);
+  assert.equal(
+    extensions,
+    params.length ? `permessage-deflate (${params.join(', ')})` : 'permessage-deflate (default parameters)',
+  );
   assert.match(shown['hs-url'], new RegExp(`^ws://${addr.replace(/\./g, '\\.')}/demo\\?id=`));
 
   // ...and it is what really went over the wire, as Chromium reports it.
@@ -197,6 +207,29 @@ test('demo page: connects, echoes what is typed, and shows a handshake that chec
   t.diagnostic(`screenshot of the demo page: ${SCREENSHOT}`);
 
   assert.deepEqual(problems, [], 'the page ran without errors');
+});
+
+test('demo page: a reconnect that fails says the server may be down', {
+  timeout: TEST_MS,
+}, async (t) => {
+  const { proc, addr } = await startServe(t);
+  const { page, problems } = await openPage(t);
+  await page.goto(`http://${addr}/`);
+  await page.locator('#status.open').waitFor();
+  // The server goes away (it closes the page's socket with 1001 on SIGTERM)...
+  proc.child.kill('SIGTERM');
+  await proc.exited();
+  await page.locator('#status.closed').waitFor();
+  assert.match(await page.textContent('#status'), /^closed 1001/);
+  // ...and the reconnect finds nobody: the page says what that probably means.
+  await page.locator('#reconnect').click();
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'cannot connect');
+  const last = (await pageLog(page)).at(-1);
+  assert.equal(last.kind, 'info');
+  assert.match(last.body, /^could not connect to .*: the server may be down/);
+  assert.equal(await page.isEnabled('#reconnect'), true, 'Reconnect can be tried again');
+  // Chromium reports the refused connection on its console; nothing else went wrong.
+  assert.deepEqual(problems.filter((p) => !p.includes('WebSocket connection to')), []);
 });
 
 test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactly, deflate used', {

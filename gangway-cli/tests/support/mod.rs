@@ -130,3 +130,21 @@ impl Serve {
         (status, text(&log))
     }
 }
+
+/// The `101` for the request `head`: its `Sec-WebSocket-Key` (any case) answered as RFC 6455
+/// §4.2.2 says.
+pub(crate) fn switching_protocols(head: &str) -> String {
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a Sec-WebSocket-Key header");
+    let accept = gangway::proto::handshake::accept_key(key.as_bytes());
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}

@@ -31,6 +31,7 @@ use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::negotiate::{is_token, parse_extension_list};
 use crate::handshake::{
     accept_key, generate_key, header_tokens, parse_extensions, ExtensionOffer, Negotiated, Parsed,
+    WebSocketUrl,
 };
 use crate::random::RandomSource;
 
@@ -118,29 +119,33 @@ impl ClientHandshake {
         options: &ClientOptions,
         rng: &mut dyn RandomSource,
     ) -> Result<Self, ApiMisuse> {
-        let target = Target::from_uri(uri)?;
+        let target = WebSocketUrl::from_uri(uri)?;
 
-        let mut host = target.host_header;
+        let mut host = target.host_header().to_owned();
         let mut origin = options.origin.clone();
         let mut extra = Vec::with_capacity(options.headers.len());
         let (mut host_given, mut origin_given) = (false, false);
         for (name, value) in &options.headers {
-            if !is_token(name.as_bytes()) || !is_field_value(value) {
-                return Err(ApiMisuse::InvalidHeader);
+            let refuse = |reason| Err(ApiMisuse::invalid_header(name, reason));
+            if !is_token(name.as_bytes()) {
+                return refuse("the name is not an http token (letters, digits, !#$%&'*+-.^_`|~)");
+            }
+            if !is_field_value(value) {
+                return refuse("the value has a control character (CR, LF, NUL, ...)");
             }
             let reserved = |r: &&str| name.eq_ignore_ascii_case(r);
             if RESERVED_HEADERS.iter().any(reserved) {
-                return Err(ApiMisuse::InvalidHeader);
+                return refuse("the handshake writes this header itself");
             }
             if name.eq_ignore_ascii_case("host") {
                 // A server refuses a request with two Host lines (RFC 7230 §5.4).
                 if std::mem::replace(&mut host_given, true) {
-                    return Err(ApiMisuse::InvalidHeader);
+                    return refuse("given twice");
                 }
                 host.clone_from(value);
             } else if name.eq_ignore_ascii_case("origin") {
                 if std::mem::replace(&mut origin_given, true) {
-                    return Err(ApiMisuse::InvalidHeader);
+                    return refuse("given twice");
                 }
                 origin = Some(value.clone());
             } else {
@@ -149,32 +154,44 @@ impl ClientHandshake {
         }
 
         if origin.as_deref().is_some_and(|o| !is_field_value(o)) {
-            return Err(ApiMisuse::InvalidHeader);
+            return Err(ApiMisuse::invalid_header(
+                "Origin",
+                "the value has a control character (CR, LF, NUL, ...)",
+            ));
         }
         // RFC 6455 §4.1 item 10: the subprotocols are tokens, and unique.
         for (i, p) in options.protocols.iter().enumerate() {
-            if !is_token(p.as_bytes()) || options.protocols[..i].contains(p) {
-                return Err(ApiMisuse::InvalidHeader);
+            if !is_token(p.as_bytes()) {
+                return Err(ApiMisuse::invalid_header(
+                    "Sec-WebSocket-Protocol",
+                    "a subprotocol is not an http token",
+                ));
+            }
+            if options.protocols[..i].contains(p) {
+                return Err(ApiMisuse::invalid_header(
+                    "Sec-WebSocket-Protocol",
+                    "a subprotocol is offered twice",
+                ));
             }
         }
         let mut offered_extensions = Vec::new();
         for e in &options.extensions {
-            if !is_field_value(e) {
-                return Err(ApiMisuse::InvalidHeader);
-            }
             let before = offered_extensions.len();
-            parse_extension_list(e.as_bytes(), &mut offered_extensions)
-                .map_err(|_| ApiMisuse::InvalidHeader)?;
+            let parsed = is_field_value(e)
+                && parse_extension_list(e.as_bytes(), &mut offered_extensions).is_ok();
             // An empty offer would send an empty list element, or an empty header.
-            if offered_extensions.len() == before {
-                return Err(ApiMisuse::InvalidHeader);
+            if !parsed || offered_extensions.len() == before {
+                return Err(ApiMisuse::invalid_header(
+                    "Sec-WebSocket-Extensions",
+                    "an offer is not in the extension grammar of RFC 6455 §9.1",
+                ));
             }
         }
 
         // §4.1 item 7: a nonce of 16 random bytes, fresh for each connection.
         let key = generate_key(rng);
         // §4.1 items 1-9, in that order.
-        let mut request = format!("GET {} HTTP/1.1\r\n", target.request_target);
+        let mut request = format!("GET {} HTTP/1.1\r\n", target.request_target());
         let mut line = |name: &str, value: &str| {
             request.push_str(name);
             request.push_str(": ");
@@ -347,68 +364,6 @@ impl ClientHandshake {
             return Err(HandshakeError::UnofferedSubprotocol(value));
         }
         Ok(Some(value))
-    }
-}
-
-/// Where a WebSocket URI points, as the request needs it (RFC 6455 §3, §4.1).
-struct Target {
-    /// `Host` value: the host, with `:port` when it is not the scheme's default.
-    host_header: String,
-    /// Path and query, `/` when the path is empty.
-    request_target: String,
-}
-
-impl Target {
-    fn from_uri(uri: &http::Uri) -> Result<Self, ApiMisuse> {
-        let scheme = uri
-            .scheme_str()
-            .ok_or(ApiMisuse::InvalidUrl("missing scheme"))?;
-        // §3: scheme names are case-insensitive; default ports 80 and 443.
-        let default_port = if scheme.eq_ignore_ascii_case("ws") {
-            80
-        } else if scheme.eq_ignore_ascii_case("wss") {
-            443
-        } else {
-            return Err(ApiMisuse::InvalidUrl("scheme is not ws or wss"));
-        };
-        let authority = uri
-            .authority()
-            .ok_or(ApiMisuse::InvalidUrl("missing host"))?;
-        // The ws-URI grammar (§3) has no user info; credentials would also leak into logs.
-        if authority.as_str().contains('@') {
-            return Err(ApiMisuse::InvalidUrl("user info is not allowed"));
-        }
-        // `http::Uri::host` keeps the brackets of an IPv6 literal, as `Host` needs them.
-        let host = authority.host();
-        if host.is_empty() {
-            return Err(ApiMisuse::InvalidUrl("missing host"));
-        }
-        // What follows the host is empty, `:` (empty port: the default, RFC 3986 §3.2.3) or
-        // `:port`. `http::Uri` accepts ports it cannot represent, so check the digits here.
-        let after_host = authority.as_str().get(host.len()..).unwrap_or_default();
-        let port = match after_host.strip_prefix(':') {
-            None | Some("") => default_port,
-            Some(digits) => digits
-                .parse::<u16>()
-                .map_err(|_| ApiMisuse::InvalidUrl("invalid port"))?,
-        };
-        let host_header = if port == default_port {
-            host.to_owned()
-        } else {
-            format!("{host}:{port}")
-        };
-        let path = match uri.path() {
-            "" => "/",
-            p => p,
-        };
-        let request_target = match uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        Ok(Target {
-            host_header,
-            request_target,
-        })
     }
 }
 
@@ -633,13 +588,16 @@ mod tests {
                 ApiMisuse::InvalidUrl("scheme is not ws or wss"),
             ),
             ("wsx://h/", ApiMisuse::InvalidUrl("scheme is not ws or wss")),
-            ("/relative", ApiMisuse::InvalidUrl("missing scheme")),
+            (
+                "/relative",
+                ApiMisuse::InvalidUrl("missing ws:// or wss://"),
+            ),
             ("ws://:80/", ApiMisuse::InvalidUrl("missing host")),
             (
                 "ws://user:pw@h/",
                 ApiMisuse::InvalidUrl("user info is not allowed"),
             ),
-            ("ws://h:99999/", ApiMisuse::InvalidUrl("invalid port")),
+            ("ws://h:99999/", ApiMisuse::InvalidPort("99999".into())),
         ];
         for (uri, err) in cases {
             assert_eq!(
@@ -710,10 +668,10 @@ mod tests {
         for (name, value) in bad {
             let mut opts = ClientOptions::default();
             opts.headers.push(((*name).into(), (*value).into()));
-            assert_eq!(
-                handshake("ws://h/", &opts).unwrap_err(),
-                ApiMisuse::InvalidHeader,
-                "{name:?}: {value:?}"
+            let refused = handshake("ws://h/", &opts).unwrap_err();
+            assert!(
+                matches!(&refused, ApiMisuse::InvalidHeader { name: n, .. } if &**n == *name),
+                "{name:?}: {value:?}: {refused:?}"
             );
         }
         for twice in ["Host", "Origin"] {
@@ -722,33 +680,50 @@ mod tests {
             opts.headers.push((twice.into(), "b".into()));
             assert_eq!(
                 handshake("ws://h/", &opts).unwrap_err(),
-                ApiMisuse::InvalidHeader
+                ApiMisuse::invalid_header(twice, "given twice")
             );
         }
         let opts = ClientOptions {
             origin: Some("http://a\r\nX: y".into()),
             ..ClientOptions::default()
         };
-        assert_eq!(
+        assert!(matches!(
             handshake("ws://h/", &opts).unwrap_err(),
-            ApiMisuse::InvalidHeader
+            ApiMisuse::InvalidHeader { name, .. } if &*name == "Origin"
+        ));
+    }
+
+    #[test]
+    fn a_refused_header_is_named_with_the_reason() {
+        let mut opts = ClientOptions::default();
+        opts.headers.push(("X-Ok".into(), "1".into()));
+        opts.headers.push(("Upgrade".into(), "h2c".into()));
+        assert_eq!(
+            handshake("ws://h/", &opts).unwrap_err().to_string(),
+            "cannot send header \"Upgrade\": the handshake writes this header itself"
+        );
+        let mut opts = ClientOptions::default();
+        opts.headers.push(("X-Bell".into(), "a\x07b".into()));
+        assert_eq!(
+            handshake("ws://h/", &opts).unwrap_err().to_string(),
+            "cannot send header \"X-Bell\": the value has a control character (CR, LF, NUL, ...)"
         );
     }
 
     #[test]
     fn offers_that_cannot_be_sent_are_refused() {
         for protocols in [&["a b"][..], &["chat", "chat"], &[""], &["chat,superchat"]] {
-            assert_eq!(
-                handshake("ws://h/", &options(protocols, &[])).unwrap_err(),
-                ApiMisuse::InvalidHeader,
-                "{protocols:?}"
+            let refused = handshake("ws://h/", &options(protocols, &[])).unwrap_err();
+            assert!(
+                matches!(&refused, ApiMisuse::InvalidHeader { name, .. } if &**name == "Sec-WebSocket-Protocol"),
+                "{protocols:?}: {refused:?}"
             );
         }
         for extensions in [&["foo;"][..], &[""], &["a\r\nb"], &["x; y=\"a b\""]] {
-            assert_eq!(
-                handshake("ws://h/", &options(&[], extensions)).unwrap_err(),
-                ApiMisuse::InvalidHeader,
-                "{extensions:?}"
+            let refused = handshake("ws://h/", &options(&[], extensions)).unwrap_err();
+            assert!(
+                matches!(&refused, ApiMisuse::InvalidHeader { name, .. } if &**name == "Sec-WebSocket-Extensions"),
+                "{extensions:?}: {refused:?}"
             );
         }
     }

@@ -16,9 +16,11 @@ mod head;
 mod key;
 mod negotiate;
 pub mod server;
+mod url;
 
 pub use key::{accept_key, generate_key, is_valid_key, GUID};
 pub use negotiate::{header_tokens, parse_extensions, select_protocol, ExtensionOffer};
+pub use url::WebSocketUrl;
 
 /// The result of parsing a head that may still be arriving.
 #[derive(Clone, Debug, PartialEq, Eq)]

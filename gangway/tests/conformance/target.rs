@@ -200,7 +200,8 @@ async fn linger(tcp: &TcpStream) {
 /// How a client run ended.
 #[derive(Clone, Debug)]
 pub(crate) enum ClientEnd {
-    /// The session ended with a clean close (binary: exit status 0).
+    /// The session ended with a clean close (binary: exit status 0, or 57 when the peer's close
+    /// code reports a failure).
     Clean(String),
     /// The handshake or the session failed (binary: a failure exit status with a `gangway: `
     /// line).
@@ -277,6 +278,11 @@ impl Client {
                 let text = text.trim_end().to_owned();
                 match status.code() {
                     Some(0) => ClientEnd::Clean(text),
+                    // A clean close handshake in which the peer's code reports a failure
+                    // (1002-2999): the binary exits 57 to say so, the close itself was clean.
+                    Some(57) if text.starts_with("gangway: closed by peer: ") => {
+                        ClientEnd::Clean(text)
+                    }
                     // The contract: errors are one stderr line starting `gangway: `, with
                     // curl's status for what failed (docs/cli.md, exit codes); against this raw
                     // server: 8 an invalid 101, 22 another status, 28 a timeout, 52 no answer,
