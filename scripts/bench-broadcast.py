@@ -122,7 +122,7 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True):
         argv = ["taskset", "-c", "1", args.bench_bin, "bench", f"ws://127.0.0.1:{port}/room",
                 "--broadcast", "--json", "--connections", str(members), "--payload",
                 str(payload), "--duration", str(args.duration), "--warmup", str(args.warmup),
-                "--server-pid", str(proc.pid)]
+                "--server-pid", str(proc.pid), "--drain-timeout", str(args.drain_timeout)]
         if stalled:
             argv += ["--stalled", str(stalled)]
         out = tempfile.TemporaryFile()
@@ -212,6 +212,9 @@ def parse_args():
                    help="run these servers only (gangway, tungstenite, uws)")
     p.add_argument("--with-uws", action="store_true",
                    help="install uWebSockets.js (npm ci in bench/peers/uws) and include it")
+    p.add_argument("--drain-timeout", type=float, default=15,
+                   help="seconds after a run the messages on their way may take (default 15; "
+                        "later ones are reported, not counted as errors)")
     p.add_argument("--no-fairness", action="store_true", help="skip the fairness scenario")
     p.add_argument("--fairness-members", type=int, default=1000,
                    help="members of the fairness scenario (default 1000, 20 B)")
@@ -350,6 +353,13 @@ def main():
                          bc.fmt(bc.ratio(rate, g_rate)), bc.fmt(bc.ratio(cpu, g_cpu)),
                          str(len(res[name]))])
         text, markdown = bc.table(header, rows)
+        slow = [f"{name} ({sum(r.get('undelivered', 0) for r in res[name]):,})"
+                for name in names if any(r.get("undelivered") for r in res.get(name, []))]
+        if slow:
+            note = (f"still delivering {args.drain_timeout:g} s after the run (messages not yet "
+                    f"received, summed over runs): {', '.join(slow)}")
+            text += f"\n{note}"
+            markdown += f"\n\n{note}"
         print(f"\n{title}\n{text}")
         md += [f"**{title}**", "", markdown, ""]
     if fairness and (fair["alone"] or fair["stalled"]):

@@ -80,16 +80,29 @@ Handshake mode (--handshakes):
   server's close frame and waits for the end of the stream, again and again. A cycle's latency
   is its whole duration.
 
+Broadcast mode (--broadcast):
+  The --connections connections are in one room of a broadcast server (the URL's path); each
+  sends one binary message per round (--payload bytes, at least 16: sender, round and send time
+  are stamped at its start) and waits for --connections messages (everyone's, its own included)
+  before the next. A delivery is a message received by a connection; its latency runs from the
+  message's send to its arrival. Each connection checks that every sender's messages arrive once
+  and in order; at the end sending stops and each must receive every message sent: what is
+  missing once nothing arrived for 5 s is an error, what still arrives after --drain-timeout is
+  reported as undelivered. --stalled adds connections that join and never read nor send.
+
 Only what completes after --warmup and within --duration is counted. A progress line is shown
-on stderr when it is a terminal.
+on stderr when it is a terminal. With --server-pid, the server's CPU time over the measured time
+is read from /proc and reported per message (per cycle, per delivery).
 
 Output:
   A summary on stdout: messages (or handshakes), per second, MiB/s (payload bytes echoed per
   second, one direction), p50/p99/p99.9/max latency in microseconds, errors. With --json, one
   line instead:
-  {\"mode\":\"echo\"|\"handshakes\",\"url\":...,\"connections\":N,\"payload\":B,\"window\":W,
-   \"text\":BOOL,\"duration_s\":F,\"count\":N,\"per_s\":F,\"mib_per_s\":F,\"p50_us\":F,
-   \"p99_us\":F,\"p999_us\":F,\"max_us\":F,\"errors\":N}
+  {\"mode\":\"echo\"|\"handshakes\"|\"broadcast\",\"url\":...,\"connections\":N,\"payload\":B,
+   \"window\":W,\"text\":BOOL,\"duration_s\":F,\"count\":N,\"per_s\":F,\"mib_per_s\":F,
+   \"p50_us\":F,\"p99_us\":F,\"p999_us\":F,\"max_us\":F,\"errors\":N}
+  with --server-pid, \"server_cpu_us_per\":F,\"server_cpu_share\":F before the brace; with
+  --broadcast, \"stalled\":N,\"rounds\":N,\"lost\":N,\"undelivered\":N.
 
 Errors counted: an echo with another opcode or length; bytes that are not server frames; a
 connection lost or closed by the server during the run; a failed handshake cycle; a close
@@ -183,6 +196,12 @@ pub(crate) struct BenchOpts {
     #[arg(long, value_name = "N", default_value_t = 0, requires = "broadcast",
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     stalled: u32,
+
+    /// With --broadcast: how long after the run the messages still on their way may take to
+    /// arrive (a slow server's; what arrives later is reported as undelivered).
+    #[arg(long, value_name = "SECS", default_value = "60", requires = "broadcast",
+          value_parser = parse_positive_seconds)]
+    drain_timeout: Duration,
 
     /// Also report the CPU time of this process (the server, on this machine) per message
     /// measured, read from /proc at the start and the end of the measured time (Linux).
@@ -690,9 +709,9 @@ impl Report {
             if self.undelivered > 0 {
                 let _ = writeln!(
                     out,
-                    "undelivered {} (still on their way {} s after the run)",
+                    "undelivered {} (still on their way {:.1} s after the run)",
                     self.undelivered,
-                    broadcast::DRAIN_TIMEOUT.as_secs()
+                    opts.drain_timeout.as_secs_f64()
                 );
             }
         }
@@ -1526,6 +1545,7 @@ mod tests {
             raw_echo: false,
             broadcast: false,
             stalled: 0,
+            drain_timeout: Duration::from_secs(60),
             server_pid: None,
             threads: 1,
         };

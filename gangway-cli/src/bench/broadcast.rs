@@ -39,11 +39,6 @@ use super::{
 /// nanoseconds since the run's epoch), little-endian.
 pub(super) const STAMP: usize = 16;
 
-/// How long, after the run, the messages still in flight may take to reach every connection.
-/// A server that is still delivering then is slow, not losing messages: what has not arrived is
-/// reported as undelivered, not as an error.
-pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// After the run, how long no connection may receive anything while messages are missing
 /// before they count as lost.
 const STALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,8 +70,10 @@ pub(super) struct Room {
     /// Messages missing (or duplicated) at the end, over all connections, once nothing
     /// arrived anywhere for [`STALL_TIMEOUT`].
     pub(super) lost: AtomicU64,
-    /// Messages still in flight when [`DRAIN_TIMEOUT`] passed, deliveries still going on.
+    /// Messages still in flight when `--drain-timeout` passed, deliveries still going on.
     pub(super) undelivered: AtomicU64,
+    /// How long after the run the messages still on their way may take (`--drain-timeout`).
+    drain_timeout: Duration,
     /// When a connection last received something (nanoseconds since `epoch`).
     last_progress: AtomicU64,
     /// Rounds completed by member 0 (how many times it received its N messages).
@@ -122,6 +119,7 @@ pub(super) async fn run(
         drained: Notify::new(),
         lost: AtomicU64::new(0),
         undelivered: AtomicU64::new(0),
+        drain_timeout: opts.drain_timeout,
         last_progress: AtomicU64::new(0),
         rounds: AtomicU64::new(0),
     });
@@ -216,7 +214,9 @@ impl Member {
         tokio::pin!(drained);
         // Registered now, so that the notification at the end is not missed.
         drained.as_mut().enable();
-        let deadline = shared.end + DRAIN_TIMEOUT;
+        // A server still delivering then is slow, not losing messages: what has not arrived is
+        // reported as undelivered, not as an error.
+        let deadline = shared.end + room.drain_timeout;
         let run = poll_fn(|cx| self.poll_run(cx, &shared, &room, drained.as_mut()));
         let outcome = tokio::select! {
             outcome = run => Some(outcome),
