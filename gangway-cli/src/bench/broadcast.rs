@@ -238,6 +238,9 @@ impl Member {
                         room.lost.fetch_add(missing, Ordering::Relaxed);
                     } else {
                         room.undelivered.fetch_add(missing, Ordering::Relaxed);
+                        // The close frame would wait behind them all: the connection is
+                        // dropped instead (not counted as a failed close).
+                        return;
                     }
                 }
                 let closed = tokio::time::timeout(CLOSE_TIMEOUT, self.close(&shared, &room)).await;
