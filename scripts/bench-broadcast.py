@@ -136,20 +136,7 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True):
             bc.stop(load)
         out.seek(0)
         err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        if proc.poll() is not None:
-            raise Failure(f"server exited with {proc.returncode}{bc.log_tail(log)}")
-        if load.returncode != 0:
-            raise Failure(f"load exited with {load.returncode}: {stderr.strip()[-500:]} "
-                          f"{stdout.strip()[-300:]}")
-        lines = [line for line in stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            raise Failure(f"no JSON line from the load: {stdout[-300:]}")
-        result = json.loads(lines[-1])
-        if result.get("errors"):
-            raise Failure(f"the load reported {result['errors']} error(s)")
-        if not result.get("count"):
-            raise Failure("the load completed no delivery")
+        result = bc.load_result(proc, log, load, out.read(), err.read())
         if "server_cpu_us_per" not in result:
             raise Failure("the load could not read the server's CPU time")
         return result
@@ -392,13 +379,7 @@ def main():
         text, markdown = bc.table(header, rows)
         print(f"\n{title}\n{text}")
         md += [f"**{title}**", "", markdown, ""]
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("\n".join(md))
-    if failures:
-        print(f"\n{len(failures)} run(s) failed:", *failures, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    return bc.finish(args.markdown, md, failures)
 
 
 if __name__ == "__main__":
