@@ -16,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=16
+TOTAL_STEPS=17
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -218,6 +218,12 @@ step "side-by-side echo benchmark, quick: gangway vs tokio-tungstenite, fastwebs
 # Builds the peers of bench/peers (crates.io), installs uWebSockets.js from npm, pins the server
 # to CPU 0 and the load (gangway bench) to CPU 1.
 python3 scripts/bench-compare.py --quick --with-uws
+step_ok
+
+step "WebSocket over HTTP/2, quick: 100 WebSockets on one HTTP/2 connection vs 100 TCP connections"
+# Server and load CPU per message and server memory per WebSocket, side by side (the full run for
+# bench/RESULTS.md is three rounds of three seconds: scripts/bench-http2.py without options).
+python3 scripts/bench-http2.py --bin "$GANGWAY_BIN" --rounds 1 --duration 1 --warmup 0.5
 step_ok
 
 step "broadcast, quick: gangway serve --broadcast vs tokio-tungstenite + broadcast, uWebSockets.js pub/sub; memory of one publish"

@@ -17,7 +17,9 @@
 //! close frame and waits for the server's close frame and end of stream, again and again.
 //!
 //! Only what completes inside the measured time (after `--warmup`, for `--duration`) is counted.
-//! The run always uses plain `ws://` over TCP: a TLS layer would measure the TLS library.
+//! The run always uses plain `ws://`: a TLS layer would measure the TLS library. With `--http2`
+//! every WebSocket is a stream of one cleartext HTTP/2 connection (RFC 8441) instead of a TCP
+//! connection of its own.
 
 mod broadcast;
 mod histogram;
@@ -35,6 +37,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use gangway::http2::Http2Connection;
 use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::handshake::client::{ClientHandshake, ClientOptions};
@@ -182,12 +185,22 @@ pub(crate) struct BenchOpts {
     #[arg(long, conflicts_with = "handshakes")]
     raw_echo: bool,
 
+    /// Send nothing: open the connections, keep them open and idle for --warmup and --duration,
+    /// then close them (what idle WebSockets cost a server; no message is counted).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    idle: bool,
+
+    /// Open every connection's WebSocket as a stream of one HTTP/2 connection (prior knowledge,
+    /// RFC 8441) instead of a TCP connection each: --connections WebSockets share it.
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    http2: bool,
+
     /// Measure a broadcast server (`gangway serve --broadcast`, or any server that sends each
     /// message to every connection on the same path): every connection sends one binary
     /// message per round and waits for --connections messages (everyone's, its own included)
     /// before the next. Reports deliveries per second and the latency from send to delivery;
     /// needs --payload of at least 16 bytes (the sender, round and send time are stamped in).
-    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo", "text"])]
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo", "text", "idle", "http2"])]
     broadcast: bool,
 
     /// With --broadcast: this many more connections that join the room and never read nor
@@ -410,7 +423,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report(),
     };
     let shards = opts.threads as usize;
-    let cpu = std::sync::Arc::new(CpuWindow::default());
+    let cpu = Arc::new(CpuWindow::default());
     let mut room = None;
     let shared = if opts.handshakes {
         match handshakes(&opts, addr, shards, &cpu).await {
@@ -861,61 +874,12 @@ async fn open(
     }
 }
 
-/// A connection opened, with the bytes read past its response head and its random source.
-type Opened = (TcpStream, Vec<u8>, OsRandom);
-
-/// Open `count` connections to the URL at once; returns those that opened and how many did not
-/// (reported on stderr). At least `needed` must open, else the first error is returned.
-async fn open_all(
-    opts: &BenchOpts,
-    addr: SocketAddr,
-    count: u32,
-    needed: usize,
-) -> Result<(Vec<Opened>, u64), Error> {
-    let mut opening = JoinSet::new();
-    for _ in 0..count {
-        let uri = opts.url.clone();
-        opening.spawn(async move {
-            let mut rng = OsRandom::new();
-            let mut buf = Vec::new();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
-                .await
-                .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>((tcp, buf, rng))
-        });
-    }
-    let mut opened = Vec::with_capacity(count as usize);
-    let mut first_error = None;
-    let mut failed = 0u64;
-    while let Some(joined) = opening.join_next().await {
-        match joined {
-            Ok(Ok(conn)) => opened.push(conn),
-            Ok(Err(e)) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(Error::Io(io::Error::other(e)));
-            }
-        }
-    }
-    if opened.len() < needed {
-        return Err(first_error.unwrap_or(Error::Timeout));
-    }
-    if let Some(e) = &first_error {
-        eprintln!(
-            "gangway: {failed} of {count} connections failed ({}); running with the others",
-            crate::causes(e)
-        );
-    }
-    Ok((opened, failed))
-}
-
 /// A connection of the load at the end of its run (see [`close_connection`]).
 trait Closing {
-    /// The connection and the room left in its read buffer.
-    fn tcp_and_room(&mut self) -> (&mut TcpStream, &mut [u8]);
+    /// The transport.
+    type Io: AsyncRead + AsyncWrite + Unpin;
+    /// The transport and the room left in the read buffer.
+    fn io_and_room(&mut self) -> (&mut Self::Io, &mut [u8]);
     /// Account for `n` more bytes read into that room; true once the server's close frame was
     /// among them.
     fn feed(&mut self, n: usize) -> io::Result<bool>;
@@ -930,11 +894,11 @@ trait Closing {
 /// read until the server's close frame, then until the end of the stream.
 async fn close_connection(c: &mut impl Closing) -> io::Result<()> {
     let frame = close_frame(c.rng());
-    c.tcp_and_room().0.write_all(&frame).await?;
+    c.io_and_room().0.write_all(&frame).await?;
     let mut closed = false;
     loop {
-        let (tcp, room) = c.tcp_and_room();
-        let n = tcp.read(room).await?;
+        let (io, room) = c.io_and_room();
+        let n = io.read(room).await?;
         if n == 0 {
             return if closed {
                 Ok(())
@@ -1008,7 +972,102 @@ async fn echo(
     // large messages stay at 64 MiB of buffers.
     let rbuf_len = (frame_len * opts.window as usize).clamp(4 << 10, 64 << 10);
 
-    let (open_conns, failed) = open_all(opts, addr, opts.connections, 1).await?;
+    if opts.http2 {
+        // One HTTP/2 connection; each WebSocket is one of its streams.
+        let url = opts.url.to_string();
+        let builder = gangway::ClientBuilder::new(&url)?;
+        let conn = Http2Connection::connect(&builder).await?;
+        let mut opening = JoinSet::new();
+        for _ in 0..opts.connections {
+            let (conn, url) = (conn.clone(), url.clone());
+            opening.spawn(async move {
+                let (stream, _response) = conn.tunnel(&url).await?;
+                Ok::<_, Error>((stream, Vec::new(), OsRandom::new()))
+            });
+        }
+        return run_echo(opts, opening, block, frame_len, rbuf_len, shards, cpu).await;
+    }
+    let opening = open_tcp(opts, addr, opts.connections);
+    run_echo(opts, opening, block, frame_len, rbuf_len, shards, cpu).await
+}
+
+/// Start opening `count` TCP connections to the URL, each with its opening handshake.
+fn open_tcp(
+    opts: &BenchOpts,
+    addr: SocketAddr,
+    count: u32,
+) -> JoinSet<Result<Opened<TcpStream>, Error>> {
+    let mut opening = JoinSet::new();
+    for _ in 0..count {
+        let uri = opts.url.clone();
+        opening.spawn(async move {
+            let mut rng = OsRandom::new();
+            let mut buf = Vec::new();
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
+                .await
+                .map_err(|_| Error::Timeout)??;
+            Ok::<_, Error>((tcp, buf, rng))
+        });
+    }
+    opening
+}
+
+/// The connections that opened, and how many did not (reported on stderr). At least `needed`
+/// must open, else the first error is returned.
+async fn opened<T>(
+    mut opening: JoinSet<Result<Opened<T>, Error>>,
+    count: u32,
+    needed: usize,
+) -> Result<(Vec<Opened<T>>, u64), Error>
+where
+    T: Send + 'static,
+{
+    let mut opened = Vec::with_capacity(count as usize);
+    let mut first_error = None;
+    let mut failed = 0u64;
+    while let Some(joined) = opening.join_next().await {
+        match joined {
+            Ok(Ok(conn)) => opened.push(conn),
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(Error::Io(io::Error::other(e)));
+            }
+        }
+    }
+    if opened.len() < needed {
+        return Err(first_error.unwrap_or(Error::Timeout));
+    }
+    if let Some(e) = &first_error {
+        eprintln!(
+            "gangway: {failed} of {count} connections failed ({}); running with the others",
+            crate::causes(e)
+        );
+    }
+    Ok((opened, failed))
+}
+
+/// An opened connection: the transport, bytes the server sent behind its response head, and the
+/// connection's source of masks.
+type Opened<T> = (T, Vec<u8>, OsRandom);
+
+/// Echo mode once the connections are opening: run each as an [`EchoConn`] until the end.
+async fn run_echo<T>(
+    opts: &BenchOpts,
+    opening: JoinSet<Result<Opened<T>, Error>>,
+    block: Arc<[u8]>,
+    frame_len: usize,
+    rbuf_len: usize,
+    shards: usize,
+    cpu: &Arc<CpuWindow>,
+) -> Result<Arc<Shared>, Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (open_conns, failed) = opened(opening, opts.connections, 1).await?;
     let shared = Shared::begin(opts, shards, failed, cpu);
     let progress = spawn_progress(&shared, "messages");
     let expect = if opts.text {
@@ -1022,12 +1081,12 @@ async fn echo(
         let mut rbuf = vec![0u8; rbuf_len + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
         let conn = EchoConn {
-            tcp,
+            io: tcp,
             block: Arc::clone(&block),
             frame_len,
             window: opts.window as usize,
             credits: opts.window as usize,
-            sending: true,
+            sending: !opts.idle,
             wpos: 0,
             wend: 0,
             sent: VecDeque::with_capacity(opts.window as usize),
@@ -1056,9 +1115,9 @@ enum Stop {
     Protocol,
 }
 
-/// One connection of echo mode.
-struct EchoConn {
-    tcp: TcpStream,
+/// One connection of echo mode, over a TCP connection or an HTTP/2 stream.
+struct EchoConn<T> {
+    io: T,
     /// `window` pre-encoded frames; a batch of k frames is the first k of them.
     block: Arc<[u8]>,
     frame_len: usize,
@@ -1081,7 +1140,7 @@ struct EchoConn {
     rng: OsRandom,
 }
 
-impl EchoConn {
+impl<T: AsyncRead + AsyncWrite + Unpin> EchoConn<T> {
     async fn run(mut self, shared: Arc<Shared>) {
         // The whole loop is bounded by the end of the run, so a server that stops answering
         // cannot hold the benchmark; the state lives in `self`, so the close below still knows
@@ -1141,7 +1200,7 @@ impl EchoConn {
                 }
                 self.credits = 0;
             }
-            match Pin::new(&mut self.tcp).poll_write(cx, &self.block[self.wpos..self.wend]) {
+            match Pin::new(&mut self.io).poll_write(cx, &self.block[self.wpos..self.wend]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => self.wpos += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -1149,7 +1208,7 @@ impl EchoConn {
             }
         }
         let mut rb = ReadBuf::new(&mut self.rbuf[self.filled..]);
-        match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -1211,17 +1270,19 @@ impl EchoConn {
         self.sending = false;
         if self.wpos < self.wend {
             let rest = &self.block[self.wpos..self.wend];
-            self.tcp.write_all(rest).await?;
+            self.io.write_all(rest).await?;
             self.wpos = self.wend;
         }
         close_connection(&mut (self, shared)).await
     }
 }
 
-impl Closing for (&mut EchoConn, &Shared) {
-    fn tcp_and_room(&mut self) -> (&mut TcpStream, &mut [u8]) {
+impl<T: AsyncRead + AsyncWrite + Unpin> Closing for (&mut EchoConn<T>, &Shared) {
+    type Io = T;
+
+    fn io_and_room(&mut self) -> (&mut T, &mut [u8]) {
         let conn = &mut *self.0;
-        (&mut conn.tcp, &mut conn.rbuf[conn.filled..])
+        (&mut conn.io, &mut conn.rbuf[conn.filled..])
     }
 
     fn feed(&mut self, n: usize) -> io::Result<bool> {
@@ -1543,6 +1604,8 @@ mod tests {
             handshakes: false,
             json: false,
             raw_echo: false,
+            idle: false,
+            http2: false,
             broadcast: false,
             stalled: 0,
             drain_timeout: Duration::from_secs(60),

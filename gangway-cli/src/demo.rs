@@ -40,10 +40,11 @@ pub(crate) struct HandshakeRecord {
     pub(crate) request_line: String,
     /// The request headers in order, names lowercase (values decoded lossily as UTF-8).
     pub(crate) headers: Vec<(String, String)>,
-    /// `Sec-WebSocket-Key` as the client sent it.
-    pub(crate) key: String,
-    /// The `Sec-WebSocket-Accept` the server answered.
-    pub(crate) accept: String,
+    /// `Sec-WebSocket-Key` as the client sent it; `None` over HTTP/2, which has no key
+    /// (RFC 8441 §5).
+    pub(crate) key: Option<String>,
+    /// The `Sec-WebSocket-Accept` the server answered; `None` over HTTP/2.
+    pub(crate) accept: Option<String>,
     /// The selected subprotocol.
     pub(crate) protocol: Option<String>,
 }
@@ -54,14 +55,13 @@ impl HandshakeRecord {
         let mut out = String::from("{");
         let _ = write!(out, "\"id\":{}", json_string(id));
         let _ = write!(out, ",\"request_line\":{}", json_string(&self.request_line));
-        let _ = write!(out, ",\"key\":{}", json_string(&self.key));
-        let _ = write!(out, ",\"accept\":{}", json_string(&self.accept));
-        match &self.protocol {
-            Some(p) => {
-                let _ = write!(out, ",\"protocol\":{}", json_string(p));
-            }
-            None => out.push_str(",\"protocol\":null"),
-        }
+        let _ = write!(out, ",\"key\":{}", json_option(self.key.as_deref()));
+        let _ = write!(out, ",\"accept\":{}", json_option(self.accept.as_deref()));
+        let _ = write!(
+            out,
+            ",\"protocol\":{}",
+            json_option(self.protocol.as_deref())
+        );
         out.push_str(",\"headers\":[");
         for (i, (name, value)) in self.headers.iter().enumerate() {
             if i > 0 {
@@ -133,6 +133,11 @@ pub(crate) fn query_id(query: Option<&str>) -> Option<&str> {
     well_formed.then_some(id)
 }
 
+/// `s` as a JSON string literal, or `null`.
+fn json_option(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_owned(), json_string)
+}
+
 /// `s` as a JSON string literal (RFC 8259 §7). `<`, `>` and `&` are escaped too, so the JSON stays
 /// inert if someone ever embeds it in HTML.
 pub(crate) fn json_string(s: &str) -> String {
@@ -167,8 +172,8 @@ mod tests {
         HandshakeRecord {
             request_line: "GET /demo?id=a HTTP/1.1".into(),
             headers: vec![("host".into(), "127.0.0.1:9001".into())],
-            key: key.into(),
-            accept: "accept".into(),
+            key: Some(key.into()),
+            accept: Some("accept".into()),
             protocol: None,
         }
     }
@@ -223,7 +228,7 @@ mod tests {
         let log = HandshakeLog::default();
         log.insert("a", record("1"));
         log.insert("a", record("2"));
-        assert_eq!(log.get("a").map(|r| r.key), Some("2".into()));
+        assert_eq!(log.get("a").and_then(|r| r.key), Some("2".into()));
         for i in 0..CAPACITY {
             log.insert(&format!("n{i}"), record("x"));
         }

@@ -77,7 +77,7 @@ pub struct ServerBuilder {
     protocols: Arc<Vec<String>>,
     config: Arc<Config>,
     max_head_size: usize,
-    handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     close_timeout: Duration,
     origin_check: Option<OriginCheck>,
     require_origin: bool,
@@ -307,6 +307,12 @@ impl Accepted {
     pub(crate) fn response(&self) -> Vec<u8> {
         hs::accept(&self.offer, self.protocol.as_deref(), &self.extensions)
     }
+
+    /// The same answer as parts for an HTTP library (`101` on HTTP/1.1, `200` on HTTP/2).
+    #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
+    pub(crate) fn response_parts(&self) -> http::Response<()> {
+        hs::accept_response(&self.offer, self.protocol.as_deref(), &self.extensions)
+    }
 }
 
 impl ServerBuilder {
@@ -334,6 +340,28 @@ impl ServerBuilder {
             }
             Err(e) => return Err(e),
         };
+        self.choose(offer)
+    }
+
+    /// [`negotiate`](Self::negotiate) for an HTTP/2 extended CONNECT request (RFC 8441 §5),
+    /// whose `:protocol` pseudo-header is `protocol`: the request's checks differ, the server's
+    /// policy and choices are the same.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, whose [`HandshakeError::status`] is the answer's status.
+    #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
+    pub(crate) fn negotiate_connect(
+        &self,
+        request: &http::Request<()>,
+        protocol: Option<&str>,
+    ) -> Result<Accepted, HandshakeError> {
+        self.choose(hs::check_connect_request(request, protocol)?)
+    }
+
+    /// The origin policy, then the choices of the answer (§4.2.2 item 5): the subprotocol and
+    /// the extensions.
+    fn choose(&self, offer: ClientOffer) -> Result<Accepted, HandshakeError> {
         // §4.2.2 item 4 and §10.2: the server decides which origins it serves, with 403.
         if self.require_origin && offer.origin.is_none() {
             return Err(HandshakeError::OriginRefused);
@@ -394,7 +422,20 @@ async fn read_head<S: AsyncRead + Unpin>(
     max_head_size: usize,
 ) -> Result<(http::Request<()>, Vec<u8>), Error> {
     crate::head::read_head(stream, max_head_size, |buf| {
-        hs::parse_request(buf, max_head_size)
+        let parsed = hs::parse_request(buf, max_head_size);
+        #[cfg(feature = "http2")]
+        if parsed.is_err() && buf.starts_with(&crate::http2::PREFACE[..16]) {
+            // Not HTTP/1.1: an HTTP/2 client with prior knowledge (RFC 9113 §3.3), once its
+            // whole preface is here. A head of length 0: everything read stays for the HTTP/2
+            // connection.
+            if let Some(request) = crate::http2::prior_knowledge(buf) {
+                return Ok(gangway_proto::handshake::Parsed::Complete(request, 0));
+            }
+            if buf.len() < crate::http2::PREFACE.len() {
+                return Ok(gangway_proto::handshake::Parsed::Partial);
+            }
+        }
+        parsed
     })
     .await
     .map_err(|e| match e {
@@ -462,6 +503,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// Whether the request asks for a WebSocket upgrade.
     pub fn is_upgrade(&self) -> bool {
         hs::is_upgrade_request(&self.request)
+    }
+
+    /// Whether the client spoke HTTP/2 with prior knowledge (RFC 9113 §3.3) instead of sending
+    /// an HTTP/1.1 request: its preface was read, and [`request`](Self::request) is the
+    /// preface's `PRI * HTTP/2.0`. Serve it with [`accept_http2`](Self::accept_http2).
+    #[cfg(feature = "http2")]
+    pub fn is_http2_prior_knowledge(&self) -> bool {
+        self.request.version() == http::Version::HTTP_2
+    }
+
+    /// Serve the connection as HTTP/2 (see
+    /// [`ServerBuilder::accept_http2`](crate::ServerBuilder::accept_http2)), with what was read
+    /// so far (the client's preface, perhaps more) read again first. For a connection of
+    /// [`is_http2_prior_knowledge`](Self::is_http2_prior_knowledge); on another one the
+    /// HTTP/2 handshake fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::accept_http2`](crate::ServerBuilder::accept_http2).
+    #[cfg(feature = "http2")]
+    pub async fn accept_http2(
+        self,
+    ) -> Result<crate::http2::Http2Server<crate::http2::Rewind<S>>, Error> {
+        // For prior knowledge, everything read, the preface included; else what followed the
+        // HTTP/1.1 head, which h2 refuses as a preface.
+        let stream = crate::http2::Rewind::new(self.leftover, self.stream);
+        self.builder.accept_http2(stream).await
     }
 
     /// The `Sec-WebSocket-Accept` value an accepted handshake answers with: `None` unless the
@@ -650,7 +718,10 @@ mod tests {
         let accepted = builder
             .negotiate(&request("GET", Some("WebSocket")))
             .unwrap();
-        assert_eq!(accepted.offer.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(
+            accepted.offer.key.as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
     }
 
     #[tokio::test]

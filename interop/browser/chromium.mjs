@@ -1,6 +1,6 @@
-// Headless Chromium for the browser suites (not a test file itself): Debian's package, driven over
-// the DevTools protocol by playwright-core, which never downloads a browser; the flags the
-// project's rules give for running as root; a profile of the caller's (a fresh directory).
+// Starting headless Chromium for the browser suites (not a test file itself: `node --test` only
+// picks up `*.test.mjs`): Debian's package, driven by playwright-core, which never downloads a
+// browser, with the flags the project's rules give and a fresh profile per run.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -12,31 +12,31 @@ import { STEP_MS, withTimeout } from '../node/common.mjs';
 /** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
 /**
- * Starts Chromium with its profile in `profileDir` (a fresh directory, so no state leaks between
- * runs) and resolves with its context, whose waits are bounded by `STEP_MS`. `args` are added to
- * the flags; `options` to playwright's launch options.
+ * A persistent context in `profileDir` (fresh: no cache, HSTS or settings leak between runs).
+ * `tls` accepts the test's self-signed certificate (`--ignore-certificate-errors`); `extraArgs`
+ * are added to the command line.
  */
-export async function launchChromium(profileDir, { args = [], ...options } = {}) {
+export async function launchChromium(profileDir, { tls = false, extraArgs = [] } = {}) {
   const context = await withTimeout(
     chromium.launchPersistentContext(profileDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: [...FLAGS, ...args],
+      ignoreHTTPSErrors: tls,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        ...(tls ? ['--ignore-certificate-errors'] : []),
+        ...extraArgs,
+      ],
       viewport: { width: 1280, height: 900 },
       timeout: 30_000,
-      ...options,
     }),
     40_000,
     `Chromium (${CHROMIUM}) to start`,
@@ -52,9 +52,8 @@ export async function closeChromium(context) {
 }
 
 /**
- * One Chromium for the tests of a file: started before them with a fresh profile (so no state
- * leaks between runs: cache, HSTS, settings), closed and its profile removed after them. Returns
- * a function giving the browser's context.
+ * One Chromium for the tests of a file: started before them with a fresh profile, closed and its
+ * profile removed after them. Returns a function giving the browser's context.
  */
 export function chromiumForTests() {
   let context = null;

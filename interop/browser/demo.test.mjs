@@ -8,13 +8,14 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
-import { chromiumForTests } from './chromium.mjs';
 import { compressibleText, startWireProxy } from '../node/wire.mjs';
+import { launchChromium } from './chromium.mjs';
+
 
 /** Where the screenshot of the demo page goes (outside the repository). */
 const SCREENSHOT = process.env.GANGWAY_DEMO_SCREENSHOT || path.join(os.tmpdir(), 'demo.png');
@@ -28,14 +29,27 @@ const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** RFC 6455 §4.2.2 item 5.4: base64(SHA-1(key + GUID)), computed without the page or gangway. */
 const acceptFor = (key) => createHash('sha1').update(key + GUID).digest('base64');
 
-const browser = chromiumForTests();
+let context = null;
+let profileDir = null;
+
+before(async () => {
+  // A fresh profile per run, so no state (cache, HSTS, settings) leaks between runs.
+  profileDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-chromium-'));
+  context = await launchChromium(profileDir);
+}, { timeout: TEST_MS });
+
+after(async () => {
+  // Bounded: a wedged browser must not hold the test run open (playwright kills it on exit).
+  if (context) await withTimeout(context.close(), 10_000, 'Chromium to close').catch(() => {});
+  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+}, { timeout: 15_000 });
 
 /**
  * A new tab, closed when the test ends. Page errors (uncaught exceptions) and console errors are
  * collected so a test can assert the page ran cleanly.
  */
 async function openPage(t) {
-  const page = await browser().newPage();
+  const page = await context.newPage();
   t.after(() => page.close().catch(() => {}));
   const problems = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
@@ -53,7 +67,7 @@ async function openPage(t) {
  * the response of the first socket whose URL matches.
  */
 async function watchHandshakes(page) {
-  const cdp = await browser().newCDPSession(page);
+  const cdp = await context.newCDPSession(page);
   const sockets = new Map(); // requestId -> { url, request, response }
   const entry = (id) => {
     if (!sockets.has(id)) sockets.set(id, { url: null, request: null, response: null });

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{
-    close_connection, open_all, BenchOpts, Closing, CpuWindow, Errors, Shared, CLOSE_TIMEOUT,
+    close_connection, open_tcp, opened, BenchOpts, Closing, CpuWindow, Errors, Shared, CLOSE_TIMEOUT,
 };
 
 /// The bytes at the start of every payload: sender (u32), round (u32), send time (u64
@@ -89,22 +89,18 @@ pub(super) async fn run(
     cpu: &Arc<CpuWindow>,
 ) -> Result<(Arc<Shared>, Arc<Room>), Error> {
     let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
+    let total = opts.connections + opts.stalled;
     // At least one member besides the stalled ones.
-    let (mut opened, failed) = open_all(
-        opts,
-        addr,
-        opts.connections + opts.stalled,
-        opts.stalled as usize + 1,
-    )
-    .await?;
+    let (mut conns, failed) =
+        opened(open_tcp(opts, addr, total), total, opts.stalled as usize + 1).await?;
     // The stalled ones are the last opened: they never read (their buffers fill) and never
     // send. Kept open until the end.
-    let stalled: Vec<TcpStream> = opened
-        .split_off(opened.len() - opts.stalled as usize)
+    let stalled: Vec<TcpStream> = conns
+        .split_off(conns.len() - opts.stalled as usize)
         .into_iter()
         .map(|(tcp, _, _)| tcp)
         .collect();
-    let members = opened.len() as u64;
+    let members = conns.len() as u64;
     tokio::time::sleep(SETTLE).await;
 
     let shared = Shared::begin(opts, shards, failed, cpu);
@@ -125,7 +121,7 @@ pub(super) async fn run(
     });
     let progress = super::spawn_progress(&shared, "delivered");
     let mut running = JoinSet::new();
-    for (i, (tcp, leftover, rng)) in opened.into_iter().enumerate() {
+    for (i, (tcp, leftover, rng)) in conns.into_iter().enumerate() {
         let mut rbuf = vec![0u8; READ_SIZE + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
         let member = Member {
@@ -409,7 +405,9 @@ impl Member {
 }
 
 impl Closing for (&mut Member, &Shared, &Room) {
-    fn tcp_and_room(&mut self) -> (&mut TcpStream, &mut [u8]) {
+    type Io = TcpStream;
+
+    fn io_and_room(&mut self) -> (&mut TcpStream, &mut [u8]) {
         let member = &mut *self.0;
         (&mut member.tcp, &mut member.rbuf[member.filled..])
     }
