@@ -32,7 +32,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{
-    close_connection, open_tcp, opened, BenchOpts, Closing, CpuWindow, Errors, Shared, CLOSE_TIMEOUT,
+    close_connection, open_tcp, opened, BenchOpts, Closing, CpuWindow, Errors, Shared,
+    CLOSE_TIMEOUT,
 };
 
 /// The bytes at the start of every payload: sender (u32), round (u32), send time (u64
@@ -91,8 +92,12 @@ pub(super) async fn run(
     let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
     let total = opts.connections + opts.stalled;
     // At least one member besides the stalled ones.
-    let (mut conns, failed) =
-        opened(open_tcp(opts, addr, total), total, opts.stalled as usize + 1).await?;
+    let (mut conns, failed) = opened(
+        open_tcp(opts, addr, total),
+        total,
+        opts.stalled as usize + 1,
+    )
+    .await?;
     // The stalled ones are the last opened: they never read (their buffers fill) and never
     // send. Kept open until the end.
     let stalled: Vec<TcpStream> = conns
