@@ -16,7 +16,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=16
+TOTAL_STEPS=17
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -232,6 +232,15 @@ step "WebSocket over HTTP/2, quick: 100 WebSockets on one HTTP/2 connection vs 1
 # Server and load CPU per message and server memory per WebSocket, side by side (the full run for
 # bench/RESULTS.md is three rounds of three seconds: scripts/bench-http2.py without options).
 python3 scripts/bench-http2.py --bin "$GANGWAY_BIN" --rounds 1 --duration 1 --warmup 0.5
+step_ok
+
+step "broadcast, quick: gangway serve --broadcast vs tokio-tungstenite + broadcast, uWebSockets.js pub/sub; memory of one publish"
+# The same pinning as above; 100 and 1,000 members in one room (scripts/bench-broadcast.py
+# without --quick runs 5,000 too, the fairness and the memory scenarios). Then the memory one
+# message published to 10,000 members adds, counted allocation by allocation; the example exits
+# 1 if the publish kept more than one copy of the frame, or members that wrote it kept anything.
+python3 scripts/bench-broadcast.py --quick --with-uws
+cargo run --release -p gangway --example broadcast_memory
 step_ok
 
 trap - ERR

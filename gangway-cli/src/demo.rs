@@ -12,6 +12,20 @@ use std::sync::{Mutex, PoisonError};
 /// The page: self-contained HTML, CSS and JavaScript (no external resources).
 pub(crate) const PAGE: &str = include_str!("demo.html");
 
+/// The page as served: its chat tab says whether the server broadcasts (`serve --broadcast`) or
+/// echoes.
+pub(crate) fn page(broadcast: bool) -> String {
+    if broadcast {
+        PAGE.replacen(
+            "<body data-broadcast=\"false\">",
+            "<body data-broadcast=\"true\">",
+            1,
+        )
+    } else {
+        PAGE.to_owned()
+    }
+}
+
 /// How many handshakes are remembered; the oldest is forgotten first. Each entry holds at most a
 /// request head (16 KiB by default), so the log stays within a few MiB whatever clients do.
 const CAPACITY: usize = 256;
@@ -162,6 +176,14 @@ mod tests {
             accept: Some("accept".into()),
             protocol: None,
         }
+    }
+
+    #[test]
+    fn the_page_says_whether_the_server_broadcasts() {
+        let marker = |b: bool| format!("<body data-broadcast=\"{b}\">");
+        assert_eq!(page(false).matches(&marker(false)).count(), 1);
+        assert_eq!(page(true).matches(&marker(true)).count(), 1);
+        assert!(!page(true).contains(&marker(false)));
     }
 
     #[test]

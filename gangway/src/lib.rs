@@ -45,6 +45,7 @@ mod error;
 mod head;
 #[cfg(feature = "http2")]
 pub mod http2;
+pub mod hub;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod message;

@@ -2,6 +2,10 @@
 // picks up `*.test.mjs`): Debian's package, driven by playwright-core, which never downloads a
 // browser, with the flags the project's rules give and a fresh profile per run.
 
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 import { STEP_MS, withTimeout } from '../node/common.mjs';
 
@@ -40,4 +44,27 @@ export async function launchChromium(profileDir, { tls = false, extraArgs = [] }
   context.setDefaultTimeout(STEP_MS);
   context.setDefaultNavigationTimeout(STEP_MS);
   return context;
+}
+
+/** Closes what `launchChromium` started, bounded: a wedged browser must not hold the run open. */
+export async function closeChromium(context) {
+  if (context) await withTimeout(context.close(), 10_000, 'Chromium to close').catch(() => {});
+}
+
+/**
+ * One Chromium for the tests of a file: started before them with a fresh profile, closed and its
+ * profile removed after them. Returns a function giving the browser's context.
+ */
+export function chromiumForTests() {
+  let context = null;
+  let profileDir = null;
+  before(async () => {
+    profileDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-chromium-'));
+    context = await launchChromium(profileDir);
+  }, { timeout: 60_000 });
+  after(async () => {
+    await closeChromium(context);
+    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+  }, { timeout: 15_000 });
+  return () => context;
 }
