@@ -217,7 +217,11 @@ impl Harness {
         self.fed += piece.len();
         self.conn.receive_data(piece, now());
         if ignored {
-            assert_eq!(self.conn.poll_event(), Ok(None), "event after the end of input");
+            assert_eq!(
+                self.conn.poll_event(),
+                Ok(None),
+                "event after the end of input"
+            );
             assert!(
                 self.conn.output().is_empty(),
                 "output after the end of input"
@@ -239,7 +243,9 @@ impl Harness {
             assert_eq!(sent, 0, "a close frame for {err:?}");
         } else {
             // §7.1.7: fail the connection by sending the close frame for the error.
-            let last = frames.last().expect("no close frame after a protocol error");
+            let last = frames
+                .last()
+                .expect("no close frame after a protocol error");
             assert_eq!(
                 last.opcode,
                 OpCode::Close,
@@ -291,7 +297,10 @@ impl Harness {
         let failed_before = self.failed;
         let frames = self.settle();
         if clean {
-            assert_eq!(self.failed, failed_before, "EOF after the close handshake failed");
+            assert_eq!(
+                self.failed, failed_before,
+                "EOF after the close handshake failed"
+            );
         } else {
             // §7.1.5: 1006, which is never sent.
             assert!(self.failed, "EOF before the close handshake did not fail");

@@ -29,10 +29,9 @@ use anyhow::{anyhow, Context as _};
 use clap::Args;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use gangway::http2::{ClientStream, Http2};
 use gangway::proto::OsRandom;
-use gangway::{
-    ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, MaybeTlsStream, Message, WebSocket,
-};
+use gangway::{ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, Message, WebSocket};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -155,6 +154,16 @@ pub(crate) struct ConnectOpts {
     #[arg(long)]
     pub(crate) deflate: bool,
 
+    /// Open the WebSocket over HTTP/2 (RFC 8441): TLS with ALPN h2 for wss://, HTTP/2 with prior
+    /// knowledge (h2c) for ws://. Exit 16 when the server does not offer it (see
+    /// --http1-fallback).
+    #[arg(long)]
+    pub(crate) http2: bool,
+
+    /// With --http2: use HTTP/1.1 when the server does not offer WebSockets over HTTP/2.
+    #[arg(long, requires = "http2")]
+    pub(crate) http1_fallback: bool,
+
     /// At the end of stdin, close only once the server has sent nothing for this many seconds,
     /// so that answers to the last lines are printed (fractions allowed; 0: close at once;
     /// default 1).
@@ -233,7 +242,11 @@ enum ReadEnd {
     Interrupted,
 }
 
-type Ws = WebSocket<Traced<MaybeTlsStream>>;
+type Ws = WebSocket<Traced<ClientStream>>;
+
+/// How long a session over HTTP/2 waits, once over, for its connection to write what it still
+/// holds and close (a stream that ended first lingers up to a second for the peer's end).
+const HTTP2_LINGER: Duration = Duration::from_secs(2);
 
 /// Stdin's queue: lines as [`Outgoing::Message`], then [`Outgoing::EndOfInput`] at its end. `None`
 /// with `--echo`, which does not read stdin.
@@ -340,12 +353,24 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         if opts.verbose {
             trace::info(&format!("connecting to {host}:{port}"));
         }
-        let connecting = builder.connect_with(|stream| {
-            if opts.verbose {
-                trace::describe(&stream, opts.insecure);
+        let connecting = async {
+            if opts.http2 {
+                let mode = if opts.http1_fallback {
+                    Http2::Preferred
+                } else {
+                    Http2::Required
+                };
+                builder
+                    .clone()
+                    .http2(mode)
+                    .connect_with(|stream| traced(stream, &opts))
+                    .await
+            } else {
+                builder
+                    .connect_with(|stream| traced(ClientStream::Http1(stream), &opts))
+                    .await
             }
-            Traced::new(stream, opts.verbose)
-        });
+        };
         let attempt = tokio::select! {
             attempt = connecting => attempt,
             () = wait_interrupted(interrupted.clone()) => return Ok(ExitCode::from(code::INTERRUPTED)),
@@ -360,14 +385,26 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
                 }
                 Some(failure)
             }
-            Ok((ws, _response)) => {
+            Ok((ws, response)) => {
+                if opts.verbose && response.version() == http::Version::HTTP_2 {
+                    print_http2_response(&response);
+                }
                 if std::mem::take(&mut retrying) {
                     eprintln!("gangway: reconnected");
                 }
                 announce(&ws, &opts);
                 let opened = Instant::now();
+                // Over HTTP/2 the last frames (our close) may still be in the connection's
+                // buffer when the session ends: wait (bounded) for it to be written.
+                let http2_closed = match ws.get_ref().get_ref() {
+                    ClientStream::Http2(h2) => Some(h2.connection_closed()),
+                    _ => None,
+                };
                 let (rest, input_done, end) =
                     session(ws, lines.take(), &opts, &stdin_error, &interrupted).await?;
+                if let Some(closed) = http2_closed {
+                    let _ = tokio::time::timeout(HTTP2_LINGER, closed).await;
+                }
                 lines = rest;
                 if opened.elapsed() >= STABLE_AFTER {
                     backoff.reset();
@@ -416,6 +453,35 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
             () = wait_interrupted(interrupted.clone()) => return Ok(ExitCode::from(code::INTERRUPTED)),
         }
         retrying = true;
+    }
+}
+
+/// The transport as the session runs over it: `-v` describes it, and traces the HTTP/1.1 heads
+/// (an HTTP/2 handshake is in HTTP/2 frames, not in the stream: its answer is printed once
+/// connected, see [`print_http2_response`]).
+fn traced(stream: ClientStream, opts: &ConnectOpts) -> Traced<ClientStream> {
+    if opts.verbose {
+        match &stream {
+            ClientStream::Http1(tcp) => trace::describe(tcp, opts.insecure),
+            ClientStream::Http2(h2) => {
+                trace::info(&format!("websocket on http/2 stream {}", h2.stream_id()));
+            }
+            _ => {}
+        }
+    }
+    let heads = opts.verbose && !stream.is_http2();
+    Traced::new(stream, heads)
+}
+
+/// `-v`: the answer to the extended CONNECT, as `< ` lines (HTTP/2 has no status line: the
+/// `:status` pseudo-header comes first, RFC 9113 §8.3.2).
+fn print_http2_response(response: &http::Response<()>) {
+    eprintln!("< :status: {}", response.status().as_u16());
+    for (name, value) in response.headers() {
+        eprintln!(
+            "< {name}: {}",
+            escape_line(&String::from_utf8_lossy(value.as_bytes()))
+        );
     }
 }
 

@@ -37,6 +37,9 @@ pub(crate) mod code {
     pub(crate) const CONNECT: u8 = 7;
     /// A `101` answer that is not a valid upgrade (`CURLE_WEIRD_SERVER_REPLY`).
     pub(crate) const WEIRD_REPLY: u8 = 8;
+    /// `--http2`: the server does not offer WebSockets over HTTP/2 (ALPN chose no `h2`, or no
+    /// extended CONNECT), or the HTTP/2 connection failed (`CURLE_HTTP2`).
+    pub(crate) const HTTP2: u8 = 16;
     /// The server answered the upgrade with another status (`CURLE_HTTP_RETURNED_ERROR`; curl
     /// reports a refused WebSocket upgrade with it too).
     pub(crate) const HTTP_STATUS: u8 = 22;
@@ -145,6 +148,7 @@ impl Failure {
                 Failure::new(status, causes(t), false)
             }
             Error::Proxy(p) => proxy(p),
+            Error::Http2(h) => Failure::new(code::HTTP2, causes(h), false),
             Error::Api(a @ (ApiMisuse::InvalidUrl(_) | ApiMisuse::InvalidPort(_))) => {
                 Failure::new(code::BAD_URL, causes(a), false)
             }

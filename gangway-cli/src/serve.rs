@@ -1,4 +1,6 @@
-//! `gangway serve`: an echo server on every path, with the demo page at `GET /`.
+//! `gangway serve`: an echo server on every path, with the demo page at `GET /`; with
+//! `--broadcast`, a broadcast server instead: each connection is a member of the room named by
+//! its URL path (`gangway::hub`), and what a client sends goes to every member of its room.
 //!
 //! Each accepted TCP connection gets its own task. The request head is read first; an upgrade
 //! request becomes an echo session, anything else is answered as plain HTTP (the page, the
@@ -22,6 +24,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
+use gangway::http2::{H2Stream, Http2Incoming, Http2Server};
+use gangway::hub::{Hub, HubConfig, Member, WhenFull};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
@@ -29,6 +33,7 @@ use gangway::{
 };
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
@@ -91,10 +96,76 @@ pub(crate) struct ServeOpts {
     #[arg(long)]
     no_deflate: bool,
 
+    /// How permessage-deflate keeps its compression state (docs/deflate.md has the memory each
+    /// costs). `window` (the default): the server's messages are compressed without context
+    /// takeover, each on its own with a state the thread lends; the client's may refer back to
+    /// earlier ones within a 2^BITS window, the one thing a connection keeps between messages
+    /// (4 KiB at 12 bits; a client that cannot be held to a window gets no context takeover).
+    /// `shared`: no context takeover either way, an idle connection keeps nothing. `dedicated`:
+    /// context takeover both ways, each connection keeps its own states (about 210 KB at 12
+    /// bits).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "window",
+        value_parser = ["window", "shared", "dedicated"],
+        conflicts_with = "no_deflate"
+    )]
+    deflate_mode: String,
+
+    /// permessage-deflate's LZ77 window, 2^BITS bytes: the client's in `window` mode (8-13,
+    /// default 12); both directions' in `dedicated` mode (8-15, default 12) and in `shared` mode
+    /// (8-15, default 15). The client is held to it when it offers client_max_window_bits.
+    #[arg(
+        long,
+        value_name = "BITS",
+        value_parser = clap::value_parser!(u8).range(8..=15),
+        conflicts_with = "no_deflate"
+    )]
+    deflate_window_bits: Option<u8>,
+
+    /// permessage-deflate's compression level, 0 (none) to 9 (smallest, slowest); default 6.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(u32).range(0..=9),
+        conflicts_with = "no_deflate"
+    )]
+    deflate_level: Option<u32>,
+
     /// Worker threads, at most 1024; 0: one per CPU this process may run on (see `taskset`).
     /// With one, a single event loop runs everything.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS))]
     threads: u16,
+
+    /// Broadcast instead of echoing: every connection joins the room named by its URL path, and
+    /// every text or binary message a client sends goes to every member of its room, the sender
+    /// included.
+    #[arg(long)]
+    broadcast: bool,
+
+    /// With --broadcast: a client's messages go to the other members of its room, not back to
+    /// itself.
+    #[arg(long, requires = "broadcast")]
+    broadcast_exclude_self: bool,
+
+    /// With --broadcast: the most bytes of messages waiting for one member (published to its
+    /// room, not yet written to it); messages larger than that are refused with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "broadcast",
+          value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
+    broadcast_queue_bytes: u64,
+
+    /// With --broadcast: the most messages waiting for one member.
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "broadcast",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    broadcast_queue_messages: u64,
+
+    /// With --broadcast: what happens to a member that has more waiting: its oldest messages
+    /// are dropped (and counted), or it is closed with 1013 (try again later) or 1008 (policy
+    /// violation).
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFullArg::Drop,
+          requires = "broadcast")]
+    broadcast_when_full: WhenFullArg,
 }
 
 /// The most worker threads `--threads` takes: far more than any machine gangway runs on has
@@ -127,6 +198,27 @@ fn parse_listen(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// `--broadcast-when-full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WhenFullArg {
+    /// Drop the member's oldest messages and count them.
+    Drop,
+    /// Close the member with 1013 (try again later).
+    Close,
+    /// Close the member with 1008 (policy violation).
+    ClosePolicy,
+}
+
+impl WhenFullArg {
+    fn policy(self) -> WhenFull {
+        match self {
+            WhenFullArg::Drop => WhenFull::Drop,
+            WhenFullArg::Close => WhenFull::Close(CloseCode::TRY_AGAIN_LATER),
+            WhenFullArg::ClosePolicy => WhenFull::Close(CloseCode::POLICY_VIOLATION),
+        }
+    }
+}
+
 impl ServeOpts {
     /// The number of worker threads to run: `--threads`, or one per CPU available.
     pub(crate) fn threads(&self) -> usize {
@@ -135,6 +227,41 @@ impl ServeOpts {
             n => usize::from(n),
         }
     }
+}
+
+/// The permessage-deflate settings of `--deflate-mode`, `--deflate-window-bits` and
+/// `--deflate-level` (the memory each mode costs is in docs/deflate.md).
+fn deflate_config(opts: &ServeOpts) -> anyhow::Result<DeflateConfig> {
+    let mut config = match opts.deflate_mode.as_str() {
+        "shared" | "dedicated" => {
+            let (mut config, default_bits) = if opts.deflate_mode == "shared" {
+                (DeflateConfig::no_context_takeover(), 15)
+            } else {
+                (DeflateConfig::default(), 12)
+            };
+            let bits = opts.deflate_window_bits.unwrap_or(default_bits);
+            if bits < 15 {
+                // Answered as server_max_window_bits (RFC 7692 §7.1.2.1), and as
+                // client_max_window_bits to a client that offered that parameter (§7.1.2.2).
+                config.server_max_window_bits = Some(bits);
+                config.client_max_window_bits = Some(bits);
+            }
+            config
+        }
+        _ => {
+            let bits = opts.deflate_window_bits.unwrap_or(12);
+            anyhow::ensure!(
+                bits <= 13,
+                "--deflate-window-bits {bits}: at most 13 with --deflate-mode window (a larger \
+                 window is kept as a whole compression state: use --deflate-mode dedicated)"
+            );
+            DeflateConfig::bounded_client_window(bits)
+        }
+    };
+    if let Some(level) = opts.deflate_level {
+        config.level = level;
+    }
+    Ok(config)
 }
 
 /// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
@@ -169,6 +296,10 @@ struct Server {
     tls: Option<gangway::tls::TlsAcceptor>,
     /// Raised on SIGINT/SIGTERM; counts the open connections.
     shutdown: Shutdown,
+    /// With --broadcast: the rooms, one per URL path.
+    hub: Option<Hub>,
+    /// --broadcast-exclude-self.
+    exclude_self: bool,
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -183,13 +314,22 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
 
     // Load the certificate before listening: a bad file is a startup error, not a per-connection one.
     let tls = match (&opts.tls_cert, &opts.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            gangway::tls::acceptor_from_pem_files(cert, key)
+        (Some(cert), Some(key)) => {
+            let mut config = gangway::tls::server_config_from_pem_files(cert, key)
                 .map_err(|e| anyhow::anyhow!("{}", causes(&e)))
-                .context("cannot use the tls certificate")?,
-        ),
+                .context("cannot use the tls certificate")?;
+            // HTTP/2 first (browsers then open their WebSockets as streams of the page's
+            // connection, RFC 8441), HTTP/1.1 for the others.
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(gangway::tls::TlsAcceptor::from(std::sync::Arc::new(config)))
+        }
         _ => None,
     };
+
+    // Like the certificate: an option that cannot be used stops the server before it listens.
+    let deflate = (!opts.no_deflate)
+        .then(|| deflate_config(&opts))
+        .transpose()?;
 
     let listener = listen(&opts.listen)
         .await
@@ -218,9 +358,31 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.idle_timeout.is_zero() && opts.idle_timeout <= opts.ping_interval {
         warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
     }
-    if !opts.no_deflate {
-        config.deflate = DeflateConfig::default();
+    if let Some(deflate) = deflate {
+        config.deflate = deflate;
     }
+    let hub = opts.broadcast.then(|| {
+        let hub_config = HubConfig {
+            max_queued_bytes: usize::try_from(opts.broadcast_queue_bytes).unwrap_or(usize::MAX),
+            max_queued_messages: usize::try_from(opts.broadcast_queue_messages)
+                .unwrap_or(usize::MAX),
+            when_full: opts.broadcast_when_full.policy(),
+        };
+        // A message that could not be queued for anyone is refused as it arrives, with 1009,
+        // like any message over the size limit: its frame (payload and a header of up to 10
+        // bytes) must fit the queue.
+        let largest = hub_config.max_queued_bytes.saturating_sub(10);
+        config.max_message_size = config.max_message_size.min(largest);
+        config.max_frame_size = config.max_frame_size.min(largest);
+        info!(
+            exclude_self = opts.broadcast_exclude_self,
+            queue_bytes = hub_config.max_queued_bytes,
+            queue_messages = hub_config.max_queued_messages,
+            when_full = ?opts.broadcast_when_full,
+            "broadcast: each connection joins the room named by its URL path"
+        );
+        Hub::new(hub_config)
+    });
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
@@ -238,6 +400,8 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         handshakes: HandshakeLog::default(),
         tls,
         shutdown: Shutdown::default(),
+        hub,
+        exclude_self: opts.broadcast_exclude_self,
     }));
 
     // One signal future for the whole loop, and a hand-written poll instead of `select!`: this
@@ -354,7 +518,7 @@ struct Cold {
     /// One shutdown future for the whole session: a fresh one per wait would register its waker
     /// (a lock) every time.
     stop: Stopping<'static>,
-    /// Messages echoed.
+    /// Messages echoed (published, in a broadcast session).
     echoed: u64,
     /// A message received and not yet queued for sending because the write buffer was full.
     /// Boxed: only a session that waits for a slow reader pays for it.
@@ -392,6 +556,10 @@ enum ConnectionTask {
         ws: WebSocket<MaybeTlsStream>,
         cold: Box<Cold>,
     },
+    /// The broadcast session (--broadcast): a member of the room named by the path. Boxed: a
+    /// member is a `WebSocket` and a pointer, which inline would make every connection's task,
+    /// echo sessions' too, one size class larger.
+    Broadcasting(Box<(Member<MaybeTlsStream>, Box<Cold>)>),
     /// Closing, lingering, the log line.
     Ending(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
     Done,
@@ -440,7 +608,14 @@ impl std::future::Future for ConnectionTask {
                         return Poll::Ready(());
                     };
                     cold.path = path;
-                    *this = ConnectionTask::Echoing { ws, cold };
+                    *this = match &cold.guard.owner().hub {
+                        Some(hub) => {
+                            let mut member = hub.member(ws);
+                            member.join(cold.path.as_str());
+                            ConnectionTask::Broadcasting(Box::new((member, cold)))
+                        }
+                        None => ConnectionTask::Echoing { ws, cold },
+                    };
                 }
                 ConnectionTask::Echoing { ws, cold } => {
                     let Poll::Ready(end) = echo(ws, cold, cx) else {
@@ -449,7 +624,27 @@ impl std::future::Future for ConnectionTask {
                     if let ConnectionTask::Echoing { ws, cold } =
                         std::mem::replace(this, ConnectionTask::Done)
                     {
-                        *this = ConnectionTask::Ending(Box::pin(end_session(ws, cold, end)));
+                        *this = ConnectionTask::Ending(Box::pin(end_session(ws, cold, end, None)));
+                    }
+                }
+                ConnectionTask::Broadcasting(session) => {
+                    let (member, cold) = &mut **session;
+                    let Poll::Ready(end) = broadcast(member, cold, cx) else {
+                        return Poll::Pending;
+                    };
+                    if let ConnectionTask::Broadcasting(session) =
+                        std::mem::replace(this, ConnectionTask::Done)
+                    {
+                        let (member, cold) = *session;
+                        let dropped = member.dropped();
+                        // Leaves the room: nothing more is delivered while it closes.
+                        let ws = member.into_websocket();
+                        *this = ConnectionTask::Ending(Box::pin(end_session(
+                            ws,
+                            cold,
+                            end,
+                            Some(dropped),
+                        )));
                     }
                 }
                 ConnectionTask::Ending(ending) => {
@@ -466,7 +661,7 @@ impl std::future::Future for ConnectionTask {
 
 /// Read the request head, then accept an upgrade or answer a plain HTTP request. `None` when
 /// there is no session to run: answered as HTTP, refused, or the server is stopping.
-async fn open(server: &Server, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
+async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
     let stream = match &server.tls {
         None => MaybeTlsStream::Plain(tcp),
         Some(acceptor) => {
@@ -479,6 +674,11 @@ async fn open(server: &Server, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
                 () = server.shutdown.stopping() => return None,
             };
             match accepted {
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                    let conn = server.builder.accept_http2(MaybeTlsStream::from(tls)).await;
+                    serve_http2(server, conn, peer).await;
+                    return None;
+                }
                 Ok(Ok(tls)) => MaybeTlsStream::from(tls),
                 Ok(Err(e)) => {
                     info!(%peer, "tls handshake failed: {}", causes(&e));
@@ -503,7 +703,11 @@ async fn open(server: &Server, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
             return None;
         }
     };
-    if incoming.is_upgrade() {
+    if incoming.is_http2_prior_knowledge() {
+        let conn = incoming.accept_http2().await;
+        serve_http2(server, conn, peer).await;
+        None
+    } else if incoming.is_upgrade() {
         websocket(server, incoming, peer).await
     } else {
         http(server, incoming, peer).await;
@@ -569,7 +773,7 @@ async fn websocket(
     // Record before answering 101: the page asks for the record as soon as its socket opens.
     let id = demo::query_id(incoming.request().uri().query()).map(str::to_owned);
     if let Some(id) = &id {
-        if let Some(record) = record_handshake(server, incoming.request()) {
+        if let Some(record) = record_handshake(server, incoming.request(), None) {
             server.handshakes.insert(id, record);
         }
     }
@@ -603,8 +807,8 @@ async fn websocket(
 /// One hand-written loop rather than `select!`s around `next` and `feed`: this runs once per
 /// message, and the macros' bookkeeping costs as much as the rest of the echo. The shutdown
 /// signal is looked at whenever the session would wait.
-fn echo(
-    ws: &mut WebSocket<MaybeTlsStream>,
+fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     cold: &mut Cold,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<End> {
@@ -639,10 +843,48 @@ fn echo(
     result
 }
 
+/// Publish every text and binary message to the member's room until the peer closes, the
+/// connection fails, or the server shuts down; meanwhile the member's stream delivers what the
+/// room receives. `cold.echoed` counts the messages published.
+fn broadcast<S: AsyncRead + AsyncWrite + Unpin>(
+    member: &mut Member<S>,
+    cold: &mut Cold,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<End> {
+    let exclude_self = cold.guard.owner().exclude_self;
+    let mut published = 0;
+    let result = loop {
+        match Pin::new(&mut *member).poll_next(cx) {
+            Poll::Ready(None) => break Poll::Ready(End::Closed),
+            Poll::Ready(Some(Err(e))) => {
+                break Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
+            }
+            Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => {
+                let room = cold.path.as_str();
+                let sent = if exclude_self {
+                    member.publish_to_others(room, &m)
+                } else {
+                    member.publish(room, &m)
+                };
+                // Cannot fail: the message is text or binary, and no larger than the queue
+                // (the size limit is set so).
+                if sent.is_ok() {
+                    published += 1;
+                }
+            }
+            // Pings are answered by the core; pongs need nothing.
+            Poll::Ready(Some(Ok(_))) => continue,
+            Poll::Pending => break Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown),
+        }
+    };
+    cold.echoed += published;
+    result
+}
+
 /// Queue `message` as an echo: `Ok(None)` when queued, `Ok(Some(message))` back when the write
 /// buffer is full (`cx` is woken when it has room), `Err` when the connection failed.
-fn queue_echo(
-    ws: &mut WebSocket<MaybeTlsStream>,
+fn queue_echo<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     cx: &mut std::task::Context<'_>,
     message: Message,
 ) -> Result<Option<Message>, End> {
@@ -688,8 +930,14 @@ enum End {
 }
 
 /// The end of a session, once: finish the close handshake as `end` requires, let the client
-/// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]).
-async fn end_session(mut ws: WebSocket<MaybeTlsStream>, cold: Box<Cold>, end: End) {
+/// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]). `dropped`: a
+/// broadcast session's messages dropped for being too slow.
+async fn end_session<S: Transport>(
+    mut ws: WebSocket<S>,
+    cold: Box<Cold>,
+    end: End,
+    dropped: Option<u64>,
+) {
     let ws = &mut ws;
     let closed_by_peer = matches!(end, End::Closed);
     // The description is only for the log line: not built when it is not logged.
@@ -709,20 +957,33 @@ async fn end_session(mut ws: WebSocket<MaybeTlsStream>, cold: Box<Cold>, end: En
     // ping of ours that crossed it: with none awaited, nothing can arrive to turn our close
     // into a reset, and the client's FIN needs no waiting for.
     if !closed_by_peer || ws.awaiting_pong() {
-        linger(ws.get_ref().get_ref()).await;
+        if let Some(tcp) = ws.get_ref().tcp() {
+            linger(tcp).await;
+        }
     }
-    info!(
-        peer = %cold.peer,
-        path = %cold.path,
-        protocol = ws.protocol().unwrap_or("none"),
-        deflate = ws.uses_deflate(),
-        echoed = cold.echoed,
-        "websocket ended: {end}"
-    );
+    match dropped {
+        None => info!(
+            peer = %cold.peer,
+            path = %cold.path,
+            protocol = ws.protocol().unwrap_or("none"),
+            deflate = ws.uses_deflate(),
+            echoed = cold.echoed,
+            "websocket ended: {end}"
+        ),
+        Some(dropped) => info!(
+            peer = %cold.peer,
+            room = %cold.path,
+            protocol = ws.protocol().unwrap_or("none"),
+            deflate = ws.uses_deflate(),
+            published = cold.echoed,
+            dropped,
+            "websocket ended: {end}"
+        ),
+    }
 }
 
 /// Close with 1001 because the server is shutting down, and wait (bounded) for the answer.
-async fn going_away(ws: &mut WebSocket<MaybeTlsStream>) -> String {
+async fn going_away<S: Transport>(ws: &mut WebSocket<S>) -> String {
     match ws
         .close(CloseCode::GOING_AWAY, "server shutting down")
         .await
@@ -737,7 +998,7 @@ async fn going_away(ws: &mut WebSocket<MaybeTlsStream>) -> String {
 
 /// After an error the core has queued the right close frame; keep reading (bounded) so it is
 /// written and the peer's answer is read, instead of cutting the TCP connection at once.
-async fn drain(ws: &mut WebSocket<MaybeTlsStream>) {
+async fn drain<S: Transport>(ws: &mut WebSocket<S>) {
     let _ = tokio::time::timeout(AFTER_ERROR_TIMEOUT, async {
         while let Some(item) = ws.next().await {
             if item.is_err() {
@@ -788,7 +1049,7 @@ async fn linger(tcp: &TcpStream) {
 }
 
 /// The peer's close frame as a log fragment.
-fn describe_close(ws: &WebSocket<MaybeTlsStream>) -> String {
+fn describe_close<S: Transport>(ws: &WebSocket<S>) -> String {
     match ws.close_frame() {
         Some(Some(CloseFrame { code, reason })) if reason.is_empty() => format!("code {code}"),
         Some(Some(CloseFrame { code, reason })) => format!("code {code} {reason:?}"),
@@ -797,12 +1058,23 @@ fn describe_close(ws: &WebSocket<MaybeTlsStream>) -> String {
     }
 }
 
-/// What the demo page shows about this handshake. `None` when the request has no key (the
+/// What the demo page shows about this handshake: an HTTP/1.1 upgrade, or (with its
+/// `:protocol`) an HTTP/2 extended CONNECT. `None` when an HTTP/1.1 request has no key (the
 /// handshake is going to be refused anyway).
-fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeRecord> {
+fn record_handshake(
+    server: &Server,
+    request: &Request<()>,
+    connect_protocol: Option<&str>,
+) -> Option<HandshakeRecord> {
     let headers = request.headers();
-    let key = headers.get("sec-websocket-key")?;
-    let key = String::from_utf8_lossy(key.as_bytes()).trim().to_owned();
+    let key = match connect_protocol {
+        // RFC 8441 §5: no key over HTTP/2.
+        Some(_) => None,
+        None => {
+            let key = headers.get("sec-websocket-key")?;
+            Some(String::from_utf8_lossy(key.as_bytes()).trim().to_owned())
+        }
+    };
     let offered: Vec<String> = header_tokens(headers, "sec-websocket-protocol")
         .map(|t| String::from_utf8_lossy(t).into_owned())
         .collect();
@@ -813,14 +1085,15 @@ fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeR
             request.uri(),
             request.version()
         ),
-        headers: headers
-            .iter()
-            .map(|(name, value)| {
+        headers: connect_protocol
+            .map(|p| (":protocol".to_owned(), p.to_owned()))
+            .into_iter()
+            .chain(headers.iter().map(|(name, value)| {
                 let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                 (name.as_str().to_owned(), value)
-            })
+            }))
             .collect(),
-        accept: accept_key(key.as_bytes()),
+        accept: key.as_ref().map(|k| accept_key(k.as_bytes())),
         key,
         // The same rule the builder applies; replaced by the actual selection after the 101.
         protocol: select_protocol(&server.protocols, &offered).map(str::to_owned),
@@ -830,15 +1103,33 @@ fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeR
 /// A plain HTTP request: the demo page, a handshake record, or 404.
 async fn http(server: &Server, incoming: Incoming<MaybeTlsStream>, peer: SocketAddr) {
     let request = incoming.request();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let (mut response, body) = page(server, request);
+    // `respond` closes the connection after the answer; say so (RFC 9112 §9.6).
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    let status = response.status().as_u16();
+    let result = incoming.respond(response, &body).await;
+    match result {
+        Ok(()) => info!(%peer, %method, %path, status, "http request"),
+        Err(e) => {
+            info!(%peer, %method, %path, status, "http request, answer failed: {}", causes(&e))
+        }
+    }
+}
+
+/// The answer to a plain HTTP request, on HTTP/1.1 or HTTP/2: the demo page, a handshake
+/// record, or 404.
+fn page(server: &Server, request: &Request<()>) -> (Response<()>, Vec<u8>) {
+    let method = request.method();
     let head_only = method == Method::HEAD;
 
-    let (status, content_type, body) = match (&method, path.as_str()) {
+    let (status, content_type, body) = match (method, request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => (
             StatusCode::OK,
             "text/html; charset=utf-8",
-            demo::PAGE.as_bytes().to_vec(),
+            demo::page(server.hub.is_some()).into_bytes(),
         ),
         (&Method::GET | &Method::HEAD, "/handshake") => {
             let record = demo::query_id(request.uri().query())
@@ -869,23 +1160,135 @@ async fn http(server: &Server, incoming: Incoming<MaybeTlsStream>, peer: SocketA
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // `respond` closes the connection after the answer; say so (RFC 9112 §9.6).
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
     if status == StatusCode::METHOD_NOT_ALLOWED {
         headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
-    let body: &[u8] = if head_only {
-        // HEAD: the headers GET would send, including its length, and no body.
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        &[]
-    } else {
-        &body
-    };
-    let result = incoming.respond(response, body).await;
-    match result {
-        Ok(()) => info!(%peer, %method, %path, status = status.as_u16(), "http request"),
+    // HEAD: the headers GET would send, including its length, and no body.
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let body = if head_only { Vec::new() } else { body };
+    (response, body)
+}
+
+/// The transport of a session: a TCP connection of its own (HTTP/1.1, perhaps in TLS), or a
+/// stream of an HTTP/2 connection.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP connection to linger on at the end, if the session has one of its own.
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl Transport for MaybeTlsStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref())
+    }
+}
+
+/// An HTTP/2 stream ends with END_STREAM or a reset, both in frames: nothing to linger on.
+impl Transport for H2Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// Serve an HTTP/2 connection (TLS with ALPN `h2`, or cleartext with prior knowledge): the demo
+/// page and the handshake records as on HTTP/1.1, and WebSockets as extended CONNECT streams
+/// (RFC 8441), each an echo session of its own. Runs until the connection ends; on shutdown it
+/// sends GOAWAY and lets the sessions close with 1001.
+async fn serve_http2<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &'static Server,
+    conn: Result<Http2Server<S>, gangway::Error>,
+    peer: SocketAddr,
+) {
+    let mut conn = match conn {
+        Ok(conn) => conn,
         Err(e) => {
-            info!(%peer, %method, %path, status = status.as_u16(), "http request, answer failed: {}", causes(&e))
+            info!(%peer, "http/2 connection failed: {}", causes(&e));
+            return;
+        }
+    };
+    let mut stopping = false;
+    // The connection's frames, for every stream, move only while `accept` is polled: it is
+    // polled until the connection is over, also while shutting down.
+    loop {
+        let next = if stopping {
+            conn.accept().await
+        } else {
+            tokio::select! {
+                next = conn.accept() => next,
+                () = server.shutdown.stopping() => {
+                    stopping = true;
+                    conn.graceful_shutdown();
+                    continue;
+                }
+            }
+        };
+        match next {
+            None => return,
+            Some(Err(e)) => {
+                info!(%peer, "http/2 connection failed: {}", causes(&e));
+                return;
+            }
+            Some(Ok(incoming)) => {
+                tokio::spawn(http2_request(server, incoming, peer));
+            }
+        }
+    }
+}
+
+/// One request of an HTTP/2 connection: a WebSocket echo session, or a page.
+async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: SocketAddr) {
+    let request = incoming.request();
+    let path = RequestPath::new(request.uri().path());
+    if !incoming.is_websocket() {
+        let (method, uri_path) = (request.method().clone(), request.uri().path().to_owned());
+        let (response, body) = page(server, request);
+        let status = response.status().as_u16();
+        match incoming.respond(response, body.into()) {
+            Ok(()) => info!(%peer, %method, path = %uri_path, status, "http/2 request"),
+            Err(e) => {
+                info!(%peer, %method, path = %uri_path, status, "http/2 request, answer failed: {}", causes(&e))
+            }
+        }
+        return;
+    }
+    let id = demo::query_id(request.uri().query()).map(str::to_owned);
+    if let Some(id) = &id {
+        if let Some(record) = record_handshake(server, request, incoming.protocol()) {
+            server.handshakes.insert(id, record);
+        }
+    }
+    let mut ws = match incoming.accept().await {
+        Ok(ws) => ws,
+        Err(e) => {
+            if let Some(id) = &id {
+                server.handshakes.remove(id);
+            }
+            info!(%peer, %path, "websocket handshake refused: {}", causes(&e));
+            return;
+        }
+    };
+    if let Some(id) = &id {
+        let selected = ws.protocol().map(str::to_owned);
+        server.handshakes.update(id, |r| r.protocol = selected);
+    }
+    let mut cold = Box::new(Cold {
+        guard: OpenGuard::new(server),
+        peer,
+        path,
+        stop: server.shutdown.stopping(),
+        echoed: 0,
+        waiting: None,
+    });
+    match &server.hub {
+        Some(hub) => {
+            let mut member = hub.member(ws);
+            member.join(cold.path.as_str());
+            let end = std::future::poll_fn(|cx| broadcast(&mut member, &mut cold, cx)).await;
+            let dropped = member.dropped();
+            end_session(member.into_websocket(), cold, end, Some(dropped)).await;
+        }
+        None => {
+            let end = std::future::poll_fn(|cx| echo(&mut ws, &mut cold, cx)).await;
+            end_session(ws, cold, end, None).await;
         }
     }
 }

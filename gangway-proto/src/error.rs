@@ -256,6 +256,10 @@ pub enum ApiMisuse {
         /// Why it cannot be sent.
         reason: &'static str,
     },
+    /// A message compressed with other parameters than the connection's (or for a connection
+    /// that compresses with context takeover, or not at all): see
+    /// [`Connection::send_compressed`](crate::Connection::send_compressed).
+    CompressionMismatch,
 }
 
 impl ApiMisuse {
@@ -282,6 +286,9 @@ impl fmt::Display for ApiMisuse {
                     f,
                     "invalid websocket url: invalid port {port} (ports are 1 to 65535)"
                 )
+            }
+            ApiMisuse::CompressionMismatch => {
+                f.write_str("message compressed with other parameters than the connection's")
             }
             ApiMisuse::InvalidHeader { name, reason } => {
                 write!(f, "cannot send header {name:?}: {reason}")

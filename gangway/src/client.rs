@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gangway_proto::handshake::client::{ClientHandshake, ClientOptions};
-use gangway_proto::handshake::WebSocketUrl;
+use gangway_proto::handshake::{Negotiated, WebSocketUrl};
 #[cfg(not(feature = "rustls"))]
 use gangway_proto::ApiMisuse;
 use gangway_proto::{Config, Connection, OsRandom, Role};
@@ -13,6 +13,9 @@ use tokio::net::TcpStream;
 use crate::head::HeadError;
 use crate::proxy::ProxySettings;
 use crate::{Error, MaybeTlsStream, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+
+/// The ALPN protocol of a WebSocket upgrade (RFC 6455 §4.1 speaks HTTP/1.1).
+pub(crate) const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
 /// Connect to `url` with default settings.
 ///
@@ -304,38 +307,11 @@ impl ClientBuilder {
         F: FnOnce(MaybeTlsStream) -> S,
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let secure = self.url.is_secure();
-        #[cfg(not(feature = "rustls"))]
-        if secure {
-            return Err(Error::Api(ApiMisuse::InvalidUrl(
-                "wss:// needs the rustls feature (or connect_on with a TLS stream)",
-            )));
-        }
         // The request is built first: headers it cannot send are refused before connecting.
         let handshake = self.client_handshake()?;
-        // The host as looked up (IPv6 without brackets); the URL's port or the scheme's default
-        // (RFC 6455 §3: 80 for ws, 443 for wss).
-        let (host, port) = (self.url.host(), self.url.port());
-        let proxy = self.proxy.select(secure, host)?;
         let attempt = async {
-            let tcp = match &proxy {
-                Some(proxy) => proxy.tunnel(host, port).await?,
-                None => {
-                    let tcp = connect_tcp(host, port).await?;
-                    // Frames are written whole; waiting to coalesce them only adds latency.
-                    tcp.set_nodelay(true)?;
-                    tcp
-                }
-            };
-            #[cfg(feature = "rustls")]
-            if secure {
-                let tls = self.tls.connect(host, tcp).await?;
-                return self
-                    .handshake(wrap(MaybeTlsStream::from(tls)), handshake)
-                    .await;
-            }
-            self.handshake(wrap(MaybeTlsStream::Plain(tcp)), handshake)
-                .await
+            let stream = self.transport(&[ALPN_HTTP_1_1]).await?;
+            self.handshake(wrap(stream), handshake).await
         };
         match tokio::time::timeout(self.handshake_timeout, attempt).await {
             Ok(result) => result,
@@ -344,6 +320,73 @@ impl ClientBuilder {
                 Err(Error::Timeout)
             }
         }
+    }
+
+    /// The connected transport to the URL's host: TCP, through the proxy if any, and TLS for
+    /// `wss://` offering the ALPN protocols `alpn`. Not bounded in time: the caller bounds it
+    /// with the handshake that follows.
+    pub(crate) async fn transport(&self, alpn: &[&[u8]]) -> Result<MaybeTlsStream, Error> {
+        let secure = self.url.is_secure();
+        #[cfg(not(feature = "rustls"))]
+        if secure {
+            return Err(Error::Api(ApiMisuse::InvalidUrl(
+                "wss:// needs the rustls feature (or connect_on with a TLS stream)",
+            )));
+        }
+        // The host as looked up (IPv6 without brackets); the URL's port or the scheme's default
+        // (RFC 6455 §3: 80 for ws, 443 for wss).
+        let (host, port) = (self.url.host(), self.url.port());
+        let proxy = self.proxy.select(secure, host)?;
+        let tcp = match &proxy {
+            Some(proxy) => proxy.tunnel(host, port).await?,
+            None => {
+                let tcp = connect_tcp(host, port).await?;
+                // Frames are written whole; waiting to coalesce them only adds latency.
+                tcp.set_nodelay(true)?;
+                tcp
+            }
+        };
+        #[cfg(feature = "rustls")]
+        if secure {
+            let tls = self.tls.connect(host, tcp, alpn).await?;
+            return Ok(MaybeTlsStream::from(tls));
+        }
+        let _ = alpn;
+        Ok(MaybeTlsStream::Plain(tcp))
+    }
+
+    /// Whether the URL is `wss://`.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn is_secure(&self) -> bool {
+        self.url.is_secure()
+    }
+
+    /// The connection for what the handshake negotiated.
+    pub(crate) fn connection(&self, negotiated: &Negotiated) -> Connection {
+        Connection::from_negotiated(Role::Client, self.config.clone(), negotiated)
+    }
+
+    /// The configured close-handshake bound.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn close_timeout_value(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// The configured opening-handshake bound.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn handshake_timeout_value(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The same settings for another URL.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn with_url(self, url: &str) -> Result<Self, Error> {
+        let other = ClientBuilder::new(url)?;
+        Ok(ClientBuilder {
+            uri: other.uri,
+            url: other.url,
+            ..self
+        })
     }
 
     /// Perform the handshake over a transport that is already connected (TLS, a proxy tunnel).
@@ -366,30 +409,35 @@ impl ClientBuilder {
         }
     }
 
-    /// The opening request for this builder's settings, with a fresh key.
-    fn client_handshake(&self) -> Result<ClientHandshake, Error> {
+    /// The handshake's options: origin, subprotocols, extra headers, and one permessage-deflate
+    /// offer when configured (RFC 7692 §5; the answer is checked by the handshake and put to
+    /// work by the connection). The same over HTTP/1.1 and HTTP/2.
+    pub(crate) fn options(&self) -> ClientOptions {
         let mut options = ClientOptions::default();
         options.origin.clone_from(&self.origin);
         options.protocols.clone_from(&self.protocols);
         options.headers.clone_from(&self.headers);
-        // RFC 7692 §5: one permessage-deflate offer, when configured; the answer is checked by
-        // the handshake and put to work by the connection.
         #[cfg(feature = "deflate")]
         if self.config.deflate.enabled {
             options
                 .extensions
                 .push(self.config.deflate.offer().to_string());
         }
+        options
+    }
+
+    /// The opening request for this builder's settings, with a fresh key.
+    pub(crate) fn client_handshake(&self) -> Result<ClientHandshake, Error> {
         // A fresh key per connection from the OS CSPRNG (RFC 6455 §4.1).
         Ok(ClientHandshake::new(
             &self.uri,
-            &options,
+            &self.options(),
             &mut OsRandom::new(),
         )?)
     }
 
     /// Send the request, read the response head, and build the connection from what follows.
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut stream: S,
         handshake: ClientHandshake,
@@ -415,15 +463,14 @@ impl ClientBuilder {
             }
             Err(HeadError::Parse(e)) => return Err(self.refused(e)),
         };
-        let conn = Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
-            .map_err(|e| self.refused(e))?;
+        let conn = self.connection(&negotiated);
         // Frames the server sent right behind its head belong to the connection.
         let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, &leftover);
         ws.set_close_timeout(self.close_timeout);
         Ok((ws, response))
     }
 
-    fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
+    pub(crate) fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
         tracing::debug!(uri = %self.uri, error = %e, "server refused the websocket handshake");
         Error::Handshake(e)
     }

@@ -30,6 +30,10 @@ pub enum Error {
     Tls(TlsError),
     /// The proxy could not be reached, or refused to open a tunnel to the server.
     Proxy(ProxyError),
+    /// WebSocket over HTTP/2 (RFC 8441) is not possible with this server, or its HTTP/2
+    /// connection failed (feature `http2`).
+    #[cfg(feature = "http2")]
+    Http2(crate::http2::Http2Error),
 }
 
 impl fmt::Display for Error {
@@ -43,6 +47,8 @@ impl fmt::Display for Error {
             Error::Unresponsive(_) => f.write_str("connection lost"),
             Error::Tls(_) => f.write_str("tls error"),
             Error::Proxy(_) => f.write_str("proxy error"),
+            #[cfg(feature = "http2")]
+            Error::Http2(_) => f.write_str("http/2 error"),
         }
     }
 }
@@ -58,6 +64,8 @@ impl std::error::Error for Error {
             Error::Unresponsive(e) => Some(e),
             Error::Tls(e) => Some(e),
             Error::Proxy(e) => Some(e),
+            #[cfg(feature = "http2")]
+            Error::Http2(e) => Some(e),
         }
     }
 }

@@ -242,6 +242,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.io
     }
 
+    /// The core connection, for the hub to queue broadcast frames on.
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Bound the close handshake by `timeout` instead of the [`Config`](gangway_proto::Config)'s
     /// (by default [`DEFAULT_CLOSE_TIMEOUT`]). A wait that has already started keeps its
     /// deadline.
@@ -851,7 +856,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 }
 
 /// The current time, from tokio's clock (so that tests with paused time control it too).
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 

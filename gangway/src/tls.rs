@@ -58,10 +58,9 @@ pub use tokio_rustls::{
 };
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+// The ALPN protocol both roles offer by default: WebSocket upgrades happen on HTTP/1.1.
+use crate::client::ALPN_HTTP_1_1;
 use crate::{Error, TlsError};
-
-/// The ALPN protocol both roles offer: WebSocket upgrades happen on HTTP/1.1 (RFC 6455 §4.1).
-const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
 /// The cryptography every configuration made here uses: rustls's `ring` provider. Use it for a
 /// [`rustls::ClientConfig`] or [`rustls::ServerConfig`] of your own
@@ -233,13 +232,21 @@ impl ClientTls {
         Ok(config)
     }
 
-    /// TLS on `stream` to `host` (the URL's host, without IPv6 brackets).
+    /// TLS on `stream` to `host` (the URL's host, without IPv6 brackets), offering the ALPN
+    /// protocols `alpn` (a configuration of the caller's own keeps its ALPN when it is
+    /// `http/1.1` alone, which is asked for by every connection but HTTP/2 ones).
     pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         host: &str,
         stream: S,
+        alpn: &[&[u8]],
     ) -> Result<ClientTlsStream<S>, Error> {
-        let config = self.client_config()?;
+        let mut config = self.client_config()?;
+        if alpn != [ALPN_HTTP_1_1] {
+            let mut with_alpn = (*config).clone();
+            with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            config = Arc::new(with_alpn);
+        }
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| TlsError::new(format!("{host:?} is not a valid tls server name"), e))?;
         TlsConnector::from(config)

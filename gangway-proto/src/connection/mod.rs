@@ -20,7 +20,7 @@ mod send;
 mod spare;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod timers;
 
 pub use spare::SpareBuffers;
@@ -29,7 +29,6 @@ pub use state::{End, State};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::error::HandshakeError;
 #[cfg(feature = "deflate")]
 use crate::extensions::permessage_deflate::PerMessageDeflate;
 use crate::frame::CloseFrame;
@@ -167,34 +166,25 @@ impl Connection {
     }
 
     /// A connection in `role` that uses what the opening handshake `negotiated`: the extensions
-    /// in it that this crate implements (permessage-deflate, feature `deflate`, with the rest of
-    /// its settings from [`Config`]'s `deflate`). Others are ignored: frames that use them fail
-    /// the connection like any frame with reserved bits set (1002).
-    ///
-    /// # Errors
-    ///
-    /// [`HandshakeError::InvalidHeader`] for `Sec-WebSocket-Extensions` if `negotiated` has
-    /// permessage-deflate twice or with invalid parameters, which a [`Negotiated`] from this
-    /// crate's handshake never has.
+    /// in it that this crate implements (permessage-deflate, feature `deflate`, with the
+    /// agreed parameters and the rest of its settings from [`Config`]'s `deflate`). Others are
+    /// ignored: frames that use them fail the connection like any frame with reserved bits set
+    /// (1002).
     pub fn from_negotiated(
         role: Role,
         config: impl Into<Arc<Config>>,
         negotiated: &Negotiated,
-    ) -> Result<Self, HandshakeError> {
+    ) -> Self {
         Self::build(role, config.into(), None).use_negotiated(negotiated)
     }
 
     /// [`from_negotiated`](Self::from_negotiated) with an injected random source.
-    ///
-    /// # Errors
-    ///
-    /// As [`from_negotiated`](Self::from_negotiated).
     pub fn from_negotiated_with_random(
         role: Role,
         config: impl Into<Arc<Config>>,
         negotiated: &Negotiated,
         rng: Box<dyn RandomSource>,
-    ) -> Result<Self, HandshakeError> {
+    ) -> Self {
         Self::build(role, config.into(), Some(rng)).use_negotiated(negotiated)
     }
 
@@ -240,13 +230,15 @@ impl Connection {
     }
 
     /// Use what the opening handshake negotiated (see [`from_negotiated`](Self::from_negotiated)).
-    #[cfg_attr(not(feature = "deflate"), allow(unused_mut, clippy::unnecessary_wraps))]
-    fn use_negotiated(mut self, negotiated: &Negotiated) -> Result<Self, HandshakeError> {
+    #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+    fn use_negotiated(mut self, negotiated: &Negotiated) -> Self {
         #[cfg(feature = "deflate")]
-        self.use_deflate(&negotiated.extensions)?;
+        if let Some(params) = &negotiated.permessage_deflate {
+            self.enable_deflate(params);
+        }
         #[cfg(not(feature = "deflate"))]
         let _ = negotiated;
-        Ok(self)
+        self
     }
 
     /// The role this connection was built with.

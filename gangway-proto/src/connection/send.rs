@@ -9,6 +9,7 @@ use crate::error::ApiMisuse;
 use crate::frame::mask::apply_mask;
 use crate::frame::{CloseCode, FrameHeader, OpCode};
 use crate::message::{to_u64, DataKind};
+use crate::prepared::Prepared;
 use crate::text::Utf8Bytes;
 use crate::utf8::Utf8Validator;
 
@@ -70,6 +71,36 @@ impl Connection {
     pub fn send_text_shared(&mut self, text: Utf8Bytes) -> Result<(), ApiMisuse> {
         self.check_can_send_message()?;
         self.write_message_shared(OpCode::Text, text.into_bytes());
+        Ok(())
+    }
+
+    /// Queue messages framed once for many connections (see [`prepared`](crate::prepared)): a
+    /// server queues the frames as they are, shared (a reference count, no copy), written with
+    /// the rest of the output (see [`output_parts`](Self::output_parts)). A connection that
+    /// cannot send them as they are (a client, whose frames are masked; a
+    /// [`max_send_frame_size`](crate::Config::max_send_frame_size) below one of the messages)
+    /// frames each message again, as [`send_text`](Self::send_text) and
+    /// [`send_binary`](Self::send_binary) would.
+    ///
+    /// With permessage-deflate the messages go out uncompressed (RSV1 clear), which RFC 7692 §6
+    /// lets a sender choose for any message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_text`](Self::send_text); nothing is queued then.
+    pub fn send_prepared(&mut self, prepared: &Prepared) -> Result<(), ApiMisuse> {
+        self.check_can_send_message()?;
+        if self.rng.is_some() || prepared.max_payload() > self.config.max_send_frame_size {
+            for frame in prepared.payloads() {
+                self.write_message(frame.opcode, frame.payload, true);
+            }
+        } else if !prepared.is_empty() {
+            // Whole frames, shared as they are: nothing is framed or copied here.
+            if self.output.is_empty() {
+                self.timers.output_started();
+            }
+            self.output.push_shared(prepared.frames().clone());
+        }
         Ok(())
     }
 
@@ -168,7 +199,7 @@ impl Connection {
 impl Connection {
     /// A whole message may be sent now: not once closing, not inside a fragmented one.
     #[inline]
-    fn check_can_send_message(&self) -> Result<(), ApiMisuse> {
+    pub(super) fn check_can_send_message(&self) -> Result<(), ApiMisuse> {
         self.check_can_send_data()?;
         if self.sending.is_some() {
             return Err(ApiMisuse::FragmentOrder);
@@ -265,20 +296,31 @@ impl Connection {
     /// message.
     #[inline(never)]
     fn write_message_shared_slow(&mut self, opcode: OpCode, data: Bytes, compressing: bool) {
-        if compressing || data.len() > self.config.max_send_frame_size {
-            // The copying path compresses, or splits into frames.
+        if compressing {
+            // The copying path decides whether to compress.
             self.write_message(opcode, &data, true);
+            return;
+        }
+        self.write_whole_shared(opcode, 0, data);
+    }
+
+    /// Queue a whole message's payload as it is, `rsv` on its first frame: without a copy where
+    /// it can go out from `data` itself (see [`send_binary_shared`](Self::send_binary_shared)).
+    pub(super) fn write_whole_shared(&mut self, opcode: OpCode, rsv: u8, data: Bytes) {
+        if data.len() > self.config.max_send_frame_size {
+            // Split into frames.
+            self.write_frames(opcode, rsv, &data, true);
             return;
         }
         if data.len() < SHARED_MIN_LEN || self.rng.is_some() {
             // Copied: small, or to be masked (a client's).
-            self.write_frame_rsv(true, 0, opcode, &data);
+            self.write_frame_rsv(true, rsv, opcode, &data);
             return;
         }
         self.begin_frame(0);
         self.output.push_header(&FrameHeader {
             fin: true,
-            rsv: 0,
+            rsv,
             opcode,
             mask: None,
             payload_len: to_u64(data.len()),

@@ -72,12 +72,31 @@ pub struct ClientHandshake {
     expected_accept: String,
     /// The request head.
     request: Vec<u8>,
-    /// Subprotocols offered, to check the server's choice against.
-    protocols: Vec<String>,
-    /// The extensions offered, to check the server's answer against.
-    offered_extensions: Vec<ExtensionOffer>,
+    /// What was offered, to check the server's choices against.
+    offered: Offered,
     /// Largest response head accepted.
     max_head_size: usize,
+}
+
+/// What a client offered, to check the server's choices against (the same on HTTP/1.1 and
+/// HTTP/2).
+#[derive(Clone, Debug)]
+struct Offered {
+    /// Subprotocols offered, in order.
+    protocols: Vec<String>,
+    /// The extensions offered.
+    extensions: Vec<ExtensionOffer>,
+}
+
+/// The options of a client handshake, checked: what both request forms are built from.
+struct Checked<'a> {
+    target: WebSocketUrl,
+    /// The `Host` value (an extra `Host` header replaces the URL's).
+    host: String,
+    origin: Option<String>,
+    /// Extra headers, other than `Host` and `Origin`, in order.
+    extra: Vec<(&'a str, &'a str)>,
+    offered: Offered,
 }
 
 /// Headers the handshake writes itself; an extra one would contradict it.
@@ -91,34 +110,9 @@ const RESERVED_HEADERS: [&str; 7] = [
     "sec-websocket-extensions",
 ];
 
-impl ClientHandshake {
-    /// Build the request for `uri` (`ws://` or `wss://`, host required; the path and query are the
-    /// request target, `/` if empty). `Host` carries the port when it is not the scheme's default
-    /// (80 for `ws`, 443 for `wss`). A fresh key is drawn from `rng`.
-    ///
-    /// The request is `GET <target> HTTP/1.1` with `Host`, `Upgrade: websocket`,
-    /// `Connection: Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`, then `Origin`,
-    /// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` when the options ask for them, then
-    /// the extra headers in order. An extra `Host` or `Origin` replaces the one the handshake
-    /// would send.
-    ///
-    /// A fragment cannot reach this function: `http::Uri` drops it while parsing (RFC 6455 §3
-    /// forbids fragments in WebSocket URIs).
-    ///
-    /// # Errors
-    ///
-    /// [`ApiMisuse::InvalidUrl`] for a URI that is not a WebSocket URL (another scheme, no host,
-    /// user info, an invalid port); [`ApiMisuse::InvalidHeader`] for an origin, subprotocol,
-    /// extension offer or extra header that cannot be sent: a subprotocol that is not a token or
-    /// is offered twice, an extension offer not in the RFC 6455 §9.1 grammar, a header name that
-    /// is not a token, a value with control characters (CR, LF, NUL...), an extra header the
-    /// handshake writes itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`; subprotocols and
-    /// extensions go through the options), or `Host`/`Origin` given twice.
-    pub fn new(
-        uri: &http::Uri,
-        options: &ClientOptions,
-        rng: &mut dyn RandomSource,
-    ) -> Result<Self, ApiMisuse> {
+impl<'a> Checked<'a> {
+    /// See [`ClientHandshake::new`] for the rules and errors.
+    fn new(uri: &http::Uri, options: &'a ClientOptions) -> Result<Self, ApiMisuse> {
         let target = WebSocketUrl::from_uri(uri)?;
 
         let mut host = target.host_header().to_owned();
@@ -187,6 +181,54 @@ impl ClientHandshake {
                 ));
             }
         }
+        Ok(Checked {
+            target,
+            host,
+            origin,
+            extra,
+            offered: Offered {
+                protocols: options.protocols.clone(),
+                extensions: offered_extensions,
+            },
+        })
+    }
+}
+
+impl ClientHandshake {
+    /// Build the request for `uri` (`ws://` or `wss://`, host required; the path and query are the
+    /// request target, `/` if empty). `Host` carries the port when it is not the scheme's default
+    /// (80 for `ws`, 443 for `wss`). A fresh key is drawn from `rng`.
+    ///
+    /// The request is `GET <target> HTTP/1.1` with `Host`, `Upgrade: websocket`,
+    /// `Connection: Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`, then `Origin`,
+    /// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` when the options ask for them, then
+    /// the extra headers in order. An extra `Host` or `Origin` replaces the one the handshake
+    /// would send.
+    ///
+    /// A fragment cannot reach this function: `http::Uri` drops it while parsing (RFC 6455 §3
+    /// forbids fragments in WebSocket URIs).
+    ///
+    /// # Errors
+    ///
+    /// [`ApiMisuse::InvalidUrl`] for a URI that is not a WebSocket URL (another scheme, no host,
+    /// user info, an invalid port); [`ApiMisuse::InvalidHeader`] for an origin, subprotocol,
+    /// extension offer or extra header that cannot be sent: a subprotocol that is not a token or
+    /// is offered twice, an extension offer not in the RFC 6455 §9.1 grammar, a header name that
+    /// is not a token, a value with control characters (CR, LF, NUL...), an extra header the
+    /// handshake writes itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`; subprotocols and
+    /// extensions go through the options), or `Host`/`Origin` given twice.
+    pub fn new(
+        uri: &http::Uri,
+        options: &ClientOptions,
+        rng: &mut dyn RandomSource,
+    ) -> Result<Self, ApiMisuse> {
+        let Checked {
+            target,
+            host,
+            origin,
+            extra,
+            offered,
+        } = Checked::new(uri, options)?;
 
         // §4.1 item 7: a nonce of 16 random bytes, fresh for each connection.
         let key = generate_key(rng);
@@ -221,8 +263,7 @@ impl ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             key,
             request: request.into_bytes(),
-            protocols: options.protocols.clone(),
-            offered_extensions,
+            offered,
             max_head_size: options.max_head_size,
         })
     }
@@ -316,6 +357,13 @@ impl ClientHandshake {
         if accept.as_bytes().trim_ascii() != self.expected_accept.as_bytes() {
             return Err(HandshakeError::AcceptMismatch);
         }
+        self.offered.check_choices(headers)
+    }
+}
+
+impl Offered {
+    /// The server's choices (RFC 6455 §4.1 items 5 and 6), the same on HTTP/1.1 and HTTP/2.
+    fn check_choices(&self, headers: &HeaderMap) -> Result<Negotiated, HandshakeError> {
         // Item 6 (§4.2.2 item 5: the server selects one subprotocol, or none).
         let protocol = self.selected_protocol(headers)?;
         // Item 5: every extension in use must have been offered.
@@ -323,7 +371,7 @@ impl ClientHandshake {
             .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
         if let Some(e) = extensions.iter().find(|e| {
             !self
-                .offered_extensions
+                .extensions
                 .iter()
                 .any(|o| o.name.eq_ignore_ascii_case(&e.name))
         }) {
@@ -332,13 +380,13 @@ impl ClientHandshake {
         // RFC 7692 §5: the client MUST fail the connection on an invalid permessage-deflate
         // answer, or one that answers none of its offers.
         #[cfg(feature = "deflate")]
-        crate::extensions::permessage_deflate::check_response(
-            &self.offered_extensions,
-            &extensions,
-        )?;
+        let permessage_deflate =
+            crate::extensions::permessage_deflate::check_response(&self.extensions, &extensions)?;
         Ok(Negotiated {
             protocol,
             extensions,
+            #[cfg(feature = "deflate")]
+            permessage_deflate,
         })
     }
 
@@ -367,6 +415,112 @@ impl ClientHandshake {
     }
 }
 
+/// A client's opening handshake over HTTP/2 (RFC 8441 §5): the extended CONNECT request to send
+/// on a new stream, and the checks of the server's answer.
+///
+/// The HTTP/2 layer sends [`request`](Self::request) with the `:protocol` pseudo-header set to
+/// `websocket` (it is not a header, so it is not in the request: `h2::ext::Protocol` carries it),
+/// and hands the response head to [`check_response`](Self::check_response). The stream is then
+/// the WebSocket's transport.
+///
+/// ```
+/// use gangway_proto::handshake::client::{ClientOptions, ConnectHandshake};
+///
+/// let uri: http::Uri = "wss://example.com/chat".parse().unwrap();
+/// let hs = ConnectHandshake::new(&uri, &ClientOptions::default()).unwrap();
+/// assert_eq!(hs.request().method(), http::Method::CONNECT);
+/// assert_eq!(hs.request().uri(), "https://example.com/chat");
+/// let ok = http::Response::builder().status(200).body(()).unwrap();
+/// assert_eq!(hs.check_response(&ok).unwrap().protocol, None);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectHandshake {
+    request: http::Request<()>,
+    offered: Offered,
+}
+
+impl ConnectHandshake {
+    /// Build the request for `uri`: `CONNECT` with `:scheme` `https` for `wss://` and `http` for
+    /// `ws://` (RFC 8441 §5), `:authority` the URL's host (and port when it is not the
+    /// default), `:path` its path and query, then `sec-websocket-version: 13`, `origin`,
+    /// `sec-websocket-protocol` and `sec-websocket-extensions` as the options ask, then the extra
+    /// headers in order. An extra `Host` header sets `:authority` instead (HTTP/2 has no `Host`
+    /// of its own, RFC 9113 §8.3.1); no `Sec-WebSocket-Key` is sent (§5).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientHandshake::new`], and [`ApiMisuse::InvalidHeader`] for a `Host` that is not
+    /// an authority.
+    pub fn new(uri: &http::Uri, options: &ClientOptions) -> Result<Self, ApiMisuse> {
+        let Checked {
+            target,
+            host,
+            origin,
+            extra,
+            offered,
+        } = Checked::new(uri, options)?;
+        let scheme = if target.is_secure() { "https" } else { "http" };
+        let target_uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(host.as_str())
+            .path_and_query(target.request_target())
+            .build()
+            .map_err(|_| ApiMisuse::invalid_header("Host", "not an authority for :authority"))?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::CONNECT;
+        *request.uri_mut() = target_uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        // The values were checked by `Checked::new`; HTTP/2 also wants lowercase names, which
+        // `HeaderName` makes.
+        let mut field = |name: &str, value: &str| -> Result<(), ApiMisuse> {
+            let header = header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ApiMisuse::invalid_header(name, "not a header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ApiMisuse::invalid_header(name, "not a header value"))?;
+            headers.append(header, value);
+            Ok(())
+        };
+        field("sec-websocket-version", "13")?;
+        if let Some(o) = &origin {
+            field("origin", o)?;
+        }
+        if !offered.protocols.is_empty() {
+            field("sec-websocket-protocol", &offered.protocols.join(", "))?;
+        }
+        if !options.extensions.is_empty() {
+            field("sec-websocket-extensions", &options.extensions.join(", "))?;
+        }
+        for (name, value) in extra {
+            field(name, value)?;
+        }
+        Ok(ConnectHandshake { request, offered })
+    }
+
+    /// The request to send, without its `:protocol` (see the type's docs).
+    pub fn request(&self) -> &http::Request<()> {
+        &self.request
+    }
+
+    /// Check the server's answer to the request (RFC 8441 §5, RFC 6455 §4.1 where it applies).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::UnexpectedStatus`] for a status that is not 2xx (RFC 9113 §8.5: any 2xx
+    /// opens the tunnel; the stream is then no WebSocket); then as
+    /// [`ClientHandshake::parse_response`] for the subprotocol and the extensions. There is no
+    /// `Upgrade`, `Connection` or `Sec-WebSocket-Accept` to check on HTTP/2.
+    pub fn check_response(
+        &self,
+        response: &http::Response<()>,
+    ) -> Result<Negotiated, HandshakeError> {
+        if !response.status().is_success() {
+            return Err(HandshakeError::UnexpectedStatus(response.status().as_u16()));
+        }
+        self.offered.check_choices(response.headers())
+    }
+}
+
 /// Whether `value` can be sent as a header value: visible characters, spaces, tabs and
 /// non-ASCII bytes, and no control characters (RFC 7230 §3.2: CR, LF or NUL would end or
 /// corrupt the head).
@@ -379,6 +533,90 @@ mod tests {
     use super::*;
     use crate::handshake::server;
     use crate::random::SeededRandom;
+
+    #[test]
+    fn extended_connect_request_of_rfc_8441() {
+        let mut options = options(&["chat", "superchat"], &["permessage-deflate"]);
+        options.origin = Some("http://www.example.com".into());
+        options.headers = vec![("X-Token".into(), "abc".into())];
+        let hs = ConnectHandshake::new(
+            &"wss://server.example.com/chat?x=1".parse().unwrap(),
+            &options,
+        )
+        .unwrap();
+        let request = hs.request();
+        assert_eq!(request.method(), http::Method::CONNECT);
+        assert_eq!(request.version(), http::Version::HTTP_2);
+        assert_eq!(request.uri(), "https://server.example.com/chat?x=1");
+        let headers: Vec<_> = request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("sec-websocket-version", "13"),
+                ("origin", "http://www.example.com"),
+                ("sec-websocket-protocol", "chat, superchat"),
+                ("sec-websocket-extensions", "permessage-deflate"),
+                ("x-token", "abc"),
+            ]
+        );
+        // ws:// is http, and a port other than the default stays in :authority.
+        let plain =
+            ConnectHandshake::new(&"ws://h:8080".parse().unwrap(), &ClientOptions::default())
+                .unwrap();
+        assert_eq!(plain.request().uri(), "http://h:8080/");
+        // A Host header sets :authority.
+        let with_host = ClientOptions {
+            headers: vec![("Host".into(), "other.example".into())],
+            ..ClientOptions::default()
+        };
+        let hs = ConnectHandshake::new(&"ws://h/".parse().unwrap(), &with_host).unwrap();
+        assert_eq!(hs.request().uri(), "http://other.example/");
+        assert!(hs.request().headers().get("host").is_none());
+    }
+
+    #[test]
+    fn extended_connect_response_checks() {
+        let hs = ConnectHandshake::new(
+            &"wss://h/".parse().unwrap(),
+            &options(&["chat"], &["permessage-deflate"]),
+        )
+        .unwrap();
+        let response = |status: u16, headers: &[(&str, &str)]| {
+            let mut b = http::Response::builder().status(status);
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let ok = hs
+            .check_response(&response(200, &[("sec-websocket-protocol", "chat")]))
+            .unwrap();
+        assert_eq!(ok.protocol.as_deref(), Some("chat"));
+        // Any 2xx opens the tunnel (RFC 9113 §8.5); 101 and 4xx do not.
+        assert!(hs.check_response(&response(204, &[])).is_ok());
+        assert_eq!(
+            hs.check_response(&response(101, &[])).unwrap_err(),
+            HandshakeError::UnexpectedStatus(101)
+        );
+        assert_eq!(
+            hs.check_response(&response(426, &[])).unwrap_err(),
+            HandshakeError::UnexpectedStatus(426)
+        );
+        assert_eq!(
+            hs.check_response(&response(200, &[("sec-websocket-protocol", "other")]))
+                .unwrap_err(),
+            HandshakeError::UnofferedSubprotocol("other".into())
+        );
+        assert_eq!(
+            hs.check_response(&response(200, &[("sec-websocket-extensions", "x-unknown")]))
+                .unwrap_err(),
+            HandshakeError::UnofferedExtension("x-unknown".into())
+        );
+    }
 
     /// Hands out the bytes of RFC 6455 §1.3's nonce, "the sample nonce".
     struct SampleNonce;
@@ -496,7 +734,7 @@ mod tests {
         assert_eq!(req.headers()["authorization"], "Bearer t0k3n");
         assert_eq!(req.uri(), "/echo?x=1");
         let offer = server::check_request(&req).unwrap();
-        assert_eq!(offer.key, hs.key());
+        assert_eq!(offer.key.as_deref(), Some(hs.key()));
         assert_eq!(offer.protocols, ["chat", "superchat"]);
         let supported = ["superchat".to_string()];
         let protocol = crate::handshake::select_protocol(&supported, &offer.protocols);

@@ -2,7 +2,7 @@
 //! output of one fed to the other, no sockets; raw frames (from `gangway-test-support`) stand in
 //! for a misbehaving peer. The harness ([`pair`]) is shared with the deflate and timer tests.
 
-pub(super) mod pair;
+pub(crate) mod pair;
 
 mod close;
 mod deliver_fragments;
