@@ -15,9 +15,8 @@ use crate::envelope::{self, Decoded, Kind, Position};
 use crate::error::{BusError, PublishError, RecoverError};
 use crate::Engine;
 
-/// Settings of a [`Bus`].
+/// Settings of a [`Bus`]: start from `BusConfig::default()` and change fields.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct BusConfig {
     /// Largest message accepted by [`Bus::publish`], in bytes (default 1 MiB, NATS' default
     /// `max_payload`); a larger one is refused before it reaches the engine.
@@ -150,6 +149,8 @@ struct RoomState {
     seen: HashMap<u64, u64>,
     /// History on: the position delivered up to; `None` until the engine told it.
     position: Option<Position>,
+    /// The engine subscription is in place (and the position known).
+    ready: bool,
 }
 
 /// Publisher streams remembered per room; past this, the map is cleared (the next message of
@@ -184,12 +185,20 @@ impl Shared {
         lock(&self.rooms).get(name).cloned()
     }
 
-    /// History on: the engine subscribed `room` and read where its history stands.
-    pub(crate) fn set_position(&self, room: &Room, position: Position) {
+    /// The engine subscribed `room` (and, with history, read where it stands: `position`).
+    pub(crate) fn set_ready(&self, room: &Room, position: Option<Position>) {
         let mut state = lock(&room.state);
-        if state.position.is_none() {
-            state.position = Some(position);
+        if !state.ready {
+            state.ready = true;
+            state.position = position;
             room.ready.notify_waiters();
+        }
+    }
+
+    /// [`Shared::set_ready`] by name.
+    pub(crate) fn set_ready_by_name(&self, room: &str) {
+        if let Some(room) = self.room(room) {
+            self.set_ready(&room, None);
         }
     }
 
@@ -436,6 +445,7 @@ impl Bus {
                         next_seq: 1,
                         seen: HashMap::new(),
                         position: None,
+                        ready: false,
                     }),
                     ready: Notify::new(),
                 });
@@ -623,21 +633,24 @@ impl Subscription {
         &self.room.name
     }
 
-    /// History on: wait until the node's subscription is in place and the room's position
-    /// known; returns the position delivered up to. Without history: `None` at once.
+    /// Wait until the node's engine subscription to the room is in place: from then on, what
+    /// any node publishes reaches this node. With history, returns the position delivered up
+    /// to (also known then); without, `None`.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.
     pub async fn ready(&self) -> Option<Position> {
-        let history = self.shared.upgrade().is_some_and(|s| s.history());
-        if !history {
-            return None;
-        }
         loop {
             let notified = self.room.ready.notified();
-            if let Some(p) = &lock(&self.room.state).position {
-                return Some(p.clone());
+            {
+                let state = lock(&self.room.state);
+                if state.ready {
+                    return state.position.clone();
+                }
+            }
+            if self.shared.strong_count() == 0 {
+                return None;
             }
             notified.await;
         }

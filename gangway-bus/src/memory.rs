@@ -98,6 +98,7 @@ impl MemoryEngine {
                         }
                         for room in wanted.iter().filter(|r| !subscribed.contains(r)) {
                             inner.rooms.entry(room.clone()).or_default().insert(id, tx.clone());
+                            shared.set_ready_by_name(room);
                         }
                         subscribed = wanted;
                     }

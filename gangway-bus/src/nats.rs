@@ -104,6 +104,13 @@ async fn publish_loop(
 async fn subscribe_loop(client: async_nats::Client, shared: Arc<Shared>) {
     let mut rooms = RoomTasks::default();
     let rooms = &mut rooms.0;
+    // A private subject to time round trips on (see `confirm`).
+    let inbox = client.new_inbox();
+    let mut probe = client
+        .subscribe(inbox.clone())
+        .await
+        .ok()
+        .map(|sub| (inbox, sub));
     loop {
         shared.changed.notified().await;
         let wanted = shared.wanted();
@@ -130,6 +137,8 @@ async fn subscribe_loop(client: async_nats::Client, shared: Arc<Shared>) {
                     continue;
                 }
             };
+            confirm(&client, &mut probe).await;
+            shared.set_ready_by_name(&room);
             let shared = shared.clone();
             let name = room.clone();
             let task = tokio::spawn(async move {
@@ -141,6 +150,30 @@ async fn subscribe_loop(client: async_nats::Client, shared: Arc<Shared>) {
             });
             rooms.insert(room, task.abort_handle());
         }
+    }
+}
+
+/// Wait until the server has processed what this connection sent before (a subscription):
+/// it handles a connection's commands in order, so a message published now to our own probe
+/// subject comes back after them. Bounded: a server that does not answer in 2 s is being
+/// reconnected to, and the client resubscribes then.
+async fn confirm(
+    client: &async_nats::Client,
+    probe: &mut Option<(String, async_nats::Subscriber)>,
+) {
+    let Some((subject, sub)) = probe else { return };
+    let round_trip = async {
+        client
+            .publish(subject.clone(), bytes::Bytes::new())
+            .await
+            .ok()?;
+        sub.next().await
+    };
+    if tokio::time::timeout(Duration::from_secs(2), round_trip)
+        .await
+        .is_err()
+    {
+        warn!("nats: a subscription was not confirmed within 2 s");
     }
 }
 

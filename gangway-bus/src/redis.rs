@@ -346,6 +346,9 @@ impl Session<'_> {
             self.subscribed.insert(room.clone());
         }
         if !self.shared.history() {
+            for room in &new {
+                self.shared.set_ready_by_name(room);
+            }
             return Ok(());
         }
         // After SUBSCRIBE: anything published after the position read below arrives on the
@@ -362,7 +365,7 @@ impl Session<'_> {
             let now = self.history.position(&name).await?;
             match room.position() {
                 Some(ours) => self.catch_up(&name, &ours, &now).await,
-                None => self.shared.set_position(&room, now),
+                None => self.shared.set_ready(&room, Some(now)),
             }
         }
         Ok(())
