@@ -479,6 +479,29 @@ impl Bus {
     ///   history nobody does.
     /// - [`PublishError::Closed`]: the engine tasks are gone (the bus is shutting down).
     pub fn publish(&self, room: &str, kind: Kind, payload: Bytes) -> Result<(), PublishError> {
+        self.send(room, kind, payload, true)
+    }
+
+    /// Publish a message to `room` on the other nodes only: the caller delivered it to this
+    /// node's members itself (a room fan-out that hands what it publishes to the bus, such as
+    /// gangway's `Hub`). With history on this is [`Bus::publish`]: the message gets its
+    /// position from the engine, and every node, this one included, delivers it from there,
+    /// so the caller must not deliver it itself.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::publish`].
+    pub fn forward(&self, room: &str, kind: Kind, payload: Bytes) -> Result<(), PublishError> {
+        self.send(room, kind, payload, false)
+    }
+
+    fn send(
+        &self,
+        room: &str,
+        kind: Kind,
+        payload: Bytes,
+        deliver_here: bool,
+    ) -> Result<(), PublishError> {
         let shared = &self.inner.shared;
         let max = shared.config.max_message_size;
         if payload.len() > max {
@@ -502,7 +525,7 @@ impl Bus {
                 let queued = shared
                     .queue
                     .try_send(outgoing(r.name.clone(), state.stream, seq));
-                if !history {
+                if !history && deliver_here {
                     (shared.handler)(
                         &r.name,
                         Delivery {
@@ -741,6 +764,20 @@ mod tests {
         assert_eq!(names(&seen_b), ["/r b\"one\"", "/r b\"two\""]);
         assert_eq!(a.stats().published, 1);
         assert_eq!(a.stats().delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn forward_skips_the_local_members() {
+        let engine = MemoryEngine::default();
+        let (a, seen_a) = node(&engine, BusConfig::default()).await;
+        let (b, seen_b) = node(&engine, BusConfig::default()).await;
+        let (_sa, _sb) = (a.subscribe("/r"), b.subscribe("/r"));
+        settle().await;
+        a.forward("/r", Kind::Text, Bytes::from_static(b"x"))
+            .unwrap();
+        settle().await;
+        assert!(lock(&seen_a).is_empty());
+        assert_eq!(lock(&seen_b).len(), 1);
     }
 
     #[tokio::test]
