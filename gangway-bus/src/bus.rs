@@ -618,6 +618,13 @@ impl Bus {
         }
     }
 
+    /// Publishes waiting in the engine queue (at most [`BusConfig::queue_capacity`]): a
+    /// publisher that would rather wait than have a publish refused watches this.
+    pub fn queued(&self) -> usize {
+        let shared = &self.inner.shared;
+        shared.queue.max_capacity() - shared.queue.capacity()
+    }
+
     /// Whether history is on (positions, [`Bus::recover`]).
     pub fn history(&self) -> bool {
         self.inner.shared.history()
