@@ -1,4 +1,6 @@
-//! `gangway serve`: an echo server on every path, with the demo page at `GET /`.
+//! `gangway serve`: an echo server on every path, with the demo page at `GET /`; with
+//! `--broadcast`, a broadcast server instead: each connection is a member of the room named by
+//! its URL path (`gangway::hub`), and what a client sends goes to every member of its room.
 //!
 //! Each accepted TCP connection gets its own task. The request head is read first; an upgrade
 //! request becomes an echo session, anything else is answered as plain HTTP (the page, the
@@ -23,6 +25,7 @@ use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
+use gangway::hub::{Hub, HubConfig, Member, WhenFull};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
     WebSocket,
@@ -94,6 +97,56 @@ pub(crate) struct ServeOpts {
     /// single event loop runs everything.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+
+    /// Broadcast instead of echoing: every connection joins the room named by its URL path, and
+    /// every text or binary message a client sends goes to every member of its room, the sender
+    /// included.
+    #[arg(long)]
+    broadcast: bool,
+
+    /// With --broadcast: a client's messages go to the other members of its room, not back to
+    /// itself.
+    #[arg(long, requires = "broadcast")]
+    broadcast_exclude_self: bool,
+
+    /// With --broadcast: the most bytes of messages waiting for one member (published to its
+    /// room, not yet written to it); messages larger than that are refused with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "broadcast",
+          value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
+    broadcast_queue_bytes: u64,
+
+    /// With --broadcast: the most messages waiting for one member.
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "broadcast",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    broadcast_queue_messages: u64,
+
+    /// With --broadcast: what happens to a member that has more waiting: its oldest messages
+    /// are dropped (and counted), or it is closed with 1013 (try again later) or 1008 (policy
+    /// violation).
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFullArg::Drop,
+          requires = "broadcast")]
+    broadcast_when_full: WhenFullArg,
+}
+
+/// `--broadcast-when-full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WhenFullArg {
+    /// Drop the member's oldest messages and count them.
+    Drop,
+    /// Close the member with 1013 (try again later).
+    Close,
+    /// Close the member with 1008 (policy violation).
+    ClosePolicy,
+}
+
+impl WhenFullArg {
+    fn policy(self) -> WhenFull {
+        match self {
+            WhenFullArg::Drop => WhenFull::Drop,
+            WhenFullArg::Close => WhenFull::Close(CloseCode::TRY_AGAIN_LATER),
+            WhenFullArg::ClosePolicy => WhenFull::Close(CloseCode::POLICY_VIOLATION),
+        }
+    }
 }
 
 impl ServeOpts {
@@ -138,6 +191,10 @@ struct Server {
     tls: Option<gangway::tls::TlsAcceptor>,
     /// Raised on SIGINT/SIGTERM; counts the open connections.
     shutdown: Shutdown,
+    /// With --broadcast: the rooms, one per URL path.
+    hub: Option<Hub>,
+    /// --broadcast-exclude-self.
+    exclude_self: bool,
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -190,6 +247,28 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.no_deflate {
         config.deflate = DeflateConfig::default();
     }
+    let hub = opts.broadcast.then(|| {
+        let hub_config = HubConfig {
+            max_queued_bytes: usize::try_from(opts.broadcast_queue_bytes).unwrap_or(usize::MAX),
+            max_queued_messages: usize::try_from(opts.broadcast_queue_messages)
+                .unwrap_or(usize::MAX),
+            when_full: opts.broadcast_when_full.policy(),
+        };
+        // A message that could not be queued for anyone is refused as it arrives, with 1009,
+        // like any message over the size limit: its frame (payload and a header of up to 10
+        // bytes) must fit the queue.
+        let largest = hub_config.max_queued_bytes.saturating_sub(10);
+        config.max_message_size = config.max_message_size.min(largest);
+        config.max_frame_size = config.max_frame_size.min(largest);
+        info!(
+            exclude_self = opts.broadcast_exclude_self,
+            queue_bytes = hub_config.max_queued_bytes,
+            queue_messages = hub_config.max_queued_messages,
+            when_full = ?opts.broadcast_when_full,
+            "broadcast: each connection joins the room named by its URL path"
+        );
+        Hub::new(hub_config)
+    });
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
@@ -207,6 +286,8 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         handshakes: HandshakeLog::default(),
         tls,
         shutdown: Shutdown::default(),
+        hub,
+        exclude_self: opts.broadcast_exclude_self,
     }));
 
     // One signal future for the whole loop, and a hand-written poll instead of `select!`: this
@@ -323,7 +404,7 @@ struct Cold {
     /// One shutdown future for the whole session: a fresh one per wait would register its waker
     /// (a lock) every time.
     stop: Stopping<'static>,
-    /// Messages echoed.
+    /// Messages echoed (published, in a broadcast session).
     echoed: u64,
     /// A message received and not yet queued for sending because the write buffer was full.
     /// Boxed: only a session that waits for a slow reader pays for it.
@@ -361,6 +442,10 @@ enum ConnectionTask {
         ws: WebSocket<MaybeTlsStream>,
         cold: Box<Cold>,
     },
+    /// The broadcast session (--broadcast): a member of the room named by the path. Boxed: a
+    /// member is a `WebSocket` and a pointer, which inline would make every connection's task,
+    /// echo sessions' too, one size class larger.
+    Broadcasting(Box<(Member<MaybeTlsStream>, Box<Cold>)>),
     /// Closing, lingering, the log line.
     Ending(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
     Done,
@@ -409,7 +494,14 @@ impl std::future::Future for ConnectionTask {
                         return Poll::Ready(());
                     };
                     cold.path = path;
-                    *this = ConnectionTask::Echoing { ws, cold };
+                    *this = match &cold.guard.owner().hub {
+                        Some(hub) => {
+                            let mut member = hub.member(ws);
+                            member.join(cold.path.as_str());
+                            ConnectionTask::Broadcasting(Box::new((member, cold)))
+                        }
+                        None => ConnectionTask::Echoing { ws, cold },
+                    };
                 }
                 ConnectionTask::Echoing { ws, cold } => {
                     let Poll::Ready(end) = echo(ws, cold, cx) else {
@@ -418,7 +510,27 @@ impl std::future::Future for ConnectionTask {
                     if let ConnectionTask::Echoing { ws, cold } =
                         std::mem::replace(this, ConnectionTask::Done)
                     {
-                        *this = ConnectionTask::Ending(Box::pin(end_session(ws, cold, end)));
+                        *this = ConnectionTask::Ending(Box::pin(end_session(ws, cold, end, None)));
+                    }
+                }
+                ConnectionTask::Broadcasting(session) => {
+                    let (member, cold) = &mut **session;
+                    let Poll::Ready(end) = broadcast(member, cold, cx) else {
+                        return Poll::Pending;
+                    };
+                    if let ConnectionTask::Broadcasting(session) =
+                        std::mem::replace(this, ConnectionTask::Done)
+                    {
+                        let (member, cold) = *session;
+                        let dropped = member.dropped();
+                        // Leaves the room: nothing more is delivered while it closes.
+                        let ws = member.into_websocket();
+                        *this = ConnectionTask::Ending(Box::pin(end_session(
+                            ws,
+                            cold,
+                            end,
+                            Some(dropped),
+                        )));
                     }
                 }
                 ConnectionTask::Ending(ending) => {
@@ -607,6 +719,44 @@ fn echo(
     result
 }
 
+/// Publish every text and binary message to the member's room until the peer closes, the
+/// connection fails, or the server shuts down; meanwhile the member's stream delivers what the
+/// room receives. `cold.echoed` counts the messages published.
+fn broadcast(
+    member: &mut Member<MaybeTlsStream>,
+    cold: &mut Cold,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<End> {
+    let exclude_self = cold.guard.owner().exclude_self;
+    let mut published = 0;
+    let result = loop {
+        match Pin::new(&mut *member).poll_next(cx) {
+            Poll::Ready(None) => break Poll::Ready(End::Closed),
+            Poll::Ready(Some(Err(e))) => {
+                break Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
+            }
+            Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => {
+                let room = cold.path.as_str();
+                let sent = if exclude_self {
+                    member.publish_to_others(room, &m)
+                } else {
+                    member.publish(room, &m)
+                };
+                // Cannot fail: the message is text or binary, and no larger than the queue
+                // (the size limit is set so).
+                if sent.is_ok() {
+                    published += 1;
+                }
+            }
+            // Pings are answered by the core; pongs need nothing.
+            Poll::Ready(Some(Ok(_))) => continue,
+            Poll::Pending => break Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown),
+        }
+    };
+    cold.echoed += published;
+    result
+}
+
 /// Queue `message` as an echo: `Ok(None)` when queued, `Ok(Some(message))` back when the write
 /// buffer is full (`cx` is woken when it has room), `Err` when the connection failed.
 fn queue_echo(
@@ -636,8 +786,14 @@ enum End {
 }
 
 /// The end of a session, once: finish the close handshake as `end` requires, let the client
-/// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]).
-async fn end_session(mut ws: WebSocket<MaybeTlsStream>, cold: Box<Cold>, end: End) {
+/// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]). `dropped`: a
+/// broadcast session's messages dropped for being too slow.
+async fn end_session(
+    mut ws: WebSocket<MaybeTlsStream>,
+    cold: Box<Cold>,
+    end: End,
+    dropped: Option<u64>,
+) {
     let ws = &mut ws;
     let closed_by_peer = matches!(end, End::Closed);
     // The description is only for the log line: not built when it is not logged.
@@ -657,14 +813,25 @@ async fn end_session(mut ws: WebSocket<MaybeTlsStream>, cold: Box<Cold>, end: En
     if !closed_by_peer || ws.awaiting_pong() {
         linger(ws.get_ref().get_ref()).await;
     }
-    info!(
-        peer = %cold.peer,
-        path = %cold.path,
-        protocol = ws.protocol().unwrap_or("none"),
-        deflate = ws.uses_deflate(),
-        echoed = cold.echoed,
-        "websocket ended: {end}"
-    );
+    match dropped {
+        None => info!(
+            peer = %cold.peer,
+            path = %cold.path,
+            protocol = ws.protocol().unwrap_or("none"),
+            deflate = ws.uses_deflate(),
+            echoed = cold.echoed,
+            "websocket ended: {end}"
+        ),
+        Some(dropped) => info!(
+            peer = %cold.peer,
+            room = %cold.path,
+            protocol = ws.protocol().unwrap_or("none"),
+            deflate = ws.uses_deflate(),
+            published = cold.echoed,
+            dropped,
+            "websocket ended: {end}"
+        ),
+    }
 }
 
 /// Close with 1001 because the server is shutting down, and wait (bounded) for the answer.

@@ -52,6 +52,7 @@ pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod prepared;
 pub mod random;
 pub mod role;
 pub mod text;

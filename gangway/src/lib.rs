@@ -40,6 +40,7 @@
 
 mod client;
 mod error;
+pub mod hub;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod message;

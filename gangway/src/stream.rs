@@ -278,6 +278,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.io
     }
 
+    /// The core connection, for the hub to queue broadcast frames on.
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Bound the close handshake by `timeout` instead of [`DEFAULT_CLOSE_TIMEOUT`]. A wait that
     /// has already started keeps its deadline.
     ///
@@ -953,7 +958,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 }
 
 /// The current time, from tokio's clock (so that tests with paused time control it too).
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 

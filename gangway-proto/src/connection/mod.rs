@@ -22,6 +22,7 @@ use crate::frame::mask::apply_mask;
 use crate::frame::{CloseCode, CloseFrame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::handshake::Negotiated;
 use crate::message::{to_u64, DataKind, Event, Reassembly};
+use crate::prepared::Prepared;
 use crate::random::{OsRandom, RandomSource};
 use crate::role::Role;
 use crate::text::Utf8Bytes;
@@ -499,6 +500,35 @@ impl Connection {
     pub fn send_text_shared(&mut self, text: Utf8Bytes) -> Result<(), ApiMisuse> {
         self.check_can_send_message()?;
         self.write_message_shared(OpCode::Text, text.into_bytes());
+        Ok(())
+    }
+
+    /// Queue messages framed once for many connections (see [`prepared`](crate::prepared)): a
+    /// server queues the frames as they are, shared (a reference count, no copy), written with
+    /// the rest of the output (see [`output_parts`](Self::output_parts)). A connection that
+    /// cannot send them as they are (a client, whose frames are masked; a
+    /// [`max_send_frame_size`](Config::max_send_frame_size) below one of the messages) frames
+    /// each message again, as [`send_text`](Self::send_text) and
+    /// [`send_binary`](Self::send_binary) would.
+    ///
+    /// With permessage-deflate the messages go out uncompressed (RSV1 clear), which RFC 7692 §6
+    /// lets a sender choose for any message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_text`](Self::send_text); nothing is queued then.
+    pub fn send_prepared(&mut self, prepared: &Prepared) -> Result<(), ApiMisuse> {
+        self.check_can_send_message()?;
+        if self.rng.is_some() || prepared.max_payload() > self.config.max_send_frame_size {
+            for frame in prepared.payloads() {
+                self.write_message(frame.opcode, frame.payload, true);
+            }
+        } else if !prepared.is_empty() {
+            self.prepare_output(0);
+            let at = self.out.len();
+            let frames = prepared.frames().clone();
+            self.spill_mut().shared.push_back((at, frames));
+        }
         Ok(())
     }
 

@@ -1,0 +1,430 @@
+//! The hub in memory: members over in-memory transports (`tokio::io::duplex`), clients on the
+//! other end reading as any client would.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gangway_proto::{Config, Connection, Role};
+use tokio::io::DuplexStream;
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::{Error, WebSocket};
+
+/// Bound on every wait of these tests.
+const STEP: Duration = Duration::from_secs(10);
+
+/// A member of `hub` (in no room yet) and the client at the other end, over a transport that
+/// buffers `buffer` bytes each way.
+fn pair_with(hub: &Hub, buffer: usize) -> (Member<DuplexStream>, WebSocket<DuplexStream>) {
+    let (server, client) = tokio::io::duplex(buffer);
+    let server = WebSocket::from_parts(
+        server,
+        Connection::new(Role::Server, Config::default()),
+        None,
+        &[],
+    );
+    let client = WebSocket::from_parts(
+        client,
+        Connection::new(Role::Client, Config::default()),
+        None,
+        &[],
+    );
+    (hub.member(server), client)
+}
+
+fn pair(hub: &Hub) -> (Member<DuplexStream>, WebSocket<DuplexStream>) {
+    pair_with(hub, 64 << 10)
+}
+
+/// Poll `member` until its stream ends: what a server's task does for a member that only
+/// receives. Returns how it ended.
+fn run(mut member: Member<DuplexStream>) -> JoinHandle<(Member<DuplexStream>, Option<Error>)> {
+    tokio::spawn(async move {
+        while let Some(item) = member.next().await {
+            if let Err(e) = item {
+                return (member, Some(e));
+            }
+        }
+        (member, None)
+    })
+}
+
+/// Poll `member`, publishing to `room` every message its client sends (to the others only, with
+/// `not_self`).
+fn relay(mut member: Member<DuplexStream>, room: &'static str, not_self: bool) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = member.next().await {
+            let published = if not_self {
+                member.publish_to_others(room, &message)
+            } else {
+                member.publish(room, &message)
+            };
+            published.expect("a data message within the limits");
+        }
+    })
+}
+
+/// The next `n` messages `client` receives, as text.
+async fn receive(client: &mut WebSocket<DuplexStream>, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let message = tokio::time::timeout(STEP, client.next())
+            .await
+            .expect("a message in time")
+            .expect("the stream goes on")
+            .expect("no error");
+        match message {
+            Message::Text(text) => got.push(text.to_string()),
+            Message::Binary(data) => got.push(format!("binary {}", data.len())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    got
+}
+
+/// Whether `client` receives nothing more for a while.
+async fn quiet(client: &mut WebSocket<DuplexStream>) -> bool {
+    tokio::time::timeout(Duration::from_millis(100), client.next())
+        .await
+        .is_err()
+}
+
+fn text(s: &str) -> Message {
+    Message::text(s.to_owned())
+}
+
+#[tokio::test]
+async fn every_member_of_a_room_receives_what_is_published_to_it() {
+    let hub = Hub::default();
+    let mut clients = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (mut member, client) = pair(&hub);
+        assert!(member.join("lobby"));
+        assert!(!member.join("lobby"), "joined once");
+        tasks.push(run(member));
+        clients.push(client);
+    }
+    let (mut outsider, mut outside) = pair(&hub);
+    outsider.join("elsewhere");
+    let outsider = run(outsider);
+    assert_eq!(hub.members("lobby"), 3);
+    assert_eq!(hub.publish("lobby", &text("one")), Ok(3));
+    assert_eq!(hub.publish("lobby", &Message::binary(vec![7; 300])), Ok(3));
+    assert_eq!(hub.publish("nobody", &text("lost")), Ok(0));
+    for client in &mut clients {
+        assert_eq!(receive(client, 2).await, ["one", "binary 300"]);
+    }
+    assert!(quiet(&mut outside).await, "not in the room");
+    let stats = hub.stats();
+    assert_eq!((stats.rooms, stats.members, stats.published), (2, 4, 2));
+    for task in tasks {
+        task.abort();
+    }
+    outsider.abort();
+}
+
+#[tokio::test]
+async fn members_relay_to_each_other_in_one_order_and_can_leave_themselves_out() {
+    let hub = Hub::default();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (mut member, client) = pair(&hub);
+        member.join("chat");
+        // Members 0 and 1 publish to everyone, 2 and 3 to the others only.
+        relay(member, "chat", i >= 2);
+        clients.push(client);
+    }
+    // Every client sends 25 messages, all at once.
+    for round in 0..25 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.feed(text(&format!("{i}:{round}"))).await.unwrap();
+        }
+    }
+    for client in &mut clients {
+        client.flush().await.unwrap();
+    }
+    let mut orders = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let expected = if i >= 2 { 75 } else { 100 };
+        let got = receive(client, expected).await;
+        assert!(quiet(client).await, "client {i} got more than {expected}");
+        // Each sender's messages in the order sent; never its own when it left itself out.
+        for sender in 0..4 {
+            let from: Vec<&String> = got
+                .iter()
+                .filter(|m| m.starts_with(&format!("{sender}:")))
+                .collect();
+            let sent: Vec<String> = (0..25).map(|r| format!("{sender}:{r}")).collect();
+            if sender == i && i >= 2 {
+                assert!(from.is_empty(), "client {i} got its own messages back");
+            } else {
+                assert_eq!(from, sent.iter().collect::<Vec<_>>(), "client {i}");
+            }
+        }
+        orders.push(got);
+    }
+    // One log for the room: everyone sees the messages in the same order (less their own).
+    let everything = &orders[0];
+    for (i, got) in orders.iter().enumerate().skip(2) {
+        let expected: Vec<&String> = everything
+            .iter()
+            .filter(|m| !m.starts_with(&format!("{i}:")))
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+    }
+    assert_eq!(orders[0], orders[1]);
+}
+
+#[tokio::test]
+async fn a_member_gets_what_is_published_after_it_joined_and_before_it_left() {
+    let hub = Hub::default();
+    let (mut early, mut early_client) = pair(&hub);
+    early.join("r");
+    let early = run(early);
+    hub.publish("r", &text("before")).unwrap();
+    let (mut late, mut late_client) = pair(&hub);
+    late.join("r");
+    hub.publish("r", &text("after")).unwrap();
+    assert_eq!(receive(&mut early_client, 2).await, ["before", "after"]);
+    // The first message was published (and maybe still in the open batch) before it joined.
+    let late = run(late);
+    assert_eq!(receive(&mut late_client, 1).await, ["after"]);
+    late.abort();
+    assert!(late.await.unwrap_err().is_cancelled());
+    // The aborted task dropped its member, which left the room.
+    assert_eq!(hub.members("r"), 1);
+    let (mut member, _client) = pair(&hub);
+    member.join("r");
+    assert_eq!(hub.members("r"), 2);
+    assert!(member.leave("r"));
+    assert!(!member.leave("r"));
+    assert_eq!(hub.members("r"), 1);
+    early.abort();
+    let _ = early.await;
+    assert_eq!(hub.members("r"), 0);
+    assert_eq!(hub.stats().rooms, 0, "an empty room goes");
+    assert_eq!(hub.publish("r", &text("nobody")), Ok(0));
+}
+
+#[tokio::test]
+async fn a_member_in_two_rooms_receives_both() {
+    let hub = Hub::default();
+    let (mut member, mut client) = pair(&hub);
+    member.join("a");
+    member.join("b");
+    assert_eq!(member.rooms().collect::<Vec<_>>(), ["a", "b"]);
+    let task = run(member);
+    hub.publish("a", &text("to a")).unwrap();
+    hub.publish("b", &text("to b")).unwrap();
+    let mut got = receive(&mut client, 2).await;
+    got.sort();
+    assert_eq!(got, ["to a", "to b"]);
+    task.abort();
+}
+
+#[tokio::test]
+async fn only_data_messages_within_the_limit_are_published() {
+    let hub = Hub::new(HubConfig {
+        max_queued_bytes: 1000,
+        ..HubConfig::default()
+    });
+    let (mut member, _client) = pair(&hub);
+    member.join("r");
+    assert_eq!(
+        hub.publish("r", &Message::Ping(vec![1].into())),
+        Err(PublishError::NotData)
+    );
+    assert_eq!(
+        hub.publish("r", &Message::binary(vec![0; 991])),
+        Err(PublishError::TooLarge { len: 1001, max: 1000 })
+    );
+    assert_eq!(hub.publish("r", &Message::binary(vec![0; 990])), Ok(1));
+    assert_eq!(hub.stats().published, 1);
+}
+
+#[tokio::test]
+async fn the_member_sends_its_own_messages_and_the_rooms_in_one_stream() {
+    let hub = Hub::default();
+    let (mut member, mut client) = pair(&hub);
+    member.join("r");
+    hub.publish("r", &text("from the room")).unwrap();
+    member.send(text("direct")).await.unwrap();
+    let task = run(member);
+    let mut got = receive(&mut client, 2).await;
+    got.sort();
+    assert_eq!(got, ["direct", "from the room"]);
+    task.abort();
+}
+
+/// A member whose client reads nothing, behind a transport that takes `buffer` bytes, and one
+/// that reads everything; `hub` publishes `count` messages of `size` bytes. Returns the stalled
+/// member's task, its client, and the reader's task.
+async fn one_stalled(
+    hub: &Hub,
+    buffer: usize,
+    count: usize,
+    size: usize,
+) -> (
+    JoinHandle<(Member<DuplexStream>, Option<Error>)>,
+    WebSocket<DuplexStream>,
+    JoinHandle<(Member<DuplexStream>, Option<Error>)>,
+) {
+    let (mut stalled, stalled_client) = pair_with(hub, buffer);
+    stalled.join("feed");
+    let stalled = run(stalled);
+    let (mut reader, mut client) = pair(hub);
+    reader.join("feed");
+    let reader = run(reader);
+    for i in 0..count {
+        let mut payload = vec![b'x'; size];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        hub.publish("feed", &Message::binary(payload)).unwrap();
+        // The others are never held up: the reader gets each message before the next is
+        // published, however far behind the stalled one is.
+        let message = tokio::time::timeout(STEP, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Binary(data) = message else {
+            panic!("{message:?}")
+        };
+        assert_eq!(data[..8], (i as u64).to_be_bytes());
+        // The queue of the room never holds more than the limit.
+        let queued = hub.queued("feed").unwrap();
+        assert!(
+            queued.bytes <= hub.config().max_queued_bytes
+                && queued.messages <= hub.config().max_queued_messages,
+            "{queued:?}"
+        );
+    }
+    (stalled, stalled_client, reader)
+}
+
+#[tokio::test]
+async fn a_member_that_stops_reading_loses_its_oldest_messages_and_the_others_nothing() {
+    let hub = Hub::new(HubConfig {
+        max_queued_bytes: 64 << 10,
+        max_queued_messages: 100,
+        when_full: WhenFull::Drop,
+    });
+    // 2,000 messages of 1 KiB: 2 MB, through a transport that holds 16 KiB.
+    let (stalled, mut stalled_client, reader) = one_stalled(&hub, 16 << 10, 2000, 1024).await;
+    let dropped = hub.stats().dropped;
+    assert!(dropped > 1700, "dropped {dropped}");
+    // What it did not lose is still there, in order: what its transport held, then the last
+    // messages of the room.
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(Message::Binary(data)))) =
+        tokio::time::timeout(Duration::from_millis(200), stalled_client.next()).await
+    {
+        got.push(u64::from_be_bytes(data[..8].try_into().unwrap()));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert_eq!(got.last(), Some(&1999), "the latest message arrives");
+    assert_eq!(got.len() as u64 + dropped, 2000, "each message received or dropped");
+    stalled.abort();
+    reader.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_stops_reading_is_closed_with_the_policy_code() {
+    let hub = Hub::new(HubConfig {
+        max_queued_bytes: 64 << 10,
+        max_queued_messages: 100,
+        when_full: WhenFull::Close(CloseCode::TRY_AGAIN_LATER),
+    });
+    // A second member whose client never reads again.
+    let (mut gone, _gone_client) = pair_with(&hub, 16 << 10);
+    gone.join("feed");
+    let gone = run(gone);
+    let (stalled, mut stalled_client, reader) = one_stalled(&hub, 16 << 10, 500, 1024).await;
+    assert_eq!(hub.stats().closed, 2);
+    // Both left the room at once (the reader is still in it).
+    assert_eq!(hub.members("feed"), 1);
+    reader.abort();
+    // The client that reads at last gets what was written before the close frame, then the
+    // close frame with the policy's code; its answer ends the server's side cleanly.
+    let mut messages = 0;
+    loop {
+        match stalled_client.next().await {
+            Some(Ok(Message::Binary(_))) => messages += 1,
+            None => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(messages > 0);
+    let close = stalled_client.close_frame().cloned().flatten().expect("a close frame");
+    assert_eq!(close.code, CloseCode::TRY_AGAIN_LATER);
+    let (_, ended) = stalled.await.unwrap();
+    assert!(ended.is_none(), "{ended:?}");
+    // The other never gets the close frame: its connection ends at the close timeout.
+    let (_, ended) = tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    assert!(matches!(ended, Some(Error::Timeout)), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_member_sending_a_fragmented_message_gets_deliveries_after_its_end() {
+    let hub = Hub::default();
+    let (mut member, mut client) = pair(&hub);
+    member.join("r");
+    member
+        .send(Message::Fragment(crate::Fragment {
+            kind: DataKind::Text,
+            data: "frag".into(),
+            fin: false,
+        }))
+        .await
+        .unwrap();
+    hub.publish("r", &text("published")).unwrap();
+    // Polled while the fragmented message is open: nothing may go between its frames.
+    let pending = tokio::time::timeout(Duration::from_millis(50), member.next()).await;
+    assert!(pending.is_err());
+    member
+        .send(Message::Fragment(crate::Fragment {
+            kind: DataKind::Text,
+            data: "ment".into(),
+            fin: true,
+        }))
+        .await
+        .unwrap();
+    hub.publish("r", &text("next")).unwrap();
+    let task = run(member);
+    assert_eq!(
+        receive(&mut client, 3).await,
+        ["fragment", "published", "next"]
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rooms_span_the_threads_of_a_runtime() {
+    let hub = Hub::default();
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let (mut member, client) = pair(&hub);
+        member.join("everyone");
+        relay(member, "everyone", false);
+        clients.push(client);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(text(&i.to_string())).await.unwrap();
+    }
+    let mut first: Option<Vec<String>> = None;
+    for client in &mut clients {
+        let got = receive(client, 40).await;
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|s| s.parse::<u32>().unwrap());
+        assert_eq!(sorted, (0..40).map(|i| i.to_string()).collect::<Vec<_>>());
+        // One order for all.
+        match &first {
+            Some(order) => assert_eq!(&got, order),
+            None => first = Some(got),
+        }
+    }
+}
