@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
@@ -57,9 +57,11 @@ pub struct Delivery {
 
 /// Called for every message to deliver to a room's local members: `(room, delivery)`.
 ///
-/// It runs on the engine's task (or, for local delivery without history, on the publisher's),
-/// with the room's delivery order held, so it must not block: hand the message to the members'
-/// queues and return.
+/// It runs on the engine's task (or, for local delivery by [`Bus::publish`] without history, on
+/// the publisher's), and must not block: hand the message to the members' queues and return.
+/// Without history no lock of the bus is held while it runs. With history the room's delivery
+/// is held (so that [`Subscription::join_at`] sees no message half delivered): the handler must
+/// not publish to the bus or drop subscriptions of that room from inside.
 pub type Handler = dyn Fn(&str, Delivery) + Send + Sync;
 
 /// Counters of one node's bus (see [`Bus::stats`]).
@@ -127,6 +129,10 @@ pub(crate) struct Shared {
 /// One room this node has local members in.
 pub(crate) struct Room {
     pub(crate) name: Arc<str>,
+    /// Live [`Subscription`]s. Counted outside `state`, so that subscribing and unsubscribing
+    /// never wait for a delivery in progress (a room fan-out may call them with its own lock
+    /// held, the lock a delivery takes).
+    members: AtomicUsize,
     state: Mutex<RoomState>,
     /// Raised when a history room's position becomes known.
     ready: Notify,
@@ -140,8 +146,6 @@ impl Room {
 }
 
 struct RoomState {
-    /// Live [`Subscription`]s.
-    members: usize,
     /// This node's publisher stream for the room, and its next sequence number.
     stream: u64,
     next_seq: u64,
@@ -300,14 +304,18 @@ impl Shared {
             state.position = Some(at.clone());
         }
         self.counters.delivered.fetch_add(1, Relaxed);
-        (self.handler)(
-            &room.name,
-            Delivery {
-                kind: message.kind,
-                payload: message.client,
-                position: message.position,
-            },
-        );
+        let delivery = Delivery {
+            kind: message.kind,
+            payload: message.client,
+            position: message.position,
+        };
+        if !history {
+            // Messages of a room are received one after another (one engine task per room at
+            // most), so the order holds without the lock; and the handler may then call into
+            // a fan-out that calls this bus back with its own lock held.
+            drop(state);
+        }
+        (self.handler)(&room.name, delivery);
         Received::Done
     }
 
@@ -439,8 +447,8 @@ impl Bus {
                 let name: Arc<str> = Arc::from(room);
                 let r = Arc::new(Room {
                     name: name.clone(),
+                    members: AtomicUsize::new(0),
                     state: Mutex::new(RoomState {
-                        members: 0,
                         stream: shared.next_stream(),
                         next_seq: 1,
                         seen: HashMap::new(),
@@ -454,7 +462,7 @@ impl Bus {
                 r
             }
         };
-        lock(&room.state).members += 1;
+        room.members.fetch_add(1, Relaxed);
         drop(rooms);
         Subscription {
             shared: Arc::downgrade(shared),
@@ -710,9 +718,9 @@ impl Drop for Subscription {
             return;
         };
         let mut rooms = lock(&shared.rooms);
-        let mut state = lock(&self.room.state);
-        state.members -= 1;
-        if state.members == 0 {
+        // Under the map's lock: a concurrent `subscribe` of the room either came first (and
+        // the count is not zero) or finds it gone and makes a new one.
+        if self.room.members.fetch_sub(1, Relaxed) == 1 {
             rooms.remove(&self.room.name);
             shared.changed.notify_one();
         }

@@ -13,7 +13,10 @@
 //!   at least one local member does
 //! ```
 //!
-//! The bus knows nothing of WebSockets: the `handler` given to [`Bus::connect`] receives every
+//! With feature `hub`, [`hub_with_bus`] makes a `gangway::hub::Hub` whose rooms span processes;
+//! `gangway serve --broadcast --redis URL` (or `--nats URL`) is that.
+//!
+//! The bus itself knows nothing of WebSockets: the `handler` given to [`Bus::connect`] receives every
 //! [`Delivery`] for a room (typically it hands the bytes to the room's local fan-out, which frames
 //! them once for all members), and the application calls [`Bus::publish`] for what its members
 //! send.
@@ -80,6 +83,8 @@
 mod bus;
 pub mod envelope;
 mod error;
+#[cfg(feature = "hub")]
+mod hub;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -94,6 +99,8 @@ use tokio::task::AbortHandle;
 pub use bus::{Bus, BusConfig, Delivery, Handler, Stats, Subscription};
 pub use envelope::{BadPosition, Control, Kind, Position};
 pub use error::{BusError, PublishError, RecoverError};
+#[cfg(feature = "hub")]
+pub use hub::hub_with_bus;
 pub use memory::MemoryEngine;
 
 /// Where the rooms meet.

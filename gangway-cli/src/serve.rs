@@ -126,6 +126,34 @@ pub(crate) struct ServeOpts {
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFullArg::Drop,
           requires = "broadcast")]
     broadcast_when_full: WhenFullArg,
+
+    /// With --broadcast: rooms span every `gangway serve --broadcast` connected to this Redis
+    /// server (pub/sub), e.g. redis://127.0.0.1:6379. At most once: a process disconnected
+    /// from Redis misses what others publish meanwhile (counted and logged).
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "URL", requires = "broadcast", conflicts_with = "nats")]
+    redis: Option<String>,
+
+    /// With --broadcast: rooms span every `gangway serve --broadcast` connected to this NATS
+    /// server (core pub/sub), e.g. nats://127.0.0.1:4222. At most once, as with --redis.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL", requires = "broadcast")]
+    nats: Option<String>,
+}
+
+impl ServeOpts {
+    /// The engine named by --redis or --nats, if any.
+    fn engine(&self) -> Option<gangway_bus::Engine> {
+        #[cfg(feature = "redis")]
+        if let Some(url) = &self.redis {
+            return Some(gangway_bus::Engine::Redis(url.clone()));
+        }
+        #[cfg(feature = "nats")]
+        if let Some(url) = &self.nats {
+            return Some(gangway_bus::Engine::Nats(url.clone()));
+        }
+        None
+    }
 }
 
 /// `--broadcast-when-full`.
@@ -247,7 +275,7 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.no_deflate {
         config.deflate = DeflateConfig::default();
     }
-    let hub = opts.broadcast.then(|| {
+    let hub_config = opts.broadcast.then(|| {
         let hub_config = HubConfig {
             max_queued_bytes: usize::try_from(opts.broadcast_queue_bytes).unwrap_or(usize::MAX),
             max_queued_messages: usize::try_from(opts.broadcast_queue_messages)
@@ -267,8 +295,28 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
             when_full = ?opts.broadcast_when_full,
             "broadcast: each connection joins the room named by its URL path"
         );
-        Hub::new(hub_config)
+        hub_config
     });
+    // Rooms across processes: the hub hands what its members publish to the bus, and the bus
+    // delivers what other processes publish to the hub's members here.
+    let mut bus = None;
+    let hub = match (hub_config, opts.engine()) {
+        (Some(hub_config), Some(engine)) => {
+            let bus_config = gangway_bus::BusConfig {
+                max_message_size: config.max_message_size,
+                ..gangway_bus::BusConfig::default()
+            };
+            let shown = format!("{engine:?}");
+            let (hub, connected) = gangway_bus::hub_with_bus(engine, bus_config, hub_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", causes(&e)))
+                .with_context(|| format!("cannot join the rooms of other processes ({shown})"))?;
+            info!(engine = %shown, "broadcast: rooms span the processes on this engine");
+            bus = Some(connected);
+            Some(hub)
+        }
+        (hub_config, _) => hub_config.map(Hub::new),
+    };
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
@@ -324,6 +372,18 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
 
     drop(listener);
     info!(signal, open = server.shutdown.open(), "shutting down");
+    if let Some(bus) = &bus {
+        let s = bus.stats();
+        info!(
+            published = s.published,
+            delivered = s.delivered,
+            lost = s.lost,
+            gaps = s.gaps,
+            refused_too_large = s.refused_too_large,
+            dropped_queue_full = s.dropped_queue_full,
+            "bus counters"
+        );
+    }
     server.shutdown.trigger();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, server.shutdown.all_closed()).await;
     if drained.is_err() {
