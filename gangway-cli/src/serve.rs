@@ -24,8 +24,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
-use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::hub::{Hub, HubConfig, Member, WhenFull};
+use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
     WebSocket,
@@ -131,7 +131,12 @@ pub(crate) struct ServeOpts {
     /// server (pub/sub), e.g. redis://127.0.0.1:6379. At most once: a process disconnected
     /// from Redis misses what others publish meanwhile (counted and logged).
     #[cfg(feature = "redis")]
-    #[arg(long, value_name = "URL", requires = "broadcast", conflicts_with = "nats")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "broadcast",
+        conflicts_with = "nats"
+    )]
     redis: Option<String>,
 
     /// With --broadcast: rooms span every `gangway serve --broadcast` connected to this NATS

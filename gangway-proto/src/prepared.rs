@@ -494,14 +494,19 @@ mod tests {
         for wire in [compressed, shared, again] {
             client.receive_data(&wire).unwrap();
         }
-        assert_eq!(events(&mut client), vec![Event::Text(text.as_str().into()); 3]);
+        assert_eq!(
+            events(&mut client),
+            vec![Event::Text(text.as_str().into()); 3]
+        );
     }
 
     #[test]
     fn nothing_is_queued_after_our_close_or_inside_a_fragmented_message() {
         let (p, _) = batch_of(&["x"]);
         let mut server = Connection::new(Role::Server, Config::default());
-        server.send_fragment(DataKind::Text, b"part", false).unwrap();
+        server
+            .send_fragment(DataKind::Text, b"part", false)
+            .unwrap();
         assert_eq!(server.send_prepared(&p), Err(ApiMisuse::FragmentOrder));
         server.send_fragment(DataKind::Text, b"end", true).unwrap();
         server.send_close(CloseCode::NORMAL, "").unwrap();
@@ -526,6 +531,9 @@ mod tests {
             end: spans[0].end,
         };
         let pieces = p.without(&[bogus, other[1], spans[1]]);
-        assert_eq!(pieces.iter().map(texts).collect::<Vec<_>>(), [vec!["first"]]);
+        assert_eq!(
+            pieces.iter().map(texts).collect::<Vec<_>>(),
+            [vec!["first"]]
+        );
     }
 }

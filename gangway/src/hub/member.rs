@@ -237,17 +237,19 @@ impl MemberState {
         let mut messages = 0;
         for sub in &mut self.subs {
             let own = &mut sub.own;
-            let took = sub
-                .room
-                .take(&mut sub.cursor, true, waker, &mut sub.generation, |seq, frames| {
-                    match queue(conn, seq, frames, own) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            refused = Some(e);
-                            false
-                        }
+            let took = sub.room.take(
+                &mut sub.cursor,
+                true,
+                waker,
+                &mut sub.generation,
+                |seq, frames| match queue(conn, seq, frames, own) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
                     }
-                });
+                },
+            );
             queued |= took.messages > 0;
             messages += took.messages;
             lost += took.lost;
@@ -326,7 +328,10 @@ impl MemberState {
     fn count_dropped(&mut self, dropped: u64) {
         if dropped > 0 {
             self.dropped += dropped;
-            self.hub.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.hub
+                .shared
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
     }
 }

@@ -283,8 +283,12 @@ impl Room {
     pub(super) fn queued(&self) -> (usize, usize) {
         let log = self.log();
         let bytes = log.entries.iter().map(|e| e.frames.len()).sum::<usize>() + log.open.len();
-        let messages =
-            log.entries.iter().map(|e| e.frames.messages()).sum::<usize>() + log.open.messages();
+        let messages = log
+            .entries
+            .iter()
+            .map(|e| e.frames.messages())
+            .sum::<usize>()
+            + log.open.messages();
         (bytes, messages)
     }
 }

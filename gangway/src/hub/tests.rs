@@ -238,7 +238,10 @@ async fn only_data_messages_within_the_limit_are_published() {
     );
     assert_eq!(
         hub.publish("r", &Message::binary(vec![0; 991])),
-        Err(PublishError::TooLarge { len: 1001, max: 1000 })
+        Err(PublishError::TooLarge {
+            len: 1001,
+            max: 1000
+        })
     );
     assert_eq!(hub.publish("r", &Message::binary(vec![0; 990])), Ok(1));
     assert_eq!(hub.stats().published, 1);
@@ -324,7 +327,11 @@ async fn a_member_that_stops_reading_loses_its_oldest_messages_and_the_others_no
     }
     assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
     assert_eq!(got.last(), Some(&1999), "the latest message arrives");
-    assert_eq!(got.len() as u64 + dropped, 2000, "each message received or dropped");
+    assert_eq!(
+        got.len() as u64 + dropped,
+        2000,
+        "each message received or dropped"
+    );
     stalled.abort();
     reader.abort();
 }
@@ -356,7 +363,11 @@ async fn a_member_that_stops_reading_is_closed_with_the_policy_code() {
         }
     }
     assert!(messages > 0);
-    let close = stalled_client.close_frame().cloned().flatten().expect("a close frame");
+    let close = stalled_client
+        .close_frame()
+        .cloned()
+        .flatten()
+        .expect("a close frame");
     assert_eq!(close.code, CloseCode::TRY_AGAIN_LATER);
     let (_, ended) = stalled.await.unwrap();
     assert!(ended.is_none(), "{ended:?}");
