@@ -133,7 +133,8 @@ fn main() {
         ..BusConfig::default()
     };
     let (redis_url, nats_url) = (redis.url(), nats.url());
-    let runs: Vec<(&str, Box<dyn Fn() -> Engine>, &BusConfig)> = vec![
+    type Run<'a> = (&'a str, Box<dyn Fn() -> Engine + 'a>, &'a BusConfig);
+    let runs: Vec<Run> = vec![
         (
             "in-process (no hop)",
             Box::new(|| Engine::Memory(memory.clone())),

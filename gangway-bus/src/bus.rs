@@ -140,6 +140,7 @@ pub(crate) struct Room {
 
 impl Room {
     /// History on: the position delivered up to, once known.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn position(&self) -> Option<Position> {
         lock(&self.state).position.clone()
     }
@@ -162,6 +163,7 @@ struct RoomState {
 const SEEN_STREAMS: usize = 1024;
 
 /// What a node does with an engine message (see [`Shared::receive`]).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Received {
     /// Delivered, or dropped (duplicate, unknown room, not ours).
     Done,
@@ -321,6 +323,7 @@ impl Shared {
 
     /// History on: offsets `from..to` are gone from the history; the next message is delivered
     /// after them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn skip_lost(&self, room: &str, epoch: &str, from: u64, to: u64) {
         let Some(room) = self.room(room) else { return };
         let mut state = lock(&room.state);
@@ -339,6 +342,7 @@ impl Shared {
     }
 
     /// Count an engine connection lost, with its log line.
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) fn gap(&self, engine: &str, error: &dyn fmt::Display) {
         self.counters.gaps.fetch_add(1, Relaxed);
         if self.history() {

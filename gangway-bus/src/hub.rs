@@ -26,8 +26,9 @@ use gangway::{Message, Utf8Bytes};
 use crate::bus::lock;
 use crate::{Bus, BusConfig, BusError, Delivery, Engine, Kind, Subscription};
 
-/// Connect a bus to `engine` and make a hub that publishes through it (see the
-/// [module docs](self)).
+/// Connect a bus to `engine` and make a hub that publishes through it: the hub frames and
+/// delivers to this process's members; the bus carries what they publish to the other nodes
+/// and delivers theirs with `Hub::publish_local`.
 ///
 /// Without history only: with history every message must come back from the engine with its
 /// position before any member gets it, which is not how a hub's `publish` delivers.

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use crate::bus::{lock, Outgoing, Shared};
 use crate::Started;
 
-/// An in-process engine (see the [module docs](self)). Clones are the same engine.
+/// An in-process engine: several buses on one `MemoryEngine` behave as nodes on one Redis or
+/// NATS, without history. Clones are the same engine.
 #[derive(Clone, Default)]
 pub struct MemoryEngine {
     inner: Arc<Mutex<Inner>>,
