@@ -249,7 +249,6 @@ async fn restart_run(
 /// Without history: A's members get everything (local delivery does not stop), B misses what
 /// was published while it was disconnected, and counts exactly that.
 async fn plain_restart(mut server: Server, engine: impl Fn() -> Engine, name: &str) {
-    const TOTAL: u64 = 400;
     let (a, b) = restart_run(&mut server, engine, BusConfig::default(), TOTAL).await;
     let a_got = check_order(&by_room(&a.log)["/r"]);
     assert_eq!(
@@ -290,19 +289,28 @@ async fn nats_restart_counts_what_was_lost() {
     plain_restart(server, || Engine::Nats(url.clone()), "nats").await;
 }
 
+/// Messages published by A in the restart runs.
+const TOTAL: u64 = 400;
+
+/// A restart run on Redis with history, the server's files kept or not.
 #[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_with_history_loses_nothing() {
-    // The history survives the restart (append-only file, fsync per write), so every node
-    // fills its gap from it.
-    let mut server = Server::start(support::Kind::Redis { persistent: true });
+async fn history_restart(persistent: bool) -> (Server, Node, Node) {
+    let mut server = Server::start(support::Kind::Redis { persistent });
     let url = server.url();
     let config = BusConfig {
         history: NonZeroUsize::new(10_000),
         ..BusConfig::default()
     };
-    const TOTAL: u64 = 400;
     let (a, b) = restart_run(&mut server, || Engine::Redis(url.clone()), config, TOTAL).await;
+    (server, a, b)
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_history_loses_nothing() {
+    // The history survives the restart (append-only file, fsync per write), so every node
+    // fills its gap from it.
+    let (_server, a, b) = history_restart(true).await;
     for (name, n) in [("A", &a), ("B", &b)] {
         let got = check_order(&by_room(&n.log)["/r"]);
         let s = n.bus.stats();
@@ -323,14 +331,7 @@ async fn redis_restart_with_history_loses_nothing() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_without_persistence_starts_a_new_epoch() {
-    let mut server = Server::start(support::Kind::Redis { persistent: false });
-    let url = server.url();
-    let config = BusConfig {
-        history: NonZeroUsize::new(10_000),
-        ..BusConfig::default()
-    };
-    const TOTAL: u64 = 400;
-    let (a, b) = restart_run(&mut server, || Engine::Redis(url.clone()), config, TOTAL).await;
+    let (_server, a, b) = history_restart(false).await;
     for (name, n) in [("A", &a), ("B", &b)] {
         let log = n.log.lock().unwrap().clone();
         let bodies: Vec<String> = log.iter().map(|(_, p)| body(p)).collect();
