@@ -345,19 +345,7 @@ def run_load(args, server, scenario, log):
         out, err = out_file.read(), err_file.read()
         out_file.close()
         err_file.close()
-        if proc.poll() is not None:
-            raise Failure(f"server exited with {proc.returncode}{log_tail(log)}")
-        if load.returncode != 0:
-            raise Failure(f"load exited with {load.returncode}: "
-                          f"{err.decode(errors='replace').strip()[-500:]}")
-        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
-        if not lines:
-            raise Failure(f"no JSON line from the load: {out.decode(errors='replace')[-300:]}")
-        result = json.loads(lines[-1])
-        if result.get("errors"):
-            raise Failure(f"the load reported {result['errors']} error(s)")
-        if not result.get("count"):
-            raise Failure("the load completed no message")
+        result = load_result(proc, log, load, out, err)
         d = result["duration_s"]
         first = [x for x in samples if x[0] >= exited - 0.8 * d]
         last = [x for x in samples if x[0] <= exited - 0.2 * d]
@@ -370,6 +358,39 @@ def run_load(args, server, scenario, log):
         return result
     finally:
         stop(proc)
+
+
+def interleaved(rounds, servers, rng):
+    """(round, servers in the order to run them) for each round: round 1 in the listed order,
+    then shuffled, so no server always runs right after the same one (thermal state, page cache,
+    other load on the machine)."""
+    for rnd in range(rounds):
+        order = list(servers)
+        if rnd:
+            rng.shuffle(order)
+        print(f"round {rnd + 1}/{rounds}: {', '.join(s.name for s in order)}",
+              file=sys.stderr, flush=True)
+        yield rnd, order
+
+
+def load_result(proc, log, load, out, err):
+    """The JSON line of a finished load (`out`, `err`: its stdout and stderr as bytes), checked:
+    the server still runs, the load exited 0, counted something and no error."""
+    if proc.poll() is not None:
+        raise Failure(f"server exited with {proc.returncode}{log_tail(log)}")
+    if load.returncode != 0:
+        raise Failure(f"load exited with {load.returncode}: "
+                      f"{err.decode(errors='replace').strip()[-500:]} "
+                      f"{out.decode(errors='replace').strip()[-300:]}")
+    lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
+    if not lines:
+        raise Failure(f"no JSON line from the load: {out.decode(errors='replace')[-300:]}")
+    result = json.loads(lines[-1])
+    if result.get("errors"):
+        raise Failure(f"the load reported {result['errors']} error(s)")
+    if not result.get("count"):
+        raise Failure("the load completed nothing")
+    return result
 
 
 def load_idle_conns():
@@ -667,14 +688,7 @@ def main():
     log = tempfile.TemporaryFile()  # the current server's stderr, quoted when it fails
     rng = random.Random(6)
     try:
-        for rnd in range(args.rounds):
-            # Round 1 in the listed order, then shuffled, so no server always runs right after
-            # the same one (thermal state, page cache, other load on the machine).
-            order = list(all_servers)
-            if rnd:
-                rng.shuffle(order)
-            print(f"round {rnd + 1}/{args.rounds}: {', '.join(s.name for s in order)}",
-                  file=sys.stderr, flush=True)
+        for rnd, order in interleaved(args.rounds, all_servers, rng):
             for name, scenario in plan:
                 for server in order:
                     if not (server.handshakes if scenario["mode"] == "handshakes"
@@ -717,8 +731,14 @@ def main():
                      f"then after one {size(MEMORY_MESSAGE)} message each")
         print(f"\n{mem_title}\n{text}")
         md += [f"**{mem_title}**", "", markdown, ""]
-    if args.markdown:
-        with open(args.markdown, "w") as f:
+    return finish(args.markdown, md, failures)
+
+
+def finish(markdown, md, failures):
+    """Write the Markdown lines `md` to the file `markdown` (if any), list the failed runs; the
+    exit status: 1 if any run failed."""
+    if markdown:
+        with open(markdown, "w") as f:
             f.write("\n".join(md))
     if failures:
         print(f"\n{len(failures)} run(s) failed:", *failures, sep="\n  ", file=sys.stderr)
@@ -726,9 +746,11 @@ def main():
     return 0
 
 
-if __name__ == "__main__":
+def run_script(main_fn, name):
+    """Run `main_fn` and exit with its status; on Ctrl-C, SIGTERM or a failure, stop every process
+    started first (also for scripts that import this one)."""
     try:
-        sys.exit(main())
+        sys.exit(main_fn())
     except (KeyboardInterrupt, Interrupted):
         for p in list(RUNNING):
             stop(p)
@@ -737,5 +759,9 @@ if __name__ == "__main__":
     except (Failure, subprocess.CalledProcessError, OSError) as e:
         for p in list(RUNNING):
             stop(p)
-        print(f"bench-compare: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_script(main, "bench-compare")

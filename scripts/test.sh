@@ -17,7 +17,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-TOTAL_STEPS=15
+TOTAL_STEPS=17
 steps_done=0
 current=""
 started_all=$SECONDS
@@ -129,11 +129,19 @@ echo "GANGWAY_BIN=$GANGWAY_BIN"
 step_ok
 
 # ---------------------------------------------------------------------------------------------
-step "10,000 idle connections: server RSS per connection (scripts/idle-conns.py)"
+step "10,000 idle connections, with and without permessage-deflate: server RSS per connection (scripts/idle-conns.py)"
 # Prints the figures; fails above 1.5 KiB per idle connection, also after one 64 KiB echo on each
 # connection (a guard against regressions: with serve's defaults, keepalive on, the figures are
 # about 1,070 and 1,150 bytes; bench/RESULTS.md).
 python3 scripts/idle-conns.py --no-build --connections 10000 --settle 2 --max-idle-bytes 1536 --max-after-echo-bytes 1536
+# The same with permessage-deflate, serve's default configuration: each connection echoes one
+# compressed 1 KiB JSON-like text message, then idles. Fails above 16 KiB per connection, with
+# the offer of Chromium, Python websockets and Node ws, then with Firefox's (about 5.3 KB and
+# 1.2 KB: the client's 4 KiB window is all a connection keeps; docs/deflate.md).
+for offer in "permessage-deflate; client_max_window_bits" "permessage-deflate"; do
+    python3 scripts/idle-conns.py --no-build --connections 10000 --settle 2 --message-size 1024 \
+        --deflate "$offer" --max-idle-bytes 1536 --max-after-echo-bytes 16384
+done
 step_ok
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +243,21 @@ step "side-by-side echo benchmark, quick: gangway vs tokio-tungstenite, fastwebs
 # Builds the peers of bench/peers (crates.io), installs uWebSockets.js from npm, pins the server
 # to CPU 0 and the load (gangway bench) to CPU 1.
 python3 scripts/bench-compare.py --quick --with-uws
+step_ok
+
+step "WebSocket over HTTP/2, quick: 100 WebSockets on one HTTP/2 connection vs 100 TCP connections"
+# Server and load CPU per message and server memory per WebSocket, side by side (the full run for
+# bench/RESULTS.md is three rounds of three seconds: scripts/bench-http2.py without options).
+python3 scripts/bench-http2.py --bin "$GANGWAY_BIN" --rounds 1 --duration 1 --warmup 0.5
+step_ok
+
+step "broadcast, quick: gangway serve --broadcast vs tokio-tungstenite + broadcast, uWebSockets.js pub/sub; memory of one publish"
+# The same pinning as above; 100 and 1,000 members in one room (scripts/bench-broadcast.py
+# without --quick runs 5,000 too, the fairness and the memory scenarios). Then the memory one
+# message published to 10,000 members adds, counted allocation by allocation; the example exits
+# 1 if the publish kept more than one copy of the frame, or members that wrote it kept anything.
+python3 scripts/bench-broadcast.py --quick --with-uws
+cargo run --release -p gangway --example broadcast_memory
 step_ok
 
 trap - ERR

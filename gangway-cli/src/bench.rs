@@ -17,8 +17,11 @@
 //! close frame and waits for the server's close frame and end of stream, again and again.
 //!
 //! Only what completes inside the measured time (after `--warmup`, for `--duration`) is counted.
-//! The run always uses plain `ws://` over TCP: a TLS layer would measure the TLS library.
+//! The run always uses plain `ws://`: a TLS layer would measure the TLS library. With `--http2`
+//! every WebSocket is a stream of one cleartext HTTP/2 connection (RFC 8441) instead of a TCP
+//! connection of its own.
 
+mod broadcast;
 mod histogram;
 
 use std::collections::VecDeque;
@@ -34,6 +37,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use gangway::http2::Http2Connection;
 use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::handshake::client::{ClientHandshake, ClientOptions};
@@ -79,16 +83,29 @@ Handshake mode (--handshakes):
   server's close frame and waits for the end of the stream, again and again. A cycle's latency
   is its whole duration.
 
+Broadcast mode (--broadcast):
+  The --connections connections are in one room of a broadcast server (the URL's path); each
+  sends one binary message per round (--payload bytes, at least 16: sender, round and send time
+  are stamped at its start) and waits for --connections messages (everyone's, its own included)
+  before the next. A delivery is a message received by a connection; its latency runs from the
+  message's send to its arrival. Each connection checks that every sender's messages arrive once
+  and in order; at the end sending stops and each must receive every message sent: what is
+  missing once nothing arrived for 5 s is an error, what still arrives after --drain-timeout is
+  reported as undelivered. --stalled adds connections that join and never read nor send.
+
 Only what completes after --warmup and within --duration is counted. A progress line is shown
-on stderr when it is a terminal.
+on stderr when it is a terminal. With --server-pid, the server's CPU time over the measured time
+is read from /proc and reported per message (per cycle, per delivery).
 
 Output:
   A summary on stdout: messages (or handshakes), per second, MiB/s (payload bytes echoed per
   second, one direction), p50/p99/p99.9/max latency in microseconds, errors. With --json, one
   line instead:
-  {\"mode\":\"echo\"|\"handshakes\",\"url\":...,\"connections\":N,\"payload\":B,\"window\":W,
-   \"text\":BOOL,\"duration_s\":F,\"count\":N,\"per_s\":F,\"mib_per_s\":F,\"p50_us\":F,
-   \"p99_us\":F,\"p999_us\":F,\"max_us\":F,\"errors\":N}
+  {\"mode\":\"echo\"|\"handshakes\"|\"broadcast\",\"url\":...,\"connections\":N,\"payload\":B,
+   \"window\":W,\"text\":BOOL,\"duration_s\":F,\"count\":N,\"per_s\":F,\"mib_per_s\":F,
+   \"p50_us\":F,\"p99_us\":F,\"p999_us\":F,\"max_us\":F,\"errors\":N}
+  with --server-pid, \"server_cpu_us_per\":F,\"server_cpu_share\":F before the brace; with
+  --broadcast, \"stalled\":N,\"rounds\":N,\"lost\":N,\"undelivered\":N.
 
 Errors counted: an echo with another opcode or length; bytes that are not server frames; a
 connection lost or closed by the server during the run; a failed handshake cycle; a close
@@ -167,6 +184,42 @@ pub(crate) struct BenchOpts {
     /// close frame comes back as sent. Accept that instead of counting it as an error.
     #[arg(long, conflicts_with = "handshakes")]
     raw_echo: bool,
+
+    /// Send nothing: open the connections, keep them open and idle for --warmup and --duration,
+    /// then close them (what idle WebSockets cost a server; no message is counted).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    idle: bool,
+
+    /// Open every connection's WebSocket as a stream of one HTTP/2 connection (prior knowledge,
+    /// RFC 8441) instead of a TCP connection each: --connections WebSockets share it.
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo"])]
+    http2: bool,
+
+    /// Measure a broadcast server (`gangway serve --broadcast`, or any server that sends each
+    /// message to every connection on the same path): every connection sends one binary
+    /// message per round and waits for --connections messages (everyone's, its own included)
+    /// before the next. Reports deliveries per second and the latency from send to delivery;
+    /// needs --payload of at least 16 bytes (the sender, round and send time are stamped in).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo", "text", "idle", "http2"])]
+    broadcast: bool,
+
+    /// With --broadcast: this many more connections that join the room and never read nor
+    /// send (the server's policy for slow members applies to them; the others' figures show
+    /// whether they are held up).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "broadcast",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    stalled: u32,
+
+    /// With --broadcast: how long after the run the messages still on their way may take to
+    /// arrive (a slow server's; what arrives later is reported as undelivered).
+    #[arg(long, value_name = "SECS", default_value = "60", requires = "broadcast",
+          value_parser = parse_positive_seconds)]
+    drain_timeout: Duration,
+
+    /// Also report the CPU time of this process (the server, on this machine) per message
+    /// measured, read from /proc at the start and the end of the measured time (Linux).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 
     /// Threads generating the load: 1 runs everything on one thread (pin it with taskset);
     /// more uses a multi-threaded runtime with that many workers.
@@ -283,6 +336,21 @@ impl Shared {
         }
     }
 
+    /// The shared state of a run whose connections are open (`failed` could not open): measuring
+    /// starts after the warmup, the server's CPU time is read then (`--server-pid`).
+    fn begin(opts: &BenchOpts, shards: usize, failed: u64, cpu: &Arc<CpuWindow>) -> Arc<Shared> {
+        let shared = Arc::new(Shared::new(
+            Instant::now() + opts.warmup,
+            opts.duration,
+            shards,
+        ));
+        for _ in 0..failed {
+            Errors::add(&shared.errors.connection);
+        }
+        cpu.spawn(opts, &shared);
+        shared
+    }
+
     fn shard(&self, i: usize) -> &Mutex<Histogram> {
         &self.shards[i % self.shards.len()]
     }
@@ -310,6 +378,22 @@ impl Shared {
 
 /// The whole run: connect, load, report.
 async fn bench(opts: BenchOpts) -> ExitCode {
+    if opts.broadcast && opts.payload < broadcast::STAMP as u64 {
+        eprintln!(
+            "gangway: --broadcast needs --payload of at least {} bytes (the stamp of each message)",
+            broadcast::STAMP
+        );
+        return ExitCode::from(code::USAGE);
+    }
+    if opts.broadcast && opts.window != 1 {
+        eprintln!("gangway: --broadcast sends one message per round: --window must be 1");
+        return ExitCode::from(code::USAGE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    if opts.server_pid.is_some() {
+        eprintln!("gangway: --server-pid reads /proc: Linux only");
+        return ExitCode::from(code::USAGE);
+    }
     let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
     let frame_len = payload.saturating_add(MAX_HEADER_LEN);
     if !opts.handshakes && frame_len.saturating_mul(opts.window as usize) > MAX_BLOCK {
@@ -339,18 +423,35 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report(),
     };
     let shards = opts.threads as usize;
+    let cpu = Arc::new(CpuWindow::default());
+    let mut room = None;
     let shared = if opts.handshakes {
-        match handshakes(&opts, addr, shards).await {
+        match handshakes(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
             Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
         }
+    } else if opts.broadcast {
+        match broadcast::run(&opts, addr, shards, &cpu).await {
+            Ok((shared, r)) => {
+                room = Some(r);
+                shared
+            }
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+        }
     } else {
-        match echo(&opts, addr, shards).await {
+        match echo(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
             Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
         }
     };
-    let report = Report::new(&opts, &shared);
+    let mut report = Report::new(&opts, &shared);
+    report.server_cpu_ns = cpu.measured();
+    if let Some(room) = &room {
+        report.lost = room.lost.load(Ordering::Relaxed);
+        report.errors += report.lost;
+        report.rounds = room.rounds.load(Ordering::Relaxed);
+        report.undelivered = room.undelivered.load(Ordering::Relaxed);
+    }
     let mut stdout = io::stdout().lock();
     let text = if opts.json {
         report.json(&opts)
@@ -372,6 +473,61 @@ async fn bench(opts: BenchOpts) -> ExitCode {
     }
 }
 
+/// The server's CPU time over the measured time, read from /proc (`--server-pid`).
+#[derive(Debug, Default)]
+struct CpuWindow {
+    /// At the start of the measured time, then at its end (nanoseconds; 0: not read).
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+impl CpuWindow {
+    /// Read the server's CPU time at the start and the end of the measured time (`--server-pid`).
+    fn spawn(self: &Arc<Self>, opts: &BenchOpts, shared: &Shared) {
+        let Some(pid) = opts.server_pid else { return };
+        let (start, end) = (shared.start, shared.end);
+        let cpu = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            cpu.start.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+            tokio::time::sleep_until(end.into()).await;
+            cpu.end.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+        });
+    }
+
+    /// The CPU time in the measured time, if it was read.
+    fn measured(&self) -> Option<u64> {
+        let (start, end) = (
+            self.start.load(Ordering::SeqCst),
+            self.end.load(Ordering::SeqCst),
+        );
+        (start > 0 && end >= start).then(|| end - start)
+    }
+}
+
+/// The CPU time of every thread of process `pid`, in nanoseconds: the first field of each
+/// thread's `schedstat` (precise), else `utime + stime` from `/proc/PID/stat` (clock ticks of
+/// 10 ms).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            // A thread that ended between the listing and the read counts nothing.
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+        }
+    }
+    if total > 0 {
+        return Some(total);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks * 10_000_000)
+}
+
 /// The figures of a finished run.
 #[derive(Debug)]
 struct Report {
@@ -384,6 +540,14 @@ struct Report {
     p999_us: f64,
     max_us: f64,
     errors: u64,
+    /// The server's CPU time over the measured time (`--server-pid`).
+    server_cpu_ns: Option<u64>,
+    /// Broadcast: messages missing (or extra) at the end, over all connections.
+    lost: u64,
+    /// Broadcast: rounds the first connection completed.
+    rounds: u64,
+    /// Broadcast: messages still on their way when the wait for them ended (a slow server).
+    undelivered: u64,
 }
 
 impl Report {
@@ -408,6 +572,31 @@ impl Report {
             p999_us: us(h.quantile(0.999)),
             max_us: us(h.max()),
             errors: shared.errors.total(),
+            server_cpu_ns: None,
+            lost: 0,
+            rounds: 0,
+            undelivered: 0,
+        }
+    }
+
+    /// The server's CPU time per message measured, in microseconds, and its share of one CPU.
+    fn server_cpu(&self) -> Option<(f64, f64)> {
+        let ns = self.server_cpu_ns? as f64;
+        let per = if self.count == 0 {
+            0.0
+        } else {
+            ns / 1000.0 / self.count as f64
+        };
+        Some((per, ns / 1e9 / self.duration_s))
+    }
+
+    fn mode(opts: &BenchOpts) -> &'static str {
+        if opts.handshakes {
+            "handshakes"
+        } else if opts.broadcast {
+            "broadcast"
+        } else {
+            "echo"
         }
     }
 
@@ -415,11 +604,26 @@ impl Report {
     fn json(&self, opts: &BenchOpts) -> String {
         let mut url = String::new();
         json_string(&mut url, &opts.url.to_string());
+        let cpu = match self.server_cpu() {
+            Some((per, share)) => {
+                format!(",\"server_cpu_us_per\":{per:.4},\"server_cpu_share\":{share:.3}")
+            }
+            None => String::new(),
+        };
+        let broadcast = if opts.broadcast {
+            format!(
+                ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{}",
+                opts.stalled, self.rounds, self.lost, self.undelivered
+            )
+        } else {
+            String::new()
+        };
         format!(
             "{{\"mode\":\"{}\",\"url\":{url},\"connections\":{},\"payload\":{},\"window\":{},\
              \"text\":{},\"duration_s\":{:.3},\"count\":{},\"per_s\":{:.1},\"mib_per_s\":{:.3},\
-             \"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{}}}\n",
-            if opts.handshakes { "handshakes" } else { "echo" },
+             \"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{}\
+             {cpu}{broadcast}}}\n",
+            Report::mode(opts),
             opts.connections,
             opts.payload,
             opts.window,
@@ -447,6 +651,20 @@ impl Report {
                 opts.connections,
                 runtime_name(opts.threads)
             )
+        } else if opts.broadcast {
+            writeln!(
+                out,
+                "broadcast   {}, {} members{}, {} B binary, {}",
+                opts.url,
+                opts.connections,
+                if opts.stalled > 0 {
+                    format!(" and {} that never read", opts.stalled)
+                } else {
+                    String::new()
+                },
+                opts.payload,
+                runtime_name(opts.threads)
+            )
         } else {
             writeln!(
                 out,
@@ -460,6 +678,8 @@ impl Report {
         };
         let what = if opts.handshakes {
             "handshakes"
+        } else if opts.broadcast {
+            "delivered"
         } else {
             "messages"
         };
@@ -483,13 +703,45 @@ impl Report {
             "latency     p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
             self.p50_us, self.p99_us, self.p999_us, self.max_us
         );
+        if let Some((per, share)) = self.server_cpu() {
+            let per_what = if opts.handshakes {
+                "cycle"
+            } else if opts.broadcast {
+                "delivered message"
+            } else {
+                "message"
+            };
+            let _ = writeln!(
+                out,
+                "server CPU  {per:.3} µs per {per_what} ({:.0} % of one CPU)",
+                share * 100.0
+            );
+        }
+        if opts.broadcast {
+            let _ = writeln!(out, "rounds      {} (the first connection's)", self.rounds);
+            if self.undelivered > 0 {
+                let _ = writeln!(
+                    out,
+                    "undelivered {} (still on their way {:.1} s after the run)",
+                    self.undelivered,
+                    opts.drain_timeout.as_secs_f64()
+                );
+            }
+        }
         let _ = write!(out, "errors      {}", self.errors);
         if self.errors > 0 {
+            let wrong = if opts.broadcast {
+                "wrong or out of order"
+            } else {
+                "wrong echo"
+            };
+            let lost = AtomicU64::new(self.lost);
             let parts = [
-                ("wrong echo", &errors.mismatch),
+                (wrong, &errors.mismatch),
                 ("protocol", &errors.protocol),
                 ("connection", &errors.connection),
                 ("close", &errors.close),
+                ("missing at the end", &lost),
             ];
             let mut sep = " (";
             for (name, n) in parts {
@@ -622,6 +874,50 @@ async fn open(
     }
 }
 
+/// A connection of the load at the end of its run (see [`close_connection`]).
+trait Closing {
+    /// The transport.
+    type Io: AsyncRead + AsyncWrite + Unpin;
+    /// The transport and the room left in the read buffer.
+    fn io_and_room(&mut self) -> (&mut Self::Io, &mut [u8]);
+    /// Account for `n` more bytes read into that room; true once the server's close frame was
+    /// among them.
+    fn feed(&mut self, n: usize) -> io::Result<bool>;
+    fn rng(&mut self) -> &mut OsRandom;
+    /// The server is a raw echo: our own close frame comes back, and it never closes.
+    fn echoes_close(&self) -> bool {
+        false
+    }
+}
+
+/// End a connection properly once the frame under way is written: send a close frame (1000),
+/// read until the server's close frame, then until the end of the stream.
+async fn close_connection(c: &mut impl Closing) -> io::Result<()> {
+    let frame = close_frame(c.rng());
+    c.io_and_room().0.write_all(&frame).await?;
+    let mut closed = false;
+    loop {
+        let (io, room) = c.io_and_room();
+        let n = io.read(room).await?;
+        if n == 0 {
+            return if closed {
+                Ok(())
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        if closed {
+            // Nothing may follow the close frame; it is dropped, not parsed.
+            continue;
+        }
+        closed = c.feed(n)?;
+        if closed && c.echoes_close() {
+            // A raw echo returned our own close frame and will not close: done.
+            return Ok(());
+        }
+    }
+}
+
 /// A close frame with status 1000, masked with a fresh key.
 fn close_frame(rng: &mut OsRandom) -> [u8; 8] {
     let mut key = [0u8; 4];
@@ -663,7 +959,12 @@ fn encode_frames(opts: &BenchOpts, rng: &mut OsRandom) -> Vec<u8> {
 }
 
 /// Echo mode: open every connection, then run them all for the warmup and the duration.
-async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<Shared>, Error> {
+async fn echo(
+    opts: &BenchOpts,
+    addr: SocketAddr,
+    shards: usize,
+    cpu: &Arc<CpuWindow>,
+) -> Result<Arc<Shared>, Error> {
     let mut rng = OsRandom::new();
     let block: Arc<[u8]> = encode_frames(opts, &mut rng).into();
     let frame_len = block.len() / opts.window as usize;
@@ -671,8 +972,33 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
     // large messages stay at 64 MiB of buffers.
     let rbuf_len = (frame_len * opts.window as usize).clamp(4 << 10, 64 << 10);
 
+    if opts.http2 {
+        // One HTTP/2 connection; each WebSocket is one of its streams.
+        let url = opts.url.to_string();
+        let builder = gangway::ClientBuilder::new(&url)?;
+        let conn = Http2Connection::connect(&builder).await?;
+        let mut opening = JoinSet::new();
+        for _ in 0..opts.connections {
+            let (conn, url) = (conn.clone(), url.clone());
+            opening.spawn(async move {
+                let (stream, _response) = conn.tunnel(&url).await?;
+                Ok::<_, Error>((stream, Vec::new(), OsRandom::new()))
+            });
+        }
+        return run_echo(opts, opening, block, frame_len, rbuf_len, shards, cpu).await;
+    }
+    let opening = open_tcp(opts, addr, opts.connections);
+    run_echo(opts, opening, block, frame_len, rbuf_len, shards, cpu).await
+}
+
+/// Start opening `count` TCP connections to the URL, each with its opening handshake.
+fn open_tcp(
+    opts: &BenchOpts,
+    addr: SocketAddr,
+    count: u32,
+) -> JoinSet<Result<Opened<TcpStream>, Error>> {
     let mut opening = JoinSet::new();
-    for _ in 0..opts.connections {
+    for _ in 0..count {
         let uri = opts.url.clone();
         opening.spawn(async move {
             let mut rng = OsRandom::new();
@@ -683,12 +1009,25 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
             Ok::<_, Error>((tcp, buf, rng))
         });
     }
-    let mut open_conns = Vec::with_capacity(opts.connections as usize);
+    opening
+}
+
+/// The connections that opened, and how many did not (reported on stderr). At least `needed`
+/// must open, else the first error is returned.
+async fn opened<T>(
+    mut opening: JoinSet<Result<Opened<T>, Error>>,
+    count: u32,
+    needed: usize,
+) -> Result<(Vec<Opened<T>>, u64), Error>
+where
+    T: Send + 'static,
+{
+    let mut opened = Vec::with_capacity(count as usize);
     let mut first_error = None;
     let mut failed = 0u64;
     while let Some(joined) = opening.join_next().await {
         match joined {
-            Ok(Ok(conn)) => open_conns.push(conn),
+            Ok(Ok(conn)) => opened.push(conn),
             Ok(Err(e)) => {
                 failed += 1;
                 first_error.get_or_insert(e);
@@ -699,25 +1038,37 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
             }
         }
     }
-    if open_conns.is_empty() {
+    if opened.len() < needed {
         return Err(first_error.unwrap_or(Error::Timeout));
     }
     if let Some(e) = &first_error {
         eprintln!(
-            "gangway: {failed} of {} connections failed ({}); running with the others",
-            opts.connections,
+            "gangway: {failed} of {count} connections failed ({}); running with the others",
             crate::causes(e)
         );
     }
+    Ok((opened, failed))
+}
 
-    let shared = Arc::new(Shared::new(
-        Instant::now() + opts.warmup,
-        opts.duration,
-        shards,
-    ));
-    for _ in 0..failed {
-        Errors::add(&shared.errors.connection);
-    }
+/// An opened connection: the transport, bytes the server sent behind its response head, and the
+/// connection's source of masks.
+type Opened<T> = (T, Vec<u8>, OsRandom);
+
+/// Echo mode once the connections are opening: run each as an [`EchoConn`] until the end.
+async fn run_echo<T>(
+    opts: &BenchOpts,
+    opening: JoinSet<Result<Opened<T>, Error>>,
+    block: Arc<[u8]>,
+    frame_len: usize,
+    rbuf_len: usize,
+    shards: usize,
+    cpu: &Arc<CpuWindow>,
+) -> Result<Arc<Shared>, Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (open_conns, failed) = opened(opening, opts.connections, 1).await?;
+    let shared = Shared::begin(opts, shards, failed, cpu);
     let progress = spawn_progress(&shared, "messages");
     let expect = if opts.text {
         OpCode::Text
@@ -730,12 +1081,12 @@ async fn echo(opts: &BenchOpts, addr: SocketAddr, shards: usize) -> Result<Arc<S
         let mut rbuf = vec![0u8; rbuf_len + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
         let conn = EchoConn {
-            tcp,
+            io: tcp,
             block: Arc::clone(&block),
             frame_len,
             window: opts.window as usize,
             credits: opts.window as usize,
-            sending: true,
+            sending: !opts.idle,
             wpos: 0,
             wend: 0,
             sent: VecDeque::with_capacity(opts.window as usize),
@@ -764,9 +1115,9 @@ enum Stop {
     Protocol,
 }
 
-/// One connection of echo mode.
-struct EchoConn {
-    tcp: TcpStream,
+/// One connection of echo mode, over a TCP connection or an HTTP/2 stream.
+struct EchoConn<T> {
+    io: T,
     /// `window` pre-encoded frames; a batch of k frames is the first k of them.
     block: Arc<[u8]>,
     frame_len: usize,
@@ -789,7 +1140,7 @@ struct EchoConn {
     rng: OsRandom,
 }
 
-impl EchoConn {
+impl<T: AsyncRead + AsyncWrite + Unpin> EchoConn<T> {
     async fn run(mut self, shared: Arc<Shared>) {
         // The whole loop is bounded by the end of the run, so a server that stops answering
         // cannot hold the benchmark; the state lives in `self`, so the close below still knows
@@ -849,7 +1200,7 @@ impl EchoConn {
                 }
                 self.credits = 0;
             }
-            match Pin::new(&mut self.tcp).poll_write(cx, &self.block[self.wpos..self.wend]) {
+            match Pin::new(&mut self.io).poll_write(cx, &self.block[self.wpos..self.wend]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => self.wpos += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -857,7 +1208,7 @@ impl EchoConn {
             }
         }
         let mut rb = ReadBuf::new(&mut self.rbuf[self.filled..]);
-        match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -913,39 +1264,39 @@ impl EchoConn {
         Ok(closed)
     }
 
-    /// End the connection properly: finish the frame being written, send a close frame (1000),
-    /// read until the server's close frame, then until the end of the stream.
+    /// End the connection properly: finish the frame being written, then close (see
+    /// [`close_connection`]).
     async fn close(&mut self, shared: &Shared) -> io::Result<()> {
         self.sending = false;
         if self.wpos < self.wend {
             let rest = &self.block[self.wpos..self.wend];
-            self.tcp.write_all(rest).await?;
+            self.io.write_all(rest).await?;
             self.wpos = self.wend;
         }
-        let frame = close_frame(&mut self.rng);
-        self.tcp.write_all(&frame).await?;
-        let mut closed = false;
-        loop {
-            let n = self.tcp.read(&mut self.rbuf[self.filled..]).await?;
-            if n == 0 {
-                return if closed {
-                    Ok(())
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            if closed {
-                // Nothing may follow the close frame; it is dropped, not parsed.
-                continue;
-            }
-            closed = self
-                .received(n, Instant::now(), shared, false)
-                .map_err(|_| io::Error::other("unexpected frame while closing"))?;
-            if closed && self.parser.allow_masked {
-                // A raw echo returned our own close frame and will not close: done.
-                return Ok(());
-            }
-        }
+        close_connection(&mut (self, shared)).await
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Closing for (&mut EchoConn<T>, &Shared) {
+    type Io = T;
+
+    fn io_and_room(&mut self) -> (&mut T, &mut [u8]) {
+        let conn = &mut *self.0;
+        (&mut conn.io, &mut conn.rbuf[conn.filled..])
+    }
+
+    fn feed(&mut self, n: usize) -> io::Result<bool> {
+        self.0
+            .received(n, Instant::now(), self.1, false)
+            .map_err(|_| io::Error::other("unexpected frame while closing"))
+    }
+
+    fn rng(&mut self) -> &mut OsRandom {
+        &mut self.0.rng
+    }
+
+    fn echoes_close(&self) -> bool {
+        self.0.parser.allow_masked
     }
 }
 
@@ -1067,6 +1418,7 @@ async fn handshakes(
     opts: &BenchOpts,
     addr: SocketAddr,
     shards: usize,
+    cpu: &Arc<CpuWindow>,
 ) -> Result<Arc<Shared>, Error> {
     let mut probe = Cycle::new();
     tokio::time::timeout(CONNECT_TIMEOUT, probe.run(addr, &opts.url))
@@ -1078,6 +1430,7 @@ async fn handshakes(
         opts.duration,
         shards,
     ));
+    cpu.spawn(opts, &shared);
     let progress = spawn_progress(&shared, "handshakes");
     let mut running = JoinSet::new();
     for i in 0..opts.connections as usize {
@@ -1251,6 +1604,12 @@ mod tests {
             handshakes: false,
             json: false,
             raw_echo: false,
+            idle: false,
+            http2: false,
+            broadcast: false,
+            stalled: 0,
+            drain_timeout: Duration::from_secs(60),
+            server_pid: None,
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());

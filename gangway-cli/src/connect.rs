@@ -29,12 +29,11 @@ use anyhow::{anyhow, Context as _};
 use clap::Args;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use gangway::http2::{ClientStream, Http2};
 use gangway::proto::OsRandom;
-use gangway::{
-    ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, MaybeTlsStream, Message, WebSocket,
-};
+use gangway::{ClientBuilder, CloseCode, CloseFrame, DeflateConfig, Error, Message, WebSocket};
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::{Backoff, STABLE_AFTER};
 use crate::escape::escape_into;
@@ -45,6 +44,16 @@ use crate::{causes, parse_seconds};
 /// How long the session keeps reading after it failed, so the close frame the core queued gets
 /// written and the peer's answer read.
 const AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long, by default, the session stays open after the end of stdin while messages keep
+/// arriving: a server may answer the last line after our close would have reached it, and a
+/// close that arrives first takes the answer's place (RFC 6455 §5.5.1; Python `websockets`
+/// drops it). One second is far more than a loopback or LAN server needs, and covers the
+/// round trip to a distant one.
+const DEFAULT_EOF_WAIT: Duration = Duration::from_secs(1);
+
+/// How long Ctrl-C waits for the server to answer our close (1001) before exiting anyway.
+const INTERRUPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Messages queued between stdin (or the echo) and the writer. Small, because a queued line may
 /// be 16 MiB; the reader of stdin waits when it is full.
@@ -144,6 +153,55 @@ pub(crate) struct ConnectOpts {
     /// whether the server accepted it: "gangway: permessage-deflate: on" (or "off").
     #[arg(long)]
     pub(crate) deflate: bool,
+
+    /// Open the WebSocket over HTTP/2 (RFC 8441): TLS with ALPN h2 for wss://, HTTP/2 with prior
+    /// knowledge (h2c) for ws://. Exit 16 when the server does not offer it (see
+    /// --http1-fallback).
+    #[arg(long)]
+    pub(crate) http2: bool,
+
+    /// With --http2: use HTTP/1.1 when the server does not offer WebSockets over HTTP/2.
+    #[arg(long, requires = "http2")]
+    pub(crate) http1_fallback: bool,
+
+    /// At the end of stdin, close only once the server has sent nothing for this many seconds,
+    /// so that answers to the last lines are printed (fractions allowed; 0: close at once;
+    /// default 1).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, conflicts_with = "no_close")]
+    pub(crate) eof_wait: Option<Duration>,
+
+    /// Do not close at the end of stdin: print what arrives until the server closes (or
+    /// --max-received, or Ctrl-C). As websocat's --no-close.
+    #[arg(long, short = 'n')]
+    pub(crate) no_close: bool,
+
+    /// Close (1000) once this many messages have been received (printed, or echoed with
+    /// --echo), and print no more; at the end of stdin, wait for them rather than for a quiet
+    /// server (unless --eof-wait is given too). As websocat's --max-messages-rev, also accepted.
+    #[arg(long, value_name = "N", alias = "max-messages-rev", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_received: Option<u64>,
+}
+
+impl ConnectOpts {
+    /// What the end of stdin does.
+    fn at_eof(&self) -> AtEof {
+        match (self.no_close, self.eof_wait, self.max_received) {
+            (true, _, _) | (false, None, Some(_)) => AtEof::KeepOpen,
+            (false, Some(wait), _) if wait.is_zero() => AtEof::Close,
+            (false, wait, _) => AtEof::CloseWhenQuiet(wait.unwrap_or(DEFAULT_EOF_WAIT)),
+        }
+    }
+}
+
+/// What the end of stdin does to the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AtEof {
+    /// Close at once (`--eof-wait 0`).
+    Close,
+    /// Close once nothing has arrived for this long (restarted by each message).
+    CloseWhenQuiet(Duration),
+    /// Nothing: the server, `--max-received` or Ctrl-C ends the session.
+    KeepOpen,
 }
 
 /// `Name: value` → (`Name`, `value`), the value's surrounding whitespace trimmed.
@@ -165,6 +223,8 @@ enum Outgoing {
     Message(Message),
     /// Send a message back (`--echo`); the sender is told once it is queued on the connection.
     Echo(Message, oneshot::Sender<()>),
+    /// Stdin ended: close as [`AtEof`] says.
+    EndOfInput,
     /// Start the close handshake (normal closure, 1000).
     Close,
 }
@@ -178,11 +238,17 @@ enum ReadEnd {
     Failed(Error),
     /// Printing failed (stdout closed); a close was sent.
     Stdout(std::io::Error),
+    /// Ctrl-C: the session is to be closed with 1001.
+    Interrupted,
 }
 
-type Ws = WebSocket<Traced<MaybeTlsStream>>;
+type Ws = WebSocket<Traced<ClientStream>>;
 
-/// Stdin's queue: lines as [`Outgoing::Message`], then [`Outgoing::Close`] at its end. `None`
+/// How long a session over HTTP/2 waits, once over, for its connection to write what it still
+/// holds and close (a stream that ended first lingers up to a second for the peer's end).
+const HTTP2_LINGER: Duration = Duration::from_secs(2);
+
+/// Stdin's queue: lines as [`Outgoing::Message`], then [`Outgoing::EndOfInput`] at its end. `None`
 /// with `--echo`, which does not read stdin.
 type Lines = Option<mpsc::Receiver<Outgoing>>;
 
@@ -191,6 +257,8 @@ type Lines = Option<mpsc::Receiver<Outgoing>>;
 enum SessionEnd {
     /// A clean close handshake; the peer's close frame (`None`: it had no status code).
     Closed(Option<CloseFrame>),
+    /// Ctrl-C; the close (1001) was sent.
+    Interrupted,
     /// Anything else.
     Failed(Failure),
 }
@@ -205,7 +273,12 @@ Framing:
   holds, escaped: \\ -> \\\\, LF -> \\n, CR -> \\r, TAB -> \\t, other bytes 0x00-0x1F and 0x7F ->
   \\xNN (lowercase hex), in binary messages bytes that are not UTF-8 -> \\xNN; all else verbatim.
   Unescaping a line gives back the message's bytes exactly. Pings and pongs are not printed.
-  At the end of stdin: close 1000, print what still arrives, exit 0 after the peer's close.
+  At the end of stdin: wait until the server has sent nothing for 1 s (--eof-wait; 0: close
+  at once), then close 1000, print what still arrives, exit 0 after the peer's close. A server
+  may answer the last line after our close would have reached it, and its answer would then be
+  lost. --max-received N closes once N messages arrived (and waits for them at the end of
+  stdin); --no-close (-n) leaves the closing to the server. Ctrl-C closes with 1001 (going
+  away) and exits 130.
 
 Reconnecting (--reconnect):
   A failed attempt or a lost connection (exit codes 6, 7, 28, 52, 56; 22 only for 408, 429 and
@@ -219,7 +292,7 @@ Reconnecting (--reconnect):
   (--max-retries), the exit code is the last failure's.
 
 Exit codes (curl's numbers where curl has the same failure):
-   0  clean close, whichever side started it, any close code
+   0  clean close, whichever side started it, with 1000, 1001, no code, or 3000-4999
    1  a stdin line is not UTF-8 in text mode; internal error
    2  usage: unknown or conflicting options, a header the handshake cannot send
    3  malformed URL (not ws:// or wss://, no host, a fragment)
@@ -234,10 +307,14 @@ Exit codes (curl's numbers where curl has the same failure):
   35  the TLS handshake failed (other than the server's certificate)
   52  the server closed the connection without answering the upgrade
   56  the connection was lost, or the peer broke the protocol (close code sent)
+  57  the peer closed with an error code: 1002-2999 (1002 protocol error, 1003 unsupported
+      data, 1007 invalid payload, 1008 policy, 1009 too big, 1011 internal error, 1012 restart,
+      1013 try again later, 1014 bad gateway, ...)
   58  --cert/--key cannot be used
   60  the server's certificate was refused (unknown CA, another host, expired)
   77  --cacert cannot be used
-  97  the proxy refused the tunnel (HTTP status such as 407, SOCKS5 refusal)";
+  97  the proxy refused the tunnel (HTTP status such as 407, SOCKS5 refusal)
+ 130  interrupted (Ctrl-C): close 1001 sent";
 
 /// Connect, run sessions (more than one with `--reconnect`), and end as the contract says.
 ///
@@ -249,20 +326,14 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(failure) => return Ok(failure.report()),
     };
-    // `ClientBuilder::new` checked that there is a host.
-    let host = builder.uri().host().unwrap_or_default().to_owned();
-    let secure = builder
-        .uri()
-        .scheme_str()
-        .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
-    let port = builder
-        .uri()
-        .port_u16()
-        .unwrap_or(if secure { 443 } else { 80 });
+    // Checked by `ClientBuilder::new`: the host as looked up, the port connected to.
+    let host = builder.url().host().to_owned();
+    let port = builder.url().port();
     let timeout = opts
         .connect_timeout
         .unwrap_or(gangway::DEFAULT_HANDSHAKE_TIMEOUT);
 
+    let interrupted = watch_interrupts();
     let stdin_error = Arc::new(Mutex::new(None));
     let mut lines: Lines = None;
     if !opts.echo {
@@ -282,14 +353,28 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         if opts.verbose {
             trace::info(&format!("connecting to {host}:{port}"));
         }
-        let attempt = builder
-            .connect_with(|stream| {
-                if opts.verbose {
-                    trace::describe(&stream, opts.insecure);
-                }
-                Traced::new(stream, opts.verbose)
-            })
-            .await;
+        let connecting = async {
+            if opts.http2 {
+                let mode = if opts.http1_fallback {
+                    Http2::Preferred
+                } else {
+                    Http2::Required
+                };
+                builder
+                    .clone()
+                    .http2(mode)
+                    .connect_with(|stream| traced(stream, &opts))
+                    .await
+            } else {
+                builder
+                    .connect_with(|stream| traced(ClientStream::Http1(stream), &opts))
+                    .await
+            }
+        };
+        let attempt = tokio::select! {
+            attempt = connecting => attempt,
+            () = wait_interrupted(interrupted.clone()) => return Ok(ExitCode::from(code::INTERRUPTED)),
+        };
         // What ended this attempt, when it is worth another: `None` for a restart announced
         // by the peer's close code.
         let retry_after: Option<Failure> = match attempt {
@@ -300,14 +385,26 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
                 }
                 Some(failure)
             }
-            Ok((ws, _response)) => {
+            Ok((ws, response)) => {
+                if opts.verbose && response.version() == http::Version::HTTP_2 {
+                    print_http2_response(&response);
+                }
                 if std::mem::take(&mut retrying) {
                     eprintln!("gangway: reconnected");
                 }
                 announce(&ws, &opts);
                 let opened = Instant::now();
+                // Over HTTP/2 the last frames (our close) may still be in the connection's
+                // buffer when the session ends: wait (bounded) for it to be written.
+                let http2_closed = match ws.get_ref().get_ref() {
+                    ClientStream::Http2(h2) => Some(h2.connection_closed()),
+                    _ => None,
+                };
                 let (rest, input_done, end) =
-                    session(ws, lines.take(), &opts, &stdin_error).await?;
+                    session(ws, lines.take(), &opts, &stdin_error, &interrupted).await?;
+                if let Some(closed) = http2_closed {
+                    let _ = tokio::time::timeout(HTTP2_LINGER, closed).await;
+                }
                 lines = rest;
                 if opened.elapsed() >= STABLE_AFTER {
                     backoff.reset();
@@ -315,12 +412,18 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
                 match end {
                     SessionEnd::Closed(frame) => {
                         report_peer_close(frame.as_ref());
-                        let restart = frame.is_some_and(|f| announces_restart(f.code));
+                        let code = frame.as_ref().map(|f| f.code);
+                        let restart = code.is_some_and(announces_restart);
                         if !(opts.reconnect && restart && !input_done) {
-                            return Ok(ExitCode::SUCCESS);
+                            return Ok(ExitCode::from(if code.is_some_and(is_error_close) {
+                                code::PEER_ERROR
+                            } else {
+                                code::OK
+                            }));
                         }
                         None
                     }
+                    SessionEnd::Interrupted => return Ok(ExitCode::from(code::INTERRUPTED)),
                     SessionEnd::Failed(failure) => {
                         if !(opts.reconnect && failure.transient && !input_done) {
                             return Ok(failure.report());
@@ -345,8 +448,40 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
             seconds(delay),
             backoff.retries()
         );
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = wait_interrupted(interrupted.clone()) => return Ok(ExitCode::from(code::INTERRUPTED)),
+        }
         retrying = true;
+    }
+}
+
+/// The transport as the session runs over it: `-v` describes it, and traces the HTTP/1.1 heads
+/// (an HTTP/2 handshake is in HTTP/2 frames, not in the stream: its answer is printed once
+/// connected, see [`print_http2_response`]).
+fn traced(stream: ClientStream, opts: &ConnectOpts) -> Traced<ClientStream> {
+    if opts.verbose {
+        match &stream {
+            ClientStream::Http1(tcp) => trace::describe(tcp, opts.insecure),
+            ClientStream::Http2(h2) => {
+                trace::info(&format!("websocket on http/2 stream {}", h2.stream_id()));
+            }
+            _ => {}
+        }
+    }
+    let heads = opts.verbose && !stream.is_http2();
+    Traced::new(stream, heads)
+}
+
+/// `-v`: the answer to the extended CONNECT, as `< ` lines (HTTP/2 has no status line: the
+/// `:status` pseudo-header comes first, RFC 9113 §8.3.2).
+fn print_http2_response(response: &http::Response<()>) {
+    eprintln!("< :status: {}", response.status().as_u16());
+    for (name, value) in response.headers() {
+        eprintln!(
+            "< {name}: {}",
+            escape_line(&String::from_utf8_lossy(value.as_bytes()))
+        );
     }
 }
 
@@ -398,21 +533,50 @@ async fn session(
     lines: Lines,
     opts: &ConnectOpts,
     stdin_error: &Mutex<Option<Failure>>,
+    interrupted: &watch::Receiver<bool>,
 ) -> anyhow::Result<(Lines, bool, SessionEnd)> {
     let (sink, stream) = ws.split();
     let (control, control_rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, control_rx, lines, stop_rx));
+    // Each message received, counted: the end of stdin waits for the server to go quiet.
+    let (received_tx, received) = watch::channel(0u64);
+    let writer = tokio::spawn(write_loop(
+        sink,
+        Queues {
+            control: control_rx,
+            lines,
+            stop: stop_rx,
+            received,
+        },
+        opts.at_eof(),
+    ));
 
-    let (stream, end) = read_loop(stream, control, opts.echo).await;
+    let reading = Reading {
+        tx: control,
+        echo: opts.echo,
+        max_received: opts.max_received,
+        received: received_tx,
+        interrupted: interrupted.clone(),
+    };
+    let (stream, end) = read_loop(stream, reading).await;
     // The writer may still be blocked on a send the peer will never read; it is not needed now.
     let _ = stop_tx.send(());
     let (sink, lines, input_done) = writer.await.context("writer task failed")?;
-    let ws = stream
+    let mut ws = stream
         .reunite(sink)
         .map_err(|_| anyhow!("the websocket halves do not belong together"))?;
 
     let end = match end {
+        ReadEnd::Interrupted => {
+            // Going away (RFC 6455 §7.4.1), so the server does not see a vanished peer; its
+            // answer is waited for briefly.
+            let _ = tokio::time::timeout(
+                INTERRUPT_TIMEOUT,
+                ws.close(CloseCode::GOING_AWAY, "interrupted"),
+            )
+            .await;
+            SessionEnd::Interrupted
+        }
         ReadEnd::Failed(e) => SessionEnd::Failed(Failure::session(&e)),
         ReadEnd::Stdout(e) => SessionEnd::Failed(Failure::new(
             code::WRITE,
@@ -514,17 +678,32 @@ fn escape_line(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What the reading side needs besides the stream.
+struct Reading {
+    /// The writer's queue (echoes, and the close of `--max-received` or a failed stdout).
+    tx: mpsc::Sender<Outgoing>,
+    echo: bool,
+    max_received: Option<u64>,
+    /// Counts the messages received, for the writer's quiet wait at the end of stdin.
+    received: watch::Sender<u64>,
+    interrupted: watch::Receiver<bool>,
+}
+
 /// Read messages until the stream ends; print them, or send them back with `--echo`.
 ///
 /// Output is buffered and flushed whenever no further message is ready at once, so a burst costs
 /// one write and a lone message is shown immediately.
-async fn read_loop(
-    mut stream: SplitStream<Ws>,
-    tx: mpsc::Sender<Outgoing>,
-    echo: bool,
-) -> (SplitStream<Ws>, ReadEnd) {
+async fn read_loop(mut stream: SplitStream<Ws>, reading: Reading) -> (SplitStream<Ws>, ReadEnd) {
+    let Reading {
+        tx,
+        echo,
+        max_received,
+        received,
+        interrupted,
+    } = reading;
     let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, tokio::io::stdout());
     let mut line = Vec::new();
+    let mut count = 0u64;
     let end = loop {
         let item = match stream.next().now_or_never() {
             Some(item) => item,
@@ -532,7 +711,11 @@ async fn read_loop(
                 if let Err(e) = out.flush().await {
                     break stdout_failed(&mut stream, &tx, e).await;
                 }
-                stream.next().await
+                // Cancel-safe: a message decoded meanwhile stays in the connection.
+                tokio::select! {
+                    item = stream.next() => item,
+                    () = wait_interrupted(interrupted.clone()) => break ReadEnd::Interrupted,
+                }
             }
         };
         let message = match item {
@@ -545,26 +728,23 @@ async fn read_loop(
             // Pings are answered by the core; neither pings nor pongs are printed.
             Some(Ok(_)) => continue,
         };
-        if echo {
-            // Wait until the echo is queued on the connection before reading on: the next read
-            // may hand out the peer's close (or fail the connection), after which nothing can be
-            // sent, and an echo of a message that came before it must not be lost.
-            let (queued_tx, queued_rx) = oneshot::channel();
-            if tx.send(Outgoing::Echo(message, queued_tx)).await.is_ok() {
-                // An error means the writer gave up on the message; the read side reports why.
-                let _ = queued_rx.await;
+        if max_received.is_some_and(|max| count >= max) {
+            // Past --max-received: our close is sent; what still arrives is not shown.
+            continue;
+        }
+        count += 1;
+        received.send_replace(count);
+        if max_received == Some(count) {
+            // After this message is printed (or echoed) the writer closes; the stream then
+            // ends with the peer's answer.
+            let handled = handle(message, echo, &tx, &mut out, &mut line).await;
+            let _ = tx.send(Outgoing::Close).await;
+            if let Err(e) = handled {
+                break stdout_failed(&mut stream, &tx, e).await;
             }
             continue;
         }
-        line.clear();
-        match &message {
-            Message::Text(t) => escape_into(t.as_bytes(), &mut line),
-            Message::Binary(b) => escape_into(b, &mut line),
-            // Only whole messages reach here: the connection does not deliver fragments.
-            Message::Ping(_) | Message::Pong(_) | Message::Fragment(_) => {}
-        }
-        line.push(b'\n');
-        if let Err(e) = out.write_all(&line).await {
+        if let Err(e) = handle(message, echo, &tx, &mut out, &mut line).await {
             break stdout_failed(&mut stream, &tx, e).await;
         }
     };
@@ -574,6 +754,36 @@ async fn read_loop(
         }
     }
     (stream, end)
+}
+
+/// Print `message` as one escaped line, or send it back with `--echo`.
+async fn handle(
+    message: Message,
+    echo: bool,
+    tx: &mpsc::Sender<Outgoing>,
+    out: &mut tokio::io::BufWriter<tokio::io::Stdout>,
+    line: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if echo {
+        // Wait until the echo is queued on the connection before reading on: the next read
+        // may hand out the peer's close (or fail the connection), after which nothing can be
+        // sent, and an echo of a message that came before it must not be lost.
+        let (queued_tx, queued_rx) = oneshot::channel();
+        if tx.send(Outgoing::Echo(message, queued_tx)).await.is_ok() {
+            // An error means the writer gave up on the message; the read side reports why.
+            let _ = queued_rx.await;
+        }
+        return Ok(());
+    }
+    line.clear();
+    match &message {
+        Message::Text(t) => escape_into(t.as_bytes(), line),
+        Message::Binary(b) => escape_into(b, line),
+        // Only whole messages reach here: the connection does not deliver fragments.
+        Message::Ping(_) | Message::Pong(_) | Message::Fragment(_) => {}
+    }
+    line.push(b'\n');
+    out.write_all(line).await
 }
 
 /// Stdout is gone: nobody can see the messages any more, so close the session politely.
@@ -599,20 +809,43 @@ async fn drain(stream: &mut SplitStream<Ws>) {
     .await;
 }
 
+/// The writer's queues.
+struct Queues {
+    /// The reader's requests.
+    control: mpsc::Receiver<Outgoing>,
+    /// Stdin's lines.
+    lines: Lines,
+    /// The session is over.
+    stop: oneshot::Receiver<()>,
+    /// Messages received so far (see [`AtEof::CloseWhenQuiet`]).
+    received: watch::Receiver<u64>,
+}
+
 /// Send what is queued, in order, until told to stop: the reader's requests (`control`) and
 /// stdin's lines. After a failed send or our close, the reader's further requests are taken off
 /// their queue and dropped, so the reader never blocks; stdin's lines are left in theirs, for
-/// the next connection (`--reconnect`). Hands back the sink, stdin's queue, and whether stdin's
-/// end (our close) was taken.
+/// the next connection (`--reconnect`). At stdin's end, close as `at_eof` says. Hands back the
+/// sink, stdin's queue, and whether stdin's end was taken.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
-    mut control: mpsc::Receiver<Outgoing>,
-    mut lines: Lines,
-    mut stop: oneshot::Receiver<()>,
+    queues: Queues,
+    at_eof: AtEof,
 ) -> (SplitSink<Ws, Message>, Lines, bool) {
+    let Queues {
+        mut control,
+        mut lines,
+        mut stop,
+        mut received,
+    } = queues;
     let mut done = false;
     let mut input_done = false;
+    // While waiting for a quiet server at the end of stdin: when to close.
+    let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
+        let quiet_wait = match at_eof {
+            AtEof::CloseWhenQuiet(wait) => wait,
+            _ => Duration::ZERO,
+        };
         let request = tokio::select! {
             biased;
             _ = &mut stop => break,
@@ -620,10 +853,31 @@ async fn write_loop(
                 Some(r) => r,
                 None => break,
             },
-            request = next_line(&mut lines), if !done => {
-                input_done |= matches!(request, Outgoing::Close);
-                request
+            request = next_line(&mut lines), if !done && !input_done => request,
+            // Each message received restarts the wait.
+            Ok(()) = received.changed(), if quiet_until.is_some() && !done => {
+                quiet_until = Some(tokio::time::Instant::now() + quiet_wait);
+                continue;
             }
+            () = sleep_until(quiet_until), if quiet_until.is_some() && !done => {
+                quiet_until = None;
+                Outgoing::Close
+            }
+        };
+        let request = match request {
+            Outgoing::EndOfInput => {
+                input_done = true;
+                match at_eof {
+                    AtEof::Close => Outgoing::Close,
+                    AtEof::CloseWhenQuiet(wait) => {
+                        received.mark_unchanged();
+                        quiet_until = Some(tokio::time::Instant::now() + wait);
+                        continue;
+                    }
+                    AtEof::KeepOpen => continue,
+                }
+            }
+            request => request,
         };
         if done {
             continue;
@@ -646,6 +900,8 @@ async fn write_loop(
                         done = true;
                         sink.close().await
                     }
+                    // Turned into a close (or nothing) above.
+                    Outgoing::EndOfInput => Ok(()),
                 }
             } => result,
         };
@@ -671,6 +927,44 @@ where
 {
     sink.feed(message).await?;
     std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await
+}
+
+/// Sleep until `at` (never when `None`).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watch for Ctrl-C (SIGINT) from now on: the receiver turns `true` at the first; a second one
+/// exits at once (130), in case the server never answers.
+fn watch_interrupts() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut seen = false;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if std::mem::replace(&mut seen, true) {
+                std::process::exit(i32::from(code::INTERRUPTED));
+            }
+            tx.send_replace(true);
+        }
+    });
+    rx
+}
+
+/// Resolves once Ctrl-C was pressed (never, if the watcher is gone).
+async fn wait_interrupted(mut interrupted: watch::Receiver<bool>) {
+    if interrupted.wait_for(|&pressed| pressed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Close codes that report a failure (RFC 6455 §7.4.1 and the IANA registry): 1002 and up,
+/// below the 3000-4999 range whose meanings are the application's. 1000 (normal) and 1001
+/// (going away: a server shutting down, a page closed) are not failures.
+fn is_error_close(code: CloseCode) -> bool {
+    (1002..3000).contains(&code.0)
 }
 
 /// The next request from stdin's queue; never, with `--echo` or once the queue is closed.
@@ -728,7 +1022,7 @@ fn read_stdin(tx: &mpsc::Sender<Outgoing>, binary: bool, error: &Mutex<Option<Fa
             return;
         }
     }
-    let _ = tx.blocking_send(Outgoing::Close);
+    let _ = tx.blocking_send(Outgoing::EndOfInput);
 }
 
 /// Remove the line's `\n` and then one `\r` before it (CRLF input).

@@ -12,6 +12,20 @@ use std::sync::{Mutex, PoisonError};
 /// The page: self-contained HTML, CSS and JavaScript (no external resources).
 pub(crate) const PAGE: &str = include_str!("demo.html");
 
+/// The page as served: its chat tab says whether the server broadcasts (`serve --broadcast`) or
+/// echoes.
+pub(crate) fn page(broadcast: bool) -> String {
+    if broadcast {
+        PAGE.replacen(
+            "<body data-broadcast=\"false\">",
+            "<body data-broadcast=\"true\">",
+            1,
+        )
+    } else {
+        PAGE.to_owned()
+    }
+}
+
 /// How many handshakes are remembered; the oldest is forgotten first. Each entry holds at most a
 /// request head (16 KiB by default), so the log stays within a few MiB whatever clients do.
 const CAPACITY: usize = 256;
@@ -26,10 +40,11 @@ pub(crate) struct HandshakeRecord {
     pub(crate) request_line: String,
     /// The request headers in order, names lowercase (values decoded lossily as UTF-8).
     pub(crate) headers: Vec<(String, String)>,
-    /// `Sec-WebSocket-Key` as the client sent it.
-    pub(crate) key: String,
-    /// The `Sec-WebSocket-Accept` the server answered.
-    pub(crate) accept: String,
+    /// `Sec-WebSocket-Key` as the client sent it; `None` over HTTP/2, which has no key
+    /// (RFC 8441 §5).
+    pub(crate) key: Option<String>,
+    /// The `Sec-WebSocket-Accept` the server answered; `None` over HTTP/2.
+    pub(crate) accept: Option<String>,
     /// The selected subprotocol.
     pub(crate) protocol: Option<String>,
 }
@@ -40,14 +55,13 @@ impl HandshakeRecord {
         let mut out = String::from("{");
         let _ = write!(out, "\"id\":{}", json_string(id));
         let _ = write!(out, ",\"request_line\":{}", json_string(&self.request_line));
-        let _ = write!(out, ",\"key\":{}", json_string(&self.key));
-        let _ = write!(out, ",\"accept\":{}", json_string(&self.accept));
-        match &self.protocol {
-            Some(p) => {
-                let _ = write!(out, ",\"protocol\":{}", json_string(p));
-            }
-            None => out.push_str(",\"protocol\":null"),
-        }
+        let _ = write!(out, ",\"key\":{}", json_option(self.key.as_deref()));
+        let _ = write!(out, ",\"accept\":{}", json_option(self.accept.as_deref()));
+        let _ = write!(
+            out,
+            ",\"protocol\":{}",
+            json_option(self.protocol.as_deref())
+        );
         out.push_str(",\"headers\":[");
         for (i, (name, value)) in self.headers.iter().enumerate() {
             if i > 0 {
@@ -119,6 +133,11 @@ pub(crate) fn query_id(query: Option<&str>) -> Option<&str> {
     well_formed.then_some(id)
 }
 
+/// `s` as a JSON string literal, or `null`.
+fn json_option(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_owned(), json_string)
+}
+
 /// `s` as a JSON string literal (RFC 8259 §7). `<`, `>` and `&` are escaped too, so the JSON stays
 /// inert if someone ever embeds it in HTML.
 pub(crate) fn json_string(s: &str) -> String {
@@ -153,10 +172,18 @@ mod tests {
         HandshakeRecord {
             request_line: "GET /demo?id=a HTTP/1.1".into(),
             headers: vec![("host".into(), "127.0.0.1:9001".into())],
-            key: key.into(),
-            accept: "accept".into(),
+            key: Some(key.into()),
+            accept: Some("accept".into()),
             protocol: None,
         }
+    }
+
+    #[test]
+    fn the_page_says_whether_the_server_broadcasts() {
+        let marker = |b: bool| format!("<body data-broadcast=\"{b}\">");
+        assert_eq!(page(false).matches(&marker(false)).count(), 1);
+        assert_eq!(page(true).matches(&marker(true)).count(), 1);
+        assert!(!page(true).contains(&marker(false)));
     }
 
     #[test]
@@ -201,7 +228,7 @@ mod tests {
         let log = HandshakeLog::default();
         log.insert("a", record("1"));
         log.insert("a", record("2"));
-        assert_eq!(log.get("a").map(|r| r.key), Some("2".into()));
+        assert_eq!(log.get("a").and_then(|r| r.key), Some("2".into()));
         for i in 0..CAPACITY {
             log.insert(&format!("n{i}"), record("x"));
         }

@@ -37,6 +37,9 @@ pub(crate) mod code {
     pub(crate) const CONNECT: u8 = 7;
     /// A `101` answer that is not a valid upgrade (`CURLE_WEIRD_SERVER_REPLY`).
     pub(crate) const WEIRD_REPLY: u8 = 8;
+    /// `--http2`: the server does not offer WebSockets over HTTP/2 (ALPN chose no `h2`, or no
+    /// extended CONNECT), or the HTTP/2 connection failed (`CURLE_HTTP2`).
+    pub(crate) const HTTP2: u8 = 16;
     /// The server answered the upgrade with another status (`CURLE_HTTP_RETURNED_ERROR`; curl
     /// reports a refused WebSocket upgrade with it too).
     pub(crate) const HTTP_STATUS: u8 = 22;
@@ -52,6 +55,10 @@ pub(crate) mod code {
     pub(crate) const EMPTY_REPLY: u8 = 52;
     /// The open connection was lost or broken by the peer (`CURLE_RECV_ERROR`).
     pub(crate) const RECV: u8 = 56;
+    /// The peer closed with a close code that reports a failure (1002-2999: protocol error,
+    /// invalid payload, message too big, internal error, ...). No curl failure matches; curl
+    /// leaves 57 unused.
+    pub(crate) const PEER_ERROR: u8 = 57;
     /// `--cert`/`--key` cannot be used (`CURLE_SSL_CERTPROBLEM`).
     pub(crate) const CLIENT_CERT: u8 = 58;
     /// The server's certificate was refused (`CURLE_PEER_FAILED_VERIFICATION`).
@@ -60,6 +67,9 @@ pub(crate) mod code {
     pub(crate) const CA_FILE: u8 = 77;
     /// The proxy refused the tunnel or broke its protocol (`CURLE_PROXY`).
     pub(crate) const PROXY: u8 = 97;
+    /// Ctrl-C (SIGINT): close 1001 was sent. 128 + 2, the status a shell gives a program
+    /// killed by SIGINT.
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 /// Why a connection attempt or a session ended badly.
@@ -91,7 +101,7 @@ impl Failure {
     /// An option that could not be turned into settings (the URL, a proxy URL, a file).
     pub(crate) fn setup(e: &Error, file_code: u8) -> Failure {
         match e {
-            Error::Api(a @ ApiMisuse::InvalidUrl(_)) => {
+            Error::Api(a @ (ApiMisuse::InvalidUrl(_) | ApiMisuse::InvalidPort(_))) => {
                 Failure::new(code::BAD_URL, causes(a), false)
             }
             Error::Api(a) => Failure::new(code::USAGE, causes(a), false),
@@ -138,7 +148,8 @@ impl Failure {
                 Failure::new(status, causes(t), false)
             }
             Error::Proxy(p) => proxy(p),
-            Error::Api(a @ ApiMisuse::InvalidUrl(_)) => {
+            Error::Http2(h) => Failure::new(code::HTTP2, causes(h), false),
+            Error::Api(a @ (ApiMisuse::InvalidUrl(_) | ApiMisuse::InvalidPort(_))) => {
                 Failure::new(code::BAD_URL, causes(a), false)
             }
             // A header or subprotocol the handshake refuses to send: the command line's fault.
@@ -215,7 +226,14 @@ fn connect_io(io: &io::Error, host: &str) -> Failure {
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => code::RECV,
         _ => code::CONNECT,
     };
-    Failure::new(status, format!("connection failed: {}", causes(io)), true)
+    let why = causes(io);
+    // "cannot connect to 127.0.0.1:9001: connection refused" says it all already.
+    let message = if why.starts_with("cannot connect to ") {
+        why
+    } else {
+        format!("connection failed: {why}")
+    };
+    Failure::new(status, message, true)
 }
 
 /// What the proxy did.
@@ -318,10 +336,10 @@ mod tests {
         ));
         assert_eq!(Failure::connect(&eof, "h", TEN).code, code::EMPTY_REPLY);
 
-        let url = Error::Api(ApiMisuse::InvalidUrl("scheme must be ws or wss"));
+        let url = Error::Api(ApiMisuse::InvalidUrl("scheme is not ws or wss"));
         let f = Failure::connect(&url, "h", TEN);
         assert_eq!((f.code, f.transient), (code::BAD_URL, false));
-        assert_eq!(f.message, "invalid websocket url: scheme must be ws or wss");
+        assert_eq!(f.message, "invalid websocket url: scheme is not ws or wss");
     }
 
     #[test]

@@ -131,8 +131,14 @@ fn run_serve(
 
 /// Run a subcommand on a tokio runtime. An error that escapes it is printed as one
 /// `gangway: ...` line (with its causes) and exits 1.
+///
+/// One thread: a single connection's reading, writing and printing wake each other at every
+/// read, and on a multi-thread runtime each of those wake-ups crossed threads (a futex call and
+/// a context switch each). A 1 MiB message arriving in 16,384 pieces of 64 bytes cost about two
+/// futex calls per piece, and under load the connection waited for CPUs at every piece. Stdin
+/// is read on a thread of its own; stdout is written by tokio's blocking pool.
 fn run_async(task: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -167,12 +173,13 @@ pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// An error and its causes on one line: `outer: inner: innermost`, skipping a cause whose text
-/// the previous one already contains.
+/// the previous one already contains. The system's own errors read as the rest of the line
+/// does: `connection refused`, not `Connection refused (os error 111)`.
 pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
+    let mut line = describe(err);
     let mut source = err.source();
     while let Some(e) = source {
-        let text = e.to_string();
+        let text = describe(e);
         if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
@@ -182,9 +189,34 @@ pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// One error's own text; an operating system error lowercase and without its number.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let text = err.to_string();
+    let Some(io) = err.downcast_ref::<std::io::Error>() else {
+        return text;
+    };
+    let Some(number) = io.raw_os_error() else {
+        return text;
+    };
+    let text = text
+        .strip_suffix(&format!(" (os error {number})"))
+        .unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_errors_read_lowercase_without_their_number() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(causes(&refused), "connection refused");
+    }
 
     #[derive(Debug)]
     struct Outer(std::io::Error);

@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
+use gangway::http2::{H2Stream, Http2Incoming, Http2Server};
 use gangway::hub::{Hub, HubConfig, Member, WhenFull};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
@@ -32,6 +33,7 @@ use gangway::{
 };
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
@@ -52,8 +54,9 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Options of `gangway serve`.
 #[derive(Args, Debug)]
 pub(crate) struct ServeOpts {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    /// Address to listen on, HOST:PORT (127.0.0.1:9001 for this machine only, 0.0.0.0:9001 for
+    /// every interface, [::1]:9001 for IPv6); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001", value_parser = parse_listen)]
     listen: String,
 
     /// Subprotocol to support (repeatable); the first of these the client offers is selected.
@@ -93,10 +96,47 @@ pub(crate) struct ServeOpts {
     #[arg(long)]
     no_deflate: bool,
 
-    /// Worker threads; 0: one per CPU this process may run on (see `taskset`). With one, a
-    /// single event loop runs everything.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    threads: usize,
+    /// How permessage-deflate keeps its compression state (docs/deflate.md has the memory each
+    /// costs). `window` (the default): the server's messages are compressed without context
+    /// takeover, each on its own with a state the thread lends; the client's may refer back to
+    /// earlier ones within a 2^BITS window, the one thing a connection keeps between messages
+    /// (4 KiB at 12 bits; a client that cannot be held to a window gets no context takeover).
+    /// `shared`: no context takeover either way, an idle connection keeps nothing. `dedicated`:
+    /// context takeover both ways, each connection keeps its own states (about 210 KB at 12
+    /// bits).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "window",
+        value_parser = ["window", "shared", "dedicated"],
+        conflicts_with = "no_deflate"
+    )]
+    deflate_mode: String,
+
+    /// permessage-deflate's LZ77 window, 2^BITS bytes: the client's in `window` mode (8-13,
+    /// default 12); both directions' in `dedicated` mode (8-15, default 12) and in `shared` mode
+    /// (8-15, default 15). The client is held to it when it offers client_max_window_bits.
+    #[arg(
+        long,
+        value_name = "BITS",
+        value_parser = clap::value_parser!(u8).range(8..=15),
+        conflicts_with = "no_deflate"
+    )]
+    deflate_window_bits: Option<u8>,
+
+    /// permessage-deflate's compression level, 0 (none) to 9 (smallest, slowest); default 6.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(u32).range(0..=9),
+        conflicts_with = "no_deflate"
+    )]
+    deflate_level: Option<u32>,
+
+    /// Worker threads, at most 1024; 0: one per CPU this process may run on (see `taskset`).
+    /// With one, a single event loop runs everything.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS))]
+    threads: u16,
 
     /// Broadcast instead of echoing: every connection joins the room named by its URL path, and
     /// every text or binary message a client sends goes to every member of its room, the sender
@@ -161,6 +201,36 @@ impl ServeOpts {
     }
 }
 
+/// The most worker threads `--threads` takes: far more than any machine gangway runs on has
+/// CPUs, and few enough that a typo cannot ask the system for millions of threads.
+const MAX_THREADS: i64 = 1024;
+
+/// A `--listen` value: `HOST:PORT`. A bare port or a bare host is refused with the form to use,
+/// rather than with the resolver's "invalid socket address".
+fn parse_listen(s: &str) -> Result<String, String> {
+    if let Ok(port) = s.trim().parse::<u16>() {
+        return Err(format!(
+            "an address needs a host: 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} \
+             (every interface)"
+        ));
+    }
+    let has_port = match s.rsplit_once(':') {
+        // An IPv6 address without a port ("::1") has colons but no "]:" before its last one.
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if !has_port {
+        return Err(format!(
+            "an address needs a port: {s}:9001, or {s}:0 for any free port (IPv6: [::1]:9001)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// `--broadcast-when-full`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum WhenFullArg {
@@ -187,9 +257,44 @@ impl ServeOpts {
     pub(crate) fn threads(&self) -> usize {
         match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
+            n => usize::from(n),
         }
     }
+}
+
+/// The permessage-deflate settings of `--deflate-mode`, `--deflate-window-bits` and
+/// `--deflate-level` (the memory each mode costs is in docs/deflate.md).
+fn deflate_config(opts: &ServeOpts) -> anyhow::Result<DeflateConfig> {
+    let mut config = match opts.deflate_mode.as_str() {
+        "shared" | "dedicated" => {
+            let (mut config, default_bits) = if opts.deflate_mode == "shared" {
+                (DeflateConfig::no_context_takeover(), 15)
+            } else {
+                (DeflateConfig::default(), 12)
+            };
+            let bits = opts.deflate_window_bits.unwrap_or(default_bits);
+            if bits < 15 {
+                // Answered as server_max_window_bits (RFC 7692 §7.1.2.1), and as
+                // client_max_window_bits to a client that offered that parameter (§7.1.2.2).
+                config.server_max_window_bits = Some(bits);
+                config.client_max_window_bits = Some(bits);
+            }
+            config
+        }
+        _ => {
+            let bits = opts.deflate_window_bits.unwrap_or(12);
+            anyhow::ensure!(
+                bits <= 13,
+                "--deflate-window-bits {bits}: at most 13 with --deflate-mode window (a larger \
+                 window is kept as a whole compression state: use --deflate-mode dedicated)"
+            );
+            DeflateConfig::bounded_client_window(bits)
+        }
+    };
+    if let Some(level) = opts.deflate_level {
+        config.level = level;
+    }
+    Ok(config)
 }
 
 /// An `--origin` value: `scheme://host[:port]`, as browsers send it (a trailing `/` is
@@ -242,13 +347,22 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
 
     // Load the certificate before listening: a bad file is a startup error, not a per-connection one.
     let tls = match (&opts.tls_cert, &opts.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            gangway::tls::acceptor_from_pem_files(cert, key)
+        (Some(cert), Some(key)) => {
+            let mut config = gangway::tls::server_config_from_pem_files(cert, key)
                 .map_err(|e| anyhow::anyhow!("{}", causes(&e)))
-                .context("cannot use the tls certificate")?,
-        ),
+                .context("cannot use the tls certificate")?;
+            // HTTP/2 first (browsers then open their WebSockets as streams of the page's
+            // connection, RFC 8441), HTTP/1.1 for the others.
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(gangway::tls::TlsAcceptor::from(std::sync::Arc::new(config)))
+        }
         _ => None,
     };
+
+    // Like the certificate: an option that cannot be used stops the server before it listens.
+    let deflate = (!opts.no_deflate)
+        .then(|| deflate_config(&opts))
+        .transpose()?;
 
     let listener = listen(&opts.listen)
         .await
@@ -277,8 +391,8 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if !opts.idle_timeout.is_zero() && opts.idle_timeout <= opts.ping_interval {
         warn!("--idle-timeout is not longer than --ping-interval: live clients may be dropped");
     }
-    if !opts.no_deflate {
-        config.deflate = DeflateConfig::default();
+    if let Some(deflate) = deflate {
+        config.deflate = deflate;
     }
     let hub_config = opts.broadcast.then(|| {
         let hub_config = HubConfig {
@@ -612,7 +726,7 @@ impl std::future::Future for ConnectionTask {
 
 /// Read the request head, then accept an upgrade or answer a plain HTTP request. `None` when
 /// there is no session to run: answered as HTTP, refused, or the server is stopping.
-async fn open(server: &Server, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
+async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
     let stream = match &server.tls {
         None => MaybeTlsStream::Plain(tcp),
         Some(acceptor) => {
@@ -625,6 +739,11 @@ async fn open(server: &Server, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
                 () = server.shutdown.stopping() => return None,
             };
             match accepted {
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                    let conn = server.builder.accept_http2(MaybeTlsStream::from(tls)).await;
+                    serve_http2(server, conn, peer).await;
+                    return None;
+                }
                 Ok(Ok(tls)) => MaybeTlsStream::from(tls),
                 Ok(Err(e)) => {
                     info!(%peer, "tls handshake failed: {}", causes(&e));
@@ -649,7 +768,11 @@ async fn open(server: &Server, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
             return None;
         }
     };
-    if incoming.is_upgrade() {
+    if incoming.is_http2_prior_knowledge() {
+        let conn = incoming.accept_http2().await;
+        serve_http2(server, conn, peer).await;
+        None
+    } else if incoming.is_upgrade() {
         websocket(server, incoming, peer).await
     } else {
         http(server, incoming, peer).await;
@@ -715,7 +838,7 @@ async fn websocket(
     // Record before answering 101: the page asks for the record as soon as its socket opens.
     let id = demo::query_id(incoming.request().uri().query()).map(str::to_owned);
     if let Some(id) = &id {
-        if let Some(record) = record_handshake(server, incoming.request()) {
+        if let Some(record) = record_handshake(server, incoming.request(), None) {
             server.handshakes.insert(id, record);
         }
     }
@@ -749,8 +872,8 @@ async fn websocket(
 /// One hand-written loop rather than `select!`s around `next` and `feed`: this runs once per
 /// message, and the macros' bookkeeping costs as much as the rest of the echo. The shutdown
 /// signal is looked at whenever the session would wait.
-fn echo(
-    ws: &mut WebSocket<MaybeTlsStream>,
+fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     cold: &mut Cold,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<End> {
@@ -762,6 +885,7 @@ fn echo(
             Some(message) => *message,
             None => match Pin::new(&mut *ws).poll_next(cx) {
                 Poll::Ready(None) => break Poll::Ready(End::Closed),
+                Poll::Ready(Some(Err(e))) if vanished(&e) => break Poll::Ready(End::Vanished),
                 Poll::Ready(Some(Err(e))) => {
                     break Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
                 }
@@ -787,8 +911,8 @@ fn echo(
 /// Publish every text and binary message to the member's room until the peer closes, the
 /// connection fails, or the server shuts down; meanwhile the member's stream delivers what the
 /// room receives. `cold.echoed` counts the messages published.
-fn broadcast(
-    member: &mut Member<MaybeTlsStream>,
+fn broadcast<S: AsyncRead + AsyncWrite + Unpin>(
+    member: &mut Member<S>,
     cold: &mut Cold,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<End> {
@@ -824,8 +948,8 @@ fn broadcast(
 
 /// Queue `message` as an echo: `Ok(None)` when queued, `Ok(Some(message))` back when the write
 /// buffer is full (`cx` is woken when it has room), `Err` when the connection failed.
-fn queue_echo(
-    ws: &mut WebSocket<MaybeTlsStream>,
+fn queue_echo<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     cx: &mut std::task::Context<'_>,
     message: Message,
 ) -> Result<Option<Message>, End> {
@@ -840,10 +964,30 @@ fn queue_echo(
     }
 }
 
+/// Whether `e` is the peer gone without a close frame: its EOF or a reset, not a violation
+/// of the protocol (a laptop closed, a process killed, a tab closed by a browser that skips
+/// the close handshake).
+fn vanished(e: &gangway::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        gangway::Error::Protocol(gangway::proto::ProtocolError::UnexpectedEof) => true,
+        gangway::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// How an echo session ended.
 enum End {
     /// The peer closed (the stream ended).
     Closed,
+    /// The peer went away without a close frame.
+    Vanished,
     /// The server is shutting down.
     Shutdown,
     /// The connection failed; what to log.
@@ -853,8 +997,8 @@ enum End {
 /// The end of a session, once: finish the close handshake as `end` requires, let the client
 /// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]). `dropped`: a
 /// broadcast session's messages dropped for being too slow.
-async fn end_session(
-    mut ws: WebSocket<MaybeTlsStream>,
+async fn end_session<S: Transport>(
+    mut ws: WebSocket<S>,
     cold: Box<Cold>,
     end: End,
     dropped: Option<u64>,
@@ -867,6 +1011,8 @@ async fn end_session(
         End::Closed if logged => format!("closed by peer, {}", describe_close(ws)),
         End::Closed => String::new(),
         End::Shutdown => going_away(ws).await,
+        // Nothing to drain or answer: the transport is gone.
+        End::Vanished => "peer disconnected without closing".to_owned(),
         End::Failed(end) => {
             drain(ws).await;
             end
@@ -876,7 +1022,9 @@ async fn end_session(
     // ping of ours that crossed it: with none awaited, nothing can arrive to turn our close
     // into a reset, and the client's FIN needs no waiting for.
     if !closed_by_peer || ws.awaiting_pong() {
-        linger(ws.get_ref().get_ref()).await;
+        if let Some(tcp) = ws.get_ref().tcp() {
+            linger(tcp).await;
+        }
     }
     match dropped {
         None => info!(
@@ -900,7 +1048,7 @@ async fn end_session(
 }
 
 /// Close with 1001 because the server is shutting down, and wait (bounded) for the answer.
-async fn going_away(ws: &mut WebSocket<MaybeTlsStream>) -> String {
+async fn going_away<S: Transport>(ws: &mut WebSocket<S>) -> String {
     match ws
         .close(CloseCode::GOING_AWAY, "server shutting down")
         .await
@@ -915,7 +1063,7 @@ async fn going_away(ws: &mut WebSocket<MaybeTlsStream>) -> String {
 
 /// After an error the core has queued the right close frame; keep reading (bounded) so it is
 /// written and the peer's answer is read, instead of cutting the TCP connection at once.
-async fn drain(ws: &mut WebSocket<MaybeTlsStream>) {
+async fn drain<S: Transport>(ws: &mut WebSocket<S>) {
     let _ = tokio::time::timeout(AFTER_ERROR_TIMEOUT, async {
         while let Some(item) = ws.next().await {
             if item.is_err() {
@@ -966,7 +1114,7 @@ async fn linger(tcp: &TcpStream) {
 }
 
 /// The peer's close frame as a log fragment.
-fn describe_close(ws: &WebSocket<MaybeTlsStream>) -> String {
+fn describe_close<S: Transport>(ws: &WebSocket<S>) -> String {
     match ws.close_frame() {
         Some(Some(CloseFrame { code, reason })) if reason.is_empty() => format!("code {code}"),
         Some(Some(CloseFrame { code, reason })) => format!("code {code} {reason:?}"),
@@ -975,12 +1123,23 @@ fn describe_close(ws: &WebSocket<MaybeTlsStream>) -> String {
     }
 }
 
-/// What the demo page shows about this handshake. `None` when the request has no key (the
+/// What the demo page shows about this handshake: an HTTP/1.1 upgrade, or (with its
+/// `:protocol`) an HTTP/2 extended CONNECT. `None` when an HTTP/1.1 request has no key (the
 /// handshake is going to be refused anyway).
-fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeRecord> {
+fn record_handshake(
+    server: &Server,
+    request: &Request<()>,
+    connect_protocol: Option<&str>,
+) -> Option<HandshakeRecord> {
     let headers = request.headers();
-    let key = headers.get("sec-websocket-key")?;
-    let key = String::from_utf8_lossy(key.as_bytes()).trim().to_owned();
+    let key = match connect_protocol {
+        // RFC 8441 §5: no key over HTTP/2.
+        Some(_) => None,
+        None => {
+            let key = headers.get("sec-websocket-key")?;
+            Some(String::from_utf8_lossy(key.as_bytes()).trim().to_owned())
+        }
+    };
     let offered: Vec<String> = header_tokens(headers, "sec-websocket-protocol")
         .map(|t| String::from_utf8_lossy(t).into_owned())
         .collect();
@@ -991,14 +1150,15 @@ fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeR
             request.uri(),
             request.version()
         ),
-        headers: headers
-            .iter()
-            .map(|(name, value)| {
+        headers: connect_protocol
+            .map(|p| (":protocol".to_owned(), p.to_owned()))
+            .into_iter()
+            .chain(headers.iter().map(|(name, value)| {
                 let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                 (name.as_str().to_owned(), value)
-            })
+            }))
             .collect(),
-        accept: accept_key(key.as_bytes()),
+        accept: key.as_ref().map(|k| accept_key(k.as_bytes())),
         key,
         // The same rule the builder applies; replaced by the actual selection after the 101.
         protocol: select_protocol(&server.protocols, &offered).map(str::to_owned),
@@ -1008,15 +1168,33 @@ fn record_handshake(server: &Server, request: &Request<()>) -> Option<HandshakeR
 /// A plain HTTP request: the demo page, a handshake record, or 404.
 async fn http(server: &Server, incoming: Incoming<MaybeTlsStream>, peer: SocketAddr) {
     let request = incoming.request();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let (mut response, body) = page(server, request);
+    // `respond` closes the connection after the answer; say so (RFC 9112 §9.6).
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    let status = response.status().as_u16();
+    let result = incoming.respond(response, &body).await;
+    match result {
+        Ok(()) => info!(%peer, %method, %path, status, "http request"),
+        Err(e) => {
+            info!(%peer, %method, %path, status, "http request, answer failed: {}", causes(&e))
+        }
+    }
+}
+
+/// The answer to a plain HTTP request, on HTTP/1.1 or HTTP/2: the demo page, a handshake
+/// record, or 404.
+fn page(server: &Server, request: &Request<()>) -> (Response<()>, Vec<u8>) {
+    let method = request.method();
     let head_only = method == Method::HEAD;
 
-    let (status, content_type, body) = match (&method, path.as_str()) {
+    let (status, content_type, body) = match (method, request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => (
             StatusCode::OK,
             "text/html; charset=utf-8",
-            demo::PAGE.as_bytes().to_vec(),
+            demo::page(server.hub.is_some()).into_bytes(),
         ),
         (&Method::GET | &Method::HEAD, "/handshake") => {
             let record = demo::query_id(request.uri().query())
@@ -1047,23 +1225,135 @@ async fn http(server: &Server, incoming: Incoming<MaybeTlsStream>, peer: SocketA
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // `respond` closes the connection after the answer; say so (RFC 9112 §9.6).
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
     if status == StatusCode::METHOD_NOT_ALLOWED {
         headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
-    let body: &[u8] = if head_only {
-        // HEAD: the headers GET would send, including its length, and no body.
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        &[]
-    } else {
-        &body
-    };
-    let result = incoming.respond(response, body).await;
-    match result {
-        Ok(()) => info!(%peer, %method, %path, status = status.as_u16(), "http request"),
+    // HEAD: the headers GET would send, including its length, and no body.
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let body = if head_only { Vec::new() } else { body };
+    (response, body)
+}
+
+/// The transport of a session: a TCP connection of its own (HTTP/1.1, perhaps in TLS), or a
+/// stream of an HTTP/2 connection.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP connection to linger on at the end, if the session has one of its own.
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl Transport for MaybeTlsStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref())
+    }
+}
+
+/// An HTTP/2 stream ends with END_STREAM or a reset, both in frames: nothing to linger on.
+impl Transport for H2Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// Serve an HTTP/2 connection (TLS with ALPN `h2`, or cleartext with prior knowledge): the demo
+/// page and the handshake records as on HTTP/1.1, and WebSockets as extended CONNECT streams
+/// (RFC 8441), each an echo session of its own. Runs until the connection ends; on shutdown it
+/// sends GOAWAY and lets the sessions close with 1001.
+async fn serve_http2<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &'static Server,
+    conn: Result<Http2Server<S>, gangway::Error>,
+    peer: SocketAddr,
+) {
+    let mut conn = match conn {
+        Ok(conn) => conn,
         Err(e) => {
-            info!(%peer, %method, %path, status = status.as_u16(), "http request, answer failed: {}", causes(&e))
+            info!(%peer, "http/2 connection failed: {}", causes(&e));
+            return;
+        }
+    };
+    let mut stopping = false;
+    // The connection's frames, for every stream, move only while `accept` is polled: it is
+    // polled until the connection is over, also while shutting down.
+    loop {
+        let next = if stopping {
+            conn.accept().await
+        } else {
+            tokio::select! {
+                next = conn.accept() => next,
+                () = server.shutdown.stopping() => {
+                    stopping = true;
+                    conn.graceful_shutdown();
+                    continue;
+                }
+            }
+        };
+        match next {
+            None => return,
+            Some(Err(e)) => {
+                info!(%peer, "http/2 connection failed: {}", causes(&e));
+                return;
+            }
+            Some(Ok(incoming)) => {
+                tokio::spawn(http2_request(server, incoming, peer));
+            }
+        }
+    }
+}
+
+/// One request of an HTTP/2 connection: a WebSocket echo session, or a page.
+async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: SocketAddr) {
+    let request = incoming.request();
+    let path = RequestPath::new(request.uri().path());
+    if !incoming.is_websocket() {
+        let (method, uri_path) = (request.method().clone(), request.uri().path().to_owned());
+        let (response, body) = page(server, request);
+        let status = response.status().as_u16();
+        match incoming.respond(response, body.into()) {
+            Ok(()) => info!(%peer, %method, path = %uri_path, status, "http/2 request"),
+            Err(e) => {
+                info!(%peer, %method, path = %uri_path, status, "http/2 request, answer failed: {}", causes(&e))
+            }
+        }
+        return;
+    }
+    let id = demo::query_id(request.uri().query()).map(str::to_owned);
+    if let Some(id) = &id {
+        if let Some(record) = record_handshake(server, request, incoming.protocol()) {
+            server.handshakes.insert(id, record);
+        }
+    }
+    let mut ws = match incoming.accept().await {
+        Ok(ws) => ws,
+        Err(e) => {
+            if let Some(id) = &id {
+                server.handshakes.remove(id);
+            }
+            info!(%peer, %path, "websocket handshake refused: {}", causes(&e));
+            return;
+        }
+    };
+    if let Some(id) = &id {
+        let selected = ws.protocol().map(str::to_owned);
+        server.handshakes.update(id, |r| r.protocol = selected);
+    }
+    let mut cold = Box::new(Cold {
+        guard: OpenGuard::new(server),
+        peer,
+        path,
+        stop: server.shutdown.stopping(),
+        echoed: 0,
+        waiting: None,
+    });
+    match &server.hub {
+        Some(hub) => {
+            let mut member = hub.member(ws);
+            member.join(cold.path.as_str());
+            let end = std::future::poll_fn(|cx| broadcast(&mut member, &mut cold, cx)).await;
+            let dropped = member.dropped();
+            end_session(member.into_websocket(), cold, end, Some(dropped)).await;
+        }
+        None => {
+            let end = std::future::poll_fn(|cx| echo(&mut ws, &mut cold, cx)).await;
+            end_session(ws, cold, end, None).await;
         }
     }
 }

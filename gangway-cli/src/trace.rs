@@ -38,6 +38,11 @@ impl<S> Traced<S> {
             received: trace.then(|| Head::new("< ")),
         }
     }
+
+    /// The transport inside.
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 /// Print a `* ` information line.

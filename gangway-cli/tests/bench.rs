@@ -11,11 +11,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gangway_proto::frame::FrameHeader;
-use gangway_proto::handshake::accept_key;
 
 mod support;
 
-use support::{collect, gangway, text, Proc, Serve};
+use support::{collect, gangway, switching_protocols, text, Proc, Serve};
 
 /// Upper bound for a bench run and for the hand-written servers' reads.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -277,20 +276,7 @@ fn serve_one(mut tcp: TcpStream, how: Misbehave) -> std::io::Result<()> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| value.trim().to_owned())
-        })
-        .expect("a Sec-WebSocket-Key");
-    write!(
-        tcp,
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        accept_key(key.as_bytes())
-    )?;
+    tcp.write_all(switching_protocols(&head).as_bytes())?;
     buf.drain(..head_end);
     if let Misbehave::RawEcho = how {
         tcp.write_all(&buf)?;

@@ -16,7 +16,7 @@ use gangway::{CloseCode, Message, ServerBuilder};
 
 mod support;
 
-use support::{collect, gangway, text, Proc, Serve, TIMEOUT};
+use support::{collect, gangway, switching_protocols, text, Proc, Serve, TIMEOUT};
 
 /// Run `cmd` with `input` on stdin to completion (at most `TIMEOUT`).
 fn run(cmd: &mut Command, input: &[u8]) -> Output {
@@ -289,7 +289,8 @@ fn serve_fails_messages_over_the_limit_with_1009() {
     assert_eq!(client.next_line(), "0123456789");
     client.send_line("0123456789a");
     let (status, stderr) = client.wait();
-    assert!(status.success(), "{status:?}");
+    // A close with an error code is a failure for the client (57).
+    assert_eq!(status.code(), Some(57), "{status:?}");
     assert!(
         stderr.starts_with("gangway: closed by peer: 1009"),
         "{stderr}"
@@ -449,26 +450,7 @@ fn connect_reports_the_peers_close_code_and_reason() {
 
 #[test]
 fn connect_fails_with_1007_on_invalid_utf8_text() {
-    let (l, addr) = listener();
-    let server = std::thread::spawn(move || {
-        let (mut tcp, _) = l.accept().expect("accept");
-        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        let head = read_head(&mut tcp);
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("key header");
-        let accept = gangway::proto::handshake::accept_key(key.as_bytes());
-        write!(
-            tcp,
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .expect("write 101");
+    let (addr, server) = raw_server(|tcp| {
         // A valid message, then a text frame that is not UTF-8.
         tcp.write_all(&[0x81, 0x02, b'o', b'k']).expect("write");
         tcp.write_all(&[0x81, 0x03, b'a', 0xff, b'b'])
@@ -533,12 +515,257 @@ fn connect_reports_a_refused_connection() {
     let out = run(gangway().args(["connect", &format!("ws://{addr}/")]), b"");
     // curl's 7, "failed to connect to host".
     assert_eq!(out.status.code(), Some(7));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.starts_with("gangway: connection failed: "),
-        "{stderr}"
+    // The address that refused, and why, in the words a person uses.
+    assert_eq!(
+        text(&out.stderr),
+        format!("gangway: cannot connect to {addr}: connection refused\n")
     );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn connect_refuses_a_url_with_an_invalid_port_before_connecting() {
+    for port in ["99999", "65536", "abc"] {
+        let out = run(
+            gangway().args(["connect", &format!("ws://127.0.0.1:{port}/")]),
+            b"",
+        );
+        // curl's 3, "URL malformed"; not a connection to port 80.
+        assert_eq!(out.status.code(), Some(3), "{port}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stderr),
+            format!("gangway: invalid websocket url: invalid port {port} (ports are 1 to 65535)\n")
+        );
+    }
+}
+
+#[test]
+fn connect_names_a_header_it_cannot_send_and_why_before_connecting() {
+    // Nothing listens: the header is refused before any connection is tried.
+    let out = run(
+        gangway().args(["connect", "ws://127.0.0.1:1/", "-H", "Upgrade: h2c"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "gangway: cannot send header \"Upgrade\": the handshake writes this header itself\n"
+    );
+    let out = run(
+        gangway().args(["connect", "ws://127.0.0.1:1/", "-H", "X-Bell: a\u{7}b"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("gangway: cannot send header \"X-Bell\": "),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_listen_and_threads_options_explain_what_they_need() {
+    let out = run(gangway().args(["serve", "--listen", "9001"]), b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("an address needs a host: 127.0.0.1:9001"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(gangway().args(["serve", "--listen", "localhost"]), b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("an address needs a port"));
+    let out = run(gangway().args(["serve", "--threads", "100000"]), b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("0..=1024"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A raw server thread: answers the upgrade, then runs `script` on the connection.
+fn raw_server<T: Send + 'static>(
+    script: impl FnOnce(&mut TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let (l, addr) = listener();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = l.accept().expect("accept");
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let head = read_head(&mut tcp);
+        tcp.write_all(switching_protocols(&head).as_bytes())
+            .expect("write 101");
+        script(&mut tcp)
+    });
+    (addr, server)
+}
+
+/// Read one masked client frame: (first byte, unmasked payload).
+fn read_client_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 2];
+    tcp.read_exact(&mut header).expect("frame header");
+    assert_eq!(header[1] & 0x80, 0x80, "client frames are masked");
+    let len = usize::from(header[1] & 0x7f);
+    assert!(len < 126);
+    let mut rest = vec![0u8; 4 + len];
+    tcp.read_exact(&mut rest).expect("frame payload");
+    let payload = rest[4..]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ rest[i % 4])
+        .collect();
+    (header[0], payload)
+}
+
+/// Abort the connection with a reset (SO_LINGER 0), as the Autobahn testsuite's server does
+/// after each close handshake.
+fn reset(tcp: TcpStream) {
+    let tcp = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async move {
+            tcp.set_nonblocking(true).expect("nonblocking");
+            tokio::net::TcpStream::from_std(tcp).expect("tokio stream")
+        });
+    tcp.set_zero_linger().expect("SO_LINGER 0");
+    drop(tcp);
+}
+
+#[test]
+fn connect_exits_0_when_the_server_resets_after_the_close_handshake() {
+    let (addr, server) = raw_server(|tcp| {
+        tcp.write_all(&[0x81, 0x02, b'h', b'i']).expect("message");
+        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8]).expect("close");
+        let (first, payload) = read_client_frame(tcp);
+        assert_eq!((first, payload), (0x88, vec![0x03, 0xe8]));
+        reset(tcp.try_clone().expect("clone"));
+    });
+    let out = run_open_stdin(gangway().args(["connect", &format!("ws://{addr}/")]));
+    server.join().expect("raw server");
+    // RFC 6455 §7.1.4: both close frames crossed; the reset that followed is not a failure.
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn connect_exits_non_zero_when_the_peer_closes_with_an_error_code() {
+    for (code, status) in [(1011u16, 57), (1002, 57), (1009, 57), (1001, 0), (4000, 0)] {
+        let (addr, server) = raw_server(move |tcp| {
+            let [hi, lo] = code.to_be_bytes();
+            tcp.write_all(&[0x88, 0x02, hi, lo]).expect("close");
+            let _ = read_client_frame(tcp);
+        });
+        let out = run_open_stdin(gangway().args(["connect", &format!("ws://{addr}/")]));
+        server.join().expect("raw server");
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{code}: {}",
+            text(&out.stderr)
+        );
+        if code != 1000 {
+            assert_eq!(
+                text(&out.stderr),
+                format!("gangway: closed by peer: {code}\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn connect_waits_at_the_end_of_stdin_for_an_answer_sent_late() {
+    // The server answers 300 ms after the line, as a handler that does some work would, and, as
+    // Python websockets does, sends nothing more once our close has arrived (RFC 6455 §5.5.1):
+    // a close sent at the end of stdin would take the answer's place.
+    let (addr, server) = raw_server(|tcp| {
+        let (first, payload) = read_client_frame(tcp);
+        assert_eq!((first, payload.as_slice()), (0x81, &b"question"[..]));
+        tcp.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut next = [0u8; 1];
+        match tcp.peek(&mut next) {
+            Ok(1) => {
+                // The close came first: answer it, and the answer is never sent.
+                let (first, payload) = read_client_frame(tcp);
+                assert_eq!(first, 0x88);
+                let _ = tcp.write_all(&[0x88, 0x02, payload[0], payload[1]]);
+                return;
+            }
+            Ok(_) => return,
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        tcp.write_all(&[0x81, 0x06]).expect("header");
+        tcp.write_all(b"answer").expect("answer");
+        let (first, payload) = read_client_frame(tcp);
+        assert_eq!((first, payload), (0x88, vec![0x03, 0xe8]), "then our close");
+        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8])
+            .expect("close answer");
+    });
+    let out = run(
+        gangway().args(["connect", &format!("ws://{addr}/")]),
+        b"question\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "answer\n");
+    server.join().expect("raw server");
+}
+
+#[test]
+fn connect_max_received_closes_after_that_many_messages() {
+    let (addr, server) = raw_server(|tcp| {
+        for word in [&b"one"[..], b"two", b"three"] {
+            tcp.write_all(&[0x81, word.len() as u8]).expect("header");
+            tcp.write_all(word).expect("payload");
+        }
+        let (first, payload) = read_client_frame(tcp);
+        assert_eq!((first, payload), (0x88, vec![0x03, 0xe8]));
+        tcp.write_all(&[0x88, 0x02, 0x03, 0xe8])
+            .expect("close answer");
+    });
+    // Stdin stays open: the count alone ends the session, as websocat's --max-messages-rev.
+    let out = run_open_stdin(gangway().args([
+        "connect",
+        "--max-received",
+        "2",
+        &format!("ws://{addr}/"),
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    server.join().expect("raw server");
+}
+
+#[test]
+fn connect_closes_with_1001_and_exits_130_on_ctrl_c() {
+    let (tx, rx) = mpsc::channel();
+    let (addr, server) = raw_server(move |tcp| {
+        tcp.write_all(&[0x81, 0x05]).expect("header");
+        tcp.write_all(b"ready").expect("payload");
+        let (first, payload) = read_client_frame(tcp);
+        tx.send(()).ok();
+        let _ = tcp.write_all(&[0x88, 0x02, payload[0], payload[1]]);
+        assert_eq!(first, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    });
+    let mut client = Interactive::start(gangway().args(["connect", &format!("ws://{addr}/")]));
+    assert_eq!(client.next_line(), "ready");
+    let status = Command::new("kill")
+        .args(["-INT", &client.proc.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    rx.recv_timeout(TIMEOUT)
+        .expect("the close frame reached the server");
+    server.join().expect("raw server");
+    let (status, _stderr) = client.wait();
+    assert_eq!(status.code(), Some(130));
 }
 
 #[test]

@@ -212,8 +212,8 @@ fn connect_refuses_a_certificate_for_another_host_and_says_so() {
     assert_eq!(out.status.code(), Some(60), "{out:?}");
     assert!(
         out.stderr.starts_with(
-            "gangway: tls handshake with localhost failed: invalid peer certificate: \
-             certificate not valid for name \"localhost\""
+            "gangway: tls handshake with localhost failed: name localhost does not match the \
+             certificate's names: other.example"
         ),
         "{}",
         out.stderr
@@ -513,5 +513,78 @@ fn connect_reports_a_proxy_that_refuses_with_its_status() {
         out.stderr.starts_with("gangway: invalid proxy url"),
         "{}",
         out.stderr
+    );
+}
+
+#[test]
+fn serve_and_connect_share_an_openssl_self_signed_certificate() {
+    // How most people make a test certificate; OpenSSL 3 marks it CA:TRUE. scripts/test.sh
+    // requires openssl.
+    let dir = certs::TempDir::new();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("openssl runs (scripts/test.sh requires it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let issued = Issued { cert, key };
+    let serve = Serve::start(&tls_args(&issued));
+    let out = run(
+        gangway().args([
+            "connect",
+            "--eof-wait",
+            "5",
+            "--max-received",
+            "1",
+            &serve.wss_url(),
+            "--cacert",
+            path_str(&issued.cert),
+        ]),
+        "over tls\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "over tls\n");
+    // The name is still checked: 127.0.0.1 is not in the certificate.
+    let url = format!("wss://127.0.0.1:{}/", serve.addr.port());
+    let out = run(
+        gangway().args(["connect", &url, "--cacert", path_str(&issued.cert)]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "gangway: tls handshake with 127.0.0.1 failed: name 127.0.0.1 does not match the \
+         certificate's names: localhost\n"
+    );
+}
+
+#[test]
+fn wss_to_a_plain_server_says_it_did_not_answer_tls() {
+    let serve = Serve::start(&[]);
+    let url = format!("wss://127.0.0.1:{}/", serve.addr.port());
+    let out = run(gangway().args(["connect", &url]), "");
+    assert_eq!(out.status.code(), Some(35), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "gangway: tls handshake with 127.0.0.1 failed: the server did not answer with tls (is it \
+         a plain ws:// server?)\n"
     );
 }

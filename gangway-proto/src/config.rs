@@ -82,11 +82,14 @@ pub struct Config {
     /// (client) or accepts (server) it, with which parameters, and how messages are compressed
     /// once it is in use. Off by default
     /// ([`DeflateConfig::disabled`](crate::extensions::permessage_deflate::DeflateConfig::disabled)):
-    /// compression costs CPU and up to about 515 KiB per connection that uses it with context
-    /// takeover (see [the extension's docs](crate::extensions::permessage_deflate)), and
-    /// compressing secrets together with data an attacker chooses can leak them through the
-    /// compressed size. Turn it on with
-    /// [`DeflateConfig::default`](crate::extensions::permessage_deflate::DeflateConfig).
+    /// compression costs CPU, and compressing secrets together with data an attacker chooses can
+    /// leak them through the compressed size. Turn it on with a `DeflateConfig`; what each
+    /// choice costs per connection (from nothing to about 420 KiB) is in
+    /// [the extension's docs](crate::extensions::permessage_deflate#memory-per-connection). A
+    /// server with many connections wants
+    /// [`DeflateConfig::bounded_client_window`](crate::extensions::permessage_deflate::DeflateConfig::bounded_client_window)
+    /// (`gangway serve`'s default) or
+    /// [`DeflateConfig::no_context_takeover`](crate::extensions::permessage_deflate::DeflateConfig::no_context_takeover).
     #[cfg(feature = "deflate")]
     pub deflate: crate::extensions::permessage_deflate::DeflateConfig,
 }

@@ -229,7 +229,7 @@ impl fmt::Display for HandshakeError {
 impl std::error::Error for HandshakeError {}
 
 /// The caller asked for something the protocol does not allow. Never caused by network input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ApiMisuse {
     /// A control frame payload (ping, pong, close code + reason) over 125 bytes.
@@ -244,8 +244,30 @@ pub enum ApiMisuse {
     InvalidUtf8,
     /// A URL that is not `ws://` or `wss://` with a host; the reason.
     InvalidUrl(&'static str),
-    /// A header name or value that cannot be sent in HTTP/1.1.
-    InvalidHeader,
+    /// A URL whose port is not a number from 1 to 65535; the port as written.
+    InvalidPort(Box<str>),
+    /// A header the opening handshake cannot send: its name, and why.
+    InvalidHeader {
+        /// The header's name as given (`Sec-WebSocket-Protocol` for a subprotocol,
+        /// `Sec-WebSocket-Extensions` for an extension offer).
+        name: Box<str>,
+        /// Why it cannot be sent.
+        reason: &'static str,
+    },
+    /// A message compressed with other parameters than the connection's (or for a connection
+    /// that compresses with context takeover, or not at all): see
+    /// [`Connection::send_compressed`](crate::Connection::send_compressed).
+    CompressionMismatch,
+}
+
+impl ApiMisuse {
+    /// [`ApiMisuse::InvalidHeader`] for the header `name`.
+    pub(crate) fn invalid_header(name: &str, reason: &'static str) -> Self {
+        ApiMisuse::InvalidHeader {
+            name: name.into(),
+            reason,
+        }
+    }
 }
 
 impl fmt::Display for ApiMisuse {
@@ -257,7 +279,18 @@ impl fmt::Display for ApiMisuse {
             ApiMisuse::FragmentOrder => f.write_str("fragment out of order"),
             ApiMisuse::InvalidUtf8 => f.write_str("text fragments are not valid utf-8"),
             ApiMisuse::InvalidUrl(why) => write!(f, "invalid websocket url: {why}"),
-            ApiMisuse::InvalidHeader => f.write_str("invalid header name or value"),
+            ApiMisuse::InvalidPort(port) => {
+                write!(
+                    f,
+                    "invalid websocket url: invalid port {port} (ports are 1 to 65535)"
+                )
+            }
+            ApiMisuse::CompressionMismatch => {
+                f.write_str("message compressed with other parameters than the connection's")
+            }
+            ApiMisuse::InvalidHeader { name, reason } => {
+                write!(f, "cannot send header {name:?}: {reason}")
+            }
         }
     }
 }

@@ -3,16 +3,19 @@
 use std::time::Duration;
 
 use gangway_proto::handshake::client::{ClientHandshake, ClientOptions};
-use gangway_proto::handshake::Parsed;
-use gangway_proto::{ApiMisuse, Config, Connection, OsRandom, Role};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use gangway_proto::handshake::{Negotiated, WebSocketUrl};
+#[cfg(not(feature = "rustls"))]
+use gangway_proto::ApiMisuse;
+use gangway_proto::{Config, Connection, OsRandom, Role};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::head::HeadError;
 use crate::proxy::ProxySettings;
 use crate::{Error, MaybeTlsStream, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 
-/// How much to read at a time while waiting for the response head.
-const HEAD_READ_SIZE: usize = 4 << 10;
+/// The ALPN protocol of a WebSocket upgrade (RFC 6455 §4.1 speaks HTTP/1.1).
+pub(crate) const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
 /// Connect to `url` with default settings.
 ///
@@ -53,6 +56,8 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, http::Resp
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     uri: http::Uri,
+    /// `uri`, checked: where to connect.
+    url: WebSocketUrl,
     protocols: Vec<String>,
     headers: Vec<(String, String)>,
     origin: Option<String>,
@@ -69,10 +74,19 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Api`] if `url` is not a WebSocket URL.
+    /// [`Error::Api`] if `url` is not a WebSocket URL: not `ws://` or `wss://`, no host, user
+    /// info, a fragment ([`ApiMisuse::InvalidUrl`](gangway_proto::ApiMisuse::InvalidUrl)), or a
+    /// port that is not a number from 1 to 65535
+    /// ([`ApiMisuse::InvalidPort`](gangway_proto::ApiMisuse::InvalidPort)). Nothing is
+    /// connected before the URL is checked.
     pub fn new(url: &str) -> Result<Self, Error> {
+        let checked = WebSocketUrl::parse(url)?;
         Ok(ClientBuilder {
-            uri: parse_url(url)?,
+            // `WebSocketUrl::parse` parsed the same text as a URI.
+            uri: url
+                .parse()
+                .map_err(|_| Error::Api(gangway_proto::ApiMisuse::InvalidUrl("not a valid url")))?,
+            url: checked,
             protocols: Vec::new(),
             headers: Vec::new(),
             origin: None,
@@ -262,6 +276,11 @@ impl ClientBuilder {
         &self.uri
     }
 
+    /// The URL, checked: scheme, host and port to connect to.
+    pub fn url(&self) -> &WebSocketUrl {
+        &self.url
+    }
+
     /// Connect over TCP (through the proxy, if any), speak TLS for `wss://`, and perform the
     /// handshake.
     ///
@@ -288,38 +307,11 @@ impl ClientBuilder {
         F: FnOnce(MaybeTlsStream) -> S,
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let secure = self
-            .uri
-            .scheme_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
-        #[cfg(not(feature = "rustls"))]
-        if secure {
-            return Err(Error::Api(ApiMisuse::InvalidUrl(
-                "wss:// needs the rustls feature (or connect_on with a TLS stream)",
-            )));
-        }
-        // `parse_url` guarantees a host; IPv6 hosts come bracketed in URLs but not in lookups.
-        let host = self.uri.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        // RFC 6455 §3: the default ports are 80 (ws) and 443 (wss).
-        let port = self.uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let proxy = self.proxy.select(secure, host)?;
+        // The request is built first: headers it cannot send are refused before connecting.
+        let handshake = self.client_handshake()?;
         let attempt = async {
-            let tcp = match &proxy {
-                Some(proxy) => proxy.tunnel(host, port).await?,
-                None => {
-                    let tcp = TcpStream::connect((host, port)).await?;
-                    // Frames are written whole; waiting to coalesce them only adds latency.
-                    tcp.set_nodelay(true)?;
-                    tcp
-                }
-            };
-            #[cfg(feature = "rustls")]
-            if secure {
-                let tls = self.tls.connect(host, tcp).await?;
-                return self.handshake(wrap(MaybeTlsStream::from(tls))).await;
-            }
-            self.handshake(wrap(MaybeTlsStream::Plain(tcp))).await
+            let stream = self.transport(&[ALPN_HTTP_1_1]).await?;
+            self.handshake(wrap(stream), handshake).await
         };
         match tokio::time::timeout(self.handshake_timeout, attempt).await {
             Ok(result) => result,
@@ -328,6 +320,73 @@ impl ClientBuilder {
                 Err(Error::Timeout)
             }
         }
+    }
+
+    /// The connected transport to the URL's host: TCP, through the proxy if any, and TLS for
+    /// `wss://` offering the ALPN protocols `alpn`. Not bounded in time: the caller bounds it
+    /// with the handshake that follows.
+    pub(crate) async fn transport(&self, alpn: &[&[u8]]) -> Result<MaybeTlsStream, Error> {
+        let secure = self.url.is_secure();
+        #[cfg(not(feature = "rustls"))]
+        if secure {
+            return Err(Error::Api(ApiMisuse::InvalidUrl(
+                "wss:// needs the rustls feature (or connect_on with a TLS stream)",
+            )));
+        }
+        // The host as looked up (IPv6 without brackets); the URL's port or the scheme's default
+        // (RFC 6455 §3: 80 for ws, 443 for wss).
+        let (host, port) = (self.url.host(), self.url.port());
+        let proxy = self.proxy.select(secure, host)?;
+        let tcp = match &proxy {
+            Some(proxy) => proxy.tunnel(host, port).await?,
+            None => {
+                let tcp = connect_tcp(host, port).await?;
+                // Frames are written whole; waiting to coalesce them only adds latency.
+                tcp.set_nodelay(true)?;
+                tcp
+            }
+        };
+        #[cfg(feature = "rustls")]
+        if secure {
+            let tls = self.tls.connect(host, tcp, alpn).await?;
+            return Ok(MaybeTlsStream::from(tls));
+        }
+        let _ = alpn;
+        Ok(MaybeTlsStream::Plain(tcp))
+    }
+
+    /// Whether the URL is `wss://`.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn is_secure(&self) -> bool {
+        self.url.is_secure()
+    }
+
+    /// The connection for what the handshake negotiated.
+    pub(crate) fn connection(&self, negotiated: &Negotiated) -> Connection {
+        Connection::from_negotiated(Role::Client, self.config.clone(), negotiated)
+    }
+
+    /// The configured close-handshake bound.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn close_timeout_value(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// The configured opening-handshake bound.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn handshake_timeout_value(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The same settings for another URL.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn with_url(self, url: &str) -> Result<Self, Error> {
+        let other = ClientBuilder::new(url)?;
+        Ok(ClientBuilder {
+            uri: other.uri,
+            url: other.url,
+            ..self
+        })
     }
 
     /// Perform the handshake over a transport that is already connected (TLS, a proxy tunnel).
@@ -339,7 +398,9 @@ impl ClientBuilder {
         &self,
         stream: S,
     ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
-        match tokio::time::timeout(self.handshake_timeout, self.handshake(stream)).await {
+        let handshake = self.client_handshake()?;
+        match tokio::time::timeout(self.handshake_timeout, self.handshake(stream, handshake)).await
+        {
             Ok(result) => result,
             Err(_elapsed) => {
                 tracing::debug!(uri = %self.uri, "opening handshake timed out");
@@ -348,86 +409,118 @@ impl ClientBuilder {
         }
     }
 
-    /// Send the request, read the response head, and build the connection from what follows.
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        mut stream: S,
-    ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
+    /// The handshake's options: origin, subprotocols, extra headers, and one permessage-deflate
+    /// offer when configured (RFC 7692 §5; the answer is checked by the handshake and put to
+    /// work by the connection). The same over HTTP/1.1 and HTTP/2.
+    pub(crate) fn options(&self) -> ClientOptions {
         let mut options = ClientOptions::default();
         options.origin.clone_from(&self.origin);
         options.protocols.clone_from(&self.protocols);
         options.headers.clone_from(&self.headers);
-        // RFC 7692 §5: one permessage-deflate offer, when configured; the answer is checked by
-        // the handshake and put to work by the connection.
         #[cfg(feature = "deflate")]
         if self.config.deflate.enabled {
             options
                 .extensions
                 .push(self.config.deflate.offer().to_string());
         }
-        let max_head_size = options.max_head_size;
+        options
+    }
+
+    /// The opening request for this builder's settings, with a fresh key.
+    pub(crate) fn client_handshake(&self) -> Result<ClientHandshake, Error> {
         // A fresh key per connection from the OS CSPRNG (RFC 6455 §4.1).
-        let handshake = ClientHandshake::new(&self.uri, &options, &mut OsRandom::new())?;
+        Ok(ClientHandshake::new(
+            &self.uri,
+            &self.options(),
+            &mut OsRandom::new(),
+        )?)
+    }
+
+    /// Send the request, read the response head, and build the connection from what follows.
+    pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        handshake: ClientHandshake,
+    ) -> Result<(WebSocket<S>, http::Response<()>), Error> {
         stream.write_all(handshake.request()).await?;
         stream.flush().await?;
-
-        let mut buf = Vec::with_capacity(HEAD_READ_SIZE);
-        loop {
-            buf.reserve(HEAD_READ_SIZE);
-            let start = buf.len();
-            if stream.read_buf(&mut buf).await? == 0 {
+        let max_head_size = ClientOptions::default().max_head_size;
+        let read = crate::head::read_head(&mut stream, max_head_size, |buf| {
+            handshake.parse_response(buf)
+        })
+        .await;
+        let ((response, negotiated), leftover) = match read {
+            Ok(head) => head,
+            Err(HeadError::Io(e)) => return Err(e.into()),
+            Err(HeadError::Eof) => {
                 return Err(Error::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "connection closed during the opening handshake",
-                )));
+                )))
             }
-            // A head can only end at a newline: don't re-parse for bytes that bring none.
-            if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
-                continue;
+            Err(HeadError::TooLarge) => {
+                return Err(self.refused(gangway_proto::HandshakeError::HeadTooLarge))
             }
-            match handshake.parse_response(&buf) {
-                Ok(Parsed::Complete((response, negotiated), head_len)) => {
-                    let conn =
-                        Connection::from_negotiated(Role::Client, self.config.clone(), &negotiated)
-                            .map_err(|e| self.refused(e))?;
-                    // Frames the server sent right behind its head belong to the connection.
-                    let leftover = buf.get(head_len..).unwrap_or_default();
-                    let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, leftover);
-                    ws.set_close_timeout(self.close_timeout);
-                    return Ok((ws, response));
-                }
-                Ok(Parsed::Partial) if buf.len() <= max_head_size => {}
-                Ok(Parsed::Partial) => {
-                    return Err(self.refused(gangway_proto::HandshakeError::HeadTooLarge));
-                }
-                Err(e) => return Err(self.refused(e)),
-            }
-        }
+            Err(HeadError::Parse(e)) => return Err(self.refused(e)),
+        };
+        let conn = self.connection(&negotiated);
+        // Frames the server sent right behind its head belong to the connection.
+        let mut ws = WebSocket::from_parts(stream, conn, negotiated.protocol, &leftover);
+        ws.set_close_timeout(self.close_timeout);
+        Ok((ws, response))
     }
 
-    fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
+    pub(crate) fn refused(&self, e: gangway_proto::HandshakeError) -> Error {
         tracing::debug!(uri = %self.uri, error = %e, "server refused the websocket handshake");
         Error::Handshake(e)
     }
 }
 
-/// Parse a `ws://` or `wss://` URL with a host and no fragment (RFC 6455 §3).
-fn parse_url(url: &str) -> Result<http::Uri, ApiMisuse> {
-    // Fragments are meaningless in WebSocket URIs and MUST NOT be used (RFC 6455 §3).
-    if url.contains('#') {
-        return Err(ApiMisuse::InvalidUrl("fragment not allowed"));
+/// Connect to `host:port`: each address the name resolves to in turn, as
+/// `TcpStream::connect` does, but a failure names the address that refused (`cannot connect to
+/// 127.0.0.1:9001`, with the system's reason as its source). The error keeps the kind of the
+/// last failure (`ConnectionRefused`, `TimedOut`, ...); a failed lookup is returned as it is.
+async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some((addr, e)),
+        }
     }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| ApiMisuse::InvalidUrl("not a valid url"))?;
-    match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("ws") || s.eq_ignore_ascii_case("wss") => {}
-        Some(_) => return Err(ApiMisuse::InvalidUrl("scheme must be ws or wss")),
-        None => return Err(ApiMisuse::InvalidUrl("missing ws:// or wss://")),
+    Err(match last {
+        Some((addr, e)) => {
+            // A name is shown with the address it resolved to, an address as it is.
+            let target = if host.parse::<std::net::IpAddr>().is_ok() {
+                addr.to_string()
+            } else {
+                format!("{host}:{port} ({addr})")
+            };
+            std::io::Error::new(e.kind(), ConnectFailed { target, source: e })
+        }
+        None => std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        ),
+    })
+}
+
+/// A TCP connection that could not be made: to where, and the system's reason.
+#[derive(Debug)]
+struct ConnectFailed {
+    target: String,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot connect to {}", self.target)
     }
-    match uri.host() {
-        Some(h) if !h.is_empty() => Ok(uri),
-        _ => Err(ApiMisuse::InvalidUrl("missing host")),
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -435,30 +528,64 @@ fn parse_url(url: &str) -> Result<http::Uri, ApiMisuse> {
 mod tests {
     use super::*;
 
+    use gangway_proto::ApiMisuse;
+
     #[test]
-    fn ws_and_wss_urls_with_a_host_are_accepted() {
-        for url in [
-            "ws://127.0.0.1:9001/",
-            "ws://example.com",
-            "wss://example.com/chat?room=1",
-            "ws://[::1]:8080/x",
-        ] {
-            assert!(parse_url(url).is_ok(), "{url}");
+    fn urls_that_are_not_websocket_urls_are_refused_by_the_builder() {
+        let cases = [
+            (
+                "http://example.com/",
+                ApiMisuse::InvalidUrl("scheme is not ws or wss"),
+            ),
+            (
+                "ws://example.com/#frag",
+                ApiMisuse::InvalidUrl("fragment not allowed"),
+            ),
+            (
+                "ws://127.0.0.1:99999/",
+                ApiMisuse::InvalidPort("99999".into()),
+            ),
+        ];
+        for (url, why) in cases {
+            match ClientBuilder::new(url) {
+                Err(Error::Api(e)) => assert_eq!(e, why, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
         }
     }
 
     #[test]
-    fn urls_that_are_not_websocket_urls_are_refused() {
-        let cases = [
-            ("http://example.com/", "scheme must be ws or wss"),
-            ("/chat", "missing ws:// or wss://"),
-            ("ws://example.com/#frag", "fragment not allowed"),
-            ("ws:///path", "not a valid url"),
-            ("not a url", "not a valid url"),
-        ];
-        for (url, why) in cases {
-            assert_eq!(parse_url(url), Err(ApiMisuse::InvalidUrl(why)), "{url}");
+    fn an_invalid_port_is_refused_before_connecting_and_named() {
+        // `http::Uri` takes these, and reports no port for them: they used to reach port 80.
+        for port in ["99999", "65536", "abc"] {
+            let url = format!("ws://127.0.0.1:{port}/");
+            match ClientBuilder::new(&url) {
+                Err(Error::Api(e)) => assert_eq!(
+                    e.to_string(),
+                    format!("invalid websocket url: invalid port {port} (ports are 1 to 65535)")
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let err = ClientBuilder::new(&format!("ws://{closed}/"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap_err();
+        let Error::Io(io) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(io.to_string(), format!("cannot connect to {closed}"));
+        let cause = std::error::Error::source(io).map(ToString::to_string);
+        assert!(cause.is_some_and(|c| c.contains("refused")), "{err:?}");
     }
 
     #[cfg(not(feature = "rustls"))]

@@ -30,6 +30,10 @@ pub enum Error {
     Tls(TlsError),
     /// The proxy could not be reached, or refused to open a tunnel to the server.
     Proxy(ProxyError),
+    /// WebSocket over HTTP/2 (RFC 8441) is not possible with this server, or its HTTP/2
+    /// connection failed (feature `http2`).
+    #[cfg(feature = "http2")]
+    Http2(crate::http2::Http2Error),
 }
 
 impl fmt::Display for Error {
@@ -43,6 +47,8 @@ impl fmt::Display for Error {
             Error::Unresponsive(_) => f.write_str("connection lost"),
             Error::Tls(_) => f.write_str("tls error"),
             Error::Proxy(_) => f.write_str("proxy error"),
+            #[cfg(feature = "http2")]
+            Error::Http2(_) => f.write_str("http/2 error"),
         }
     }
 }
@@ -58,6 +64,8 @@ impl std::error::Error for Error {
             Error::Unresponsive(e) => Some(e),
             Error::Tls(e) => Some(e),
             Error::Proxy(e) => Some(e),
+            #[cfg(feature = "http2")]
+            Error::Http2(e) => Some(e),
         }
     }
 }
@@ -68,7 +76,10 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         #[cfg(feature = "rustls")]
         let e = match e.downcast::<rustls::Error>() {
-            Ok(tls) => return Error::Tls(TlsError::new("tls connection failed", tls)),
+            Ok(tls) => {
+                let tls = crate::tls::Explained::new(tls);
+                return Error::Tls(TlsError::new("tls connection failed", tls));
+            }
             Err(e) => e,
         };
         Error::Io(e)
@@ -129,6 +140,9 @@ impl TlsError {
         while let Some(e) = cause {
             if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                 return Some(tls);
+            }
+            if let Some(explained) = e.downcast_ref::<crate::tls::Explained>() {
+                return Some(explained.rustls_error());
             }
             cause = e.source();
         }

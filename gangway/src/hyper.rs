@@ -41,7 +41,15 @@
 //! ```
 //!
 //! hyper must serve the connection with upgrades enabled (`serve_connection(..).with_upgrades()`
-//! of `hyper::server::conn::http1`; `axum::serve` does it). Bytes the client sent right behind its
+//! of `hyper::server::conn::http1`; `axum::serve` does it).
+//!
+//! **HTTP/2** (feature `http2`): the same call accepts an extended CONNECT request with
+//! `:protocol = websocket` (RFC 8441), answered `200` instead of `101`, when hyper serves HTTP/2
+//! with `enable_connect_protocol()` (`hyper::server::conn::http2::Builder`, or hyper-util's
+//! `auto::Builder::http2()`), which advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` to clients.
+//! The WebSocket then runs on the request's stream, beside the connection's other requests, and
+//! is the same [`UpgradedWebSocket`]. Browsers use it when they already have an HTTP/2
+//! connection to the origin. Bytes the client sent right behind its
 //! request head (frames it pipelined) are not lost: hyper keeps what it read ahead inside the
 //! upgraded connection, and the WebSocket reads them first.
 //!
@@ -56,6 +64,7 @@ use std::task::{Context, Poll};
 
 use ::hyper::upgrade::{OnUpgrade, Upgraded};
 use gangway_proto::handshake::header_tokens;
+use gangway_proto::handshake::server as hs;
 use gangway_proto::HandshakeError;
 use http::header::{self, HeaderValue};
 use http::StatusCode;
@@ -67,12 +76,33 @@ use crate::{Error, ServerBuilder, WebSocket};
 /// A WebSocket on a connection that hyper upgraded.
 pub type UpgradedWebSocket = WebSocket<TokioIo<Upgraded>>;
 
-/// Whether `request` asks for a WebSocket (an `Upgrade` header naming `websocket`), for servers
-/// that answer other requests on the same path themselves. It says nothing of the request's
-/// validity: [`upgrade`] judges that.
+/// Whether `request` asks for a WebSocket (an `Upgrade` header naming `websocket`; with the
+/// `http2` feature also an HTTP/2 CONNECT with `:protocol = websocket`), for servers that answer
+/// other requests on the same path themselves. It says nothing of the request's validity:
+/// [`upgrade`] judges that.
 pub fn is_upgrade_request<B>(request: &http::Request<B>) -> bool {
+    if let Some(protocol) = connect_protocol(request.version(), request.extensions()) {
+        return request.method() == http::Method::CONNECT
+            && protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
+    }
     header_tokens(request.headers(), header::UPGRADE.as_str())
         .any(|t| t.eq_ignore_ascii_case(b"websocket"))
+}
+
+/// For an HTTP/2 request, its `:protocol` pseudo-header (RFC 8441 §4), which hyper keeps in the
+/// request's extensions: `Some(None)` when it has none. `None` for an HTTP/1.1 request, or
+/// without the `http2` feature (the request is then judged as an HTTP/1.1 upgrade, and refused).
+fn connect_protocol(version: http::Version, extensions: &http::Extensions) -> Option<Option<&str>> {
+    #[cfg(feature = "http2")]
+    if version == http::Version::HTTP_2 {
+        return Some(
+            extensions
+                .get::<::hyper::ext::Protocol>()
+                .map(|p| p.as_str()),
+        );
+    }
+    let _ = (version, extensions);
+    None
 }
 
 /// Accept `request`, parsed by hyper, as a WebSocket opening handshake, with the checks and
@@ -80,8 +110,8 @@ pub fn is_upgrade_request<B>(request: &http::Request<B>) -> bool {
 /// server's list that the client offered), its limits and timeouts.
 ///
 /// On success, return the `101 Switching Protocols` response (with `Sec-WebSocket-Accept` and the
-/// selected `Sec-WebSocket-Protocol`) and spawn the [`PendingUpgrade`]: it yields the WebSocket
-/// only after hyper has sent that response. The request's body is not touched; its upgrade
+/// selected `Sec-WebSocket-Protocol`), or for an HTTP/2 extended CONNECT the `200`, and spawn the
+/// [`PendingUpgrade`]: it yields the WebSocket only after hyper has sent that response. The request's body is not touched; its upgrade
 /// handle is taken (a second call finds none).
 ///
 /// Reading the request head is hyper's part here, with hyper's limits: the builder's
@@ -91,12 +121,13 @@ pub fn is_upgrade_request<B>(request: &http::Request<B>) -> bool {
 ///
 /// # Errors
 ///
-/// A [`Refusal`] carrying the answer to return instead of the `101`:
+/// A [`Refusal`] carrying the answer to return instead of the `101` (or `200`):
 /// [`Refusal::Handshake`] for a request that is not a valid opening handshake or whose origin is
 /// refused, with the status and headers [`Incoming::accept`](crate::Incoming::accept) answers
-/// (400, 403, 405, or 426 with `Sec-WebSocket-Version: 13`); [`Refusal::NoUpgrade`] (500) for a
-/// valid request that hyper cannot upgrade: it did not come from a hyper HTTP/1.1 connection, or
-/// its upgrade handle was already taken. `request` is left as it was.
+/// (400, 403, 405, or 426 with `Sec-WebSocket-Version: 13`); [`Refusal::Connect`] for the same
+/// over HTTP/2 (feature `http2`); [`Refusal::NoUpgrade`] (500) for a valid request that hyper
+/// cannot upgrade: it did not come from a hyper connection, or its upgrade handle was already
+/// taken. `request` is left as it was.
 pub fn upgrade<B>(
     request: &mut http::Request<B>,
     server: &ServerBuilder,
@@ -106,7 +137,15 @@ pub fn upgrade<B>(
         request.uri().clone(),
         request.version(),
     );
-    let accepted = negotiate(method, uri, version, request.headers_mut(), server)?;
+    let protocol = connect_protocol(version, request.extensions()).map(|p| p.map(str::to_owned));
+    let accepted = negotiate(
+        method,
+        uri,
+        version,
+        protocol.as_ref().map(Option::as_deref),
+        request.headers_mut(),
+        server,
+    )?;
     pending(accepted, request.extensions_mut(), server)
 }
 
@@ -120,10 +159,12 @@ pub fn upgrade_parts(
     parts: &mut http::request::Parts,
     server: &ServerBuilder,
 ) -> Result<(http::Response<String>, PendingUpgrade), Refusal> {
+    let protocol = connect_protocol(parts.version, &parts.extensions).map(|p| p.map(str::to_owned));
     let accepted = negotiate(
         parts.method.clone(),
         parts.uri.clone(),
         parts.version,
+        protocol.as_ref().map(Option::as_deref),
         &mut parts.headers,
         server,
     )?;
@@ -133,11 +174,13 @@ pub fn upgrade_parts(
 /// Run the server's checks on a request head, given as the form they take
 /// (`http::Request<()>`) without copying it: the header map is moved in for the call and back
 /// after it. (A standard `Method` is a plain value and a `Uri` shares its bytes: cloning them
-/// copies nothing.)
+/// copies nothing.) `connect` is `Some(:protocol)` for an HTTP/2 request (see
+/// [`connect_protocol`]).
 fn negotiate(
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
+    connect: Option<Option<&str>>,
     headers: &mut http::HeaderMap,
     server: &ServerBuilder,
 ) -> Result<Accepted, Refusal> {
@@ -146,11 +189,15 @@ fn negotiate(
     *head.uri_mut() = uri;
     *head.version_mut() = version;
     *head.headers_mut() = std::mem::take(headers);
-    let negotiated = server.negotiate(&head);
+    let negotiated = match connect {
+        Some(protocol) => server
+            .negotiate_connect(&head, protocol)
+            .map_err(Refusal::Connect),
+        None => server.negotiate(&head).map_err(Refusal::Handshake),
+    };
     *headers = std::mem::take(head.headers_mut());
-    negotiated.map_err(|e| {
-        tracing::debug!(error = %e, status = e.status(), "refused websocket request");
-        Refusal::Handshake(e)
+    negotiated.inspect_err(|e| {
+        tracing::debug!(error = %e, status = %e.status(), "refused websocket request");
     })
 }
 
@@ -175,36 +222,13 @@ fn pending(
     Ok((response, pending))
 }
 
-/// The `101` answer of `accepted`: the headers of [`Accepted::response`], for hyper to send.
+/// The answer accepting `accepted` for hyper to send: `101` for an HTTP/1.1 upgrade, `200` for
+/// an HTTP/2 extended CONNECT, built by the core's handshake module as the HTTP/1.1 bytes of
+/// [`Incoming::accept`](crate::Incoming::accept) are.
 fn switching_protocols(accepted: &Accepted) -> http::Response<String> {
-    let mut response = http::Response::new(String::new());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    // RFC 6455 §4.2.2 item 5: Upgrade, Connection, and the accept value for the client's key.
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    let accept = gangway_proto::handshake::accept_key(accepted.offer.key.as_bytes());
-    headers.insert(header::SEC_WEBSOCKET_ACCEPT, header_value(accept));
-    if let Some(protocol) = &accepted.protocol {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, header_value(protocol));
-    }
-    if !accepted.extensions.is_empty() {
-        let list = accepted
-            .extensions
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, header_value(list));
-    }
-    response
-}
-
-/// A header value from text the handshake produced: base64, tokens, quoted strings, all visible
-/// ASCII. Anything else would be a bug here, not input: it becomes an empty value rather than a
-/// panic.
-fn header_value(text: impl AsRef<str>) -> HeaderValue {
-    HeaderValue::from_str(text.as_ref()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    // The status and the version come with the parts; hyper writes the version of its
+    // connection whatever the response says.
+    accepted.response_parts().map(|()| String::new())
 }
 
 /// The WebSocket of an accepted request, once hyper has sent the `101` and handed the connection
@@ -243,7 +267,9 @@ impl fmt::Debug for PendingUpgrade {
 impl PendingUpgrade {
     /// The subprotocol the `101` selected.
     pub fn protocol(&self) -> Option<&str> {
-        self.accepted.as_ref().and_then(|a| a.protocol.as_deref())
+        self.accepted
+            .as_ref()
+            .and_then(|a| a.negotiated.protocol.as_deref())
     }
 }
 
@@ -275,9 +301,13 @@ pub enum Refusal {
     /// Not a valid opening handshake (RFC 6455 §4.2.1), or the origin policy refused it; the
     /// status is [`HandshakeError::status`].
     Handshake(HandshakeError),
+    /// An HTTP/2 request that is not a valid extended CONNECT for a WebSocket (RFC 8441 §5), or
+    /// whose origin the policy refused; the status is [`HandshakeError::status`], and the answer
+    /// has no HTTP/1.1 connection headers (RFC 9113 §8.2.2).
+    Connect(HandshakeError),
     /// A valid handshake that hyper cannot upgrade: the request did not come from a hyper
-    /// HTTP/1.1 connection, or its upgrade handle was already taken. The fault is the server's,
-    /// hence `500`.
+    /// connection (HTTP/1.1 with upgrades, or HTTP/2 with `enable_connect_protocol`), or its
+    /// upgrade handle was already taken. The fault is the server's, hence `500`.
     NoUpgrade,
 }
 
@@ -286,7 +316,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             // Statuses of handshake errors are valid codes (400 to 431); 400 stays the fallback.
-            Refusal::Handshake(e) => {
+            Refusal::Handshake(e) | Refusal::Connect(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
             Refusal::NoUpgrade => StatusCode::INTERNAL_SERVER_ERROR,
@@ -294,46 +324,30 @@ impl Refusal {
     }
 
     /// The answer, with the status, headers and plain-text body that
-    /// [`Incoming::accept`](crate::Incoming::accept) sends for the same refusal: `Connection:
-    /// close`; for 426 also `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 6455
-    /// §4.2.2 item 4); for 405 `Allow: GET`.
+    /// [`Incoming::accept`](crate::Incoming::accept) sends for the same refusal, built by the
+    /// same function of the core ([`reject_response`](gangway_proto::handshake::server::reject_response)):
+    /// `Connection: close`; for 426 also `Upgrade: websocket` and `Sec-WebSocket-Version: 13`
+    /// (RFC 6455 §4.2.2 item 4); for 405 `Allow: GET`. On HTTP/2 without the connection headers,
+    /// and a 405 says `Allow: CONNECT`.
     pub fn response(&self) -> http::Response<String> {
-        let status = self.status();
-        let body = format!("{self}\n");
-        let mut response = http::Response::new(String::new());
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        match status {
-            // §4.2.2 item 4: the versions this server speaks. A 426 names the protocol to
-            // upgrade to (RFC 7231 §6.5.15), and `Upgrade` is then a connection option
-            // (RFC 7230 §6.7).
-            StatusCode::UPGRADE_REQUIRED => {
+        match self {
+            Refusal::Handshake(e) => hs::reject_response(e, http::Version::HTTP_11),
+            Refusal::Connect(e) => hs::reject_response(e, http::Version::HTTP_2),
+            Refusal::NoUpgrade => {
+                let body = format!("{self}\n");
+                let mut response = http::Response::new(String::new());
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                let headers = response.headers_mut();
                 headers.insert(
-                    header::CONNECTION,
-                    HeaderValue::from_static("Upgrade, close"),
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
-                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                headers.insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                );
-            }
-            // RFC 7231 §6.5.5: a 405 lists the methods the resource allows.
-            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-                headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
-            }
-            _ => {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                *response.body_mut() = body;
+                response
             }
         }
-        *response.body_mut() = body;
-        response
     }
 }
 
@@ -341,7 +355,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             // The body names the reason, as the HTTP/1.1 path's does.
-            Refusal::Handshake(e) => fmt::Display::fmt(e, f),
+            Refusal::Handshake(e) | Refusal::Connect(e) => fmt::Display::fmt(e, f),
             Refusal::NoUpgrade => f.write_str("connection cannot be upgraded"),
         }
     }
@@ -350,7 +364,7 @@ impl fmt::Display for Refusal {
 impl std::error::Error for Refusal {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Refusal::Handshake(e) => e.source(),
+            Refusal::Handshake(e) | Refusal::Connect(e) => e.source(),
             Refusal::NoUpgrade => None,
         }
     }
@@ -364,7 +378,6 @@ impl From<Refusal> for http::Response<String> {
 
 #[cfg(test)]
 mod tests {
-    use gangway_proto::handshake::server as hs;
     use gangway_proto::handshake::ExtensionOffer;
 
     use super::*;
@@ -448,6 +461,7 @@ mod tests {
                 parts.method.clone(),
                 parts.uri.clone(),
                 parts.version,
+                None,
                 &mut parts.headers,
                 &server,
             )
@@ -475,6 +489,7 @@ mod tests {
             parts.method.clone(),
             parts.uri.clone(),
             parts.version,
+            None,
             &mut parts.headers,
             &ServerBuilder::new(),
         )
@@ -486,7 +501,7 @@ mod tests {
                 ("client_max_window_bits".into(), Some(bits.into())),
             ],
         };
-        accepted.extensions = vec![deflate("10"), deflate("9")];
+        accepted.negotiated.extensions = vec![deflate("10"), deflate("9")];
         let ours = switching_protocols(&accepted);
         assert_eq!(response_parts(&ours), split_response(&accepted.response()));
         assert!(ours.headers()["sec-websocket-extensions"]

@@ -30,6 +30,8 @@
 //! - Origin policy: [`ServerBuilder::allowed_origins`], [`ServerBuilder::require_origin`].
 //! - TLS (feature `rustls`, on by default): `wss://` URLs in [`ClientBuilder::connect`]; servers
 //!   accept on a TLS stream from a [`tls::TlsAcceptor`] (see [`tls`]).
+//! - WebSocket over HTTP/2 (RFC 8441, feature `http2`): [`http2`] serves and opens WebSockets as
+//!   streams of an HTTP/2 connection, several per connection.
 //! - Client proxies: HTTP `CONNECT` and SOCKS5, explicit ([`ClientBuilder::proxy`]) or from
 //!   `https_proxy`/`http_proxy`/`all_proxy`/`no_proxy` ([`ClientBuilder::proxy_from_env`]).
 //!
@@ -40,6 +42,9 @@
 
 mod client;
 mod error;
+mod head;
+#[cfg(feature = "http2")]
+pub mod http2;
 pub mod hub;
 #[cfg(feature = "hyper")]
 pub mod hyper;

@@ -36,8 +36,11 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine as _;
+use gangway_proto::handshake::Parsed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::head::HeadError;
 
 /// The port of a proxy URL without one (curl's default, for every scheme).
 const DEFAULT_PROXY_PORT: u16 = 1080;
@@ -378,48 +381,48 @@ impl Proxy {
         tcp.write_all(request.as_bytes()).await.map_err(io_err)?;
         tcp.flush().await.map_err(io_err)?;
 
-        let mut buf = Vec::with_capacity(1024);
-        loop {
-            let room = (MAX_PROXY_HEAD + 1).saturating_sub(buf.len());
-            if room == 0 {
-                return Err(invalid("answer head too large"));
-            }
-            let read = (&mut *tcp)
-                .take(room as u64)
-                .read_buf(&mut buf)
-                .await
-                .map_err(io_err)?;
-            if read == 0 {
-                return Err(invalid("connection closed before the answer was complete"));
-            }
+        let answer = crate::head::read_head(tcp, MAX_PROXY_HEAD, |buf| {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&buf) {
-                Ok(httparse::Status::Partial) => continue,
+            match response.parse(buf) {
+                Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
                 Ok(httparse::Status::Complete(head_len)) => {
                     let status = response.code.unwrap_or_default();
-                    if !(200..300).contains(&status) {
-                        let reason = response.reason.unwrap_or_default();
-                        return Err(ProxyError::Status {
-                            proxy: self.name(),
-                            status,
-                            reason: reason
-                                .chars()
-                                .filter(|c| !c.is_control())
-                                .take(100)
-                                .collect(),
-                        });
-                    }
-                    // The server speaks only after our request (or TLS hello): anything here
-                    // would be the proxy's own, and it cannot be handed on.
-                    if head_len < buf.len() {
-                        return Err(invalid("data after the 2xx answer"));
-                    }
-                    return Ok(());
+                    let reason: String = response
+                        .reason
+                        .unwrap_or_default()
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(100)
+                        .collect();
+                    Ok(Parsed::Complete((status, reason), head_len))
                 }
-                Err(_) => return Err(invalid("not an http answer")),
+                Err(_) => Err(()),
             }
+        })
+        .await;
+        let ((status, reason), rest) = match answer {
+            Ok(answer) => answer,
+            Err(HeadError::Io(e)) => return Err(io_err(e)),
+            Err(HeadError::Eof) => {
+                return Err(invalid("connection closed before the answer was complete"))
+            }
+            Err(HeadError::TooLarge) => return Err(invalid("answer head too large")),
+            Err(HeadError::Parse(())) => return Err(invalid("not an http answer")),
+        };
+        if !(200..300).contains(&status) {
+            return Err(ProxyError::Status {
+                proxy: self.name(),
+                status,
+                reason,
+            });
         }
+        // The server speaks only after our request (or TLS hello): anything here would be the
+        // proxy's own, and it cannot be handed on.
+        if !rest.is_empty() {
+            return Err(invalid("data after the 2xx answer"));
+        }
+        Ok(())
     }
 
     /// The SOCKS5 exchange (RFC 1928 §3, §4, §6; RFC 1929 §2).

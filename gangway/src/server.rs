@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
 use gangway_proto::handshake::server::{self as hs, ClientOffer};
-use gangway_proto::handshake::{self, ExtensionOffer, Negotiated, Parsed};
+use gangway_proto::handshake::{self, Negotiated};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::head::HeadError;
 use crate::{origin, Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
-
-/// How much to read at a time while waiting for the request head.
-const HEAD_READ_SIZE: usize = 4 << 10;
 
 /// After refusing a request, how long to keep reading (and discarding) what the client still
 /// sends before dropping the connection, and how much at most.
@@ -79,7 +77,7 @@ pub struct ServerBuilder {
     protocols: Arc<Vec<String>>,
     config: Arc<Config>,
     max_head_size: usize,
-    handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     close_timeout: Duration,
     origin_check: Option<OriginCheck>,
     require_origin: bool,
@@ -134,10 +132,22 @@ impl ServerBuilder {
         self
     }
 
-    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences
-    /// (`DeflateConfig::default()`), or never (`DeflateConfig::disabled()`, the default: a
-    /// connection that compresses holds up to about 515 KiB of compression state). Sets
-    /// [`Config`]'s `deflate`.
+    /// permessage-deflate (RFC 7692): accept a client's offer with these preferences, or never
+    /// (`DeflateConfig::disabled()`, the default). Sets [`Config`]'s `deflate`.
+    ///
+    /// What a connection keeps between messages depends on the choice:
+    /// `DeflateConfig::bounded_client_window(12)` (what `gangway serve` uses) keeps the
+    /// client's 4 KiB window, `DeflateConfig::no_context_takeover()` nothing, and
+    /// `DeflateConfig::default()` (context takeover both ways, as the client offers) about
+    /// 420 KiB of compression state once the connection has compressed and inflated a message.
+    /// See [`gangway_proto::extensions::permessage_deflate`] for the details.
+    ///
+    /// ```
+    /// use gangway::{DeflateConfig, ServerBuilder};
+    ///
+    /// let server = ServerBuilder::new().deflate(DeflateConfig::bounded_client_window(12));
+    /// # let _ = server;
+    /// ```
     #[cfg(feature = "deflate")]
     pub fn deflate(mut self, deflate: crate::DeflateConfig) -> Self {
         Arc::make_mut(&mut self.config).deflate = deflate;
@@ -298,16 +308,28 @@ impl ServerBuilder {
 pub(crate) struct Accepted {
     /// What the client offered (its key answers in `Sec-WebSocket-Accept`).
     pub(crate) offer: ClientOffer,
-    /// The selected subprotocol, if any.
-    pub(crate) protocol: Option<String>,
-    /// The extensions in effect, in the order of the answer.
-    pub(crate) extensions: Vec<ExtensionOffer>,
+    /// The selected subprotocol and the extensions in effect (the answer's, and typed).
+    pub(crate) negotiated: Negotiated,
 }
 
 impl Accepted {
     /// The `101 Switching Protocols` answer as HTTP/1.1 bytes.
     pub(crate) fn response(&self) -> Vec<u8> {
-        hs::accept(&self.offer, self.protocol.as_deref(), &self.extensions)
+        hs::accept(
+            &self.offer,
+            self.negotiated.protocol.as_deref(),
+            &self.negotiated.extensions,
+        )
+    }
+
+    /// The same answer as parts for an HTTP library (`101` on HTTP/1.1, `200` on HTTP/2).
+    #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
+    pub(crate) fn response_parts(&self) -> http::Response<()> {
+        hs::accept_response(
+            &self.offer,
+            self.negotiated.protocol.as_deref(),
+            &self.negotiated.extensions,
+        )
     }
 }
 
@@ -336,6 +358,28 @@ impl ServerBuilder {
             }
             Err(e) => return Err(e),
         };
+        self.choose(offer)
+    }
+
+    /// [`negotiate`](Self::negotiate) for an HTTP/2 extended CONNECT request (RFC 8441 §5),
+    /// whose `:protocol` pseudo-header is `protocol`: the request's checks differ, the server's
+    /// policy and choices are the same.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, whose [`HandshakeError::status`] is the answer's status.
+    #[cfg_attr(not(any(feature = "hyper", feature = "http2")), allow(dead_code))]
+    pub(crate) fn negotiate_connect(
+        &self,
+        request: &http::Request<()>,
+        protocol: Option<&str>,
+    ) -> Result<Accepted, HandshakeError> {
+        self.choose(hs::check_connect_request(request, protocol)?)
+    }
+
+    /// The origin policy, then the choices of the answer (§4.2.2 item 5): the subprotocol and
+    /// the extensions.
+    fn choose(&self, offer: ClientOffer) -> Result<Accepted, HandshakeError> {
         // §4.2.2 item 4 and §10.2: the server decides which origins it serves, with 403.
         if self.require_origin && offer.origin.is_none() {
             return Err(HandshakeError::OriginRefused);
@@ -349,20 +393,8 @@ impl ServerBuilder {
             handshake::select_protocol(&self.protocols, &offer.protocols).map(str::to_owned);
         // permessage-deflate is the only extension implemented, so the only one ever accepted:
         // the client then must not use any other (RFC 6455 §9.1).
-        #[cfg(feature = "deflate")]
-        let extensions = self
-            .config
-            .deflate
-            .accept(&offer.extensions)
-            .map(|accepted| vec![accepted.response])
-            .unwrap_or_default();
-        #[cfg(not(feature = "deflate"))]
-        let extensions = Vec::new();
-        Ok(Accepted {
-            offer,
-            protocol,
-            extensions,
-        })
+        let negotiated = Negotiated::accept(&self.config, protocol, &offer.extensions);
+        Ok(Accepted { offer, negotiated })
     }
 
     /// The WebSocket on `io` once the `101` for `accepted` is sent; `leftover` are bytes the
@@ -373,66 +405,48 @@ impl ServerBuilder {
         accepted: Accepted,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        let negotiated = Negotiated {
-            protocol: None,
-            extensions: accepted.extensions,
-        };
-        let conn = Connection::from_negotiated(Role::Server, Arc::clone(&self.config), &negotiated)
-            .unwrap_or_else(|e| {
-                // Unreachable: the extensions are the answer `negotiate` built, which is valid.
-                // Were it not, the peer's compressed frames would fail the connection (1002).
-                tracing::error!(error = %e, "accepted extensions not usable");
-                Connection::new(Role::Server, Arc::clone(&self.config))
-            });
-        let mut ws = WebSocket::from_parts(io, conn, accepted.protocol, leftover);
+        let conn = Connection::from_negotiated(
+            Role::Server,
+            Arc::clone(&self.config),
+            &accepted.negotiated,
+        );
+        let mut ws = WebSocket::from_parts(io, conn, accepted.negotiated.protocol, leftover);
         ws.set_close_timeout(self.close_timeout);
         ws
     }
 }
 
 /// Read until a complete request head; return it and every byte after it.
-///
-/// Never reads more than one byte past `max_head_size` (enough to know that the head is too
-/// large), so a client that never completes its head holds at most that much memory.
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_head_size: usize,
 ) -> Result<(http::Request<()>, Vec<u8>), Error> {
-    let limit = max_head_size.saturating_add(1);
-    let mut buf = Vec::new();
-    loop {
-        // At least 1: the loop ends with 431 once `buf` holds more than `max_head_size`.
-        let room = limit.saturating_sub(buf.len()).min(HEAD_READ_SIZE);
-        if buf.capacity() - buf.len() < room {
-            // Grow geometrically (a byte-at-a-time client costs no quadratic copying), but
-            // never past the limit.
-            let target = (buf.capacity() * 2).max(buf.len() + room).min(limit);
-            buf.reserve_exact(target - buf.len());
-        }
-        let start = buf.len();
-        if (&mut *stream).take(room as u64).read_buf(&mut buf).await? == 0 {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed before the request head was complete",
-            )));
-        }
-        // A head can only end at a newline: a client trickling bytes without one costs no parse.
-        if !buf[start..].contains(&b'\n') && buf.len() <= max_head_size {
-            continue;
-        }
-        match hs::parse_request(&buf, max_head_size)? {
-            Parsed::Complete(request, head_len) => {
-                // Frames pipelined behind the head are kept for the connection.
-                let leftover = buf.split_off(head_len.min(buf.len()));
-                return Ok((request, leftover));
+    crate::head::read_head(stream, max_head_size, |buf| {
+        let parsed = hs::parse_request(buf, max_head_size);
+        #[cfg(feature = "http2")]
+        if parsed.is_err() && buf.starts_with(&crate::http2::PREFACE[..16]) {
+            // Not HTTP/1.1: an HTTP/2 client with prior knowledge (RFC 9113 §3.3), once its
+            // whole preface is here. A head of length 0: everything read stays for the HTTP/2
+            // connection.
+            if let Some(request) = crate::http2::prior_knowledge(buf) {
+                return Ok(gangway_proto::handshake::Parsed::Complete(request, 0));
             }
-            // The core enforces the limit; this keeps memory bounded whatever it does.
-            Parsed::Partial if buf.len() > max_head_size => {
-                return Err(Error::Handshake(HandshakeError::HeadTooLarge));
+            if buf.len() < crate::http2::PREFACE.len() {
+                return Ok(gangway_proto::handshake::Parsed::Partial);
             }
-            Parsed::Partial => {}
         }
-    }
+        parsed
+    })
+    .await
+    .map_err(|e| match e {
+        HeadError::Io(e) => Error::Io(e),
+        HeadError::Eof => Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before the request head was complete",
+        )),
+        HeadError::TooLarge => Error::Handshake(HandshakeError::HeadTooLarge),
+        HeadError::Parse(e) => Error::Handshake(e),
+    })
 }
 
 /// Answer `err` with its HTTP status, then close the connection gracefully. Failures are ignored:
@@ -489,6 +503,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// Whether the request asks for a WebSocket upgrade.
     pub fn is_upgrade(&self) -> bool {
         hs::is_upgrade_request(&self.request)
+    }
+
+    /// Whether the client spoke HTTP/2 with prior knowledge (RFC 9113 §3.3) instead of sending
+    /// an HTTP/1.1 request: its preface was read, and [`request`](Self::request) is the
+    /// preface's `PRI * HTTP/2.0`. Serve it with [`accept_http2`](Self::accept_http2).
+    #[cfg(feature = "http2")]
+    pub fn is_http2_prior_knowledge(&self) -> bool {
+        self.request.version() == http::Version::HTTP_2
+    }
+
+    /// Serve the connection as HTTP/2 (see
+    /// [`ServerBuilder::accept_http2`](crate::ServerBuilder::accept_http2)), with what was read
+    /// so far (the client's preface, perhaps more) read again first. For a connection of
+    /// [`is_http2_prior_knowledge`](Self::is_http2_prior_knowledge); on another one the
+    /// HTTP/2 handshake fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::accept_http2`](crate::ServerBuilder::accept_http2).
+    #[cfg(feature = "http2")]
+    pub async fn accept_http2(
+        self,
+    ) -> Result<crate::http2::Http2Server<crate::http2::Rewind<S>>, Error> {
+        // For prior knowledge, everything read, the preface included; else what followed the
+        // HTTP/1.1 head, which h2 refuses as a preface.
+        let stream = crate::http2::Rewind::new(self.leftover, self.stream);
+        self.builder.accept_http2(stream).await
     }
 
     /// The `Sec-WebSocket-Accept` value an accepted handshake answers with: `None` unless the
@@ -677,7 +718,10 @@ mod tests {
         let accepted = builder
             .negotiate(&request("GET", Some("WebSocket")))
             .unwrap();
-        assert_eq!(accepted.offer.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(
+            accepted.offer.key.as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
     }
 
     #[tokio::test]

@@ -730,13 +730,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// End the stream on a transport error (a protocol failure already seen takes precedence).
-    fn finish_with_io(&mut self, e: io::Error) -> Error {
+    ///
+    /// Once both close frames have crossed (the peer's received, ours written), the connection
+    /// is closed cleanly whatever the transport does next (RFC 6455 §7.1.4): a reset instead of
+    /// the peer's FIN, as servers that abort the TCP connection after the close handshake send,
+    /// ends the stream like the FIN would.
+    fn finish_with_io(&mut self, e: io::Error) -> Option<Result<Message, Error>> {
+        if self.close_handshake_done() {
+            tracing::debug!("transport error after the close handshake, ignored: {e}");
+            return self.finish(false, true);
+        }
         self.done = true;
         self.timer = None;
-        match self.failure.take() {
+        Some(Err(match self.failure.take() {
             Some(p) => Error::Protocol(p),
             None => self.dead().unwrap_or(Error::Io(e)),
-        }
+        }))
+    }
+
+    /// Whether the close handshake is complete: the peer's close frame was received and ours
+    /// (its answer, or the close we started) is written out.
+    fn close_handshake_done(&self) -> bool {
+        self.failure.is_none()
+            && self.timed_out.is_none()
+            && self.conn.peer_close().is_some()
+            && self.conn.state() == State::Closed
+            && self.conn.output_len() == 0
     }
 }
 
@@ -775,7 +794,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
             // goes out in one write.
             let drained = match this.poll_write_output(cx, Half::Read, now) {
                 Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
+                Poll::Ready(Err(e)) => return Poll::Ready(this.finish_with_io(e)),
                 Poll::Pending => false,
             };
             let ending = this.read_eof || this.conn.should_close_transport();
@@ -794,7 +813,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                 // from the peer (an application that was busy must not find its peer idle).
                 match this.poll_read_into_core(cx, now) {
                     Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(this.finish_with_io(e)),
                     Poll::Pending => {}
                 }
             }
@@ -848,7 +867,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                     }
                     return Poll::Pending;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(this.finish_with_io(e)))),
+                Poll::Ready(Err(e)) => return Poll::Ready(this.finish_with_io(e)),
                 Poll::Ready(Ok(())) => {}
             }
         }

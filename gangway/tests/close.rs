@@ -242,3 +242,98 @@ async fn sending_waits_when_the_peer_does_not_read() {
     })
     .await;
 }
+
+/// A raw server that answers the upgrade, then runs `script` on the TCP connection; then it
+/// aborts the connection with a reset (SO_LINGER 0), as the Autobahn testsuite's server does
+/// after every close handshake.
+async fn resetting_server<F, Fut>(script: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = TcpStream> + Send,
+{
+    let (listener, url) = listener().await;
+    let task = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut tcp).await;
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let accept = gangway::proto::handshake::accept_key(key.as_bytes());
+        tcp.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let tcp = script(tcp).await;
+        tcp.set_zero_linger().unwrap();
+        drop(tcp);
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_reset_after_the_close_handshake_the_server_started_is_a_clean_end() {
+    bounded(async {
+        let (url, server) = resetting_server(|mut tcp| async move {
+            tcp.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
+            let (first, payload) = read_frame(&mut tcp).await;
+            assert_eq!((first, close_code(&payload)), (0x88, 1000));
+            tcp
+        })
+        .await;
+        let (mut ws, _) = gangway::connect(&url).await.unwrap();
+        // RFC 6455 §7.1.4: both close frames crossed, so the connection closed cleanly; the
+        // reset that follows instead of a FIN changes nothing.
+        assert!(ws.next().await.is_none(), "a clean end, not an error");
+        assert_eq!(
+            ws.close_frame().cloned().flatten().map(|f| f.code),
+            Some(CloseCode::NORMAL)
+        );
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reset_after_the_close_handshake_the_client_started_is_a_clean_end() {
+    bounded(async {
+        let (url, server) = resetting_server(|mut tcp| async move {
+            let (first, payload) = read_frame(&mut tcp).await;
+            assert_eq!((first, close_code(&payload)), (0x88, 1000));
+            tcp.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
+            tcp
+        })
+        .await;
+        let (mut ws, _) = gangway::connect(&url).await.unwrap();
+        ws.close(CloseCode::NORMAL, "")
+            .await
+            .expect("a clean close");
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reset_before_the_close_handshake_completes_is_still_an_error() {
+    bounded(async {
+        // The server resets without any close frame: the connection is lost, not closed.
+        let (url, server) = resetting_server(|tcp| async move { tcp }).await;
+        let (mut ws, _) = gangway::connect(&url).await.unwrap();
+        match ws.next().await {
+            Some(Err(Error::Io(e))) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}")
+            }
+            Some(Err(Error::Protocol(ProtocolError::UnexpectedEof))) => {}
+            other => panic!("a reset with no close frame is a lost connection: {other:?}"),
+        }
+        server.await.unwrap();
+    })
+    .await;
+}

@@ -27,6 +27,9 @@ mod cases;
 mod compression;
 #[path = "conformance/handshake.rs"]
 mod handshake;
+#[cfg(feature = "http2")]
+#[path = "conformance/http2.rs"]
+mod http2;
 #[path = "conformance/peer.rs"]
 mod peer;
 #[path = "conformance/runner.rs"]
@@ -76,6 +79,36 @@ fn conformance_client_in_process() {
     run(Role::Client, &Target::InProcess);
 }
 
+/// The framing cases (sections 1 to 10) with the WebSocket on an HTTP/2 stream (RFC 8441): the
+/// raw peer opens (or accepts) an extended CONNECT and runs the same scripts in its DATA frames.
+#[cfg(feature = "http2")]
+#[test]
+fn conformance_server_http2_in_process() {
+    run_over(Role::Server, &Target::InProcess, true);
+}
+
+#[cfg(feature = "http2")]
+#[test]
+fn conformance_client_http2_in_process() {
+    run_over(Role::Client, &Target::InProcess, true);
+}
+
+#[cfg(feature = "http2")]
+#[test]
+fn conformance_server_http2_binary() {
+    if let Some(bin) = binary() {
+        run_over(Role::Server, &Target::Binary(bin), true);
+    }
+}
+
+#[cfg(feature = "http2")]
+#[test]
+fn conformance_client_http2_binary() {
+    if let Some(bin) = binary() {
+        run_over(Role::Client, &Target::Binary(bin), true);
+    }
+}
+
 #[test]
 fn conformance_server_binary() {
     if let Some(bin) = binary() {
@@ -120,6 +153,12 @@ fn flag(name: &str) -> bool {
 
 /// Run the table against `role` of `target`; print the summary; fail naming each failed case.
 fn run(role: Role, target: &Target) {
+    run_over(role, target, false);
+}
+
+/// [`run`], over HTTP/2 with `http2` (the framing cases only: the opening handshake's are
+/// HTTP/1.1's).
+fn run_over(role: Role, target: &Target, http2: bool) {
     let filter: Vec<String> = std::env::var("GANGWAY_CONFORMANCE_CASES")
         .unwrap_or_default()
         .split(',')
@@ -132,6 +171,7 @@ fn run(role: Role, target: &Target) {
     let selected: Vec<_> = all
         .into_iter()
         .filter(|c| c.applies_to(role))
+        .filter(|c| !http2 || matches!(c.handshake, cases::Handshake::Standard))
         .filter(|c| filter.is_empty() || filter.iter().any(|f| c.id.starts_with(f.as_str())))
         .collect();
     let (to_run, skipped): (Vec<_>, Vec<_>) = selected.into_iter().partition(|c| heavy || !c.heavy);
@@ -142,7 +182,7 @@ fn run(role: Role, target: &Target) {
         .build()
         .expect("tokio runtime");
     let started = Instant::now();
-    let verdicts = runtime.block_on(runner::run_all(&to_run, role, target, PARALLEL));
+    let verdicts = runtime.block_on(runner::run_all(&to_run, role, target, http2, PARALLEL));
     let elapsed = started.elapsed();
     // No task of the run may outlive it (in-process servers, readers, clients).
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -186,9 +226,10 @@ fn run(role: Role, target: &Target) {
         ));
     }
     report(&format!(
-        "{text}conformance {}: {passed} passed, {} failed ({}; {} heavy cases skipped; {:.1} s)\n  \
+        "{text}conformance {}{}: {passed} passed, {} failed ({}; {} heavy cases skipped; {:.1} s)\n  \
          by section: {}",
         role.name(),
+        if http2 { " over http/2" } else { "" },
         failed.len(),
         target.name(),
         skipped.len(),

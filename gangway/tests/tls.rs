@@ -376,3 +376,132 @@ async fn plain_ws_client_against_a_tls_server_fails_cleanly() {
     })
     .await;
 }
+
+/// A wss echo server presenting `issued`, and a client trusting `trusted` (a PEM file).
+async fn connect_trusting(
+    issued: &certs::Issued,
+    host: &str,
+    trusted: &std::path::Path,
+) -> Result<
+    (
+        gangway::WebSocket<gangway::MaybeTlsStream>,
+        http::Response<()>,
+    ),
+    Error,
+> {
+    let config = tls::server_config_from_pem_files(&issued.cert, &issued.key).unwrap();
+    let (addr, _seen) = echo_server(config).await;
+    ClientBuilder::new(&format!("wss://{host}:{}/", addr.port()))
+        .unwrap()
+        .ca_file(trusted)
+        .unwrap()
+        .connect()
+        .await
+}
+
+#[tokio::test]
+async fn a_self_signed_ca_certificate_given_as_trusted_is_accepted_as_the_servers() {
+    bounded(async {
+        // OpenSSL 3's `req -x509` certificate (CA:TRUE), given as the trusted file, as curl and
+        // Python's ssl accept it.
+        let dir = certs::TempDir::new();
+        let issued = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
+        let (mut ws, _) = connect_trusting(&issued, "localhost", &issued.cert)
+            .await
+            .expect("the trusted certificate itself is accepted");
+        echo_round_trip(&mut ws).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_trusted_self_signed_ca_certificate_still_needs_the_right_name_and_dates() {
+    bounded(async {
+        let dir = certs::TempDir::new();
+        let issued = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
+        let (cause, text) = tls_failure(connect_trusting(&issued, "127.0.0.1", &issued.cert).await);
+        assert!(
+            matches!(
+                cause,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForNameContext { .. }
+                )
+            ),
+            "{cause:?}"
+        );
+        assert!(
+            text.ends_with(
+                "name 127.0.0.1 does not match the certificate's names: DnsName(\"localhost\")"
+            ) || text.contains("name 127.0.0.1 does not match the certificate's names"),
+            "{text}"
+        );
+
+        let expired = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Expired);
+        let (cause, text) =
+            tls_failure(connect_trusting(&expired, "localhost", &expired.cert).await);
+        assert!(
+            matches!(
+                cause,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. })
+            ),
+            "{cause:?}"
+        );
+        assert!(
+            text.ends_with("the certificate expired on 2001-01-01 00:00:00 UTC"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_ca_certificate_presented_by_a_server_is_refused_in_words_unless_it_is_the_trusted_one() {
+    bounded(async {
+        // The server presents a CA certificate that is not the trusted file's (another key, the
+        // same subject): webpki's refusal stands, and reads as a sentence.
+        let dir = certs::TempDir::new();
+        let issued = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
+        let other = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
+        let (cause, text) = tls_failure(connect_trusting(&issued, "localhost", &other.cert).await);
+        assert!(
+            matches!(cause, rustls::Error::InvalidCertificate(_)),
+            "{cause:?}"
+        );
+        assert!(!text.contains("Other("), "a debug dump: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.ends_with("the certificate is a ca certificate used as a server certificate"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wss_to_a_plain_text_server_says_the_server_did_not_answer_tls() {
+    bounded(async {
+        // A plain HTTP server: it reads the ClientHello as a bad request and answers 400.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await;
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut tcp,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+        });
+        let result = ClientBuilder::new(&format!("wss://{addr}/"))
+            .unwrap()
+            .connect()
+            .await;
+        let (_cause, text) = tls_failure(result);
+        assert!(
+            text.ends_with("the server did not answer with tls (is it a plain ws:// server?)"),
+            "{text}"
+        );
+    })
+    .await;
+}

@@ -12,12 +12,10 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { STEP_MS, startServe, withTimeout } from '../node/common.mjs';
 import { compressibleText, startWireProxy } from '../node/wire.mjs';
+import { launchChromium } from './chromium.mjs';
 
-/** Debian's Chromium; `CHROMIUM_BIN` overrides it. Nothing here ever downloads a browser. */
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
 /** Where the screenshot of the demo page goes (outside the repository). */
 const SCREENSHOT = process.env.GANGWAY_DEMO_SCREENSHOT || path.join(os.tmpdir(), 'demo.png');
@@ -37,28 +35,7 @@ let profileDir = null;
 before(async () => {
   // A fresh profile per run, so no state (cache, HSTS, settings) leaks between runs.
   profileDir = mkdtempSync(path.join(os.tmpdir(), 'gangway-chromium-'));
-  context = await withTimeout(
-    chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1280, height: 900 },
-      timeout: 30_000,
-    }),
-    40_000,
-    `Chromium (${CHROMIUM}) to start`,
-  );
-  context.setDefaultTimeout(STEP_MS);
-  context.setDefaultNavigationTimeout(STEP_MS);
+  context = await launchChromium(profileDir);
 }, { timeout: TEST_MS });
 
 after(async () => {
@@ -217,6 +194,16 @@ test('demo page: connects, echoes what is typed, and shows a handshake that chec
   assert.equal(shown['hs-check'], `${acceptFor(key)}  ✓ matches`, "the page's own check");
   assert.equal(await page.getAttribute('#hs-check', 'class'), 'match');
   assert.equal(shown['hs-protocol'], 'none');
+  // serve accepts Chromium's permessage-deflate offer: the page names it and its parameters,
+  // as Chromium reports them (ws.extensions).
+  const extensions = await page.textContent('#hs-extensions');
+  const negotiated = await page.evaluate(() => ws.extensions);
+  assert.match(negotiated, /^permessage-deflate/, 'deflate negotiated');
+  const params = negotiated.split(';').slice(1).map((p) => p.trim()).filter(Boolean);
+  assert.equal(
+    extensions,
+    params.length ? `permessage-deflate (${params.join(', ')})` : 'permessage-deflate (default parameters)',
+  );
   assert.match(shown['hs-url'], new RegExp(`^ws://${addr.replace(/\./g, '\\.')}/demo\\?id=`));
 
   // ...and it is what really went over the wire, as Chromium reports it.
@@ -236,10 +223,56 @@ test('demo page: connects, echoes what is typed, and shows a handshake that chec
   assert.deepEqual(problems, [], 'the page ran without errors');
 });
 
-test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactly, deflate used', {
+test('demo page: a reconnect that fails says the server may be down', {
   timeout: TEST_MS,
 }, async (t) => {
-  const { addr } = await startServe(t);
+  const { proc, addr } = await startServe(t);
+  const { page, problems } = await openPage(t);
+  await page.goto(`http://${addr}/`);
+  await page.locator('#status.open').waitFor();
+  // The server goes away (it closes the page's socket with 1001 on SIGTERM)...
+  proc.child.kill('SIGTERM');
+  await proc.exited();
+  await page.locator('#status.closed').waitFor();
+  assert.match(await page.textContent('#status'), /^closed 1001/);
+  // ...and the reconnect finds nobody: the page says what that probably means.
+  await page.locator('#reconnect').click();
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'cannot connect');
+  const last = (await pageLog(page)).at(-1);
+  assert.equal(last.kind, 'info');
+  assert.match(last.body, /^could not connect to .*: the server may be down/);
+  assert.equal(await page.isEnabled('#reconnect'), true, 'Reconnect can be tried again');
+  // Chromium reports the refused connection on its console; nothing else went wrong.
+  assert.deepEqual(problems.filter((p) => !p.includes('WebSocket connection to')), []);
+});
+
+/**
+ * serve's permessage-deflate modes: its arguments, its answer to Chromium's offer, and whether a
+ * message repeated in a row refers back to the previous copy (context takeover).
+ */
+const DEFLATE_MODES = {
+  window: {
+    args: [],
+    answer: 'permessage-deflate; server_no_context_takeover; client_max_window_bits=12',
+    takeover: { up: true, down: false },
+  },
+  shared: {
+    args: ['--deflate-mode', 'shared'],
+    answer: 'permessage-deflate; server_no_context_takeover; client_no_context_takeover',
+    takeover: { up: false, down: false },
+  },
+  dedicated: {
+    args: ['--deflate-mode', 'dedicated'],
+    answer: 'permessage-deflate; server_max_window_bits=12; client_max_window_bits=12',
+    takeover: { up: true, down: true },
+  },
+};
+
+for (const [modeName, mode] of Object.entries(DEFLATE_MODES)) {
+test(`raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactly, deflate used (serve ${modeName})`, {
+  timeout: TEST_MS,
+}, async (t) => {
+  const { addr } = await startServe(t, mode.args);
   // The raw socket goes through a proxy that reads the frame headers on the wire.
   const proxy = await startWireProxy(t, Number(addr.split(':')[1]));
   const { page, problems } = await openPage(t);
@@ -251,11 +284,15 @@ test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactl
   const text = 'raw 🚀 text \u0000 "quoted" \\ tab\t end 𝄞';
   const binary = randomBytes(70_000); // > 65535: the 64-bit payload length form (RFC 6455 §5.2)
   const big = compressibleText(1 << 20); // shrinks more than tenfold with deflate
+  // Sent REPEATS times in a row after the others: it fits in every window, so with context
+  // takeover each repeat refers back to the previous copy and crosses in a few bytes.
+  const repeated = compressibleText(3000);
+  const REPEATS = 4;
   const url = `ws://127.0.0.1:${proxy.port}/any/path`;
 
   const result = await withTimeout(
     page.evaluate(
-      async ({ url, text, binaryB64, big, stepMs }) => {
+      async ({ url, text, binaryB64, big, repeated, repeats, stepMs }) => {
         const toBase64 = (buf) => {
           const bytes = new Uint8Array(buf);
           let s = '';
@@ -271,10 +308,10 @@ test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactl
         const closed = new Promise((resolve) => {
           ws.onclose = (e) => resolve({ code: e.code, reason: e.reason, wasClean: e.wasClean });
         });
-        const threeMessages = new Promise((resolve) => {
+        const allMessages = new Promise((resolve) => {
           ws.onmessage = (e) => {
             received.push(e.data);
-            if (received.length === 3) resolve();
+            if (received.length === 3 + repeats) resolve();
           };
         });
         const within = (p, what) =>
@@ -295,7 +332,8 @@ test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactl
         ws.send(text);
         ws.send(sent.buffer); // an ArrayBuffer: a binary message
         ws.send(big);
-        await within(threeMessages, 'three echoes');
+        for (let i = 0; i < repeats; i++) ws.send(repeated);
+        await within(allMessages, 'every echo');
         ws.close(1000, 'done');
         const close = await within(closed, 'the close event');
         return {
@@ -308,18 +346,29 @@ test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactl
           ),
         };
       },
-      { url, text, binaryB64: binary.toString('base64'), big, stepMs: STEP_MS },
+      {
+        url,
+        text,
+        binaryB64: binary.toString('base64'),
+        big,
+        repeated,
+        repeats: REPEATS,
+        stepMs: STEP_MS,
+      },
     ),
     3 * STEP_MS,
     'the raw WebSocket exchange in the page',
   );
 
   // permessage-deflate was negotiated (Chromium always offers it), no subprotocol.
-  assert.equal(result.opened.extensions, 'permessage-deflate', 'ws.extensions');
+  assert.equal(result.opened.extensions, mode.answer, 'ws.extensions');
   assert.equal(result.opened.protocol, '', 'ws.protocol');
 
-  assert.equal(result.echoes.length, 3);
-  const [first, second, third] = result.echoes;
+  assert.equal(result.echoes.length, 3 + REPEATS);
+  const [first, second, third, ...repeats] = result.echoes;
+  for (const echo of repeats) {
+    assert.deepEqual(echo, { type: 'string', text: repeated }, 'repeated text echo');
+  }
   assert.deepEqual(third, { type: 'string', text: big }, '1 MiB text echo');
   assert.deepEqual(first, { type: 'string', text }, 'text echo: same type, same text');
   assert.equal(second.type, '[object ArrayBuffer]', 'binary echo stays binary');
@@ -329,14 +378,15 @@ test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactl
 
   assert.deepEqual(result.close, { code: 1000, reason: 'done', wasClean: true }, 'close');
 
-  // Chromium offered permessage-deflate (RFC 7692) and gangway accepted it.
+  // Chromium offered permessage-deflate (RFC 7692) and gangway accepted it, with the
+  // parameters of its mode, which Chromium took (the socket opened with the extension).
   const hs = await wire.handshake((u) => u === url, 'the raw socket');
   const offered = header(hs.request.headers, 'Sec-WebSocket-Extensions');
-  assert.match(offered ?? '', /permessage-deflate/, 'Chromium offered permessage-deflate');
+  assert.equal(offered, 'permessage-deflate; client_max_window_bits', "Chromium's offer");
   assert.equal(hs.response.status, 101);
   assert.equal(
     header(hs.response.headers, 'Sec-WebSocket-Extensions'),
-    'permessage-deflate',
+    mode.answer,
     'gangway accepted permessage-deflate in the 101',
   );
   // And used it, both ways: RSV1 on the compressed messages' frames on the wire (text, binary
@@ -345,14 +395,38 @@ test('raw WebSocket in the page: text, 70000-byte binary and 1 MiB echoed exactl
   const rsv1 = (frames) =>
     frames.filter((f) => f.opcode === 1 || f.opcode === 2).map((f) => (f.rsv & 4) !== 0);
   const fromChromium = rsv1(proxy.up.frames);
-  assert.equal(fromChromium.length, 3, 'three messages from Chromium');
-  assert.ok(fromChromium[1] && fromChromium[2], `Chromium compressed: ${fromChromium}`);
-  assert.deepEqual(rsv1(proxy.down.frames), [true, true, true], 'gangway compressed all three');
+  assert.equal(fromChromium.length, 3 + REPEATS, 'every message from Chromium');
+  assert.ok(
+    fromChromium.slice(1).every((c) => c),
+    `Chromium compressed: ${fromChromium}`,
+  );
+  assert.ok(rsv1(proxy.down.frames).every((c) => c), 'gangway compressed every message');
   assert.ok(proxy.up.bytes < 300_000, `Chromium → gangway: ${proxy.up.bytes} bytes`);
   assert.ok(proxy.down.bytes < 300_000, `gangway → Chromium: ${proxy.down.bytes} bytes`);
+  // The repeats, each way: without context takeover each costs what the first did; with it,
+  // the repeats refer back to the copy before and cost a small fraction of it.
+  for (const [what, frames, takeover] of [
+    ['Chromium → gangway', proxy.up.frames, mode.takeover.up],
+    ['gangway → Chromium', proxy.down.frames, mode.takeover.down],
+  ]) {
+    const sizes = frames
+      .filter((f) => f.opcode === 1 || f.opcode === 2)
+      .slice(3)
+      .map((f) => f.length);
+    assert.equal(sizes.length, REPEATS, what);
+    assert.ok(sizes[0] < repeated.length / 3, `${what}: ${sizes}`);
+    for (const size of sizes.slice(1)) {
+      if (takeover) {
+        assert.ok(size < sizes[0] / 4, `${what}, context takeover: ${sizes}`);
+      } else {
+        assert.ok(Math.abs(size - sizes[0]) <= 2, `${what}, no context takeover: ${sizes}`);
+      }
+    }
+  }
 
   assert.deepEqual(problems, [], 'the page ran without errors');
 });
+}
 
 test('subprotocols: serve --protocol chat selects chat; nothing in common is no refusal', {
   timeout: TEST_MS,

@@ -2,7 +2,7 @@
 // `*.test.mjs`). Everything here is loopback-only, bounded in time, and cleans up what it starts.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,28 @@ const liveChildren = new Set();
 process.on('exit', () => {
   for (const child of liveChildren) child.kill('SIGKILL');
 });
+
+/**
+ * A self-signed P-256 certificate for 127.0.0.1 and localhost, valid for a day, made by openssl
+ * in `dir`: `{ cert, key }` (PEM file paths). An end-entity certificate (openssl's default is a
+ * CA, which rustls refuses to see serving a host), so it can be trusted as itself (`--cacert`,
+ * Node's `ca`).
+ */
+export function selfSignedCertificate(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=gangway test',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-addext', 'basicConstraints=critical,CA:FALSE',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 },
+  );
+  return { cert, key };
+}
 
 /** Rejects with a message naming `what` if `promise` has not settled after `ms`. */
 export function withTimeout(promise, ms, what) {

@@ -1,7 +1,10 @@
 // permessage-deflate (RFC 7692) against the Node `ws` library, both roles, through a proxy that
 // reads the frame headers on the wire (interop/node/wire.mjs):
 //
-// - `ws` CLIENT → `gangway serve` (accepts the extension unless --no-deflate);
+// - `ws` CLIENT → `gangway serve` (accepts the extension unless --no-deflate), in each of serve's
+//   modes: `window` (the default: server_no_context_takeover, and a 12-bit client window),
+//   `shared` (server_no_context_takeover and client_no_context_takeover in every answer) and
+//   `dedicated` (12-bit windows both ways, context takeover);
 // - `ws` SERVER ← `gangway connect --deflate --echo`.
 //
 // `ws` runs with `threshold: 0`, so even small messages are compressed. Every test proves the
@@ -65,9 +68,51 @@ const CLIENT_SETTINGS = [
   { serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 10 },
 ];
 
-for (const settings of CLIENT_SETTINGS) {
-  test(`ws client ${JSON.stringify(settings)} → gangway serve: negotiated and used`, T, async (t) => {
-    const { addr } = await startServe(t);
+/**
+ * serve's modes: its arguments, the windows it asks for (15: none), and whether it removes
+ * context takeover whatever the offer, for the server's and the client's messages.
+ */
+const SERVE_MODES = {
+  window: { args: [], serverBits: 15, clientBits: 12, serverNct: true, clientNct: false },
+  shared: {
+    args: ['--deflate-mode', 'shared'],
+    serverBits: 15,
+    clientBits: 15,
+    serverNct: true,
+    clientNct: true,
+  },
+  dedicated: {
+    args: ['--deflate-mode', 'dedicated'],
+    serverBits: 12,
+    clientBits: 12,
+    serverNct: false,
+    clientNct: false,
+  },
+};
+
+/** serve's answer to the offer `ws` makes with `settings` (RFC 7692 §7.1), parameter by parameter. */
+function expectedAnswer(settings, mode) {
+  const expected = ['permessage-deflate'];
+  if (settings.serverNoContextTakeover || mode.serverNct) {
+    expected.push('server_no_context_takeover');
+  }
+  if (settings.clientNoContextTakeover || mode.clientNct) {
+    expected.push('client_no_context_takeover');
+  }
+  // §7.1.2.1: the value asked for, or a smaller one of the server's own.
+  const serverBits = Math.min(settings.serverMaxWindowBits ?? 15, mode.serverBits);
+  if (settings.serverMaxWindowBits || serverBits < 15) {
+    expected.push(`server_max_window_bits=${serverBits}`);
+  }
+  // §7.1.2.2: ws always offers client_max_window_bits (with a value when configured).
+  const clientBits = Math.min(settings.clientMaxWindowBits ?? 15, mode.clientBits);
+  if (clientBits < 15) expected.push(`client_max_window_bits=${clientBits}`);
+  return expected.join('; ');
+}
+
+for (const [modeName, mode] of Object.entries(SERVE_MODES)) for (const settings of CLIENT_SETTINGS) {
+  test(`ws client ${JSON.stringify(settings)} → gangway serve (${modeName}): negotiated and used`, T, async (t) => {
+    const { addr } = await startServe(t, mode.args);
     const proxy = await startWireProxy(t, Number(addr.split(':')[1]));
     const rec = await openClient(t, `ws://127.0.0.1:${proxy.port}/`, undefined, {
       perMessageDeflate: { threshold: 0, ...settings },
@@ -75,16 +120,7 @@ for (const settings of CLIENT_SETTINGS) {
     assert.equal(rec.ws.extensions, 'permessage-deflate', 'ws.extensions');
     // The answer gangway gave on the wire, parameter by parameter (RFC 7692 §7.1).
     const answer = headerOf(proxy.down.head, 'Sec-WebSocket-Extensions');
-    const expected = ['permessage-deflate'];
-    if (settings.serverNoContextTakeover) expected.push('server_no_context_takeover');
-    if (settings.clientNoContextTakeover) expected.push('client_no_context_takeover');
-    if (settings.serverMaxWindowBits) {
-      expected.push(`server_max_window_bits=${settings.serverMaxWindowBits}`);
-    }
-    if (settings.clientMaxWindowBits && settings.clientMaxWindowBits < 15) {
-      expected.push(`client_max_window_bits=${settings.clientMaxWindowBits}`);
-    }
-    assert.equal(answer, expected.join('; '), 'Sec-WebSocket-Extensions of the 101');
+    assert.equal(answer, expectedAnswer(settings, mode), 'Sec-WebSocket-Extensions of the 101');
 
     const big = compressibleText(MiB);
     const binary = randomBytes(3000);

@@ -67,6 +67,35 @@ test('piped stdin: all lines sent; replies arriving after EOF are printed', T, a
   assert.equal(g.stdout.text(), 'got: one\ngot: two\ngot: three\n');
 });
 
+test('piped stdin: an answer sent after some work is printed before gangway closes', T, async (t) => {
+  // `printf 'hello\n' | gangway connect URL` against a handler that answers asynchronously, as
+  // one that queries something first: ws refuses to send once the peer's close has arrived, so
+  // gangway must wait at the end of stdin for the server to go quiet (--eof-wait, 1 s).
+  const srv = await startWsServer(t, {}, (ws) => {
+    ws.on('message', (data) => setTimeout(() => ws.send(`answer to ${data}`), 200));
+  });
+  const g = spawnGangway(t, ['connect', srv.url]);
+  g.child.stdin.end('hello\n');
+  const { rec } = await srv.connection();
+  const closed = await rec.closedEvent();
+  assert.equal(closed.code, 1000);
+  assert.deepEqual(await g.exited(), { code: 0, signal: null });
+  assert.equal(g.stdout.text(), 'answer to hello\n');
+});
+
+test('--max-received 1: closes as soon as the answer arrived, stdin still open', T, async (t) => {
+  const srv = await startWsServer(t, {}, (ws) => {
+    ws.on('message', (data) => ws.send(`answer to ${data}`));
+  });
+  const g = spawnGangway(t, ['connect', '--max-received', '1', srv.url]);
+  g.child.stdin.write('hello\n');
+  const { rec } = await srv.connection();
+  const closed = await rec.closedEvent();
+  assert.equal(closed.code, 1000);
+  assert.deepEqual(await g.exited(), { code: 0, signal: null });
+  assert.equal(g.stdout.text(), 'answer to hello\n');
+});
+
 test('--binary: stdin lines are sent as binary messages', T, async (t) => {
   const srv = await startWsServer(t);
   const g = spawnGangway(t, ['connect', srv.url, '--binary']);

@@ -1,7 +1,11 @@
 """permessage-deflate (RFC 7692) against Python `websockets`, both roles.
 
 - websockets CLIENT -> `gangway serve` (which accepts the extension unless `--no-deflate`), with the
-  default offer and with every window size 9-15 and no context takeover either way;
+  default offer and with every window size 9-15 and no context takeover either way, against each
+  of serve's modes: `window` (the default: server_no_context_takeover in every answer, and a
+  12-bit client window, client_max_window_bits=12), `shared` (server_no_context_takeover and
+  client_no_context_takeover in every answer) and `dedicated` (12-bit windows both ways, context
+  takeover; and with 15-bit windows: the client's offer as it is);
 - websockets SERVER <- `gangway connect --deflate`, with the same range of server settings.
 
 Each test proves the extension was negotiated (the response header and the peer's negotiated
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import zlib
 
 import pytest
 from websockets.asyncio.client import connect
@@ -110,13 +115,31 @@ CLIENT_OFFERS = [
 ]
 
 
+# serve's modes: (arguments, the windows it asks for, server's then client's (15: none), whether
+# it always removes context takeover, server's then client's).
+SERVE_MODES = {
+    "window": ((), (15, 12), (True, False)),
+    "shared": (("--deflate-mode", "shared"), (15, 15), (True, True)),
+    "dedicated": (("--deflate-mode", "dedicated"), (12, 12), (False, False)),
+    "dedicated15": (
+        ("--deflate-mode", "dedicated", "--deflate-window-bits", "15"),
+        (15, 15),
+        (False, False),
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", SERVE_MODES)
 @pytest.mark.parametrize(
     "smwb,cmwb,snct,cnct",
     CLIENT_OFFERS,
     ids=[f"s{s}-c{c}{'-snct' if sn else ''}{'-cnct' if cn else ''}" for s, c, sn, cn in CLIENT_OFFERS],
 )
-def test_websockets_client_negotiates_and_uses_deflate(gangway_server, smwb, cmwb, snct, cnct):
-    server = gangway_server()
+def test_websockets_client_negotiates_and_uses_deflate(
+    gangway_server, mode, smwb, cmwb, snct, cnct
+):
+    args, (server_bits, client_bits), (server_nct, client_nct) = SERVE_MODES[mode]
+    server = gangway_server(*args)
     factory = ClientPerMessageDeflateFactory(
         server_no_context_takeover=snct,
         client_no_context_takeover=cnct,
@@ -134,10 +157,11 @@ def test_websockets_client_negotiates_and_uses_deflate(gangway_server, smwb, cmw
                 assert header.startswith("permessage-deflate"), header
                 ext = deflate_of(ws)
                 # What gangway agreed to, as websockets understood it (its own side is "local").
-                assert ext.remote_no_context_takeover == snct
-                assert ext.local_no_context_takeover == cnct
-                assert ext.remote_max_window_bits == (smwb or 15)
-                assert ext.local_max_window_bits == (cmwb or 15)
+                assert ext.remote_no_context_takeover == (snct or server_nct)
+                assert ext.local_no_context_takeover == (cnct or client_nct)
+                assert ext.remote_max_window_bits == min(smwb or 15, server_bits)
+                # client_max_window_bits is always offered (a value, or none: any limit is fine).
+                assert ext.local_max_window_bits == min(cmwb or 15, client_bits)
                 up, down = proxy.up, proxy.down
                 # The big message twice (context takeover, where allowed, makes the second tiny),
                 # binary, and small messages in between.
@@ -152,22 +176,70 @@ def test_websockets_client_negotiates_and_uses_deflate(gangway_server, smwb, cmw
     run(body(), timeout=120)
 
 
-def test_websockets_default_offer_is_accepted(gangway_server):
+# serve's answer to websockets' default offer in each mode, and the agreement websockets reads
+# from it: (server window, client window, server no context takeover, client no context takeover).
+DEFAULT_OFFER_ANSWERS = {
+    "window": (
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits=12",
+        (15, 12, True, False),
+    ),
+    "shared": (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        (15, 15, True, True),
+    ),
+    "dedicated": (
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+        (12, 12, False, False),
+    ),
+    "dedicated15": ("permessage-deflate", (15, 15, False, False)),
+}
+
+
+@pytest.mark.parametrize("mode", SERVE_MODES)
+def test_websockets_default_offer_is_accepted(gangway_server, mode):
     # websockets offers `permessage-deflate; client_max_window_bits` by default, as browsers do.
-    server = gangway_server()
+    server = gangway_server(*SERVE_MODES[mode][0])
+    answer, agreed = DEFAULT_OFFER_ANSWERS[mode]
+    # Fits in every window: with context takeover a repeat refers back to the previous copy.
+    text = compressible(2000)
 
     async def body():
-        async with connect(server.url, **WS_CLIENT_OPTIONS) as ws:
-            offered = ws.request.headers["Sec-WebSocket-Extensions"]
-            assert offered.startswith("permessage-deflate"), offered
-            assert ws.response.headers.get_all("Sec-WebSocket-Extensions") == ["permessage-deflate"]
-            ext = deflate_of(ws)
-            assert (ext.remote_max_window_bits, ext.local_max_window_bits) == (15, 15)
-            for message in ("hello", compressible(200_000), b"\x01" * 70_000, ""):
-                await ws.send(message)
-                assert await asyncio.wait_for(ws.recv(), 30) == message
+        proxy = CountingProxy("127.0.0.1", port_of(server.url))
+        async with proxy.running() as port:
+            url = f"ws://127.0.0.1:{port}/"
+            async with connect(url, **WS_CLIENT_OPTIONS) as ws:
+                offered = ws.request.headers["Sec-WebSocket-Extensions"]
+                assert offered == "permessage-deflate; client_max_window_bits", offered
+                assert ws.response.headers.get_all("Sec-WebSocket-Extensions") == [answer]
+                ext = deflate_of(ws)
+                assert (
+                    ext.remote_max_window_bits,
+                    ext.local_max_window_bits,
+                    ext.remote_no_context_takeover,
+                    ext.local_no_context_takeover,
+                ) == agreed
+                # Small and large, several in a row each way.
+                for message in ("hello", compressible(200_000), b"\x01" * 70_000, "", "é😀" * 50):
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), 30) == message
+                # The same message five times: without context takeover each copy costs its
+                # compressed size; with it, the repeats cost next to nothing.
+                up, down = proxy.up, proxy.down
+                for _ in range(5):
+                    await ws.send(text)
+                    assert await asyncio.wait_for(ws.recv(), 30) == text
+                sent_up, sent_down = proxy.up - up, proxy.down - down
+        once = len(zlib.compress(text.encode(), 6))
+        assert once < len(text) // 3, once
+        # Up: the client's context takeover; down: the server's.
+        for sent, no_takeover in ((sent_up, agreed[3]), (sent_down, agreed[2])):
+            if no_takeover:
+                assert 4 * once < sent < 6 * once, (sent, once)
+            else:
+                assert sent < 2 * once, (sent, once)
 
     run(body())
+
 
 
 def test_no_deflate_server_declines_the_offer(gangway_server):

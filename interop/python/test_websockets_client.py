@@ -249,7 +249,11 @@ def test_extension_offer_is_accepted(gangway_server):
     async def body():
         async with ws_connect(server, compression="deflate") as ws:
             assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
-            assert ws.response.headers.get_all("Sec-WebSocket-Extensions") == ["permessage-deflate"]
+            # serve's default mode: the server's messages without context takeover, the client's
+            # within a 12-bit window.
+            assert ws.response.headers.get_all("Sec-WebSocket-Extensions") == [
+                "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"
+            ]
             assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
             text = "compressible " * 1000
             await ws.send(text)

@@ -274,6 +274,58 @@ def test_messages_in_flight_at_stdin_eof_are_still_printed():
     run(body())
 
 
+@pytest.mark.parametrize("delay", [0, 0.2])
+def test_piped_line_gets_its_answer_from_an_echo_handler(delay):
+    # `printf 'hello\n' | gangway connect URL`: stdin ends at once. A websockets handler that
+    # answers in its own task (here after `delay` seconds, as one that does some work) may
+    # only send while the connection is open: a close that arrived first takes the answer's
+    # place (RFC 6455 §5.5.1). gangway waits for a quiet server before closing.
+    async def echo(ws):
+        async for message in ws:
+            await asyncio.sleep(delay)
+            await ws.send(message)
+
+    async def body():
+        async with serve(echo, "127.0.0.1", 0, **WS_OPTIONS) as server:
+            port = server.sockets[0].getsockname()[1]
+            for _ in range(3):
+                read_fd, write_fd = os.pipe()
+                os.write(write_fd, b"hello\n")
+                os.close(write_fd)
+                try:
+                    async with GangwayConnect(f"ws://127.0.0.1:{port}/", stdin=read_fd) as gw:
+                        os.close(read_fd)
+                        read_fd = -1
+                        assert await gw.read_rest(timeout=10) == b"hello\n", gw.stderr_text()
+                        assert await gw.wait() == 0, gw.stderr_text()
+                finally:
+                    if read_fd >= 0:
+                        os.close(read_fd)
+
+    run(body())
+
+
+def test_max_received_closes_once_the_answers_arrived():
+    async def answer_twice(ws):
+        async for message in ws:
+            await ws.send(f"1: {message}")
+            await asyncio.sleep(0.1)
+            await ws.send(f"2: {message}")
+
+    async def body():
+        async with serve(answer_twice, "127.0.0.1", 0, **WS_OPTIONS) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}/"
+            async with GangwayConnect(url, "--max-received", "2") as gw:
+                await gw.send_line("q")
+                assert await gw.read_line() == "1: q"
+                assert await gw.read_line() == "2: q"
+                # Stdin is still open: the count ended the session.
+                assert await gw.wait() == 0, gw.stderr_text()
+
+    run(body())
+
+
 def peek(ws) -> bytes:
     """The first byte waiting unread on the server side of the connection, without reading it."""
     fd = os.dup(ws.transport.get_extra_info("socket").fileno())

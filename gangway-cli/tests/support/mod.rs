@@ -18,6 +18,18 @@ pub(crate) fn gangway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gangway"))
 }
 
+/// `gangway` run by `sh` with its soft limit on open files raised to `files` (or the hard limit,
+/// if lower): a process with 1,000 connections needs more than the common default of 1,024.
+pub(crate) fn gangway_with_open_files(files: u32) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n {files} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_gangway"));
+    cmd
+}
+
 /// A child process that is killed and reaped when dropped.
 pub(crate) struct Proc(pub(crate) Child);
 
@@ -68,8 +80,13 @@ pub(crate) struct Serve {
 
 impl Serve {
     pub(crate) fn start(args: &[&str]) -> Serve {
+        Serve::start_with(gangway(), args)
+    }
+
+    /// [`start`](Self::start) with `command` as the binary (see [`gangway_with_open_files`]).
+    pub(crate) fn start_with(mut command: Command, args: &[&str]) -> Serve {
         let mut proc = Proc::spawn(
-            gangway()
+            command
                 .args(["serve", "--listen", "127.0.0.1:0"])
                 .args(args)
                 .stdin(Stdio::null())
@@ -112,4 +129,22 @@ impl Serve {
         let log = self.stderr.take().expect("stderr").join().expect("reader");
         (status, text(&log))
     }
+}
+
+/// The `101` for the request `head`: its `Sec-WebSocket-Key` (any case) answered as RFC 6455
+/// §4.2.2 says.
+pub(crate) fn switching_protocols(head: &str) -> String {
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a Sec-WebSocket-Key header");
+    let accept = gangway::proto::handshake::accept_key(key.as_bytes());
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
 }

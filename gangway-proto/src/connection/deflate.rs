@@ -2,32 +2,14 @@
 //! first frame; data messages go through the codec, control frames never do.
 
 use super::{Connection, RSV1};
-use crate::error::{HandshakeError, ProtocolError};
-use crate::extensions::permessage_deflate::{DeflateParams, PerMessageDeflate, EXTENSION_NAME};
+use crate::error::{ApiMisuse, ProtocolError};
+use crate::extensions::permessage_deflate::{
+    CompressedMessage, DeflateParams, PerMessageDeflate, StatelessCompression,
+};
 use crate::frame::OpCode;
-use crate::handshake::ExtensionOffer;
+use crate::message::DataKind;
 
 impl Connection {
-    /// Put permessage-deflate to work if `extensions` (what the handshake agreed) has it.
-    pub(super) fn use_deflate(
-        &mut self,
-        extensions: &[ExtensionOffer],
-    ) -> Result<(), HandshakeError> {
-        let invalid = |why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why);
-        let mut elements = extensions
-            .iter()
-            .filter(|e| e.name.eq_ignore_ascii_case(EXTENSION_NAME));
-        let Some(element) = elements.next() else {
-            return Ok(());
-        };
-        if elements.next().is_some() {
-            return Err(invalid("permessage-deflate accepted twice"));
-        }
-        let params = DeflateParams::from_response(element).map_err(invalid)?;
-        self.enable_deflate(&params);
-        Ok(())
-    }
-
     /// Use permessage-deflate with the agreed `params` and this connection's
     /// [`Config::deflate`](crate::Config::deflate) preferences.
     pub(crate) fn enable_deflate(&mut self, params: &DeflateParams) {
@@ -40,6 +22,53 @@ impl Connection {
     /// The agreed permessage-deflate parameters are in use (for the adapter's logs and tests).
     pub fn uses_deflate(&self) -> bool {
         self.deflate.is_some()
+    }
+
+    /// How this connection would compress a whole data message of `len` bytes sent now, if it
+    /// compresses it on its own (without context takeover, RFC 7692 §7.1.1): the parameters that
+    /// alone determine the compressed bytes. Connections with the same value send the same
+    /// bytes for the same message, so a message sent to many is compressed once per distinct
+    /// value ([`StatelessCompression::compress_text`], [`compress_binary`]) and queued on each
+    /// with [`send_compressed`](Self::send_compressed); see [`StatelessCompression`] for an
+    /// example.
+    ///
+    /// `None`: send the message as usual ([`send_text`](Self::send_text),
+    /// [`send_binary_shared`](Self::send_binary_shared)...). It goes uncompressed (no
+    /// permessage-deflate, under [`DeflateConfig::threshold`], an 8-bit window), or compressed
+    /// with context takeover, by this connection's own compressor.
+    ///
+    /// [`compress_binary`]: StatelessCompression::compress_binary
+    /// [`DeflateConfig::threshold`]: crate::extensions::permessage_deflate::DeflateConfig::threshold
+    pub fn stateless_compression(&self, len: usize) -> Option<StatelessCompression> {
+        self.deflate.as_deref()?.stateless_compression(len)
+    }
+
+    /// Queue a whole data message compressed already, as it is: its payload goes out with RSV1
+    /// set on the first frame (split by [`Config::max_send_frame_size`](crate::Config) like
+    /// any message), without a copy where a message of the same size would go without one (see
+    /// [`send_binary_shared`](Self::send_binary_shared)).
+    ///
+    /// # Errors
+    ///
+    /// [`ApiMisuse::CompressionMismatch`] unless this connection compresses without context
+    /// takeover with the same parameters ([`stateless_compression`](Self::stateless_compression)
+    /// for a message of any size from the threshold up); otherwise as
+    /// [`send_text`](Self::send_text).
+    pub fn send_compressed(&mut self, message: &CompressedMessage) -> Result<(), ApiMisuse> {
+        self.check_can_send_message()?;
+        let ours = self
+            .deflate
+            .as_deref()
+            .and_then(|d| d.compressor.stateless());
+        if ours != Some(message.compression()) {
+            return Err(ApiMisuse::CompressionMismatch);
+        }
+        let opcode = match message.kind() {
+            DataKind::Text => OpCode::Text,
+            DataKind::Binary => OpCode::Binary,
+        };
+        self.write_whole_shared(opcode, RSV1, message.payload().clone());
+        Ok(())
     }
 
     /// Inflate a piece of the compressed message being received.
@@ -154,6 +183,23 @@ mod tests {
         let bytes = conn.output().to_vec();
         conn.consume_output(bytes.len());
         bytes
+    }
+
+    /// Every output byte, the shared parts included.
+    fn take_all_output(conn: &mut Connection) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let mut parts = [std::io::IoSlice::new(&[]); 8];
+            let n = conn.output_parts(&mut parts);
+            let len: usize = parts[..n].iter().map(|p| p.len()).sum();
+            if len == 0 {
+                return all;
+            }
+            for part in &parts[..n] {
+                all.extend_from_slice(part);
+            }
+            conn.consume_output(len);
+        }
     }
 
     fn events(conn: &mut Connection) -> Vec<Event> {
@@ -798,15 +844,15 @@ mod tests {
     #[test]
     fn from_negotiated_uses_the_agreed_extension() {
         let negotiated = Negotiated {
-            protocol: None,
-            extensions: vec![ExtensionOffer {
-                name: "permessage-deflate".into(),
-                params: vec![("server_no_context_takeover".into(), None)],
-            }],
+            permessage_deflate: Some(DeflateParams {
+                server_no_context_takeover: true,
+                ..DeflateParams::default()
+            }),
+            ..Negotiated::default()
         };
         let mut config = config_with(DeflateConfig::default());
         config.deflate.threshold = 0;
-        let mut server = Connection::from_negotiated(Role::Server, config, &negotiated).unwrap();
+        let mut server = Connection::from_negotiated(Role::Server, config, &negotiated);
         assert!(server.uses_deflate());
         server.send_text("Hello").unwrap();
         server.send_text("Hello").unwrap();
@@ -816,16 +862,118 @@ mod tests {
         assert_eq!(sent[1].1, sent[0].1);
 
         let plain =
-            Connection::from_negotiated(Role::Server, Config::default(), &Negotiated::default())
-                .unwrap();
+            Connection::from_negotiated(Role::Server, Config::default(), &Negotiated::default());
         assert!(!plain.uses_deflate());
-        let twice = Negotiated {
-            protocol: None,
-            extensions: vec![
-                negotiated.extensions[0].clone(),
-                negotiated.extensions[0].clone(),
-            ],
+    }
+
+    #[test]
+    fn a_server_answer_and_the_clients_check_agree() {
+        let server_config = config_with(DeflateConfig::no_context_takeover());
+        let offer = DeflateConfig::default().offer();
+        let accepted = Negotiated::accept(&server_config, None, std::slice::from_ref(&offer));
+        assert_eq!(
+            accepted.extensions[0].to_string(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        let checked =
+            crate::extensions::permessage_deflate::check_response(&[offer], &accepted.extensions);
+        assert_eq!(checked, Ok(accepted.permessage_deflate));
+        // Not enabled: nothing accepted.
+        let declined = Negotiated::accept(&Config::default(), None, &accepted.extensions);
+        assert_eq!(declined, Negotiated::default());
+    }
+
+    #[test]
+    fn precompressed_messages_go_out_as_the_connection_would_send_them() {
+        let agreed = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
         };
-        assert!(Connection::from_negotiated(Role::Client, Config::default(), &twice).is_err());
+        let deflate = DeflateConfig::no_context_takeover();
+        let (mut client, mut server) = pair(agreed, &deflate);
+        let (_, mut reference) = pair(agreed, &deflate);
+        for len in [40, 2000, 20_000, 100_000] {
+            let text = text_like(len, len as u32);
+            let how = server
+                .stateless_compression(text.len())
+                .expect("no takeover");
+            server.send_compressed(&how.compress_text(&text)).unwrap();
+            reference.send_text(&text).unwrap();
+            let binary = noise(len, 3);
+            server
+                .send_compressed(&how.compress_binary(&binary))
+                .unwrap();
+            reference.send_binary(&binary).unwrap();
+            let wire = take_all_output(&mut server);
+            assert_eq!(wire, take_output(&mut reference), "{len}");
+            client.receive_data(&wire).unwrap();
+            assert_eq!(
+                events(&mut client),
+                [Event::Text(text.into()), Event::Binary(binary.into())]
+            );
+        }
+        // Under the threshold: sent as usual, uncompressed.
+        assert_eq!(server.stateless_compression(deflate.threshold - 1), None);
+    }
+
+    #[test]
+    fn precompressed_messages_need_the_same_parameters() {
+        let message = StatelessCompression::new(15, 6).compress_text("x".repeat(100).as_str());
+        let takeover = DeflateParams::default();
+        let (_, mut server) = pair(takeover, &DeflateConfig::default());
+        assert_eq!(server.stateless_compression(100), None);
+        assert_eq!(
+            server.send_compressed(&message),
+            Err(ApiMisuse::CompressionMismatch)
+        );
+        let mut plain = endpoint(Role::Server, Config::default(), None);
+        assert_eq!(
+            plain.send_compressed(&message),
+            Err(ApiMisuse::CompressionMismatch)
+        );
+        let smaller = DeflateParams {
+            server_no_context_takeover: true,
+            server_max_window_bits: 10,
+            ..DeflateParams::default()
+        };
+        let (_, mut server) = pair(smaller, &DeflateConfig::default());
+        assert_eq!(
+            server.send_compressed(&message),
+            Err(ApiMisuse::CompressionMismatch)
+        );
+        assert!(take_output(&mut server).is_empty());
+        // Inside a fragmented message: refused like any message.
+        let agreed = DeflateParams {
+            server_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let (_, mut server) = pair(agreed, &DeflateConfig::default());
+        server
+            .send_fragment(DataKind::Text, b"first", false)
+            .unwrap();
+        assert_eq!(
+            server.send_compressed(&message),
+            Err(ApiMisuse::FragmentOrder)
+        );
+    }
+
+    #[test]
+    fn precompressed_large_messages_are_queued_without_a_copy() {
+        let agreed = DeflateParams {
+            server_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let (mut client, mut server) = pair(agreed, &DeflateConfig::default());
+        let data = noise(100_000, 1);
+        let message = StatelessCompression::new(15, 6).compress_binary(&data);
+        server.send_compressed(&message).unwrap();
+        let mut parts = [std::io::IoSlice::new(&[]); 4];
+        let n = server.output_parts(&mut parts);
+        assert_eq!(n, 2, "header, then the shared payload");
+        assert_eq!(parts[1].as_ptr(), message.payload().as_ptr());
+        let wire = take_all_output(&mut server);
+        client.receive_data(&wire).unwrap();
+        assert_eq!(events(&mut client), [Event::Binary(data.into())]);
     }
 }

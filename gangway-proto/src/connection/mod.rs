@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
-use crate::error::{ApiMisuse, HandshakeError, ProtocolError};
+use crate::error::{ApiMisuse, ProtocolError};
 #[cfg(feature = "deflate")]
 use crate::extensions::permessage_deflate::PerMessageDeflate;
 use crate::frame::mask::apply_mask;
@@ -261,34 +261,25 @@ impl Connection {
     }
 
     /// A connection in `role` that uses what the opening handshake `negotiated`: the extensions
-    /// in it that this crate implements (permessage-deflate, feature `deflate`, with the rest of
-    /// its settings from [`Config`]'s `deflate`). Others are ignored: frames that use them fail
-    /// the connection like any frame with reserved bits set (1002).
-    ///
-    /// # Errors
-    ///
-    /// [`HandshakeError::InvalidHeader`] for `Sec-WebSocket-Extensions` if `negotiated` has
-    /// permessage-deflate twice or with invalid parameters, which a [`Negotiated`] from this
-    /// crate's handshake never has.
+    /// in it that this crate implements (permessage-deflate, feature `deflate`, with the
+    /// agreed parameters and the rest of its settings from [`Config`]'s `deflate`). Others are
+    /// ignored: frames that use them fail the connection like any frame with reserved bits set
+    /// (1002).
     pub fn from_negotiated(
         role: Role,
         config: impl Into<Arc<Config>>,
         negotiated: &Negotiated,
-    ) -> Result<Self, HandshakeError> {
+    ) -> Self {
         Self::build(role, config.into(), None).use_negotiated(negotiated)
     }
 
     /// [`from_negotiated`](Self::from_negotiated) with an injected random source.
-    ///
-    /// # Errors
-    ///
-    /// As [`from_negotiated`](Self::from_negotiated).
     pub fn from_negotiated_with_random(
         role: Role,
         config: impl Into<Arc<Config>>,
         negotiated: &Negotiated,
         rng: Box<dyn RandomSource>,
-    ) -> Result<Self, HandshakeError> {
+    ) -> Self {
         Self::build(role, config.into(), Some(rng)).use_negotiated(negotiated)
     }
 
@@ -333,13 +324,15 @@ impl Connection {
     }
 
     /// Use what the opening handshake negotiated (see [`from_negotiated`](Self::from_negotiated)).
-    #[cfg_attr(not(feature = "deflate"), allow(unused_mut, clippy::unnecessary_wraps))]
-    fn use_negotiated(mut self, negotiated: &Negotiated) -> Result<Self, HandshakeError> {
+    #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+    fn use_negotiated(mut self, negotiated: &Negotiated) -> Self {
         #[cfg(feature = "deflate")]
-        self.use_deflate(&negotiated.extensions)?;
+        if let Some(params) = &negotiated.permessage_deflate {
+            self.enable_deflate(params);
+        }
         #[cfg(not(feature = "deflate"))]
         let _ = negotiated;
-        Ok(self)
+        self
     }
 
     /// The role this connection was built with.
@@ -524,10 +517,19 @@ impl Connection {
                 self.write_message(frame.opcode, frame.payload, true);
             }
         } else if !prepared.is_empty() {
-            self.prepare_output(0);
+            // As `prepare_output`, without reserving room in `out`: nothing is copied there.
+            if self.output_drained() {
+                self.timers.note_output_progress();
+            }
+            self.compact_output();
             let at = self.out.len();
             let frames = prepared.frames().clone();
-            self.spill_mut().shared.push_back((at, frames));
+            let shared = &mut self.spill_mut().shared;
+            if shared.capacity() == 0 {
+                // One batch per write is the usual: room for one part, not the default four.
+                shared.reserve_exact(1);
+            }
+            shared.push_back((at, frames));
         }
         Ok(())
     }
@@ -1628,21 +1630,29 @@ impl Connection {
     #[inline]
     fn write_message_shared(&mut self, opcode: OpCode, data: Bytes) {
         #[cfg(feature = "deflate")]
-        let compressing = self.deflate.is_some();
-        #[cfg(not(feature = "deflate"))]
-        let compressing = false;
-        if compressing || data.len() > self.config.max_send_frame_size {
-            // The copying path compresses, or splits into frames.
+        if self.deflate.is_some() {
+            // The copying path decides whether to compress.
             self.write_message(opcode, &data, true);
+            return;
+        }
+        self.write_whole_shared(opcode, 0, data);
+    }
+
+    /// Queue a whole message's payload as it is, `rsv` on its first frame: without a copy where
+    /// it can go out from `data` itself (see [`send_binary_shared`](Self::send_binary_shared)).
+    fn write_whole_shared(&mut self, opcode: OpCode, rsv: u8, data: Bytes) {
+        if data.len() > self.config.max_send_frame_size {
+            // Split into frames.
+            self.write_frames(opcode, rsv, &data, true);
             return;
         }
         if data.len() < SHARED_MIN_LEN || self.rng.is_some() {
             // Copied: small, or to be masked (a client's).
-            self.write_frame_rsv(true, 0, opcode, &data);
+            self.write_frame_rsv(true, rsv, opcode, &data);
             return;
         }
         self.prepare_output(0);
-        self.write_header(true, 0, opcode, None, data.len());
+        self.write_header(true, rsv, opcode, None, data.len());
         let at = self.out.len();
         self.spill
             .get_or_insert_with(Box::default)

@@ -31,6 +31,7 @@ use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::negotiate::{is_token, parse_extension_list};
 use crate::handshake::{
     accept_key, generate_key, header_tokens, parse_extensions, ExtensionOffer, Negotiated, Parsed,
+    WebSocketUrl,
 };
 use crate::random::RandomSource;
 
@@ -71,12 +72,31 @@ pub struct ClientHandshake {
     expected_accept: String,
     /// The request head.
     request: Vec<u8>,
-    /// Subprotocols offered, to check the server's choice against.
-    protocols: Vec<String>,
-    /// The extensions offered, to check the server's answer against.
-    offered_extensions: Vec<ExtensionOffer>,
+    /// What was offered, to check the server's choices against.
+    offered: Offered,
     /// Largest response head accepted.
     max_head_size: usize,
+}
+
+/// What a client offered, to check the server's choices against (the same on HTTP/1.1 and
+/// HTTP/2).
+#[derive(Clone, Debug)]
+struct Offered {
+    /// Subprotocols offered, in order.
+    protocols: Vec<String>,
+    /// The extensions offered.
+    extensions: Vec<ExtensionOffer>,
+}
+
+/// The options of a client handshake, checked: what both request forms are built from.
+struct Checked<'a> {
+    target: WebSocketUrl,
+    /// The `Host` value (an extra `Host` header replaces the URL's).
+    host: String,
+    origin: Option<String>,
+    /// Extra headers, other than `Host` and `Origin`, in order.
+    extra: Vec<(&'a str, &'a str)>,
+    offered: Offered,
 }
 
 /// Headers the handshake writes itself; an extra one would contradict it.
@@ -89,6 +109,90 @@ const RESERVED_HEADERS: [&str; 7] = [
     "sec-websocket-protocol",
     "sec-websocket-extensions",
 ];
+
+impl<'a> Checked<'a> {
+    /// See [`ClientHandshake::new`] for the rules and errors.
+    fn new(uri: &http::Uri, options: &'a ClientOptions) -> Result<Self, ApiMisuse> {
+        let target = WebSocketUrl::from_uri(uri)?;
+
+        let mut host = target.host_header().to_owned();
+        let mut origin = options.origin.clone();
+        let mut extra = Vec::with_capacity(options.headers.len());
+        let (mut host_given, mut origin_given) = (false, false);
+        for (name, value) in &options.headers {
+            let refuse = |reason| Err(ApiMisuse::invalid_header(name, reason));
+            if !is_token(name.as_bytes()) {
+                return refuse("the name is not an http token (letters, digits, !#$%&'*+-.^_`|~)");
+            }
+            if !is_field_value(value) {
+                return refuse("the value has a control character (CR, LF, NUL, ...)");
+            }
+            let reserved = |r: &&str| name.eq_ignore_ascii_case(r);
+            if RESERVED_HEADERS.iter().any(reserved) {
+                return refuse("the handshake writes this header itself");
+            }
+            if name.eq_ignore_ascii_case("host") {
+                // A server refuses a request with two Host lines (RFC 7230 §5.4).
+                if std::mem::replace(&mut host_given, true) {
+                    return refuse("given twice");
+                }
+                host.clone_from(value);
+            } else if name.eq_ignore_ascii_case("origin") {
+                if std::mem::replace(&mut origin_given, true) {
+                    return refuse("given twice");
+                }
+                origin = Some(value.clone());
+            } else {
+                extra.push((name.as_str(), value.as_str()));
+            }
+        }
+
+        if origin.as_deref().is_some_and(|o| !is_field_value(o)) {
+            return Err(ApiMisuse::invalid_header(
+                "Origin",
+                "the value has a control character (CR, LF, NUL, ...)",
+            ));
+        }
+        // RFC 6455 §4.1 item 10: the subprotocols are tokens, and unique.
+        for (i, p) in options.protocols.iter().enumerate() {
+            if !is_token(p.as_bytes()) {
+                return Err(ApiMisuse::invalid_header(
+                    "Sec-WebSocket-Protocol",
+                    "a subprotocol is not an http token",
+                ));
+            }
+            if options.protocols[..i].contains(p) {
+                return Err(ApiMisuse::invalid_header(
+                    "Sec-WebSocket-Protocol",
+                    "a subprotocol is offered twice",
+                ));
+            }
+        }
+        let mut offered_extensions = Vec::new();
+        for e in &options.extensions {
+            let before = offered_extensions.len();
+            let parsed = is_field_value(e)
+                && parse_extension_list(e.as_bytes(), &mut offered_extensions).is_ok();
+            // An empty offer would send an empty list element, or an empty header.
+            if !parsed || offered_extensions.len() == before {
+                return Err(ApiMisuse::invalid_header(
+                    "Sec-WebSocket-Extensions",
+                    "an offer is not in the extension grammar of RFC 6455 §9.1",
+                ));
+            }
+        }
+        Ok(Checked {
+            target,
+            host,
+            origin,
+            extra,
+            offered: Offered {
+                protocols: options.protocols.clone(),
+                extensions: offered_extensions,
+            },
+        })
+    }
+}
 
 impl ClientHandshake {
     /// Build the request for `uri` (`ws://` or `wss://`, host required; the path and query are the
@@ -118,63 +222,18 @@ impl ClientHandshake {
         options: &ClientOptions,
         rng: &mut dyn RandomSource,
     ) -> Result<Self, ApiMisuse> {
-        let target = Target::from_uri(uri)?;
-
-        let mut host = target.host_header;
-        let mut origin = options.origin.clone();
-        let mut extra = Vec::with_capacity(options.headers.len());
-        let (mut host_given, mut origin_given) = (false, false);
-        for (name, value) in &options.headers {
-            if !is_token(name.as_bytes()) || !is_field_value(value) {
-                return Err(ApiMisuse::InvalidHeader);
-            }
-            let reserved = |r: &&str| name.eq_ignore_ascii_case(r);
-            if RESERVED_HEADERS.iter().any(reserved) {
-                return Err(ApiMisuse::InvalidHeader);
-            }
-            if name.eq_ignore_ascii_case("host") {
-                // A server refuses a request with two Host lines (RFC 7230 §5.4).
-                if std::mem::replace(&mut host_given, true) {
-                    return Err(ApiMisuse::InvalidHeader);
-                }
-                host.clone_from(value);
-            } else if name.eq_ignore_ascii_case("origin") {
-                if std::mem::replace(&mut origin_given, true) {
-                    return Err(ApiMisuse::InvalidHeader);
-                }
-                origin = Some(value.clone());
-            } else {
-                extra.push((name.as_str(), value.as_str()));
-            }
-        }
-
-        if origin.as_deref().is_some_and(|o| !is_field_value(o)) {
-            return Err(ApiMisuse::InvalidHeader);
-        }
-        // RFC 6455 §4.1 item 10: the subprotocols are tokens, and unique.
-        for (i, p) in options.protocols.iter().enumerate() {
-            if !is_token(p.as_bytes()) || options.protocols[..i].contains(p) {
-                return Err(ApiMisuse::InvalidHeader);
-            }
-        }
-        let mut offered_extensions = Vec::new();
-        for e in &options.extensions {
-            if !is_field_value(e) {
-                return Err(ApiMisuse::InvalidHeader);
-            }
-            let before = offered_extensions.len();
-            parse_extension_list(e.as_bytes(), &mut offered_extensions)
-                .map_err(|_| ApiMisuse::InvalidHeader)?;
-            // An empty offer would send an empty list element, or an empty header.
-            if offered_extensions.len() == before {
-                return Err(ApiMisuse::InvalidHeader);
-            }
-        }
+        let Checked {
+            target,
+            host,
+            origin,
+            extra,
+            offered,
+        } = Checked::new(uri, options)?;
 
         // §4.1 item 7: a nonce of 16 random bytes, fresh for each connection.
         let key = generate_key(rng);
         // §4.1 items 1-9, in that order.
-        let mut request = format!("GET {} HTTP/1.1\r\n", target.request_target);
+        let mut request = format!("GET {} HTTP/1.1\r\n", target.request_target());
         let mut line = |name: &str, value: &str| {
             request.push_str(name);
             request.push_str(": ");
@@ -204,8 +263,7 @@ impl ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             key,
             request: request.into_bytes(),
-            protocols: options.protocols.clone(),
-            offered_extensions,
+            offered,
             max_head_size: options.max_head_size,
         })
     }
@@ -299,6 +357,13 @@ impl ClientHandshake {
         if accept.as_bytes().trim_ascii() != self.expected_accept.as_bytes() {
             return Err(HandshakeError::AcceptMismatch);
         }
+        self.offered.check_choices(headers)
+    }
+}
+
+impl Offered {
+    /// The server's choices (RFC 6455 §4.1 items 5 and 6), the same on HTTP/1.1 and HTTP/2.
+    fn check_choices(&self, headers: &HeaderMap) -> Result<Negotiated, HandshakeError> {
         // Item 6 (§4.2.2 item 5: the server selects one subprotocol, or none).
         let protocol = self.selected_protocol(headers)?;
         // Item 5: every extension in use must have been offered.
@@ -306,7 +371,7 @@ impl ClientHandshake {
             .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
         if let Some(e) = extensions.iter().find(|e| {
             !self
-                .offered_extensions
+                .extensions
                 .iter()
                 .any(|o| o.name.eq_ignore_ascii_case(&e.name))
         }) {
@@ -315,13 +380,13 @@ impl ClientHandshake {
         // RFC 7692 §5: the client MUST fail the connection on an invalid permessage-deflate
         // answer, or one that answers none of its offers.
         #[cfg(feature = "deflate")]
-        crate::extensions::permessage_deflate::check_response(
-            &self.offered_extensions,
-            &extensions,
-        )?;
+        let permessage_deflate =
+            crate::extensions::permessage_deflate::check_response(&self.extensions, &extensions)?;
         Ok(Negotiated {
             protocol,
             extensions,
+            #[cfg(feature = "deflate")]
+            permessage_deflate,
         })
     }
 
@@ -350,65 +415,109 @@ impl ClientHandshake {
     }
 }
 
-/// Where a WebSocket URI points, as the request needs it (RFC 6455 §3, §4.1).
-struct Target {
-    /// `Host` value: the host, with `:port` when it is not the scheme's default.
-    host_header: String,
-    /// Path and query, `/` when the path is empty.
-    request_target: String,
+/// A client's opening handshake over HTTP/2 (RFC 8441 §5): the extended CONNECT request to send
+/// on a new stream, and the checks of the server's answer.
+///
+/// The HTTP/2 layer sends [`request`](Self::request) with the `:protocol` pseudo-header set to
+/// `websocket` (it is not a header, so it is not in the request: `h2::ext::Protocol` carries it),
+/// and hands the response head to [`check_response`](Self::check_response). The stream is then
+/// the WebSocket's transport.
+///
+/// ```
+/// use gangway_proto::handshake::client::{ClientOptions, ConnectHandshake};
+///
+/// let uri: http::Uri = "wss://example.com/chat".parse().unwrap();
+/// let hs = ConnectHandshake::new(&uri, &ClientOptions::default()).unwrap();
+/// assert_eq!(hs.request().method(), http::Method::CONNECT);
+/// assert_eq!(hs.request().uri(), "https://example.com/chat");
+/// let ok = http::Response::builder().status(200).body(()).unwrap();
+/// assert_eq!(hs.check_response(&ok).unwrap().protocol, None);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectHandshake {
+    request: http::Request<()>,
+    offered: Offered,
 }
 
-impl Target {
-    fn from_uri(uri: &http::Uri) -> Result<Self, ApiMisuse> {
-        let scheme = uri
-            .scheme_str()
-            .ok_or(ApiMisuse::InvalidUrl("missing scheme"))?;
-        // §3: scheme names are case-insensitive; default ports 80 and 443.
-        let default_port = if scheme.eq_ignore_ascii_case("ws") {
-            80
-        } else if scheme.eq_ignore_ascii_case("wss") {
-            443
-        } else {
-            return Err(ApiMisuse::InvalidUrl("scheme is not ws or wss"));
+impl ConnectHandshake {
+    /// Build the request for `uri`: `CONNECT` with `:scheme` `https` for `wss://` and `http` for
+    /// `ws://` (RFC 8441 §5), `:authority` the URL's host (and port when it is not the
+    /// default), `:path` its path and query, then `sec-websocket-version: 13`, `origin`,
+    /// `sec-websocket-protocol` and `sec-websocket-extensions` as the options ask, then the extra
+    /// headers in order. An extra `Host` header sets `:authority` instead (HTTP/2 has no `Host`
+    /// of its own, RFC 9113 §8.3.1); no `Sec-WebSocket-Key` is sent (§5).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientHandshake::new`], and [`ApiMisuse::InvalidHeader`] for a `Host` that is not
+    /// an authority.
+    pub fn new(uri: &http::Uri, options: &ClientOptions) -> Result<Self, ApiMisuse> {
+        let Checked {
+            target,
+            host,
+            origin,
+            extra,
+            offered,
+        } = Checked::new(uri, options)?;
+        let scheme = if target.is_secure() { "https" } else { "http" };
+        let target_uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(host.as_str())
+            .path_and_query(target.request_target())
+            .build()
+            .map_err(|_| ApiMisuse::invalid_header("Host", "not an authority for :authority"))?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::CONNECT;
+        *request.uri_mut() = target_uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        // The values were checked by `Checked::new`; HTTP/2 also wants lowercase names, which
+        // `HeaderName` makes.
+        let mut field = |name: &str, value: &str| -> Result<(), ApiMisuse> {
+            let header = header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ApiMisuse::invalid_header(name, "not a header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ApiMisuse::invalid_header(name, "not a header value"))?;
+            headers.append(header, value);
+            Ok(())
         };
-        let authority = uri
-            .authority()
-            .ok_or(ApiMisuse::InvalidUrl("missing host"))?;
-        // The ws-URI grammar (§3) has no user info; credentials would also leak into logs.
-        if authority.as_str().contains('@') {
-            return Err(ApiMisuse::InvalidUrl("user info is not allowed"));
+        field("sec-websocket-version", "13")?;
+        if let Some(o) = &origin {
+            field("origin", o)?;
         }
-        // `http::Uri::host` keeps the brackets of an IPv6 literal, as `Host` needs them.
-        let host = authority.host();
-        if host.is_empty() {
-            return Err(ApiMisuse::InvalidUrl("missing host"));
+        if !offered.protocols.is_empty() {
+            field("sec-websocket-protocol", &offered.protocols.join(", "))?;
         }
-        // What follows the host is empty, `:` (empty port: the default, RFC 3986 §3.2.3) or
-        // `:port`. `http::Uri` accepts ports it cannot represent, so check the digits here.
-        let after_host = authority.as_str().get(host.len()..).unwrap_or_default();
-        let port = match after_host.strip_prefix(':') {
-            None | Some("") => default_port,
-            Some(digits) => digits
-                .parse::<u16>()
-                .map_err(|_| ApiMisuse::InvalidUrl("invalid port"))?,
-        };
-        let host_header = if port == default_port {
-            host.to_owned()
-        } else {
-            format!("{host}:{port}")
-        };
-        let path = match uri.path() {
-            "" => "/",
-            p => p,
-        };
-        let request_target = match uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        Ok(Target {
-            host_header,
-            request_target,
-        })
+        if !options.extensions.is_empty() {
+            field("sec-websocket-extensions", &options.extensions.join(", "))?;
+        }
+        for (name, value) in extra {
+            field(name, value)?;
+        }
+        Ok(ConnectHandshake { request, offered })
+    }
+
+    /// The request to send, without its `:protocol` (see the type's docs).
+    pub fn request(&self) -> &http::Request<()> {
+        &self.request
+    }
+
+    /// Check the server's answer to the request (RFC 8441 §5, RFC 6455 §4.1 where it applies).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::UnexpectedStatus`] for a status that is not 2xx (RFC 9113 §8.5: any 2xx
+    /// opens the tunnel; the stream is then no WebSocket); then as
+    /// [`ClientHandshake::parse_response`] for the subprotocol and the extensions. There is no
+    /// `Upgrade`, `Connection` or `Sec-WebSocket-Accept` to check on HTTP/2.
+    pub fn check_response(
+        &self,
+        response: &http::Response<()>,
+    ) -> Result<Negotiated, HandshakeError> {
+        if !response.status().is_success() {
+            return Err(HandshakeError::UnexpectedStatus(response.status().as_u16()));
+        }
+        self.offered.check_choices(response.headers())
     }
 }
 
@@ -424,6 +533,90 @@ mod tests {
     use super::*;
     use crate::handshake::server;
     use crate::random::SeededRandom;
+
+    #[test]
+    fn extended_connect_request_of_rfc_8441() {
+        let mut options = options(&["chat", "superchat"], &["permessage-deflate"]);
+        options.origin = Some("http://www.example.com".into());
+        options.headers = vec![("X-Token".into(), "abc".into())];
+        let hs = ConnectHandshake::new(
+            &"wss://server.example.com/chat?x=1".parse().unwrap(),
+            &options,
+        )
+        .unwrap();
+        let request = hs.request();
+        assert_eq!(request.method(), http::Method::CONNECT);
+        assert_eq!(request.version(), http::Version::HTTP_2);
+        assert_eq!(request.uri(), "https://server.example.com/chat?x=1");
+        let headers: Vec<_> = request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("sec-websocket-version", "13"),
+                ("origin", "http://www.example.com"),
+                ("sec-websocket-protocol", "chat, superchat"),
+                ("sec-websocket-extensions", "permessage-deflate"),
+                ("x-token", "abc"),
+            ]
+        );
+        // ws:// is http, and a port other than the default stays in :authority.
+        let plain =
+            ConnectHandshake::new(&"ws://h:8080".parse().unwrap(), &ClientOptions::default())
+                .unwrap();
+        assert_eq!(plain.request().uri(), "http://h:8080/");
+        // A Host header sets :authority.
+        let with_host = ClientOptions {
+            headers: vec![("Host".into(), "other.example".into())],
+            ..ClientOptions::default()
+        };
+        let hs = ConnectHandshake::new(&"ws://h/".parse().unwrap(), &with_host).unwrap();
+        assert_eq!(hs.request().uri(), "http://other.example/");
+        assert!(hs.request().headers().get("host").is_none());
+    }
+
+    #[test]
+    fn extended_connect_response_checks() {
+        let hs = ConnectHandshake::new(
+            &"wss://h/".parse().unwrap(),
+            &options(&["chat"], &["permessage-deflate"]),
+        )
+        .unwrap();
+        let response = |status: u16, headers: &[(&str, &str)]| {
+            let mut b = http::Response::builder().status(status);
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let ok = hs
+            .check_response(&response(200, &[("sec-websocket-protocol", "chat")]))
+            .unwrap();
+        assert_eq!(ok.protocol.as_deref(), Some("chat"));
+        // Any 2xx opens the tunnel (RFC 9113 §8.5); 101 and 4xx do not.
+        assert!(hs.check_response(&response(204, &[])).is_ok());
+        assert_eq!(
+            hs.check_response(&response(101, &[])).unwrap_err(),
+            HandshakeError::UnexpectedStatus(101)
+        );
+        assert_eq!(
+            hs.check_response(&response(426, &[])).unwrap_err(),
+            HandshakeError::UnexpectedStatus(426)
+        );
+        assert_eq!(
+            hs.check_response(&response(200, &[("sec-websocket-protocol", "other")]))
+                .unwrap_err(),
+            HandshakeError::UnofferedSubprotocol("other".into())
+        );
+        assert_eq!(
+            hs.check_response(&response(200, &[("sec-websocket-extensions", "x-unknown")]))
+                .unwrap_err(),
+            HandshakeError::UnofferedExtension("x-unknown".into())
+        );
+    }
 
     /// Hands out the bytes of RFC 6455 §1.3's nonce, "the sample nonce".
     struct SampleNonce;
@@ -541,7 +734,7 @@ mod tests {
         assert_eq!(req.headers()["authorization"], "Bearer t0k3n");
         assert_eq!(req.uri(), "/echo?x=1");
         let offer = server::check_request(&req).unwrap();
-        assert_eq!(offer.key, hs.key());
+        assert_eq!(offer.key.as_deref(), Some(hs.key()));
         assert_eq!(offer.protocols, ["chat", "superchat"]);
         let supported = ["superchat".to_string()];
         let protocol = crate::handshake::select_protocol(&supported, &offer.protocols);
@@ -633,13 +826,16 @@ mod tests {
                 ApiMisuse::InvalidUrl("scheme is not ws or wss"),
             ),
             ("wsx://h/", ApiMisuse::InvalidUrl("scheme is not ws or wss")),
-            ("/relative", ApiMisuse::InvalidUrl("missing scheme")),
+            (
+                "/relative",
+                ApiMisuse::InvalidUrl("missing ws:// or wss://"),
+            ),
             ("ws://:80/", ApiMisuse::InvalidUrl("missing host")),
             (
                 "ws://user:pw@h/",
                 ApiMisuse::InvalidUrl("user info is not allowed"),
             ),
-            ("ws://h:99999/", ApiMisuse::InvalidUrl("invalid port")),
+            ("ws://h:99999/", ApiMisuse::InvalidPort("99999".into())),
         ];
         for (uri, err) in cases {
             assert_eq!(
@@ -710,10 +906,10 @@ mod tests {
         for (name, value) in bad {
             let mut opts = ClientOptions::default();
             opts.headers.push(((*name).into(), (*value).into()));
-            assert_eq!(
-                handshake("ws://h/", &opts).unwrap_err(),
-                ApiMisuse::InvalidHeader,
-                "{name:?}: {value:?}"
+            let refused = handshake("ws://h/", &opts).unwrap_err();
+            assert!(
+                matches!(&refused, ApiMisuse::InvalidHeader { name: n, .. } if &**n == *name),
+                "{name:?}: {value:?}: {refused:?}"
             );
         }
         for twice in ["Host", "Origin"] {
@@ -722,33 +918,50 @@ mod tests {
             opts.headers.push((twice.into(), "b".into()));
             assert_eq!(
                 handshake("ws://h/", &opts).unwrap_err(),
-                ApiMisuse::InvalidHeader
+                ApiMisuse::invalid_header(twice, "given twice")
             );
         }
         let opts = ClientOptions {
             origin: Some("http://a\r\nX: y".into()),
             ..ClientOptions::default()
         };
-        assert_eq!(
+        assert!(matches!(
             handshake("ws://h/", &opts).unwrap_err(),
-            ApiMisuse::InvalidHeader
+            ApiMisuse::InvalidHeader { name, .. } if &*name == "Origin"
+        ));
+    }
+
+    #[test]
+    fn a_refused_header_is_named_with_the_reason() {
+        let mut opts = ClientOptions::default();
+        opts.headers.push(("X-Ok".into(), "1".into()));
+        opts.headers.push(("Upgrade".into(), "h2c".into()));
+        assert_eq!(
+            handshake("ws://h/", &opts).unwrap_err().to_string(),
+            "cannot send header \"Upgrade\": the handshake writes this header itself"
+        );
+        let mut opts = ClientOptions::default();
+        opts.headers.push(("X-Bell".into(), "a\x07b".into()));
+        assert_eq!(
+            handshake("ws://h/", &opts).unwrap_err().to_string(),
+            "cannot send header \"X-Bell\": the value has a control character (CR, LF, NUL, ...)"
         );
     }
 
     #[test]
     fn offers_that_cannot_be_sent_are_refused() {
         for protocols in [&["a b"][..], &["chat", "chat"], &[""], &["chat,superchat"]] {
-            assert_eq!(
-                handshake("ws://h/", &options(protocols, &[])).unwrap_err(),
-                ApiMisuse::InvalidHeader,
-                "{protocols:?}"
+            let refused = handshake("ws://h/", &options(protocols, &[])).unwrap_err();
+            assert!(
+                matches!(&refused, ApiMisuse::InvalidHeader { name, .. } if &**name == "Sec-WebSocket-Protocol"),
+                "{protocols:?}: {refused:?}"
             );
         }
         for extensions in [&["foo;"][..], &[""], &["a\r\nb"], &["x; y=\"a b\""]] {
-            assert_eq!(
-                handshake("ws://h/", &options(&[], extensions)).unwrap_err(),
-                ApiMisuse::InvalidHeader,
-                "{extensions:?}"
+            let refused = handshake("ws://h/", &options(&[], extensions)).unwrap_err();
+            assert!(
+                matches!(&refused, ApiMisuse::InvalidHeader { name, .. } if &**name == "Sec-WebSocket-Extensions"),
+                "{extensions:?}: {refused:?}"
             );
         }
     }

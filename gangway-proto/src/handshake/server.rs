@@ -35,8 +35,11 @@ use crate::handshake::{header_tokens, is_valid_key, parse_extensions, ExtensionO
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientOffer {
-    /// `Sec-WebSocket-Key`, trimmed, as sent (already checked to be 16 bytes in base64).
-    pub key: String,
+    /// `Sec-WebSocket-Key`, trimmed, as sent (already checked to be 16 bytes in base64); `None`
+    /// for an HTTP/2 extended CONNECT ([`check_connect_request`]), which has no key (RFC 8441
+    /// §5). It also decides the answer: `101` with `Sec-WebSocket-Accept` for a key, `200`
+    /// without.
+    pub key: Option<String>,
     /// Offered subprotocols in the client's order.
     pub protocols: Vec<String>,
     /// Offered extensions in the client's order.
@@ -144,8 +147,88 @@ pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeEr
             "not 16 bytes in base64",
         ));
     }
-    // Item 6: |Sec-WebSocket-Version| 13; another version gets 426 and the versions we speak
-    // (§4.2.2 item 4, see `reject`).
+    // Items 6 and 7.
+    let origin = version_and_origin(headers)?;
+    // Items 8 and 9: subprotocols and extensions.
+    let (protocols, extensions) = offered(headers)?;
+    Ok(ClientOffer {
+        // A valid key is base64, hence ASCII: the conversion is exact.
+        key: Some(String::from_utf8_lossy(key.as_bytes().trim_ascii()).into_owned()),
+        protocols,
+        extensions,
+        origin,
+    })
+}
+
+/// Check an HTTP/2 extended CONNECT request for a WebSocket (RFC 8441 §4, §5), as the HTTP/2
+/// layer hands it over: `protocol` is its `:protocol` pseudo-header (`None` when absent), the
+/// request's URI carries `:scheme`, `:authority` and `:path`.
+///
+/// What RFC 6455 §4.2.1 asks of an HTTP/1.1 upgrade is asked here where HTTP/2 keeps it: the
+/// method (CONNECT instead of GET), `:protocol` = `websocket` instead of `Upgrade` and
+/// `Connection`, `:authority` (or `Host`) for the host, `Sec-WebSocket-Version: 13`, and the same
+/// optional `Origin`, `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`. There is no
+/// `Sec-WebSocket-Key`: one sent anyway is ignored (§5: the key and the accept value are not
+/// used). The offer's `key` is `None`, so [`accept_response`] answers `200`.
+///
+/// # Errors
+///
+/// The first failure: a method other than CONNECT (405, `Allow: CONNECT`), `:protocol` absent or
+/// not `websocket`, no `:path` (a request target that is not an absolute path), no
+/// `:authority` and no `Host`, `Sec-WebSocket-Version` absent or repeated (400) or not 13
+/// (426), `Origin` repeated, a malformed subprotocol or extension list (400).
+pub fn check_connect_request(
+    req: &http::Request<()>,
+    protocol: Option<&str>,
+) -> Result<ClientOffer, HandshakeError> {
+    // RFC 8441 §4: the extended CONNECT is a CONNECT carrying `:protocol`.
+    if req.method() != Method::CONNECT {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    // §5: `:protocol` is "websocket" (RFC 6455 §11.3's upgrade token; compared as HTTP tokens
+    // are, without regard to case).
+    match protocol {
+        None => return Err(HandshakeError::MissingHeader(":protocol")),
+        Some(p) if !p.eq_ignore_ascii_case("websocket") => {
+            return Err(HandshakeError::InvalidHeader(":protocol", "not websocket"));
+        }
+        Some(_) => {}
+    }
+    // §4: an extended CONNECT names its resource with `:scheme` and `:path`, as other requests
+    // do (RFC 9113 §8.3.1: `:path` is not empty, and starts with "/" for http and https).
+    if !req.uri().path().starts_with('/') {
+        return Err(HandshakeError::MalformedHttp(
+            ":path is not an absolute path",
+        ));
+    }
+    let headers = req.headers();
+    // The host: `:authority` (RFC 9113 §8.3.1 says clients use it rather than `Host`), or a
+    // `Host` header from a client that sends one instead.
+    let host_ok = match req.uri().authority() {
+        Some(authority) => is_host(authority.as_str().as_bytes()),
+        None => is_host(single(headers, header::HOST, ":authority")?.as_bytes()),
+    };
+    if !host_ok {
+        return Err(HandshakeError::InvalidHeader(
+            ":authority",
+            "not a host with an optional port",
+        ));
+    }
+    // RFC 6455 §4.2.1 items 6 and 7, kept by RFC 8441 §5.
+    let origin = version_and_origin(headers)?;
+    let (protocols, extensions) = offered(headers)?;
+    Ok(ClientOffer {
+        key: None,
+        protocols,
+        extensions,
+        origin,
+    })
+}
+
+/// RFC 6455 §4.2.1 item 6: `Sec-WebSocket-Version` is 13 (another version gets 426 and the
+/// versions we speak, §4.2.2 item 4); item 7: the optional `Origin`, at most once (two would let
+/// a policy judge one and miss the other). The same on HTTP/1.1 and HTTP/2 (RFC 8441 §5).
+fn version_and_origin(headers: &HeaderMap) -> Result<Option<String>, HandshakeError> {
     let version = single(
         headers,
         header::SEC_WEBSOCKET_VERSION,
@@ -154,10 +237,14 @@ pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeEr
     if version.as_bytes().trim_ascii() != b"13" {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    // Item 7: |Origin| is optional. Two of them would let a policy judge one and miss the other.
-    let origin = optional_single(headers, header::ORIGIN, "Origin")?
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    // Item 8: subprotocols, a list of tokens that may span several lines (§11.3.4).
+    Ok(optional_single(headers, header::ORIGIN, "Origin")?
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()))
+}
+
+/// The subprotocols (RFC 6455 §4.2.1 item 8: tokens, in a list that may span several lines,
+/// §11.3.4) and the extensions (item 9, the §9.1 grammar) a request offers. The same on HTTP/1.1
+/// and HTTP/2 (RFC 8441 §5).
+fn offered(headers: &HeaderMap) -> Result<(Vec<String>, Vec<ExtensionOffer>), HandshakeError> {
     let protocols = header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)
         .map(|t| {
             if is_token(t) {
@@ -170,20 +257,14 @@ pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeEr
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // Item 9: extensions, in the §9.1 grammar.
     let extensions = parse_extensions(headers)
         .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
-    Ok(ClientOffer {
-        // A valid key is base64, hence ASCII: the conversion is exact.
-        key: String::from_utf8_lossy(key.as_bytes().trim_ascii()).into_owned(),
-        protocols,
-        extensions,
-        origin,
-    })
+    Ok((protocols, extensions))
 }
 
 /// The `101 Switching Protocols` response accepting `offer`, with the selected subprotocol and the
-/// accepted extensions (already validated by the caller against the offer), ready to write.
+/// accepted extensions (already validated by the caller against the offer), ready to write: the
+/// HTTP/1.1 form of [`accept_response`], with the same fields in the same order.
 ///
 /// `protocol` must be a token; one chosen with [`select_protocol`](super::select_protocol) from
 /// the offer's list always is. Extension names and parameter names must be tokens (as those from
@@ -193,66 +274,222 @@ pub fn accept(
     protocol: Option<&str>,
     extensions: &[ExtensionOffer],
 ) -> Vec<u8> {
-    // §4.2.2 item 5: status 101, Upgrade, Connection, and the accept value for the key.
     // Built by appending to one buffer sized for the common answer: one allocation per
-    // handshake, no formatting machinery.
-    const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\
-        Upgrade: websocket\r\n\
-        Connection: Upgrade\r\n\
-        Sec-WebSocket-Accept: ";
-    let mut accept = [0u8; ACCEPT_LEN];
-    let accept = accept_key_into(offer.key.as_bytes(), &mut accept);
-    let mut out =
-        Vec::with_capacity(HEAD.len() + ACCEPT_LEN + 4 + protocol.map_or(0, |p| p.len() + 26));
-    out.extend_from_slice(HEAD);
-    out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if let Some(p) = protocol {
-        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-        out.extend_from_slice(p.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !extensions.is_empty() {
-        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
-        for (i, e) in extensions.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{e}");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    // handshake, no header map, no formatting machinery.
+    let mut out = Vec::with_capacity(
+        STATUS_101.len() + 90 + ACCEPT_LEN + protocol.map_or(0, |p| p.len() + 26),
+    );
+    out.extend_from_slice(if offer.key.is_some() {
+        STATUS_101
+    } else {
+        b"HTTP/1.1 200 OK\r\n"
+    });
+    accept_fields(offer, protocol, extensions, |field, value| {
+        write_field(&mut out, field, value);
+    });
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// The status line of an accepted HTTP/1.1 upgrade.
+const STATUS_101: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n";
+
+/// The response accepting `offer`, as parts for an HTTP library to send (hyper, h2): on HTTP/1.1
+/// (`offer.key` is set) `101` with `Upgrade`, `Connection` and `Sec-WebSocket-Accept`
+/// (RFC 6455 §4.2.2 item 5); on HTTP/2 (an offer of [`check_connect_request`]) `200` with none of
+/// them (RFC 8441 §5). Then the selected `Sec-WebSocket-Protocol` and the accepted
+/// `Sec-WebSocket-Extensions`, as [`accept`] writes them.
+pub fn accept_response(
+    offer: &ClientOffer,
+    protocol: Option<&str>,
+    extensions: &[ExtensionOffer],
+) -> http::Response<()> {
+    let mut response = http::Response::new(());
+    if offer.key.is_some() {
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    } else {
+        *response.version_mut() = Version::HTTP_2;
+    }
+    let headers = response.headers_mut();
+    accept_fields(offer, protocol, extensions, |field, value| {
+        append_field(headers, field, value);
+    });
+    response
 }
 
 /// The response refusing a request for `err`: its [`HandshakeError::status`], a short plain-text
 /// body naming the reason, `Connection: close`, and for 426 `Sec-WebSocket-Version: 13`.
 ///
 /// A 426 also carries `Upgrade: websocket` (RFC 7231 §6.5.15), hence `Connection: Upgrade, close`
-/// (RFC 7230 §6.7); a 405 carries `Allow: GET` (RFC 7231 §6.5.5).
+/// (RFC 7230 §6.7); a 405 carries `Allow: GET` (RFC 7231 §6.5.5). The HTTP/1.1 form of
+/// [`reject_response`], with the same fields in the same order.
 pub fn reject(err: &HandshakeError) -> Vec<u8> {
     let status = err.status();
     let body = format!("{err}\n");
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\n",
-        reason_phrase(status),
-        body.len()
-    );
-    match status {
-        // §4.2.2 item 4: the versions the server understands.
-        426 => out.push_str(
-            "Connection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
-        ),
-        405 => out.push_str("Connection: close\r\nAllow: GET\r\n"),
-        _ => out.push_str("Connection: close\r\n"),
+    let mut out = Vec::with_capacity(160 + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
+    reject_fields(err, Version::HTTP_11, body.len(), |field, value| {
+        write_field(&mut out, field, value);
+    });
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// The response refusing a request for `err` on a connection of `version`, as parts for an HTTP
+/// library to send, with its plain-text body.
+///
+/// On HTTP/1.1 the fields of [`reject`]. On HTTP/2 the same without the connection-specific
+/// `Connection` and `Upgrade` (RFC 9113 §8.2.2 forbids them): a 426 says
+/// `Sec-WebSocket-Version: 13`, and a 405 `Allow: CONNECT`, the method of a WebSocket there
+/// (RFC 8441 §4).
+pub fn reject_response(err: &HandshakeError, version: Version) -> http::Response<String> {
+    let body = format!("{err}\n");
+    let mut response = http::Response::new(String::new());
+    // Statuses of handshake errors are valid codes (400 to 431); 400 stays the fallback.
+    *response.status_mut() = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    *response.version_mut() = version;
+    let headers = response.headers_mut();
+    reject_fields(err, version, body.len(), |field, value| {
+        append_field(headers, field, value);
+    });
+    *response.body_mut() = body;
+    response
+}
+
+/// A header field of a handshake answer. The answers are built once, as lists of these
+/// ([`accept_fields`], [`reject_fields`]), and written either as HTTP/1.1 bytes or as an
+/// `http::Response` for an HTTP library: the two forms cannot drift apart.
+#[derive(Clone, Copy, Debug)]
+enum Field {
+    Upgrade,
+    Connection,
+    Accept,
+    Protocol,
+    Extensions,
+    Version,
+    Allow,
+    ContentType,
+    ContentLength,
+}
+
+impl Field {
+    /// The name as HTTP/1.1 answers usually write it.
+    fn title(self) -> &'static str {
+        match self {
+            Field::Upgrade => "Upgrade",
+            Field::Connection => "Connection",
+            Field::Accept => "Sec-WebSocket-Accept",
+            Field::Protocol => "Sec-WebSocket-Protocol",
+            Field::Extensions => "Sec-WebSocket-Extensions",
+            Field::Version => "Sec-WebSocket-Version",
+            Field::Allow => "Allow",
+            Field::ContentType => "Content-Type",
+            Field::ContentLength => "Content-Length",
+        }
     }
-    out.push_str("\r\n");
-    out.push_str(&body);
-    out.into_bytes()
+
+    fn name(self) -> HeaderName {
+        match self {
+            Field::Upgrade => header::UPGRADE,
+            Field::Connection => header::CONNECTION,
+            Field::Accept => header::SEC_WEBSOCKET_ACCEPT,
+            Field::Protocol => header::SEC_WEBSOCKET_PROTOCOL,
+            Field::Extensions => header::SEC_WEBSOCKET_EXTENSIONS,
+            Field::Version => header::SEC_WEBSOCKET_VERSION,
+            Field::Allow => header::ALLOW,
+            Field::ContentType => header::CONTENT_TYPE,
+            Field::ContentLength => header::CONTENT_LENGTH,
+        }
+    }
+}
+
+/// `Name: value` and CRLF.
+fn write_field(out: &mut Vec<u8>, field: Field, value: &[u8]) {
+    out.extend_from_slice(field.title().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The field added to `headers`. Values come from the handshake (base64, tokens, quoted strings,
+/// numbers: visible ASCII); one that were not a valid header value would be a bug here, not input,
+/// and is left out rather than panicking.
+fn append_field(headers: &mut HeaderMap, field: Field, value: &[u8]) {
+    if let Ok(value) = HeaderValue::from_bytes(value) {
+        headers.append(field.name(), value);
+    }
+}
+
+/// The fields of the answer accepting `offer` (see [`accept_response`]), in order.
+fn accept_fields(
+    offer: &ClientOffer,
+    protocol: Option<&str>,
+    extensions: &[ExtensionOffer],
+    mut field: impl FnMut(Field, &[u8]),
+) {
+    // RFC 6455 §4.2.2 item 5: Upgrade, Connection, and the accept value for the key; none of
+    // them on HTTP/2, where the stream is the WebSocket once the 200 is sent (RFC 8441 §5).
+    if let Some(key) = &offer.key {
+        field(Field::Upgrade, b"websocket");
+        field(Field::Connection, b"Upgrade");
+        let mut accept = [0u8; ACCEPT_LEN];
+        field(
+            Field::Accept,
+            accept_key_into(key.as_bytes(), &mut accept).as_bytes(),
+        );
+    }
+    if let Some(p) = protocol {
+        field(Field::Protocol, p.as_bytes());
+    }
+    if !extensions.is_empty() {
+        let mut list = Vec::with_capacity(64);
+        for (i, e) in extensions.iter().enumerate() {
+            if i > 0 {
+                list.extend_from_slice(b", ");
+            }
+            // Writing to a Vec cannot fail.
+            let _ = write!(list, "{e}");
+        }
+        field(Field::Extensions, &list);
+    }
+}
+
+/// The fields of the answer refusing a request for `err` on `version` (see [`reject_response`]),
+/// in order, for a body of `body_len` bytes.
+fn reject_fields(
+    err: &HandshakeError,
+    version: Version,
+    body_len: usize,
+    mut field: impl FnMut(Field, &[u8]),
+) {
+    let http1 = version < Version::HTTP_2;
+    field(Field::ContentType, b"text/plain; charset=utf-8");
+    field(Field::ContentLength, body_len.to_string().as_bytes());
+    match err.status() {
+        // RFC 6455 §4.2.2 item 4: the versions the server understands. On HTTP/1.1 a 426 also
+        // names the protocol to upgrade to (RFC 7231 §6.5.15), and `Upgrade` is then a
+        // connection option (RFC 7230 §6.7).
+        426 => {
+            if http1 {
+                field(Field::Connection, b"Upgrade, close");
+                field(Field::Upgrade, b"websocket");
+            }
+            field(Field::Version, b"13");
+        }
+        // RFC 7231 §6.5.5: a 405 lists the methods the resource allows: the method that opens
+        // a WebSocket, GET on HTTP/1.1, CONNECT on HTTP/2 (RFC 8441 §4).
+        405 => {
+            if http1 {
+                field(Field::Connection, b"close");
+                field(Field::Allow, b"GET");
+            } else {
+                field(Field::Allow, b"CONNECT");
+            }
+        }
+        _ if http1 => field(Field::Connection, b"close"),
+        _ => {}
+    }
 }
 
 /// Serialize an HTTP/1.1 response head and body (for servers that answer plain requests too,
@@ -429,7 +666,7 @@ mod tests {
     #[test]
     fn rfc_6455_example_request_is_accepted_with_the_example_response() {
         let offer = check(RFC_REQUEST).unwrap();
-        assert_eq!(offer.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(offer.key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert_eq!(offer.protocols, ["chat", "superchat"]);
         assert_eq!(offer.extensions, []);
         assert_eq!(offer.origin.as_deref(), Some("http://example.com"));
@@ -766,7 +1003,10 @@ mod tests {
             &["sec-websocket-key"],
             "Sec-WebSocket-Key: \t dGhlIHNhbXBsZSBub25jZQ== \t\r\n",
         );
-        assert_eq!(check(&padded).unwrap().key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(
+            check(&padded).unwrap().key.as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
     }
 
     #[test]
@@ -989,6 +1229,185 @@ mod tests {
         );
         let unknown = http::Response::builder().status(599).body(()).unwrap();
         assert!(text(&encode_response(&unknown, b"")).starts_with("HTTP/1.1 599 \r\n"));
+    }
+
+    /// An HTTP/2 extended CONNECT request (RFC 8441 §5's example), as an HTTP/2 layer hands it
+    /// over: pseudo-headers in the method and URI, `:protocol` apart.
+    fn connect_request(headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut builder = http::Request::builder()
+            .method(Method::CONNECT)
+            .uri("https://server.example.com/chat")
+            .version(Version::HTTP_2);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    const H2_VALID: &[(&str, &str)] = &[
+        ("sec-websocket-protocol", "chat, superchat"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+        ("sec-websocket-version", "13"),
+        ("origin", "http://www.example.com"),
+    ];
+
+    #[test]
+    fn rfc_8441_example_request_is_accepted_with_a_200_without_key_or_accept() {
+        let offer = check_connect_request(&connect_request(H2_VALID), Some("websocket")).unwrap();
+        assert_eq!(offer.key, None);
+        assert_eq!(offer.protocols, ["chat", "superchat"]);
+        assert_eq!(offer.extensions[0].name, "permessage-deflate");
+        assert_eq!(offer.origin.as_deref(), Some("http://www.example.com"));
+        let response = accept_response(&offer, Some("chat"), &[]);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), Version::HTTP_2);
+        let names: Vec<_> = response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["sec-websocket-protocol"]);
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+        // The HTTP/1.1 writer makes the same decision from the same offer.
+        assert_eq!(
+            text(&accept(&offer, Some("chat"), &[])),
+            "HTTP/1.1 200 OK\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn extended_connect_refusals() {
+        let check = |method: Method, protocol: Option<&str>, headers: &[(&str, &str)]| {
+            let mut request = connect_request(headers);
+            *request.method_mut() = method;
+            check_connect_request(&request, protocol)
+        };
+        let v13 = [("sec-websocket-version", "13")];
+        assert!(check(Method::CONNECT, Some("WebSocket"), &v13).is_ok());
+        // A key sent anyway is not looked at (§5).
+        assert!(check(
+            Method::CONNECT,
+            Some("websocket"),
+            &[("sec-websocket-version", "13"), ("sec-websocket-key", "x")]
+        )
+        .is_ok());
+        assert_eq!(
+            check(Method::GET, None, &v13).unwrap_err(),
+            HandshakeError::MethodNotAllowed
+        );
+        assert_eq!(
+            check(Method::CONNECT, None, &v13).unwrap_err(),
+            HandshakeError::MissingHeader(":protocol")
+        );
+        assert_eq!(
+            check(Method::CONNECT, Some("webtransport"), &v13).unwrap_err(),
+            HandshakeError::InvalidHeader(":protocol", "not websocket")
+        );
+        assert_eq!(
+            check(Method::CONNECT, Some("websocket"), &[]).unwrap_err(),
+            HandshakeError::MissingHeader("Sec-WebSocket-Version")
+        );
+        assert_eq!(
+            check(
+                Method::CONNECT,
+                Some("websocket"),
+                &[("sec-websocket-version", "8")]
+            )
+            .unwrap_err(),
+            HandshakeError::UnsupportedVersion
+        );
+        assert_eq!(
+            check(
+                Method::CONNECT,
+                Some("websocket"),
+                &[
+                    ("sec-websocket-version", "13"),
+                    ("origin", "a"),
+                    ("origin", "b")
+                ]
+            )
+            .unwrap_err(),
+            HandshakeError::DuplicateHeader("Origin")
+        );
+        // No :authority: a Host header does, none at all does not.
+        let mut no_authority = connect_request(&v13);
+        *no_authority.uri_mut() = http::Uri::from_static("/chat");
+        assert_eq!(
+            check_connect_request(&no_authority, Some("websocket")).unwrap_err(),
+            HandshakeError::MissingHeader(":authority")
+        );
+        no_authority
+            .headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("example.com:8443"));
+        assert!(check_connect_request(&no_authority, Some("websocket")).is_ok());
+    }
+
+    #[test]
+    fn http2_refusals_have_no_connection_headers_and_allow_connect() {
+        for (err, status) in [
+            (HandshakeError::UnsupportedVersion, 426),
+            (HandshakeError::MethodNotAllowed, 405),
+            (HandshakeError::OriginRefused, 403),
+            (HandshakeError::MissingHeader(":protocol"), 400),
+        ] {
+            let h1 = reject_response(&err, Version::HTTP_11);
+            let h2 = reject_response(&err, Version::HTTP_2);
+            assert_eq!(h1.status(), status);
+            assert_eq!(h2.status(), status);
+            assert_eq!(h2.body(), &format!("{err}\n"));
+            assert_eq!(
+                h2.headers()["content-length"],
+                h2.body().len().to_string().as_str()
+            );
+            assert!(!h2.headers().contains_key("connection"), "{err}");
+            assert!(!h2.headers().contains_key("upgrade"), "{err}");
+            assert!(!h1.headers()["connection"].is_empty());
+            if status == 426 {
+                assert_eq!(h2.headers()["sec-websocket-version"], "13");
+                assert_eq!(h1.headers()["sec-websocket-version"], "13");
+            }
+            if status == 405 {
+                assert_eq!(h2.headers()["allow"], "CONNECT");
+                assert_eq!(h1.headers()["allow"], "GET");
+            }
+            // The HTTP/1.1 bytes are the HTTP/1.1 parts, written out.
+            let bytes = String::from_utf8(reject(&err)).unwrap();
+            for (name, value) in h1.headers() {
+                let line = format!("{}: {}\r\n", name, value.to_str().unwrap());
+                assert!(
+                    bytes
+                        .to_ascii_lowercase()
+                        .contains(&line.to_ascii_lowercase()),
+                    "{line:?} in {bytes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn accept_bytes_and_parts_are_the_same_answer() {
+        let offer = check(RFC_REQUEST).unwrap();
+        let deflate = ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: vec![("client_max_window_bits".into(), Some("10".into()))],
+        };
+        let bytes = accept(&offer, Some("chat"), std::slice::from_ref(&deflate));
+        let parts = accept_response(&offer, Some("chat"), std::slice::from_ref(&deflate));
+        assert_eq!(parts.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut written = String::from("HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in parts.headers() {
+            let title = match name.as_str() {
+                "upgrade" => "Upgrade",
+                "connection" => "Connection",
+                "sec-websocket-accept" => "Sec-WebSocket-Accept",
+                "sec-websocket-protocol" => "Sec-WebSocket-Protocol",
+                "sec-websocket-extensions" => "Sec-WebSocket-Extensions",
+                other => panic!("unexpected {other}"),
+            };
+            written.push_str(&format!("{title}: {}\r\n", value.to_str().unwrap()));
+        }
+        written.push_str("\r\n");
+        assert_eq!(text(&bytes), written);
+        assert!(written.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(written.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n"
+        ));
     }
 
     /// xorshift64, for reproducible garbage.

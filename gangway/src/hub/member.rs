@@ -29,8 +29,8 @@ const UNREGISTERED: u64 = u64::MAX;
 /// [`WebSocket`] it wraps; what is published to its rooms is delivered while the stream is
 /// polled. So keep polling it, as for a `WebSocket` (pings are answered then too): a task that
 /// only sends still reads. A task that awaits something else between two messages delays its
-/// own deliveries, not anyone else's; past the hub's limits, [`HubConfig::when_full`]
-/// (super::HubConfig::when_full) applies to it.
+/// own deliveries, not anyone else's; past the hub's limits,
+/// [`HubConfig::when_full`](super::HubConfig::when_full) applies to it.
 ///
 /// Deliveries wait while a fragmented message is being sent on the sink (frames of two messages
 /// cannot interleave, RFC 6455 §5.4), and stop once the connection closes.
@@ -52,6 +52,11 @@ struct MemberState {
     subs: Vec<Subscription>,
     /// A message was published since the member last delivered (see `poll_next`).
     published: bool,
+    /// Bytes and messages published since the member last gave way to the other tasks (see
+    /// `poll_next`).
+    burst: (u64, u64),
+    /// The member gave way after publishing: it delivers before it reads again.
+    deliver_first: bool,
     /// The waker registered in the rooms: when the task changes, every room must be told.
     waker: Option<Waker>,
     /// Messages taken in the last delivery and maybe not written yet (they count in the queue).
@@ -79,6 +84,8 @@ impl<S> Member<S> {
                 hub,
                 subs: Vec::new(),
                 published: false,
+                burst: (0, 0),
+                deliver_first: false,
                 waker: None,
                 unwritten: 0,
                 dropped: 0,
@@ -171,6 +178,8 @@ impl<S> Member<S> {
         // Delivered on this member's next poll, after the other members have had their turn to
         // publish (see `poll_next`).
         state.published = true;
+        state.burst.0 += payload.len() as u64;
+        state.burst.1 += 1;
         if not_self {
             if let Some(at) = at {
                 state.subs[i].own.push_back(at);
@@ -208,6 +217,25 @@ impl<S> Member<S> {
 }
 
 impl MemberState {
+    /// Whether the member published more since it last gave way than one turn should carry: a
+    /// quarter of what a member may have queued (so that one peer sending without pause cannot
+    /// fill the others' queues between two of their turns).
+    fn burst_is_over(&self) -> bool {
+        let config = &self.hub.shared.config;
+        self.burst.0 >= (config.max_queued_bytes / 4) as u64
+            || self.burst.1 >= (config.max_queued_messages / 4).max(1) as u64
+    }
+
+    /// Let the other tasks ready to run go first; this one runs again after them (its waker is
+    /// woken now: tokio puts it at the back of the queue) and delivers first.
+    fn give_way(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        self.published = false;
+        self.burst = (0, 0);
+        self.deliver_first = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Leave every room.
     fn leave_all(&mut self) {
         for sub in self.subs.drain(..) {
@@ -231,6 +259,9 @@ impl MemberState {
     /// Returns whether anything was queued; when nothing was, the member is registered in every
     /// room for the next publish.
     fn take(&mut self, conn: &mut Connection, waker: &Waker) -> bool {
+        // Output that starts waiting starts the write timeout: the core's clock must be now.
+        // Read once, when the first entry is queued.
+        let mut stamped = false;
         let mut queued = false;
         let mut refused = None;
         let mut lost = 0;
@@ -242,11 +273,17 @@ impl MemberState {
                 true,
                 waker,
                 &mut sub.generation,
-                |seq, frames| match queue(conn, seq, frames, own) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        refused = Some(e);
-                        false
+                |seq, frames| {
+                    if !stamped {
+                        conn.set_now(crate::stream::now());
+                        stamped = true;
+                    }
+                    match queue(conn, seq, frames, own) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            refused = Some(e);
+                            false
+                        }
                     }
                 },
             );
@@ -319,6 +356,8 @@ impl MemberState {
             WhenFull::Close(code) => {
                 self.leave_all();
                 self.hub.shared.closed.fetch_add(1, Ordering::Relaxed);
+                // The close frame starts the write timeout: the core's clock must be now.
+                conn.set_now(crate::stream::now());
                 // Fails only if a close was sent already: closing anyway.
                 let _ = conn.send_close(code, TOO_SLOW);
             }
@@ -393,6 +432,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Member<S> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            let state = &mut *this.state;
+            if std::mem::take(&mut state.deliver_first) {
+                // Back after giving way (below): deliver before reading more, so that a member
+                // whose peer keeps sending still gets what its rooms have, every turn.
+                let conn = this.ws.connection_mut();
+                if conn.output_len() == 0 && !state.subs.is_empty() {
+                    state.use_waker(cx.waker());
+                    state.unwritten = 0;
+                    state.take(conn, cx.waker());
+                }
+            }
+            if state.burst_is_over() {
+                // This member's peer sends faster than one turn of the event loop should
+                // carry: give way before reading more, so that the members of its rooms (this
+                // one too) take what it published before it is more than their queues hold.
+                return state.give_way(cx);
+            }
             // Reading first; the stream also writes what is queued (deliveries queued by the
             // last pass, with anything else waiting) before it reads.
             match Pin::new(&mut this.ws).poll_next(cx) {
@@ -407,14 +463,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Member<S> {
             if state.subs.is_empty() {
                 return Poll::Pending;
             }
-            if std::mem::take(&mut state.published) {
+            if state.published {
                 // This member published since it last delivered: let the other tasks that are
                 // ready in this turn of the event loop run first (this one goes to the back of
                 // the queue), so that what they publish joins the same batch, delivered to every
                 // member in one write. The same corking as uWebSockets' publish, by the
                 // scheduler's order.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                return state.give_way(cx);
             }
             state.use_waker(cx.waker());
             let conn = this.ws.connection_mut();
@@ -428,8 +483,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Member<S> {
                 return Poll::Pending;
             }
             state.unwritten = 0;
-            // Output that starts waiting starts the write timeout.
-            conn.set_now(crate::stream::now());
             if !state.take(conn, cx.waker()) {
                 if conn.output_len() > 0 {
                     // Nothing was taken, but the policy closed the member: write the close.

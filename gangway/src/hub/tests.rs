@@ -384,26 +384,19 @@ async fn a_member_sending_a_fragmented_message_gets_deliveries_after_its_end() {
     let hub = Hub::default();
     let (mut member, mut client) = pair(&hub);
     member.join("r");
-    member
-        .send(Message::Fragment(crate::Fragment {
+    let fragment = |data: &'static str, fin| {
+        Message::Fragment(crate::Fragment {
             kind: DataKind::Text,
-            data: "frag".into(),
-            fin: false,
-        }))
-        .await
-        .unwrap();
+            data: data.into(),
+            fin,
+        })
+    };
+    member.send(fragment("frag", false)).await.unwrap();
     hub.publish("r", &text("published")).unwrap();
     // Polled while the fragmented message is open: nothing may go between its frames.
     let pending = tokio::time::timeout(Duration::from_millis(50), member.next()).await;
     assert!(pending.is_err());
-    member
-        .send(Message::Fragment(crate::Fragment {
-            kind: DataKind::Text,
-            data: "ment".into(),
-            fin: true,
-        }))
-        .await
-        .unwrap();
+    member.send(fragment("ment", true)).await.unwrap();
     hub.publish("r", &text("next")).unwrap();
     let task = run(member);
     assert_eq!(

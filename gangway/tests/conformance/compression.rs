@@ -357,22 +357,7 @@ fn all(heavy: bool) -> Vec<Case> {
             "RFC 7692 §7.2.3: one block, a back reference, a stored block, BFINAL, two blocks",
         )
         .step(Step::Raw {
-            frames: vec![
-                Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1),
-                Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1),
-                Frame::text([
-                    0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
-                ])
-                .rsv(RSV1),
-                Frame::text([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]).rsv(RSV1),
-                Frame::text([
-                    0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
-                ])
-                .rsv(RSV1),
-                // §7.2.3.1 in two fragments.
-                Frame::text([0xf2, 0x48, 0xcd]).rsv(RSV1).fin(false),
-                Frame::cont([0xc9, 0xc9, 0x07, 0x00]),
-            ],
+            frames: rfc_7692_examples(true),
             echoes: vec![(TEXT, hello.clone()); 6],
             pongs: 0,
         }),
@@ -482,6 +467,168 @@ fn all(heavy: bool) -> Vec<Case> {
     cases
 }
 
+/// The cases for a server in `mode`. With [`ServerMode::Shared`] every answer also has
+/// `server_no_context_takeover; client_no_context_takeover` (a server may add them to any
+/// answer, RFC 7692 §7.1.1.1, §7.1.1.2). With [`ServerMode::Window`] every answer has
+/// `server_no_context_takeover`, and either `client_max_window_bits` at most 12 (when offered,
+/// §7.1.2.2) or `client_no_context_takeover`. Without client context takeover, a back reference
+/// into the client's previous message, which it was told not to make, fails with 1007 instead
+/// of inflating.
+fn for_server_mode(mut cases: Vec<Case>, mode: ServerMode) -> Vec<Case> {
+    if mode == ServerMode::Takeover {
+        return cases;
+    }
+    for case in &mut cases {
+        if let Some((_, answer)) = &mut case.server {
+            *answer = match mode {
+                ServerMode::Window => window_answer(&case.id).to_owned(),
+                _ => without_context_takeover(answer),
+            };
+        }
+        if case.id == "14.1" {
+            // Its second frame is §7.2.3.2's back reference: the case without it, and the back
+            // reference alone in a case of its own.
+            case.server = None;
+        }
+    }
+    let hello = b"Hello".to_vec();
+    let hello_and_back_reference = vec![
+        Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1),
+        Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1),
+    ];
+    let answer = without_context_takeover("permessage-deflate");
+    let mut rfc_examples = Case::new(
+        "14.1s",
+        "RFC 7692 §7.2.3 without context takeover: one block, a stored block, BFINAL, two blocks",
+    )
+    .step(Step::Raw {
+        frames: rfc_7692_examples(false),
+        echoes: vec![(TEXT, hello.clone()); 5],
+        pongs: 0,
+    })
+    .server_only();
+    rfc_examples.server = Some(("permessage-deflate".into(), answer.clone()));
+    cases.push(rfc_examples);
+    let mut back_reference = Case::new(
+        "14.10",
+        "a back reference into the previous message after client_no_context_takeover: 1007",
+    )
+    .step(Step::Raw {
+        frames: hello_and_back_reference.clone(),
+        echoes: vec![(TEXT, hello.clone())],
+        pongs: 0,
+    })
+    .server_only()
+    .fails(1007);
+    back_reference.server = Some(("permessage-deflate".into(), answer));
+    cases.push(back_reference);
+    if mode == ServerMode::Window {
+        // The server keeps only the client's window between messages: enough for §7.2.3.2.
+        let offer = "permessage-deflate; client_max_window_bits";
+        let mut within_window = Case::new(
+            "14.11",
+            "RFC 7692 §7.2.3.2: a back reference into the previous message, within the client's \
+             window",
+        )
+        .step(Step::Raw {
+            frames: hello_and_back_reference,
+            echoes: vec![(TEXT, hello); 2],
+            pongs: 0,
+        })
+        .server_only();
+        within_window.server = Some((offer.into(), window_answer("14.11").to_owned()));
+        cases.push(within_window);
+    }
+    cases
+}
+
+/// What a server in [`ServerMode::Window`] (12-bit client windows) answers to the offer of the
+/// case `id`: the offers of section 13 (see `all`), or a bare `permessage-deflate` (the other
+/// cases), or `permessage-deflate; client_max_window_bits` (14.11).
+fn window_answer(id: &str) -> &'static str {
+    let section: String = id.split('.').take(2).collect::<Vec<_>>().join(".");
+    match section.as_str() {
+        "13.3" => "permessage-deflate; server_no_context_takeover; client_max_window_bits=8",
+        "13.4" | "14.11" => {
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"
+        }
+        "13.5" => {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits=9"
+        }
+        "13.6" | "13.7" => {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits=12"
+        }
+        "13.9" => {
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=9; \
+             client_max_window_bits=12"
+        }
+        "13.10" => {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=8; client_max_window_bits=12"
+        }
+        // No client_max_window_bits offered: the client's window cannot be bounded.
+        _ => "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    }
+}
+
+/// `answer` (a permessage-deflate answer as gangway writes it) with both context takeover
+/// parameters, in gangway's order: the two flags, then the window sizes.
+fn without_context_takeover(answer: &str) -> String {
+    let mut params: Vec<&str> = vec![
+        "permessage-deflate",
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+    ];
+    params.extend(
+        answer
+            .split("; ")
+            .skip(1)
+            .filter(|p| !p.ends_with("context_takeover")),
+    );
+    params.join("; ")
+}
+
+/// How a gangway server under test compresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServerMode {
+    /// The library's `DeflateConfig::default()`: the offer's parameters, context takeover where
+    /// the client allows it.
+    Takeover,
+    /// No context takeover either way: `DeflateConfig::no_context_takeover()`, and `gangway
+    /// serve --deflate-mode shared`.
+    Shared,
+    /// No context takeover for the server, a 12-bit window for the client:
+    /// `DeflateConfig::bounded_client_window(12)`, and `gangway serve`'s default.
+    Window,
+}
+
+/// The frames of RFC 7692 §7.2.3, each a "Hello": one compressed block (§7.2.3.1), the same
+/// message again as a back reference into the first (§7.2.3.2, only `with_back_reference`: it
+/// needs the client's context takeover), a stored block (§7.2.3.3), a BFINAL block (§7.2.3.4),
+/// two blocks (§7.2.3.5), and §7.2.3.1 in two fragments.
+fn rfc_7692_examples(with_back_reference: bool) -> Vec<Frame> {
+    let mut frames = vec![Frame::text([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).rsv(RSV1)];
+    if with_back_reference {
+        frames.push(Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(RSV1));
+    }
+    frames.extend([
+        Frame::text([
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ])
+        .rsv(RSV1),
+        Frame::text([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]).rsv(RSV1),
+        Frame::text([
+            0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+        ])
+        .rsv(RSV1),
+        Frame::text([0xf2, 0x48, 0xcd]).rsv(RSV1).fin(false),
+        Frame::cont([0xc9, 0xc9, 0x07, 0x00]),
+    ]);
+    frames
+}
+
 /// 80 MiB of zeros as the second message of a connection whose first was 32 KiB of zeros:
 /// compressed on its own (a fresh stream refers to nothing before it, which is valid with or
 /// without context takeover). Compressing it takes a while in a debug build: done once.
@@ -508,25 +655,36 @@ struct Verdict {
 
 #[test]
 fn compression_server_in_process() {
-    run(Role::Server, &Target::InProcess);
+    run(Role::Server, &Target::InProcess, ServerMode::Takeover);
+}
+
+#[test]
+fn compression_server_in_process_without_context_takeover() {
+    run(Role::Server, &Target::InProcess, ServerMode::Shared);
+}
+
+#[test]
+fn compression_server_in_process_with_a_bounded_client_window() {
+    run(Role::Server, &Target::InProcess, ServerMode::Window);
 }
 
 #[test]
 fn compression_client_in_process() {
-    run(Role::Client, &Target::InProcess);
+    run(Role::Client, &Target::InProcess, ServerMode::Takeover);
 }
 
+/// `gangway serve` in its default mode (`--deflate-mode window`).
 #[test]
 fn compression_server_binary() {
     if let Some(bin) = binary() {
-        run(Role::Server, &Target::Binary(bin));
+        run(Role::Server, &Target::Binary(bin), ServerMode::Window);
     }
 }
 
 #[test]
 fn compression_client_binary() {
     if let Some(bin) = binary() {
-        run(Role::Client, &Target::Binary(bin));
+        run(Role::Client, &Target::Binary(bin), ServerMode::Takeover);
     }
 }
 
@@ -545,7 +703,7 @@ fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn run(role: Role, target: &Target) {
+fn run(role: Role, target: &Target, mode: ServerMode) {
     let heavy = matches!(target, Target::Binary(_)) || flag("GANGWAY_CONFORMANCE_HEAVY");
     let filter: Vec<String> = std::env::var("GANGWAY_CONFORMANCE_CASES")
         .unwrap_or_default()
@@ -554,7 +712,7 @@ fn run(role: Role, target: &Target) {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let cases: Vec<Case> = all(heavy)
+    let cases: Vec<Case> = for_server_mode(all(heavy), mode)
         .into_iter()
         .filter(|c| match role {
             Role::Server => c.server.is_some(),
@@ -573,12 +731,12 @@ fn run(role: Role, target: &Target) {
             .map(|case| async move {
                 let started = Instant::now();
                 let limit = Duration::from_secs(120);
-                let failure = match tokio::time::timeout(limit, run_case(case, role, target)).await
-                {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e),
-                    Err(_) => Some(format!("not finished within {limit:?}")),
-                };
+                let failure =
+                    match tokio::time::timeout(limit, run_case(case, role, target, mode)).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(_) => Some(format!("not finished within {limit:?}")),
+                    };
                 Verdict {
                     id: case.id.clone(),
                     section: case.section().to_owned(),
@@ -594,9 +752,11 @@ fn run(role: Role, target: &Target) {
     let elapsed = started.elapsed();
     runtime.shutdown_timeout(Duration::from_secs(5));
 
-    let name = match role {
-        Role::Server => "server",
-        Role::Client => "client",
+    let name = match (role, mode) {
+        (Role::Server, ServerMode::Takeover) => "server",
+        (Role::Server, ServerMode::Shared) => "server without context takeover",
+        (Role::Server, ServerMode::Window) => "server with a bounded client window",
+        (Role::Client, _) => "client",
     };
     let target_name = target.name();
     let mut verdicts = verdicts;
@@ -646,18 +806,23 @@ fn run(role: Role, target: &Target) {
     );
 }
 
-async fn run_case(case: &Case, role: Role, target: &Target) -> Result<(), String> {
+async fn run_case(
+    case: &Case,
+    role: Role,
+    target: &Target,
+    mode: ServerMode,
+) -> Result<(), String> {
     match role {
-        Role::Server => against_server(case, target).await,
+        Role::Server => against_server(case, target, mode).await,
         Role::Client => against_client(case, target).await,
     }
 }
 
 // ---- gangway as the server ----
 
-async fn against_server(case: &Case, target: &Target) -> Result<(), String> {
+async fn against_server(case: &Case, target: &Target, mode: ServerMode) -> Result<(), String> {
     let (offer, answer) = case.server.clone().ok_or("not a server case")?;
-    let server = EchoServer::start(target, case.max_message_size).await?;
+    let server = EchoServer::start(target, case.max_message_size, mode).await?;
     let result = async {
         let mut tcp = TcpStream::connect(server.addr)
             .await
@@ -721,7 +886,11 @@ enum ServerRun {
 }
 
 impl EchoServer {
-    async fn start(target: &Target, max_message_size: Option<usize>) -> Result<EchoServer, String> {
+    async fn start(
+        target: &Target,
+        max_message_size: Option<usize>,
+        mode: ServerMode,
+    ) -> Result<EchoServer, String> {
         match target {
             Target::InProcess => {
                 let listener = TcpListener::bind("127.0.0.1:0")
@@ -729,7 +898,11 @@ impl EchoServer {
                     .map_err(|e| e.to_string())?;
                 let addr = listener.local_addr().map_err(|e| e.to_string())?;
                 let mut config = Config::default();
-                config.deflate = DeflateConfig::default();
+                config.deflate = match mode {
+                    ServerMode::Takeover => DeflateConfig::default(),
+                    ServerMode::Shared => DeflateConfig::no_context_takeover(),
+                    ServerMode::Window => DeflateConfig::bounded_client_window(12),
+                };
                 if let Some(max) = max_message_size {
                     config.max_message_size = max;
                     config.max_frame_size = max;
@@ -753,6 +926,15 @@ impl EchoServer {
             Target::Binary(bin) => {
                 let mut cmd = Command::new(bin);
                 cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+                match mode {
+                    ServerMode::Takeover => {
+                        cmd.args(["--deflate-mode", "dedicated", "--deflate-window-bits", "15"]);
+                    }
+                    ServerMode::Shared => {
+                        cmd.args(["--deflate-mode", "shared"]);
+                    }
+                    ServerMode::Window => {}
+                }
                 if let Some(max) = max_message_size {
                     cmd.args(["--max-message-size", &max.to_string()]);
                 }

@@ -39,6 +39,7 @@ pub(crate) async fn run_all(
     cases: &[Case],
     role: Role,
     target: &Target,
+    http2: bool,
     parallel: usize,
 ) -> Vec<Verdict> {
     let server = match role {
@@ -55,6 +56,7 @@ pub(crate) async fn run_all(
     };
     let ctx = Context {
         target: target.clone(),
+        http2,
         server_addr: server.as_ref().map(|s| s.addr),
         keys: Arc::new(Mutex::new(HashSet::new())),
     };
@@ -107,6 +109,8 @@ fn verdict(case: &Case, failure: Option<String>) -> Verdict {
 #[derive(Clone)]
 struct Context {
     target: Target,
+    /// The WebSocket runs on an HTTP/2 stream (RFC 8441) instead of a TCP connection.
+    http2: bool,
     server_addr: Option<SocketAddr>,
     /// Every `Sec-WebSocket-Key` the client sent: each must be fresh (§4.1).
     keys: Arc<Mutex<HashSet<String>>>,
@@ -149,6 +153,9 @@ fn seed(case: &Case) -> u64 {
 async fn run_against_server(case: &Case, ctx: &Context) -> Result<(), String> {
     let addr = ctx.server_addr.ok_or("no server")?;
     let mut rng = Rng::new(seed(case));
+    if ctx.http2 {
+        return http2_server_session(case, addr, rng).await;
+    }
     let mut tcp = tokio::time::timeout(PROMPT, TcpStream::connect(addr))
         .await
         .map_err(|_| "tcp connect timed out".to_owned())?
@@ -202,17 +209,17 @@ async fn run_against_server(case: &Case, ctx: &Context) -> Result<(), String> {
     }
 
     let (read, write) = tcp.into_split();
-    let mut session = Session::new(Side::Client, write, spawn_reader(read, leftover), rng, case);
-    session.run_steps(case, skip).await;
-    session.close_phase(case).await;
+    let session = Session::new(Side::Client, write, spawn_reader(read, leftover), rng, case);
     // The server closes the TCP connection first (§7.1.1), after the close handshake or after
     // failing the connection (§7.1.7).
-    if !session.wait_end(PROMPT).await {
-        session
-            .problems
-            .add("server did not close the TCP connection after the close (RFC 6455 §7.1.1)");
-    }
-    session.compare(case, &mut problems);
+    session
+        .play(
+            case,
+            skip,
+            "server did not close the TCP connection after the close (RFC 6455 §7.1.1)",
+            &mut problems,
+        )
+        .await;
     problems.result()
 }
 
@@ -262,6 +269,37 @@ fn check_answer(head: &Head, rc: &RequestCase, key: &str, problems: &mut Problem
     }
 }
 
+/// A server-role case over HTTP/2: the framing cases only, the handshake is the extended
+/// CONNECT, checked in `http2::connect`.
+#[cfg(feature = "http2")]
+async fn http2_server_session(case: &Case, addr: SocketAddr, rng: Rng) -> Result<(), String> {
+    let stream = crate::http2::connect(addr, PROMPT).await?;
+    let mut problems = Problems::default();
+    let (read, write) = tokio::io::split(stream);
+    let session = Session::new(
+        Side::Client,
+        write,
+        spawn_reader(read, Vec::new()),
+        rng,
+        case,
+    );
+    // The server ends its side first (§7.1.1): END_STREAM.
+    session
+        .play(
+            case,
+            0,
+            "server did not end the stream after the close (RFC 6455 §7.1.1)",
+            &mut problems,
+        )
+        .await;
+    problems.result()
+}
+
+#[cfg(not(feature = "http2"))]
+async fn http2_server_session(_: &Case, _: SocketAddr, _: Rng) -> Result<(), String> {
+    Err("built without the http2 feature".into())
+}
+
 // ---- client role ----------------------------------------------------------------------------
 
 async fn run_against_client(case: &Case, ctx: &Context) -> Result<(), String> {
@@ -283,9 +321,13 @@ async fn run_against_client(case: &Case, ctx: &Context) -> Result<(), String> {
         Handshake::Standard => &standard,
         Handshake::Request(_) => return Err("server-role handshake in a client-role run".into()),
     };
-    let client = Client::start(&ctx.target, &url, &rc.protocols)?;
+    let client = Client::start(&ctx.target, &url, &rc.protocols, ctx.http2)?;
     let mut problems = Problems::default();
-    let outcome = client_session(case, ctx, rc, &listener, addr, &mut problems).await;
+    let outcome = if ctx.http2 {
+        http2_client_session(case, &listener, &mut problems).await
+    } else {
+        client_session(case, ctx, rc, &listener, addr, &mut problems).await
+    };
     drop(listener);
     // The client's own verdict on the session (status 0 after a clean close, 1 after a failure).
     let end = client.finish(PROMPT).await;
@@ -354,24 +396,58 @@ async fn client_session(
     }
 
     let (read, write) = tcp.into_split();
-    let mut session = Session::new(
+    let session = Session::new(
         Side::Server,
         write,
         spawn_reader(read, Vec::new()),
         rng,
         case,
     );
-    session.run_steps(case, skip).await;
-    session.close_phase(case).await;
     // The server (this raw peer) closes the TCP connection first (§7.1.1); the client then ends.
-    session.shutdown().await;
-    if !session.wait_end(PROMPT).await {
-        session
-            .problems
-            .add("client did not close the TCP connection after the server did");
-    }
-    session.compare(case, problems);
+    session
+        .play(
+            case,
+            skip,
+            "client did not close the TCP connection after the server did",
+            problems,
+        )
+        .await;
     Ok(())
+}
+
+/// The raw server's side of a client-role case over HTTP/2: the extended CONNECT (checked in
+/// `accept`), then the script on the stream.
+#[cfg(feature = "http2")]
+async fn http2_client_session(
+    case: &Case,
+    listener: &TcpListener,
+    problems: &mut Problems,
+) -> Result<(), String> {
+    let rng = Rng::new(seed(case));
+    let stream = crate::http2::accept(listener, Duration::from_secs(10)).await?;
+    let (read, write) = tokio::io::split(stream);
+    let session = Session::new(
+        Side::Server,
+        write,
+        spawn_reader(read, Vec::new()),
+        rng,
+        case,
+    );
+    // The server (this raw peer) ends its side first (§7.1.1); the client then ends its own.
+    session
+        .play(
+            case,
+            0,
+            "client did not end the stream after the server did",
+            problems,
+        )
+        .await;
+    Ok(())
+}
+
+#[cfg(not(feature = "http2"))]
+async fn http2_client_session(_: &Case, _: &TcpListener, _: &mut Problems) -> Result<(), String> {
+    Err("built without the http2 feature".into())
 }
 
 /// Check the client's request (§4.1); returns its key.
@@ -541,7 +617,7 @@ struct CloseSeen {
 /// A connection in progress: the raw peer's writes, and what gangway sent so far.
 struct Session {
     side: Side,
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: Box<dyn AsyncWrite + Unpin + Send>,
     rx: UnboundedReceiver<Incoming>,
     rng: Rng,
     deadline: Instant,
@@ -562,14 +638,14 @@ struct Session {
 impl Session {
     fn new(
         side: Side,
-        write: tokio::net::tcp::OwnedWriteHalf,
+        write: impl AsyncWrite + Unpin + Send + 'static,
         rx: UnboundedReceiver<Incoming>,
         rng: Rng,
         case: &Case,
     ) -> Session {
         Session {
             side,
-            write,
+            write: Box::new(write),
             rx,
             rng,
             deadline: Instant::now() + case.time_limit,
@@ -869,6 +945,22 @@ impl Session {
                 self.send_frames(&[answer]).await;
             }
         }
+    }
+
+    /// Run the script from step `skip`, then the close phase and the end of the connection, and
+    /// compare. The raw server ends its side first (§7.1.1) and waits for gangway's client to
+    /// end its own; the raw client waits for gangway's server to end first. `not_ended` is the
+    /// problem when the end does not come.
+    async fn play(mut self, case: &Case, skip: usize, not_ended: &str, problems: &mut Problems) {
+        self.run_steps(case, skip).await;
+        self.close_phase(case).await;
+        if matches!(self.side, Side::Server) {
+            self.shutdown().await;
+        }
+        if !self.wait_end(PROMPT).await {
+            self.problems.add(not_ended);
+        }
+        self.compare(case, problems);
     }
 
     /// Half-close the raw peer's side (TCP FIN).

@@ -127,6 +127,21 @@ async fn serve_connection(tcp: TcpStream) {
     let Ok(incoming) = ServerBuilder::new().read_request(tcp).await else {
         return; // already answered (400/431), or the peer went away
     };
+    #[cfg(feature = "http2")]
+    if incoming.is_http2_prior_knowledge() {
+        // HTTP/2 (RFC 8441): each extended CONNECT stream is an echo session of its own.
+        let Ok(mut conn) = incoming.accept_http2().await else {
+            return;
+        };
+        while let Some(Ok(request)) = conn.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut ws) = request.accept().await {
+                    echo(&mut ws).await;
+                }
+            });
+        }
+        return;
+    }
     if !incoming.is_upgrade() {
         let status = if incoming.request().uri().path() == "/" {
             200
@@ -147,22 +162,27 @@ async fn serve_connection(tcp: TcpStream) {
     let Ok(mut ws) = incoming.accept().await else {
         return; // already answered
     };
+    echo(&mut ws).await;
+    linger(ws.get_ref()).await;
+}
+
+/// Echo every message until the session ends.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) {
     loop {
         let message = match ws.next().await {
             None => break,
             Some(Err(_)) => {
-                drain(&mut ws).await;
+                drain(ws).await;
                 break;
             }
             Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
             Some(Ok(_)) => continue,
         };
         if ws.send(message).await.is_err() {
-            drain(&mut ws).await;
+            drain(ws).await;
             break;
         }
     }
-    linger(ws.get_ref()).await;
 }
 
 /// Keep reading (bounded) after an error so the queued close frame is written.
@@ -200,7 +220,8 @@ async fn linger(tcp: &TcpStream) {
 /// How a client run ended.
 #[derive(Clone, Debug)]
 pub(crate) enum ClientEnd {
-    /// The session ended with a clean close (binary: exit status 0).
+    /// The session ended with a clean close (binary: exit status 0, or 57 when the peer's close
+    /// code reports a failure).
     Clean(String),
     /// The handshake or the session failed (binary: a failure exit status with a `gangway: `
     /// line).
@@ -216,17 +237,27 @@ pub(crate) enum Client {
 }
 
 impl Client {
-    /// Start an echo client for `url`, offering `protocols`.
-    pub(crate) fn start(target: &Target, url: &str, protocols: &[&str]) -> Result<Client, String> {
+    /// Start an echo client for `url`, offering `protocols`, over HTTP/2 with `http2`.
+    pub(crate) fn start(
+        target: &Target,
+        url: &str,
+        protocols: &[&str],
+        http2: bool,
+    ) -> Result<Client, String> {
         match target {
             Target::InProcess => {
                 let url = url.to_owned();
                 let protocols: Vec<String> = protocols.iter().map(|p| (*p).to_owned()).collect();
-                Ok(Client::InProcess(tokio::spawn(echo_client(url, protocols))))
+                Ok(Client::InProcess(tokio::spawn(echo_client(
+                    url, protocols, http2,
+                ))))
             }
             Target::Binary(bin) => {
                 let mut cmd = Command::new(bin);
                 cmd.args(["connect", "--echo", url]);
+                if http2 {
+                    cmd.arg("--http2");
+                }
                 for p in protocols {
                     cmd.args(["--protocol", p]);
                 }
@@ -277,6 +308,11 @@ impl Client {
                 let text = text.trim_end().to_owned();
                 match status.code() {
                     Some(0) => ClientEnd::Clean(text),
+                    // A clean close handshake in which the peer's code reports a failure
+                    // (1002-2999): the binary exits 57 to say so, the close itself was clean.
+                    Some(57) if text.starts_with("gangway: closed by peer: ") => {
+                        ClientEnd::Clean(text)
+                    }
                     // The contract: errors are one stderr line starting `gangway: `, with
                     // curl's status for what failed (docs/cli.md, exit codes); against this raw
                     // server: 8 an invalid 101, 22 another status, 28 a timeout, 52 no answer,
@@ -295,7 +331,7 @@ impl Client {
 
 /// The in-process echo client, like `gangway connect --echo`: send every text and binary message
 /// back until the server closes.
-async fn echo_client(url: String, protocols: Vec<String>) -> ClientEnd {
+async fn echo_client(url: String, protocols: Vec<String>, http2: bool) -> ClientEnd {
     let mut builder = match ClientBuilder::new(&url) {
         Ok(b) => b,
         Err(e) => return ClientEnd::Broken(format!("bad url: {e}")),
@@ -303,10 +339,29 @@ async fn echo_client(url: String, protocols: Vec<String>) -> ClientEnd {
     for p in protocols {
         builder = builder.protocol(p);
     }
-    let mut ws = match builder.connect().await {
-        Ok((ws, _response)) => ws,
-        Err(e) => return ClientEnd::Failed(format!("connect: {}", chain(&e))),
-    };
+    #[cfg(feature = "http2")]
+    if http2 {
+        return match builder
+            .http2(gangway::http2::Http2::Required)
+            .connect()
+            .await
+        {
+            Ok((ws, _response)) => echo_session(ws).await,
+            Err(e) => ClientEnd::Failed(format!("connect: {}", chain(&e))),
+        };
+    }
+    #[cfg(not(feature = "http2"))]
+    if http2 {
+        return ClientEnd::Broken("built without the http2 feature".into());
+    }
+    match builder.connect().await {
+        Ok((ws, _response)) => echo_session(ws).await,
+        Err(e) => ClientEnd::Failed(format!("connect: {}", chain(&e))),
+    }
+}
+
+/// Echo until the server closes.
+async fn echo_session<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) -> ClientEnd {
     loop {
         let message = match ws.next().await {
             None => {

@@ -128,3 +128,32 @@ impl TestCa {
         }
     }
 }
+
+/// A self-signed certificate for `names` that is also a CA (`CA:TRUE`), and its key: what
+/// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext
+/// subjectAltName=DNS:localhost` makes with OpenSSL 3, the usual test certificate.
+pub(crate) fn self_signed_ca_certificate(
+    dir: &TempDir,
+    names: &[&str],
+    validity: Validity,
+) -> Issued {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names.clone()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    if validity == Validity::Expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let label = format!("self-signed-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    Issued {
+        cert: dir.write(&format!("{label}-cert.pem"), &cert.pem()),
+        key: dir.write(&format!("{label}-key.pem"), &key.serialize_pem()),
+    }
+}

@@ -7,6 +7,8 @@ use std::fmt;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::negotiate::{clamp_bits, DeflateConfig, DeflateParams};
+use super::spare::{self, INFLATE_WINDOW_BITS};
+use super::stateless::StatelessCompression;
 use crate::role::Role;
 
 /// The end of a sync flush, an empty stored block's LEN and NLEN: removed from the end of every
@@ -85,17 +87,36 @@ impl PerMessageDeflate {
     pub fn should_compress(&self, len: usize) -> bool {
         len >= self.threshold && self.compressor.can_compress()
     }
+
+    /// How a whole message of `len` bytes is compressed, when it is compressed on its own: the
+    /// parameters that alone determine its compressed bytes, so that a message sent to many
+    /// connections is compressed once per distinct value (see [`StatelessCompression`]).
+    ///
+    /// `None` when the message goes uncompressed (under the threshold, or an 8-bit window) or
+    /// is compressed with context takeover, referring back to what this connection sent before:
+    /// such a message must be compressed by this connection's own compressor.
+    pub fn stateless_compression(&self, len: usize) -> Option<StatelessCompression> {
+        if len < self.threshold {
+            return None;
+        }
+        self.compressor.stateless()
+    }
 }
 
 /// Compresses outgoing messages (RFC 7692 §7.2.1).
 ///
 /// Each call compresses a whole message, or the next fragment of one, with a sync flush, so every
 /// frame's payload is complete DEFLATE blocks. At the end of a message the flush's
-/// `00 00 ff ff` tail is removed; without context takeover the state is then dropped, so the
-/// next message starts with an empty window (and no memory is held meanwhile).
+/// `00 00 ff ff` tail is removed.
+///
+/// With context takeover the state is allocated on the first message and kept for the next
+/// ones, which may refer back to it. Without, the state is borrowed from the thread's spare
+/// states when a message starts and given back, reset, when it ends: the next message starts
+/// with an empty window, and no memory is held between messages.
 pub struct Compressor {
-    /// Allocated on the first message.
-    deflate: Option<Compress>,
+    /// With context takeover: from the first message on. Without: while a message is in
+    /// progress. Boxed: an idle connection pays a pointer for it.
+    deflate: Option<Box<Compress>>,
     window_bits: u8,
     level: Compression,
     no_context_takeover: bool,
@@ -131,6 +152,15 @@ impl Compressor {
         self.window_bits >= MIN_ZLIB_WINDOW_BITS
     }
 
+    /// Its parameters, if it compresses every message on its own (without context takeover):
+    /// a whole message then compresses to the bytes that
+    /// [`StatelessCompression::compress`] gives. `None` with context takeover, or when it
+    /// cannot compress.
+    pub fn stateless(&self) -> Option<StatelessCompression> {
+        (self.no_context_takeover && self.can_compress())
+            .then(|| StatelessCompression::new(self.window_bits, self.level.level()))
+    }
+
     /// Compress `data`, a whole message or its next fragment, and append the DEFLATE data to
     /// `out`. With `fin` (the message's last piece) the `00 00 ff ff` tail is removed (RFC 7692
     /// §7.2.1); pieces before it keep theirs (§7.2.1: the removal is for the end of the
@@ -163,9 +193,13 @@ impl Compressor {
         }
         let start = out.len();
         let (window_bits, level) = (self.window_bits, self.level);
-        let deflate = self
-            .deflate
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
+        let deflate = self.deflate.get_or_insert_with(|| {
+            if self.no_context_takeover {
+                spare::take_compressor(window_bits, level)
+            } else {
+                Box::new(Compress::new_with_window_bits(level, false, window_bits))
+            }
+        });
         let mut input = data;
         loop {
             if out.len() == out.capacity() {
@@ -201,11 +235,13 @@ impl Compressor {
         }
     }
 
-    /// A message is complete: without context takeover, forget it (RFC 7692 §7.1.1) and free the
-    /// state until the next message.
+    /// A message is complete: without context takeover, forget it (RFC 7692 §7.1.1) and give the
+    /// state back to the thread until the next message.
     fn end_message(&mut self) {
         if self.no_context_takeover {
-            self.deflate = None;
+            if let Some(state) = self.deflate.take() {
+                spare::put_compressor(self.window_bits, self.level, state);
+            }
         }
     }
 
@@ -249,20 +285,35 @@ impl std::error::Error for InflateError {}
 ///
 /// Feed each piece of a compressed message's payload (unmasked) to
 /// [`decompress`](Self::decompress), then call [`finish`](Self::finish) at its end, which
-/// inflates the `00 00 ff ff` tail the sender removed. Without context takeover the state is
-/// dropped after each message.
+/// inflates the `00 00 ff ff` tail the sender removed. With context takeover the state lives
+/// from the first message on; without, it is borrowed from the thread's spare states for each
+/// message and given back at its end.
+///
+/// Every state inflates with a 32 KiB window, which inflates what any smaller window produced
+/// (and zlib-rs allocates that much whatever the window).
+///
+/// With context takeover and a peer window of at most 2^13 bytes, only that window is kept
+/// between messages: the last 2^window_bits bytes inflated, which are all the peer's next
+/// message may refer to (RFC 7692 §7.1.2.2: its back references reach no further). The state
+/// is then borrowed from the thread for each message, the window restored into it as a preset
+/// dictionary, and given back at the message's end. An idle connection holds the window's
+/// bytes (4 KiB at 12 bits) instead of a state of about 47 KiB; restoring it costs a copy of
+/// the window per message, which is why larger windows keep their state instead.
 ///
 /// A DEFLATE block with BFINAL set ends zlib's stream, but not the message: §7.2.1 lets a
 /// sender flush with such blocks, and "the next DEFLATE block follows". After one, inflating
-/// starts a new stream whose window is seeded with the last 2^window_bits bytes inflated from
+/// starts a new stream whose window is seeded with the last 32 KiB inflated from
 /// the current message. (A back reference from after such a block into an earlier message, past
 /// the start of the current one, is then reported as [`InflateError::Corrupt`]; senders that
 /// finish a stream do not make them, as zlib cannot.)
 pub struct Decompressor {
-    /// Allocated on the first message.
-    inflate: Option<Decompress>,
-    window_bits: u8,
+    /// With context takeover (and a large window): from the first message on. Otherwise:
+    /// while a message is in progress. Boxed: an idle connection pays a pointer for it.
+    inflate: Option<Box<Decompress>>,
     no_context_takeover: bool,
+    /// With context takeover and a small peer window: that window, kept between messages
+    /// instead of the state.
+    kept: Option<Window>,
     /// The stream ended with a BFINAL block: the next bytes start a new one.
     stream_ended: bool,
     /// Payload bytes were fed since the last message ended.
@@ -272,24 +323,56 @@ pub struct Decompressor {
 impl fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decompressor")
-            .field("window_bits", &self.window_bits)
             .field("no_context_takeover", &self.no_context_takeover)
+            .field("kept_window", &self.kept.as_ref().map(|w| w.size))
             .field("allocated", &self.inflate.is_some())
             .finish()
     }
 }
 
+/// The largest peer window a decompressor keeps as bytes between messages rather than keeping
+/// its state: 2^13 = 8 KiB.
+const MAX_KEPT_WINDOW_BITS: u8 = 13;
+
+/// The last bytes inflated, up to the peer's window: what its next message may refer back to.
+#[derive(Clone)]
+struct Window {
+    bytes: Vec<u8>,
+    /// 2^window_bits.
+    size: usize,
+}
+
+impl Window {
+    /// Append what was just inflated, keeping the last `size` bytes.
+    fn remember(&mut self, inflated: &[u8]) {
+        let inflated = &inflated[inflated.len().saturating_sub(self.size)..];
+        let excess = (self.bytes.len() + inflated.len()).saturating_sub(self.size);
+        if excess > 0 {
+            self.bytes.drain(..excess);
+        }
+        if self.bytes.capacity() == 0 {
+            // Allocated once, to its final size.
+            self.bytes.reserve_exact(self.size);
+        }
+        self.bytes.extend_from_slice(inflated);
+    }
+}
+
 impl Decompressor {
-    /// A decompressor for a peer that compresses with a window of at most 2^`window_bits` bytes
-    /// (8 to 15, other values taken as the nearest) and, unless `no_context_takeover`, refers
-    /// back to earlier messages.
+    /// A decompressor for a peer that compresses with a window of at most 2^`window_bits`
+    /// bytes (8 to 15, other values taken as the nearest) and, unless `no_context_takeover`,
+    /// refers back to earlier messages. A window of up to 2^13 bytes is kept between messages
+    /// instead of a state (see above).
     pub fn new(window_bits: u8, no_context_takeover: bool) -> Self {
+        let window_bits = clamp_bits(window_bits);
+        let kept = (!no_context_takeover && window_bits <= MAX_KEPT_WINDOW_BITS).then(|| Window {
+            bytes: Vec::new(),
+            size: 1 << window_bits,
+        });
         Decompressor {
             inflate: None,
-            // zlib inflates with a window of at least 2^9 bytes; a larger window than the
-            // peer's inflates its data all the same.
-            window_bits: clamp_bits(window_bits).max(MIN_ZLIB_WINDOW_BITS),
             no_context_takeover,
+            kept,
             stream_ended: false,
             fed: false,
         }
@@ -333,18 +416,26 @@ impl Decompressor {
         } else {
             self.inflate(&TAIL, out, limit, true)?;
         }
-        if self.no_context_takeover {
-            // The peer's next message refers to nothing before it (§7.1.1): nothing to keep.
-            self.release();
+        if self.no_context_takeover || self.kept.is_some() {
+            // The peer's next message refers to nothing before it (§7.1.1), or to no more than
+            // the window kept: the state goes back to the thread.
+            self.stream_ended = false;
+            if let Some(state) = self.inflate.take() {
+                spare::put_decompressor(state);
+            }
         }
         Ok(())
     }
 
-    /// Forget any message in progress and free the state.
+    /// Forget any message in progress and free the state (a state in the middle of a message, or
+    /// one that failed, is never given back to the thread), and the window kept.
     pub fn release(&mut self) {
         self.inflate = None;
         self.stream_ended = false;
         self.fed = false;
+        if let Some(kept) = &mut self.kept {
+            kept.bytes = Vec::new();
+        }
     }
 
     fn inflate(
@@ -367,10 +458,20 @@ impl Decompressor {
                 }
                 self.restart(out);
             }
-            let window_bits = self.window_bits;
-            let inflate = self
-                .inflate
-                .get_or_insert_with(|| Decompress::new_with_window_bits(false, window_bits));
+            let (no_context_takeover, kept) = (self.no_context_takeover, &mut self.kept);
+            let inflate = self.inflate.get_or_insert_with(|| {
+                if let Some(kept) = kept {
+                    let mut state = spare::take_decompressor();
+                    // A fresh raw stream takes a dictionary; with an empty one nothing changes.
+                    // Were it refused, a back reference would be reported as corrupt data.
+                    let _ = state.set_dictionary(&kept.bytes);
+                    state
+                } else if no_context_takeover {
+                    spare::take_decompressor()
+                } else {
+                    Box::new(Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS))
+                }
+            });
             let before_in = inflate.total_in();
             let before_out = out.len();
             let status = if out.len() >= limit {
@@ -400,6 +501,9 @@ impl Decompressor {
             };
             let used = consumed(before_in, inflate.total_in(), input.len());
             input = &input[used..];
+            if let Some(kept) = &mut self.kept {
+                kept.remember(&out[before_out..]);
+            }
             if status == Status::StreamEnd {
                 self.stream_ended = true;
                 continue;
@@ -421,15 +525,22 @@ impl Decompressor {
     /// so far (the window the sender's next blocks may refer to).
     fn restart(&mut self, out: &[u8]) {
         self.stream_ended = false;
-        let mut fresh = Decompress::new_with_window_bits(false, self.window_bits);
-        if !self.no_context_takeover {
-            let window = 1usize << self.window_bits;
+        let Some(inflate) = self.inflate.as_mut() else {
+            // Only a stream that ended has a restart; the next piece starts a fresh one anyway.
+            return;
+        };
+        // A raw stream again, with the same 32 KiB window.
+        inflate.reset(false);
+        if let Some(kept) = &self.kept {
+            // Everything inflated so far, this message included, up to the peer's window.
+            let _ = inflate.set_dictionary(&kept.bytes);
+        } else if !self.no_context_takeover {
+            let window = 1usize << INFLATE_WINDOW_BITS;
             let history = &out[out.len().saturating_sub(window)..];
             // Setting a dictionary on a fresh raw stream cannot fail; if it did, a later back
             // reference would be reported as corrupt data.
-            let _ = fresh.set_dictionary(history);
+            let _ = inflate.set_dictionary(history);
         }
-        self.inflate = Some(fresh);
     }
 
     /// Whether the inflate state is allocated (tests check when it is freed).
@@ -601,13 +712,56 @@ mod tests {
     fn without_context_takeover_the_second_hello_is_compressed_alone() {
         let mut c = Compressor::new(15, 6, true);
         let first = compress(&mut c, HELLO);
-        assert!(!c.is_allocated(), "the state is freed between messages");
+        assert!(!c.is_allocated(), "no state kept between messages");
         assert_eq!(compress(&mut c, HELLO), first);
         // A peer without context takeover: each message stands alone, no state kept between.
         let mut d = Decompressor::new(15, true);
         assert_eq!(inflate(&mut d, &first, ROOMY), Ok(HELLO.to_vec()));
         assert!(!d.is_allocated());
         assert_eq!(inflate(&mut d, &first, ROOMY), Ok(HELLO.to_vec()));
+    }
+
+    #[test]
+    fn states_without_context_takeover_are_borrowed_from_the_thread_for_one_message() {
+        std::thread::spawn(|| {
+            let text = text_like(50_000, 3);
+            let mut c = Compressor::new(12, 6, true);
+            let mut d = Decompressor::new(15, true);
+            let first = compress(&mut c, &text);
+            assert_eq!(spare::counts(), (1, 0), "given back at the message's end");
+            assert_eq!(inflate(&mut d, &first, ROOMY), Ok(text.clone()));
+            assert_eq!(spare::counts(), (1, 1));
+            // A message in pieces holds its states until it ends.
+            let mut wire = Vec::new();
+            c.compress(&text[..20_000], false, &mut wire);
+            assert!(c.is_allocated());
+            assert_eq!(spare::counts(), (0, 1));
+            c.compress(&text[20_000..], true, &mut wire);
+            assert_eq!(spare::counts(), (1, 1));
+            let mut out = Vec::new();
+            d.decompress(&wire[..100], &mut out, ROOMY).unwrap();
+            assert!(d.is_allocated());
+            assert_eq!(spare::counts(), (1, 0));
+            d.decompress(&wire[100..], &mut out, ROOMY).unwrap();
+            d.finish(&mut out, ROOMY).unwrap();
+            assert_eq!(out, text);
+            assert_eq!(spare::counts(), (1, 1));
+            // Another connection on the thread takes the same states, and a reused state
+            // compresses exactly as a fresh one did: the bytes never depend on it.
+            let mut other = Compressor::new(12, 6, true);
+            assert_eq!(compress(&mut other, &text), first);
+            assert_eq!(spare::counts(), (1, 1));
+            // A failed message's state is dropped, not given back.
+            let mut out = Vec::new();
+            assert_eq!(
+                d.decompress(&[0xff, 0xff, 0xff], &mut out, ROOMY),
+                Err(InflateError::Corrupt)
+            );
+            d.release();
+            assert_eq!(spare::counts(), (1, 0));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
@@ -770,7 +924,7 @@ mod tests {
     }
 
     #[test]
-    fn eight_bit_windows_inflate_with_nine_and_compress_to_stored_blocks() {
+    fn eight_bit_windows_compress_to_stored_blocks() {
         let mut c = Compressor::new(8, 6, false);
         assert!(!c.can_compress());
         // Stored blocks need no window: the §7.2.3.3 payload.
@@ -779,7 +933,7 @@ mod tests {
             [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]
         );
         assert!(!c.is_allocated());
-        // A peer's 8-bit stream inflates with our 9-bit window.
+        // A peer's 8-bit stream (zlib makes it with 9 bits) inflates with our window.
         let wire = compress(&mut Compressor::new(9, 6, false), HELLO);
         assert_eq!(
             inflate(&mut Decompressor::new(8, false), &wire, ROOMY),
@@ -912,8 +1066,12 @@ mod tests {
         let server = PerMessageDeflate::new(Role::Server, &params, &config);
         assert_eq!(server.compressor.window_bits, 9, "our own smaller window");
         assert!(server.compressor.no_context_takeover);
-        assert_eq!(server.decompressor.window_bits, 9, "8 bits inflate with 9");
         assert!(!server.decompressor.no_context_takeover);
+        assert_eq!(
+            server.decompressor.kept.as_ref().map(|w| w.size),
+            Some(256),
+            "the client's 8-bit window"
+        );
         let client = PerMessageDeflate::new(Role::Client, &params, &config);
         assert!(
             !client.compressor.can_compress(),
@@ -921,8 +1079,81 @@ mod tests {
         );
         assert!(!client.should_compress(1 << 20));
         assert!(client.compressor.no_context_takeover, "our own choice");
-        assert_eq!(client.decompressor.window_bits, 10);
         assert!(client.decompressor.no_context_takeover);
+        assert!(client.decompressor.kept.is_none());
+    }
+
+    #[test]
+    fn a_small_peer_window_is_kept_instead_of_the_state() {
+        std::thread::spawn(|| {
+            let mut c = Compressor::new(12, 6, false);
+            let mut d = Decompressor::new(12, false);
+            let mut sent = Vec::new();
+            for (i, len) in [1000, 3000, 1000, 9000, 50, 20_000, 1000]
+                .into_iter()
+                .enumerate()
+            {
+                // Repeats, so that messages refer back to earlier ones.
+                let message = text_like(len, (i % 3) as u32);
+                let wire = compress(&mut c, &message);
+                assert_eq!(inflate(&mut d, &wire, ROOMY), Ok(message.clone()), "{i}");
+                assert!(!d.is_allocated(), "only the window between messages");
+                assert_eq!(spare::counts().1, 1, "the state went back to the thread");
+                sent.extend_from_slice(&message);
+                let kept = &d.kept.as_ref().unwrap().bytes;
+                assert_eq!(kept[..], sent[sent.len().saturating_sub(4096)..], "{i}");
+                assert!(kept.capacity() <= 4096);
+            }
+            // The window is what makes back references work: without it they fail.
+            let repeat = compress(&mut c, &text_like(1000, 0));
+            assert!(
+                repeat.len() < 100,
+                "a back reference: {} bytes",
+                repeat.len()
+            );
+            let mut fresh = Decompressor::new(12, false);
+            assert_eq!(
+                inflate(&mut fresh, &repeat, ROOMY),
+                Err(InflateError::Corrupt)
+            );
+            assert_eq!(inflate(&mut d, &repeat, ROOMY), Ok(text_like(1000, 0)));
+            // Larger windows keep their state.
+            assert!(Decompressor::new(14, false).kept.is_none());
+            assert!(Decompressor::new(13, false).kept.is_some());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_kept_window_survives_a_bfinal_block_and_messages_in_pieces() {
+        let mut c = Compressor::new(10, 6, false);
+        let mut d = Decompressor::new(10, false);
+        let first = text_like(700, 1);
+        let wire = compress(&mut c, &first);
+        assert_eq!(inflate(&mut d, &wire, ROOMY), Ok(first.clone()));
+        // A message that ends its stream with a BFINAL block (§7.2.3.4), then a new stream that
+        // refers back across it, fed a byte at a time.
+        let mut bfinal = Vec::with_capacity(2 * first.len());
+        let mut z = flate2::Compress::new_with_window_bits(Compression::new(6), false, 10);
+        let status = z
+            .compress_vec(&first, &mut bfinal, flate2::FlushCompress::Finish)
+            .unwrap();
+        assert_eq!(status, Status::StreamEnd);
+        // The stream after it may refer back to the message before, through the window.
+        let mut next = Compressor::new(10, 6, false);
+        next.compress(&first, true, &mut Vec::new());
+        let again = compress(&mut next, &first);
+        assert!(again.len() < 50, "{} bytes: a back reference", again.len());
+        let mut out = Vec::new();
+        for byte in bfinal.iter().chain(again.iter()) {
+            d.decompress(std::slice::from_ref(byte), &mut out, ROOMY)
+                .unwrap();
+        }
+        d.finish(&mut out, ROOMY).unwrap();
+        let want = [first.clone(), first].concat();
+        let at = out.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!((out.len(), at), (want.len(), None));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! permessage-deflate (RFC 7692): each data message compressed with DEFLATE, RSV1 marking the
 //! compressed ones.
 //!
-//! Two halves that meet only through [`DeflateParams`]:
+//! Two halves that meet only through [`DeflateParams`], which a
+//! [`Negotiated`](crate::handshake::Negotiated) carries from the handshake to the connection:
 //!
 //! - negotiation ([`DeflateConfig::offer`], [`DeflateConfig::accept`], [`check_response`]): which
 //!   of the four parameters of §7.1 the two ends agree on, decided once during the opening
@@ -32,37 +33,60 @@
 //!
 //! # Memory per connection
 //!
-//! The compression state of each direction is allocated when that direction first compresses
-//! (or inflates) a message, so a connection that never sends a compressed message holds none.
-//! Figures for the zlib-rs backend (measured on 64-bit Linux), with `memLevel` 8, the value
-//! flate2 uses and does not let us change:
+//! What a connection keeps between messages depends on context takeover (RFC 7692 §7.1.1), that
+//! is, on whether a message may refer back to earlier ones:
+//!
+//! - a direction **without context takeover** keeps nothing: its state is borrowed from the
+//!   thread's spare states when a message starts and given back, reset, when it ends (each thread
+//!   keeps at most four compressors and two decompressors);
+//! - a received direction **with context takeover and a window of at most 2^13 bytes** keeps
+//!   the last 2^window_bits bytes inflated, all the peer's next message may refer to, and
+//!   restores them into a borrowed state as a preset dictionary when the next message starts;
+//! - any other direction with context takeover keeps its state from its first message on.
+//!
+//! Figures for the zlib-rs backend (64-bit Linux), with `memLevel` 8, the value flate2 uses and
+//! does not let us change:
 //!
 //! | state | size |
 //! | --- | --- |
-//! | compressor | 348,960 B + 4 × 2^window_bits B: 469 KiB at 15 bits, 357 KiB at 12, 343 KiB at 9 |
+//! | compressor | 248,960 B + 4 × 2^window_bits: 371 KiB at 15 bits, 259 KiB at 12, 245 KiB at 9 |
 //! | decompressor | 47,552 B (46.4 KiB) whatever the window: zlib-rs always allocates 32 KiB |
+//! | kept window | 2^window_bits bytes: 4 KiB at 12 bits |
+//! | the codec itself | about 100 bytes, from the handshake on |
 //!
-//! (zlib's own formula, 2^(window_bits+2) + 2^(memLevel+9), gives 256 KiB at 15 bits; zlib-rs
-//! adds a fixed 128 KiB hash table and larger symbol buffers.)
-//!
-//! With context takeover (the default) each state lives as long as the connection, so a
-//! connection that compresses in both directions holds about 515 KiB. Without context takeover
-//! in a direction (`server_no_context_takeover` / `client_no_context_takeover`) that direction's
-//! state exists only while a message is being compressed or inflated, and is freed after it: an
-//! idle connection then holds nothing. A server with many mostly idle connections should ask for
-//! both (see [`DeflateConfig`]).
+//! So a server with many connections answers `server_no_context_takeover` (what it sends is
+//! compressed with a borrowed state) and either `client_no_context_takeover` or a small
+//! `client_max_window_bits`: [`DeflateConfig::bounded_client_window`] (a 4 KiB window per
+//! connection at 12 bits) or [`DeflateConfig::no_context_takeover`] (nothing). With
+//! [`DeflateConfig::default`] and a client that allows it, a connection that compressed and
+//! inflated one message keeps about 420 KiB. Measured figures for each choice, with browsers'
+//! and Python `websockets`' offers, are in the repository's `docs/deflate.md`.
 //!
 //! Besides the state, a received compressed message is inflated into the message buffer, which
 //! never grows past [`Config::max_message_size`](crate::Config::max_message_size): a small
 //! message that inflates to more (a "zip bomb") fails with 1009 once the limit is reached,
 //! having allocated at most the limit. A sent message is compressed into a buffer that lives
 //! until it is framed.
+//!
+//! # Compressing a message once for many connections
+//!
+//! Without context takeover, what a message compresses to depends only on the message and on a
+//! [`StatelessCompression`] (window and level): a server that sends one message to many
+//! connections compresses it once per distinct value among them and sends the same
+//! [`CompressedMessage`] on each ([`Connection::stateless_compression`],
+//! [`Connection::send_compressed`]).
+//!
+//! [`Connection::stateless_compression`]: crate::Connection::stateless_compression
+//! [`Connection::send_compressed`]: crate::Connection::send_compressed
 
 mod codec;
 mod negotiate;
+mod spare;
+mod stateless;
 
 pub use codec::{Compressor, Decompressor, InflateError, PerMessageDeflate};
 pub use negotiate::{
     check_response, Accepted, DeflateConfig, DeflateParams, DEFAULT_LEVEL, DEFAULT_THRESHOLD,
     EXTENSION_NAME,
 };
+pub use stateless::{CompressedMessage, StatelessCompression};

@@ -81,6 +81,14 @@ pub struct DeflateConfig {
     pub server_no_context_takeover: bool,
     /// No context takeover for what the client sends (see the table above).
     pub client_no_context_takeover: bool,
+    /// Server: let the client keep context takeover only within the window of
+    /// `client_max_window_bits`. A client that did not offer `client_max_window_bits` cannot be
+    /// held to a window (RFC 7692 §7.1.2.2: the answer may not have it) and is answered
+    /// `client_no_context_takeover` instead. Default `false`. With a window of at most 2^13
+    /// bytes, a connection keeps only that window between messages (see the
+    /// [module docs](super#memory-per-connection)): with this, no client costs more. No effect
+    /// as a client.
+    pub bounded_client_context: bool,
 }
 
 impl Default for DeflateConfig {
@@ -93,6 +101,7 @@ impl Default for DeflateConfig {
             client_max_window_bits: None,
             server_no_context_takeover: false,
             client_no_context_takeover: false,
+            bounded_client_context: false,
         }
     }
 }
@@ -137,7 +146,11 @@ impl DeflateParams {
     ///
     /// A short reason naming the parameter at fault.
     pub fn from_response(element: &ExtensionOffer) -> Result<Self, &'static str> {
-        let params = Params::parse(element)?;
+        Self::from_answer(&Params::parse(element)?)
+    }
+
+    /// The agreement that a response's parsed parameters state.
+    fn from_answer(params: &Params) -> Result<Self, &'static str> {
         // §7.1.2.2: in a response, client_max_window_bits "MUST have a value".
         let client_max_window_bits = match params.client_max_window_bits {
             Some(None) => return Err("permessage-deflate: client_max_window_bits without a value"),
@@ -167,6 +180,50 @@ impl DeflateConfig {
     pub fn disabled() -> Self {
         DeflateConfig {
             enabled: false,
+            ..DeflateConfig::default()
+        }
+    }
+
+    /// No context takeover in either direction: every message is compressed and inflated on its
+    /// own, so a connection keeps no compression state between messages (the states are
+    /// borrowed from the thread for each message; see the [module docs](super)).
+    ///
+    /// The choice for a server with many connections: an idle connection costs nothing for the
+    /// extension, where context takeover keeps about 400 KiB per connection. A server answers
+    /// every offer with `server_no_context_takeover; client_no_context_takeover`, which RFC 7692
+    /// lets it add to any answer (§7.1.1.1, §7.1.1.2), so every client that offers the
+    /// extension can be held to it. Messages compress a little less (each without the previous
+    /// ones to refer to), and a message sent to many connections can be compressed once for all
+    /// ([`StatelessCompression`](super::StatelessCompression)).
+    ///
+    /// As a client, the offer asks the server for `server_no_context_takeover`, which a server
+    /// must grant or decline the whole offer (§7.1.1.1).
+    pub fn no_context_takeover() -> Self {
+        DeflateConfig {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateConfig::default()
+        }
+    }
+
+    /// A server's choice for many connections that still lets clients compress well: what the
+    /// server sends is compressed without context takeover (every message on its own, with the
+    /// thread's shared state), and what the client sends keeps context takeover within a
+    /// window of 2^`client_window_bits` bytes (8 to 13; more is taken as 13), the only thing a
+    /// connection keeps between messages. A client that cannot be held to that window (its
+    /// offer lacks `client_max_window_bits`) is answered `client_no_context_takeover`.
+    ///
+    /// Answers: `permessage-deflate; server_no_context_takeover; client_max_window_bits=12`
+    /// to the offer of Chromium, Python `websockets` and Node `ws`
+    /// (`permessage-deflate; client_max_window_bits`), and
+    /// `permessage-deflate; server_no_context_takeover; client_no_context_takeover` to Firefox's
+    /// (`permessage-deflate`). An idle connection then holds at most the client's window
+    /// (4 KiB at 12 bits) for the extension. See the [module docs](super) for the figures.
+    pub fn bounded_client_window(client_window_bits: u8) -> Self {
+        DeflateConfig {
+            server_no_context_takeover: true,
+            client_max_window_bits: Some(client_window_bits.clamp(MIN_WINDOW_BITS, 13)),
+            bounded_client_context: true,
             ..DeflateConfig::default()
         }
     }
@@ -212,13 +269,16 @@ impl DeflateConfig {
     /// - has `server_no_context_takeover` if the client asked for it (§7.1.1.1: it must be
     ///   accepted that way) or we want it;
     /// - has `client_no_context_takeover` if the client offered it or we want it (§7.1.1.2: a
-    ///   server may always include it);
+    ///   server may always include it), or with [`bounded_client_context`] if the client did not
+    ///   offer `client_max_window_bits`;
     /// - has `server_max_window_bits` if the client asked for a limit (answered with its value or
     ///   our smaller one, §7.1.2.1) or our own limit is under 15;
     /// - has `client_max_window_bits` if the client offered that parameter (§7.1.2.2: never
     ///   otherwise) and the smaller of its value and ours is under 15.
     ///
     /// `None` also when this configuration is disabled.
+    ///
+    /// [`bounded_client_context`]: Self::bounded_client_context
     pub fn accept(&self, offers: &[ExtensionOffer]) -> Option<Accepted> {
         if !self.enabled {
             return None;
@@ -235,8 +295,11 @@ impl DeflateConfig {
         let offered = Params::parse(offer).ok()?;
         let server_no_context_takeover =
             offered.server_no_context_takeover || self.server_no_context_takeover;
+        // §7.1.1.2: a server may always add client_no_context_takeover; here when asked to, or
+        // when the client's context would not be bounded by a window we can impose.
+        let unbounded = self.bounded_client_context && offered.client_max_window_bits.is_none();
         let client_no_context_takeover =
-            offered.client_no_context_takeover || self.client_no_context_takeover;
+            offered.client_no_context_takeover || self.client_no_context_takeover || unbounded;
         let our_server_limit = self
             .server_max_window_bits
             .map_or(MAX_WINDOW_BITS, clamp_bits);
@@ -328,7 +391,7 @@ pub fn check_response(
         return Err(HandshakeError::UnofferedExtension(element.name.clone()));
     }
     let answer = Params::parse(element).map_err(invalid)?;
-    let params = DeflateParams::from_response(element).map_err(invalid)?;
+    let params = DeflateParams::from_answer(&answer).map_err(invalid)?;
     // The server accepted one of our offers; the reason reported is the mismatch with the
     // first, which is the one a single-offer client sent.
     let mut first_mismatch = None;
@@ -576,6 +639,40 @@ mod tests {
                 "permessage-deflate; server_no_context_takeover; client_no_context_takeover".into(),
                 params(true, true, 15, 15)
             ))
+        );
+    }
+
+    #[test]
+    fn bounded_client_window_answers_browsers_and_firefox() {
+        let config = DeflateConfig::bounded_client_window(12);
+        // Chromium, Python websockets, Node ws.
+        assert_eq!(
+            accept(&config, "permessage-deflate; client_max_window_bits"),
+            Some((
+                "permessage-deflate; server_no_context_takeover; client_max_window_bits=12".into(),
+                params(true, false, 15, 12)
+            ))
+        );
+        // Firefox: the client's window cannot be limited, so no context takeover for it.
+        assert_eq!(
+            accept(&config, "permessage-deflate"),
+            Some((
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover".into(),
+                params(true, true, 15, 15)
+            ))
+        );
+        // A smaller window offered is kept; a larger one is brought down.
+        assert_eq!(
+            accept(&config, "permessage-deflate; client_max_window_bits=10").map(|g| g.1),
+            Some(params(true, false, 15, 10))
+        );
+        assert_eq!(
+            accept(&config, "permessage-deflate; client_max_window_bits=15").map(|g| g.1),
+            Some(params(true, false, 15, 12))
+        );
+        assert_eq!(
+            DeflateConfig::bounded_client_window(15).client_max_window_bits,
+            Some(13)
         );
     }
 

@@ -1,0 +1,539 @@
+//! `gangway bench URL --broadcast`: N connections in one room of a broadcast server; each sends
+//! one message per round and waits for N messages (everyone's, its own included) before the
+//! next. What is measured: messages delivered per second (received by any connection), the
+//! latency from a message's send to each delivery, and, with `--server-pid`, the server's CPU
+//! time per delivered message.
+//!
+//! Each message carries its sender, its round and its send time (the load's clock, shared by
+//! every connection): 16 bytes at the start of the payload. Every receiver checks that each
+//! sender's messages arrive once and in order; at the end, sending stops, and every connection
+//! must receive every message that was sent before it closes (a message lost or duplicated is an
+//! error, as is one out of order).
+//!
+//! `--stalled S` adds S connections that join the room and never read: the server's policy for
+//! slow members applies to them, and the others' figures show whether they are held up.
+
+use std::future::{poll_fn, Future as _};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use gangway::proto::frame::mask::apply_mask;
+use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use gangway::proto::{OsRandom, RandomSource};
+use gangway::Error;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::{
+    close_connection, open_tcp, opened, BenchOpts, Closing, CpuWindow, Errors, Shared,
+    CLOSE_TIMEOUT,
+};
+
+/// The bytes at the start of every payload: sender (u32), round (u32), send time (u64
+/// nanoseconds since the run's epoch), little-endian.
+pub(super) const STAMP: usize = 16;
+
+/// After the run, how long no connection may receive anything while messages are missing
+/// before they count as lost.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to wait after every connection is open before the first message: the server
+/// joins a connection to its room right after answering its handshake.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Bytes read at most at once by one connection.
+const READ_SIZE: usize = 32 << 10;
+
+/// What every connection of a broadcast run shares, besides [`Shared`].
+#[derive(Debug)]
+pub(super) struct Room {
+    /// The instant stamps count from.
+    epoch: Instant,
+    /// Connections that send and receive.
+    members: u64,
+    /// Sending stops once set (at the end of the measured time).
+    stop: AtomicBool,
+    /// Sends under way between the check of `stop` and the count (see `Member::start_send`).
+    in_send: AtomicU64,
+    /// Messages sent by all.
+    sent: AtomicU64,
+    /// Every message sent, once sending has stopped: what each connection must receive.
+    total: AtomicU64,
+    total_known: AtomicBool,
+    drained: Notify,
+    /// Messages missing (or duplicated) at the end, over all connections, once nothing
+    /// arrived anywhere for [`STALL_TIMEOUT`].
+    pub(super) lost: AtomicU64,
+    /// Messages still in flight when `--drain-timeout` passed, deliveries still going on.
+    pub(super) undelivered: AtomicU64,
+    /// How long after the run the messages still on their way may take (`--drain-timeout`).
+    drain_timeout: Duration,
+    /// When a connection last received something (nanoseconds since `epoch`).
+    last_progress: AtomicU64,
+    /// Rounds completed by member 0 (how many times it received its N messages).
+    pub(super) rounds: AtomicU64,
+}
+
+/// Broadcast mode: open the members (and the stalled connections), run them for the warmup and
+/// the duration, stop sending, wait for every message to arrive everywhere, close.
+pub(super) async fn run(
+    opts: &BenchOpts,
+    addr: SocketAddr,
+    shards: usize,
+    cpu: &Arc<CpuWindow>,
+) -> Result<(Arc<Shared>, Arc<Room>), Error> {
+    let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
+    let total = opts.connections + opts.stalled;
+    // At least one member besides the stalled ones.
+    let (mut conns, failed) = opened(
+        open_tcp(opts, addr, total),
+        total,
+        opts.stalled as usize + 1,
+    )
+    .await?;
+    // The stalled ones are the last opened: they never read (their buffers fill) and never
+    // send. Kept open until the end.
+    let stalled: Vec<TcpStream> = conns
+        .split_off(conns.len() - opts.stalled as usize)
+        .into_iter()
+        .map(|(tcp, _, _)| tcp)
+        .collect();
+    let members = conns.len() as u64;
+    tokio::time::sleep(SETTLE).await;
+
+    let shared = Shared::begin(opts, shards, failed, cpu);
+    let room = Arc::new(Room {
+        epoch: Instant::now(),
+        members,
+        stop: AtomicBool::new(false),
+        in_send: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        total: AtomicU64::new(0),
+        total_known: AtomicBool::new(false),
+        drained: Notify::new(),
+        lost: AtomicU64::new(0),
+        undelivered: AtomicU64::new(0),
+        drain_timeout: opts.drain_timeout,
+        last_progress: AtomicU64::new(0),
+        rounds: AtomicU64::new(0),
+    });
+    let progress = super::spawn_progress(&shared, "delivered");
+    let mut running = JoinSet::new();
+    for (i, (tcp, leftover, rng)) in conns.into_iter().enumerate() {
+        let mut rbuf = vec![0u8; READ_SIZE + leftover.len()].into_boxed_slice();
+        rbuf[..leftover.len()].copy_from_slice(&leftover);
+        let member = Member {
+            tcp,
+            id: i as u32,
+            round: 0,
+            owed: 0,
+            sending: true,
+            frame: Vec::with_capacity(payload + MAX_HEADER_LEN),
+            wpos: 0,
+            payload,
+            rbuf,
+            filled: leftover.len(),
+            parser: StampParser::new(opts.payload),
+            next_round: vec![0; members as usize],
+            received: 0,
+            rng,
+        };
+        running.spawn(member.run(Arc::clone(&shared), Arc::clone(&room)));
+    }
+    // At the end of the measured time: sending stops; once no send is under way, the number of
+    // messages sent is final and every connection drains up to it.
+    tokio::time::sleep_until(shared.end.into()).await;
+    room.stop.store(true, Ordering::SeqCst);
+    while room.in_send.load(Ordering::SeqCst) > 0 {
+        tokio::task::yield_now().await;
+    }
+    room.total
+        .store(room.sent.load(Ordering::SeqCst), Ordering::SeqCst);
+    room.total_known.store(true, Ordering::SeqCst);
+    room.drained.notify_waiters();
+    while running.join_next().await.is_some() {}
+    drop(stalled);
+    super::stop_progress(progress);
+    Ok((shared, room))
+}
+
+/// Ready once sending has stopped and nothing has arrived anywhere for [`STALL_TIMEOUT`].
+async fn stalled(room: &Room) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !room.total_known.load(Ordering::SeqCst) {
+            continue;
+        }
+        let now = Instant::now().duration_since(room.epoch);
+        let last = Duration::from_nanos(room.last_progress.load(Ordering::Relaxed));
+        if now.saturating_sub(last) >= STALL_TIMEOUT {
+            return;
+        }
+    }
+}
+
+/// One member connection.
+struct Member {
+    tcp: TcpStream,
+    id: u32,
+    /// The next round this member sends.
+    round: u32,
+    /// Messages still to receive before the next send.
+    owed: u64,
+    sending: bool,
+    /// The frame being written: `frame[wpos..]` is still to go.
+    frame: Vec<u8>,
+    wpos: usize,
+    payload: usize,
+    /// Received bytes; `rbuf[..filled]` holds the start of a frame header not yet complete.
+    rbuf: Box<[u8]>,
+    filled: usize,
+    parser: StampParser,
+    /// The next round expected from each sender (wrapping: only the order matters).
+    next_round: Vec<u32>,
+    /// Messages received.
+    received: u64,
+    rng: OsRandom,
+}
+
+/// Why a member stopped early.
+enum Stop {
+    Connection,
+    Protocol,
+}
+
+impl Member {
+    async fn run(mut self, shared: Arc<Shared>, room: Arc<Room>) {
+        let drained = room.drained.notified();
+        tokio::pin!(drained);
+        // Registered now, so that the notification at the end is not missed.
+        drained.as_mut().enable();
+        // A server still delivering then is slow, not losing messages: what has not arrived is
+        // reported as undelivered, not as an error.
+        let deadline = shared.end + room.drain_timeout;
+        let run = poll_fn(|cx| self.poll_run(cx, &shared, &room, drained.as_mut()));
+        let outcome = tokio::select! {
+            outcome = run => Some(outcome),
+            () = tokio::time::sleep_until(deadline.into()) => None,
+            () = stalled(&room) => None,
+        };
+        match outcome {
+            Some(Err(Stop::Connection)) => Errors::add(&shared.errors.connection),
+            Some(Err(Stop::Protocol)) => Errors::add(&shared.errors.protocol),
+            Some(Ok(())) | None => {
+                let total = room.total.load(Ordering::SeqCst);
+                if room.total_known.load(Ordering::SeqCst) && self.received != total {
+                    let missing = total.abs_diff(self.received);
+                    // Still arriving at the deadline: slow. Nothing for a while: lost.
+                    let since = Instant::now().duration_since(room.epoch).saturating_sub(
+                        Duration::from_nanos(room.last_progress.load(Ordering::Relaxed)),
+                    );
+                    if since >= STALL_TIMEOUT || self.received > total {
+                        room.lost.fetch_add(missing, Ordering::Relaxed);
+                    } else {
+                        room.undelivered.fetch_add(missing, Ordering::Relaxed);
+                        // The close frame would wait behind them all: the connection is
+                        // dropped instead (not counted as a failed close).
+                        return;
+                    }
+                }
+                let closed = tokio::time::timeout(CLOSE_TIMEOUT, self.close(&shared, &room)).await;
+                if !matches!(closed, Ok(Ok(()))) {
+                    Errors::add(&shared.errors.close);
+                }
+            }
+        }
+    }
+
+    /// Send and receive until every message sent by anyone has arrived here.
+    fn poll_run(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Shared,
+        room: &Room,
+        drained: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Poll<Result<(), Stop>> {
+        let mut drained = drained;
+        loop {
+            if self.wpos == self.frame.len() && self.owed == 0 && self.sending {
+                self.start_send(room);
+            }
+            while self.wpos < self.frame.len() {
+                match Pin::new(&mut self.tcp).poll_write(cx, &self.frame[self.wpos..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(Stop::Connection))
+                    }
+                    Poll::Ready(Ok(n)) => self.wpos += n,
+                    Poll::Pending => break,
+                }
+            }
+            if room.total_known.load(Ordering::SeqCst)
+                && self.received >= room.total.load(Ordering::SeqCst)
+                && self.wpos == self.frame.len()
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut self.rbuf[self.filled..]);
+            match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Err(Stop::Connection));
+                    }
+                    if self.received(n, shared, room)? {
+                        // The server closed.
+                        return Poll::Ready(Err(Stop::Connection));
+                    }
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Stop::Connection)),
+                Poll::Pending => {
+                    // Woken at the end of the run too: everything may have arrived already.
+                    if !room.total_known.load(Ordering::SeqCst)
+                        && drained.as_mut().poll(cx).is_ready()
+                    {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Start sending the next round's message, unless sending has stopped.
+    fn start_send(&mut self, room: &Room) {
+        // Counted under way before `stop` is checked: once `stop` is set and nothing is under
+        // way, `sent` is final.
+        room.in_send.fetch_add(1, Ordering::SeqCst);
+        if room.stop.load(Ordering::SeqCst) {
+            room.in_send.fetch_sub(1, Ordering::SeqCst);
+            self.sending = false;
+            return;
+        }
+        room.sent.fetch_add(1, Ordering::SeqCst);
+        room.in_send.fetch_sub(1, Ordering::SeqCst);
+        let now = Instant::now();
+        // Cannot truncate in practice: u64 nanoseconds last 584 years.
+        let at = now.duration_since(room.epoch).as_nanos() as u64;
+        let mut payload = vec![0u8; self.payload];
+        payload[..4].copy_from_slice(&self.id.to_le_bytes());
+        payload[4..8].copy_from_slice(&self.round.to_le_bytes());
+        payload[8..16].copy_from_slice(&at.to_le_bytes());
+        for (i, b) in payload[STAMP..].iter_mut().enumerate() {
+            *b = b'a' + (i % 26) as u8;
+        }
+        let mut key = [0u8; 4];
+        self.rng.fill(&mut key);
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: OpCode::Binary,
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        self.frame.clear();
+        self.frame.extend_from_slice(&head[..n]);
+        let start = self.frame.len();
+        self.frame.extend_from_slice(&payload);
+        apply_mask(&mut self.frame[start..], key, 0);
+        self.wpos = 0;
+        self.round = self.round.wrapping_add(1);
+        self.owed = room.members;
+    }
+
+    /// Account for `n` new bytes: every message's stamp is checked and its latency recorded.
+    /// True once the server's close frame has been read.
+    fn received(&mut self, n: usize, shared: &Shared, room: &Room) -> Result<bool, Stop> {
+        let total = self.filled + n;
+        let now = Instant::now();
+        let measured = shared.measured(now);
+        // Cannot truncate in practice: u64 nanoseconds last 584 years.
+        let now_ns = now.duration_since(room.epoch).as_nanos() as u64;
+        room.last_progress.store(now_ns, Ordering::Relaxed);
+        let mut hist = None;
+        let mut bad = 0u64;
+        let mut count = 0u64;
+        let next_round = &mut self.next_round;
+        let (consumed, closed) = self.parser.feed(&self.rbuf[..total], |stamp| {
+            count += 1;
+            let Some(stamp) = stamp else {
+                bad += 1;
+                return;
+            };
+            let expected = next_round.get_mut(stamp.sender as usize);
+            match expected {
+                Some(next) if *next == stamp.round => *next = next.wrapping_add(1),
+                _ => bad += 1,
+            }
+            if measured {
+                let h = hist.get_or_insert_with(|| {
+                    shared
+                        .shard(stamp.sender as usize)
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                });
+                h.record(now_ns.saturating_sub(stamp.at));
+            }
+        })?;
+        drop(hist);
+        for _ in 0..bad {
+            Errors::add(&shared.errors.mismatch);
+        }
+        self.received += count;
+        // Rounds overlap: what arrives counts toward the round this member waits for.
+        let before = self.owed;
+        self.owed = self.owed.saturating_sub(count);
+        if self.id == 0 && before > 0 && self.owed == 0 {
+            room.rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        self.rbuf.copy_within(consumed..total, 0);
+        self.filled = total - consumed;
+        Ok(closed)
+    }
+
+    /// Finish the frame being written, then close (see [`close_connection`]).
+    async fn close(&mut self, shared: &Shared, room: &Room) -> io::Result<()> {
+        if self.wpos < self.frame.len() {
+            self.tcp.write_all(&self.frame[self.wpos..]).await?;
+            self.wpos = self.frame.len();
+        }
+        close_connection(&mut (self, shared, room)).await
+    }
+}
+
+impl Closing for (&mut Member, &Shared, &Room) {
+    type Io = TcpStream;
+
+    fn io_and_room(&mut self) -> (&mut TcpStream, &mut [u8]) {
+        let member = &mut *self.0;
+        (&mut member.tcp, &mut member.rbuf[member.filled..])
+    }
+
+    fn feed(&mut self, n: usize) -> io::Result<bool> {
+        // Messages still arriving are read past, not counted.
+        let received = self.0.received;
+        let closed = self
+            .0
+            .received(n, self.1, self.2)
+            .map_err(|_| io::Error::other("unexpected frame while closing"));
+        self.0.received = received;
+        closed
+    }
+
+    fn rng(&mut self) -> &mut OsRandom {
+        &mut self.0.rng
+    }
+}
+
+/// A message's stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    sender: u32,
+    round: u32,
+    at: u64,
+}
+
+/// Parsing of the server's frames that reads each message's stamp and skips the rest.
+#[derive(Debug)]
+struct StampParser {
+    payload: u64,
+    /// Payload bytes of the current frame not yet seen.
+    left: u64,
+    /// The current frame is a data frame (its stamp is gathered), or a control frame.
+    data: bool,
+    close: bool,
+    /// The stamp of the current message, as it arrives.
+    stamp: [u8; STAMP],
+    have: usize,
+    /// The current message is what was sent (binary, the right length).
+    ok: bool,
+    /// A header was read and its payload is not all seen yet.
+    in_frame: bool,
+}
+
+impl StampParser {
+    fn new(payload: u64) -> StampParser {
+        StampParser {
+            payload,
+            left: 0,
+            data: false,
+            close: false,
+            stamp: [0; STAMP],
+            have: 0,
+            ok: false,
+            in_frame: false,
+        }
+    }
+
+    /// Walk `buf`: `on_message(stamp)` for each complete message (`None` if it is not one that
+    /// was sent). Returns the bytes consumed (the rest is a partial header) and whether a close
+    /// frame ended.
+    fn feed(
+        &mut self,
+        buf: &[u8],
+        mut on_message: impl FnMut(Option<Stamp>),
+    ) -> Result<(usize, bool), Stop> {
+        let mut i = 0;
+        loop {
+            if !self.in_frame {
+                let Some((h, len)) = FrameHeader::decode(&buf[i..]).map_err(|_| Stop::Protocol)?
+                else {
+                    return Ok((i, false));
+                };
+                i += len;
+                // Server frames are never masked; nothing was negotiated that sets RSV bits;
+                // messages are single frames here (the server frames what it forwards once).
+                if h.mask.is_some() || h.rsv != 0 || !h.fin {
+                    return Err(Stop::Protocol);
+                }
+                self.left = h.payload_len;
+                self.have = 0;
+                match h.opcode {
+                    OpCode::Binary | OpCode::Text => {
+                        self.data = true;
+                        self.ok = h.opcode == OpCode::Binary && h.payload_len == self.payload;
+                    }
+                    OpCode::Close | OpCode::Ping | OpCode::Pong if h.payload_len <= 125 => {
+                        self.data = false;
+                    }
+                    _ => return Err(Stop::Protocol),
+                }
+                self.close = h.opcode == OpCode::Close;
+                self.in_frame = true;
+            }
+            // The frame's payload: the stamp gathered, the rest skipped where it lies.
+            let avail = (buf.len() - i) as u64;
+            let take = self.left.min(avail) as usize;
+            if self.data && self.have < STAMP {
+                let n = take.min(STAMP - self.have);
+                self.stamp[self.have..self.have + n].copy_from_slice(&buf[i..i + n]);
+                self.have += n;
+            }
+            i += take;
+            self.left -= take as u64;
+            if self.left > 0 {
+                return Ok((i, false));
+            }
+            self.in_frame = false;
+            if self.close {
+                return Ok((i, true));
+            }
+            if self.data {
+                let stamp = (self.ok && self.have == STAMP).then(|| Stamp {
+                    sender: u32::from_le_bytes(self.stamp[..4].try_into().unwrap_or_default()),
+                    round: u32::from_le_bytes(self.stamp[4..8].try_into().unwrap_or_default()),
+                    at: u64::from_le_bytes(self.stamp[8..16].try_into().unwrap_or_default()),
+                });
+                on_message(stamp);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+// Two pages of headless Chromium chatting through `gangway serve --broadcast`: the demo page's
+// Chat tab, in two tabs of one browser, each in the room /chat. What one types, both show; the
+// frames on the wire are checked by a proxy that reads their headers.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startServe } from '../node/common.mjs';
+import { chromiumForTests } from './chromium.mjs';
+
+const TEST_MS = 60_000;
+
+const browser = chromiumForTests();
+
+/** A new tab on the demo page's Chat tab, connected to the room; closed when the test ends. */
+async function chatPage(t, addr, name) {
+  const page = await browser().newPage();
+  t.after(() => page.close().catch(() => {}));
+  const problems = [];
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
+  });
+  await page.goto(`http://${addr}/`);
+  await page.locator('#tab-chat').click();
+  await page.locator('#chat-status.open').waitFor();
+  await page.locator('#chat-name').fill(name);
+  return { page, problems };
+}
+
+/** The chat log of `page`: `[class, name, text]` per message (information lines left out). */
+const chatLog = (page) =>
+  page.$$eval('#chat-log li:not(.info)', (items) =>
+    items.map((li) => {
+      const name = li.querySelector('.name');
+      const who = name ? name.textContent : null;
+      const text = li.textContent.slice(who ? who.length : 0);
+      return [li.className, who, text];
+    }),
+  );
+
+async function say(page, text) {
+  await page.locator('#chat-message').fill(text);
+  await page.locator('#chat-message').press('Enter');
+}
+
+async function waitForLog(page, n) {
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('#chat-log li:not(.info)').length >= n,
+    n,
+  );
+  return chatLog(page);
+}
+
+test('two pages chat through serve --broadcast', { timeout: TEST_MS }, async (t) => {
+  const { addr } = await startServe(t, ['--broadcast']);
+  const alice = await chatPage(t, addr, 'alice');
+  const bob = await chatPage(t, addr, 'bob');
+  assert.match(
+    await alice.page.textContent('#chat-note'),
+    /open this page in another tab/,
+    'the page knows the server broadcasts',
+  );
+
+  // Each line is said once the one before reached both pages: the order is the conversation's.
+  const lines = [
+    [alice, 'alice', 'hello bob 👋'],
+    [bob, 'bob', 'hi alice — déjà vu 😀'],
+    [alice, 'alice', 'bye'],
+  ];
+  for (const [i, [who, , text]] of lines.entries()) {
+    await say(who.page, text);
+    await waitForLog(alice.page, i + 1);
+    await waitForLog(bob.page, i + 1);
+  }
+  // Each page shows every line, its own included (the server sends a message to every member of
+  // the room, the sender too).
+  for (const [me, page] of [['alice', alice.page], ['bob', bob.page]]) {
+    const expected = lines.map(([, name, text]) => [name === me ? 'mine' : 'other', name, text]);
+    assert.deepEqual(await chatLog(page), expected, `${me}'s page`);
+  }
+
+  // A third page that joins later gets what is said from then on, not what was said before.
+  const carol = await chatPage(t, addr, 'carol');
+  await say(carol.page, 'late');
+  for (const { page } of [alice, bob, carol]) {
+    const log = await waitForLog(page, page === carol.page ? 1 : 4);
+    assert.deepEqual(log.at(-1)[1], 'carol');
+    assert.deepEqual(log.at(-1)[2], 'late');
+  }
+  assert.equal((await chatLog(carol.page)).length, 1, 'no history before joining');
+
+  for (const { problems } of [alice, bob, carol]) {
+    assert.deepEqual(problems, [], 'the pages ran without errors');
+  }
+});
+
+test('without --broadcast the chat tab echoes and says so', { timeout: TEST_MS }, async (t) => {
+  const { addr } = await startServe(t);
+  const alice = await chatPage(t, addr, 'alice');
+  const bob = await chatPage(t, addr, 'bob');
+  assert.match(await alice.page.textContent('#chat-note'), /gangway serve --broadcast/);
+  await say(alice.page, 'anyone?');
+  assert.deepEqual(await waitForLog(alice.page, 1), [['mine', 'alice', 'anyone?']]);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(await chatLog(bob.page), [], 'an echo server does not relay');
+});

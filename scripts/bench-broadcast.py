@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison of `gangway serve --broadcast` with peer broadcast servers.
+
+Runs, on loopback, `gangway serve --broadcast`, uWebSockets.js with its pub/sub
+(bench/peers/uws/pubsub.js: `app.publish` to the topic every connection subscribed to) and a
+tokio-tungstenite server written the way its users write one (bench/peers/tungstenite-echo,
+binary tungstenite-broadcast: a `tokio::sync::broadcast` channel and two tasks per connection),
+each pinned to CPU 0, and drives each with the same load, `gangway bench URL --broadcast --json`
+pinned to CPU 1: N connections in one room, each sends one message per round and waits for N
+messages. The load reads the server's CPU time from /proc at the start and the end of its
+measured time (--server-pid).
+
+Scenarios: 100, 1,000 and 5,000 members, 20-byte and 1 KiB messages (delivered messages per
+second, server CPU per delivered message, p50/p99 latency from send to delivery); fairness: the
+same with one more connection that never reads (gangway with its default limits; the p99 of the
+others with and without it); memory: RSS of the server with 10,000 idle members, then after
+one 1 KiB message was published to all of them and delivered.
+
+Rounds are interleaved (round 1 runs every server, round 2 again in another order, ...); the
+tables show medians over rounds and ratios to gangway.
+
+Only the Python standard library is used. Every process started here is stopped before exit; the
+exit status is 1 if any run failed (a server died, the load reported errors or exited non-zero).
+
+    scripts/bench-broadcast.py                 # everything, 3 rounds (about 20 minutes)
+    scripts/bench-broadcast.py --quick         # a small subset, about 2 minutes (CI)
+    scripts/bench-broadcast.py --only gangway,uws --members 1000 --payloads 20 --rounds 5
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The echo comparison's helpers: processes, uWebSockets.js set-up, tables; and the idle
+# connections' (opening 10,000 connections, frames, RSS).
+bc = load("bench_compare", "bench-compare.py")
+idle = bc.load_idle_conns()
+Failure = bc.Failure
+
+# The queue limits of the throughput runs, for every server: large enough that nobody drops a
+# message (the load counts a missing message as an error). The fairness runs use gangway's
+# defaults.
+QUEUE_BYTES = 1 << 30
+QUEUE_MESSAGES = 1 << 24
+MEMORY_MEMBERS = 10_000
+MEMORY_MESSAGE = 1024
+
+
+class Server:
+    def __init__(self, name, label, argv, env=None):
+        self.name = name
+        self.label = label
+        self.argv = argv  # a function of (port, limits): limits False for the defaults
+        self.env = env or {}
+
+
+def servers(args):
+    gw = args.gangway
+    peer = os.path.join(bc.PEERS, "target", "release")
+
+    def gangway(port, limits=True):
+        argv = [gw, "serve", "--broadcast", "--listen", f"127.0.0.1:{port}", "--no-deflate",
+                "--ping-interval", "0", "--idle-timeout", "0"]
+        if limits:
+            argv += ["--broadcast-queue-bytes", str(QUEUE_BYTES),
+                     "--broadcast-queue-messages", str(QUEUE_MESSAGES)]
+        return argv
+
+    all_servers = [
+        Server("gangway", "gangway serve --broadcast", gangway, env={"RUST_LOG": "warn"}),
+        Server("tungstenite", "tokio-tungstenite + tokio::sync::broadcast",
+               lambda port, limits=True: [os.path.join(peer, "tungstenite-broadcast"),
+                                          "--listen", f"127.0.0.1:{port}",
+                                          "--capacity", str(1 << 20)]),
+    ]
+    if args.with_uws or os.path.isdir(os.path.join(bc.UWS_DIR, "node_modules")):
+        env, label = bc.uws_env()
+        all_servers.append(
+            Server("uws", label.replace("(uWS C++ core, Node binding)",
+                                        "pub/sub (uWS C++ core, Node binding)"),
+                   lambda port, limits=True: ["node", os.path.join(bc.UWS_DIR, "pubsub.js"),
+                                              "--listen", f"127.0.0.1:{port}",
+                                              "--max-backpressure", str(QUEUE_BYTES)],
+                   env=env))
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = set(wanted) - {s.name for s in all_servers}
+        if unknown:
+            raise Failure(f"--only: unknown server(s) {', '.join(sorted(unknown))}")
+        all_servers = [s for s in all_servers if s.name in wanted]
+    return all_servers
+
+
+def start_server(server, log, limits=True):
+    """`bench-compare.py`'s start (pinned to CPU 0, waits until it accepts connections), with
+    the server's queue limits (`limits`) or its defaults."""
+    view = bc.Server(server.name, server.label, lambda port: server.argv(port, limits),
+                     env=server.env)
+    return bc.start_server(view, log)
+
+
+def run_load(args, server, members, payload, log, stalled=0, limits=True):
+    """One broadcast run; the load's JSON."""
+    proc, port = start_server(server, log, limits)
+    try:
+        argv = ["taskset", "-c", "1", args.bench_bin, "bench", f"ws://127.0.0.1:{port}/room",
+                "--broadcast", "--json", "--connections", str(members), "--payload",
+                str(payload), "--duration", str(args.duration), "--warmup", str(args.warmup),
+                "--server-pid", str(proc.pid), "--drain-timeout", str(args.drain_timeout)]
+        if stalled:
+            argv += ["--stalled", str(stalled)]
+        out = tempfile.TemporaryFile()
+        err = tempfile.TemporaryFile()
+        load = bc.start(argv, stdout=out, stderr=err)
+        try:
+            load.wait(timeout=args.warmup + args.duration + 180)
+        except subprocess.TimeoutExpired:
+            raise Failure("the load did not finish in time")
+        finally:
+            bc.stop(load)
+        out.seek(0)
+        err.seek(0)
+        result = bc.load_result(proc, log, load, out.read(), err.read())
+        if "server_cpu_us_per" not in result:
+            raise Failure("the load could not read the server's CPU time")
+        return result
+    finally:
+        bc.stop(proc)
+
+
+def run_memory(args, server, log):
+    """RSS of the server with MEMORY_MEMBERS idle members in one room, then after one
+    MEMORY_MESSAGE-byte message published to all of them was delivered (every member read it).
+    The connections, frames and RSS readings are scripts/idle-conns.py's."""
+    proc, port = start_server(server, log)
+    socks = []
+    try:
+        addr = ("127.0.0.1", port)
+        time.sleep(0.5)
+        before = idle.rss_kib(proc.pid)
+        # Every connection asks for the same path: one room.
+        socks = idle.open_connections(addr, MEMORY_MEMBERS, 100)
+        time.sleep(1.5)
+        members = idle.rss_kib(proc.pid)
+        payload = os.urandom(MEMORY_MESSAGE)
+        socks[0].sendall(idle.client_frame(payload))
+        expected = idle.server_frame_len(MEMORY_MESSAGE)
+        for s in socks:
+            if idle.recv_exact(s, expected)[-MEMORY_MESSAGE:] != payload:
+                raise Failure("a member received another message")
+        time.sleep(1.5)
+        after = idle.rss_kib(proc.pid)
+        if proc.poll() is not None:
+            raise Failure(f"server exited with {proc.returncode}{bc.log_tail(log)}")
+        return {"idle_kib": (members - before) / MEMORY_MEMBERS, "added_kib": after - members}
+    except idle.Failure as e:
+        raise Failure(str(e)) from None
+    finally:
+        for s in socks:
+            s.close()
+        bc.stop(proc)
+
+
+def size(n):
+    return f"{n >> 10} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick: 1)")
+    p.add_argument("--duration", type=float, help="seconds measured per run (default 4, "
+                                                  "--quick: 2)")
+    p.add_argument("--warmup", type=float, help="seconds before measuring (default 1, "
+                                                "--quick: 0.5)")
+    p.add_argument("--quick", action="store_true",
+                   help="100 and 1,000 members, 20 B and 1 KiB (1,000 members: 20 B only), one "
+                        "round, no fairness, no memory")
+    p.add_argument("--members", type=lambda v: [int(x) for x in v.split(",")],
+                   help="members per room (default 100,1000,5000)")
+    p.add_argument("--payloads", type=lambda v: [int(x) for x in v.split(",")],
+                   help="message sizes (default 20,1024)")
+    p.add_argument("--only", metavar="SERVER,...",
+                   help="run these servers only (gangway, tungstenite, uws)")
+    p.add_argument("--with-uws", action="store_true",
+                   help="install uWebSockets.js (npm ci in bench/peers/uws) and include it")
+    p.add_argument("--drain-timeout", type=float, default=15,
+                   help="seconds after a run the messages on their way may take (default 15; "
+                        "later ones are reported, not counted as errors)")
+    p.add_argument("--no-fairness", action="store_true", help="skip the fairness scenario")
+    p.add_argument("--fairness-members", type=int, default=1000,
+                   help="members of the fairness scenario (default 1000, 20 B)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory scenario")
+    p.add_argument("--only-fairness", action="store_true", help="the fairness scenario only")
+    p.add_argument("--only-memory", action="store_true", help="the memory scenario only")
+    p.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
+    p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
+    p.add_argument("--gangway", default=os.environ.get(
+        "GANGWAY_BIN", os.path.join(ROOT, "target", "release", "gangway")))
+    p.add_argument("--bench-bin", help="the binary whose `bench` subcommand is the load "
+                                       "(default: --gangway)")
+    args = p.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.duration = args.duration or (2.0 if args.quick else 4.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    args.bench_bin = args.bench_bin or args.gangway
+    if args.quick:
+        args.no_fairness = True
+        args.no_memory = True
+    return args
+
+
+def build(args):
+    if args.no_build:
+        return
+    subprocess.run(["cargo", "build", "--release", "-p", "gangway-cli", "--quiet"], cwd=ROOT,
+                   check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path",
+                    os.path.join(bc.PEERS, "Cargo.toml")], cwd=ROOT, check=True)
+    if args.with_uws:
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=bc.UWS_DIR,
+                       check=True)
+
+
+def main():
+    args = parse_args()
+    bc.signal.signal(bc.signal.SIGTERM, bc.on_sigterm)
+    bc.signal.signal(bc.signal.SIGINT, bc.signal.default_int_handler)
+    build(args)
+    if os.cpu_count() < 2:
+        raise Failure("two CPUs are needed: the server is pinned to CPU 0, the load to CPU 1")
+    os.sched_setaffinity(0, {1})
+    bc.raise_fd_limit(MEMORY_MEMBERS + 5000 + 256)
+    all_servers = servers(args)
+    if any(s.name == "uws" for s in all_servers) and not os.path.isdir(
+            os.path.join(bc.UWS_DIR, "node_modules")):
+        raise Failure("uws: bench/peers/uws/node_modules is missing (run with --with-uws)")
+    names = [s.name for s in all_servers]
+
+    if args.quick:
+        plan = [(100, 20), (100, 1024), (1000, 20)]
+    else:
+        members = args.members or [100, 1000, 5000]
+        payloads = args.payloads or [20, 1024]
+        plan = [(m, p) for m in members for p in payloads]
+    if args.only_fairness or args.only_memory:
+        plan = []
+    fairness = not args.no_fairness and not args.only_memory
+    memory = not args.no_memory and not args.only_fairness
+
+    head = [f"machine: {bc.machine()}",
+            f"command: {' '.join(['scripts/bench-broadcast.py', *sys.argv[1:]])}",
+            f"servers: {', '.join(f'{s.name} = {s.label}' for s in all_servers)}",
+            f"rounds: {args.rounds}, {args.duration:g} s measured per run after "
+            f"{args.warmup:g} s of warm-up; server on CPU 0, load on CPU 1; medians over rounds"]
+    print("\n".join(head), flush=True)
+
+    failures = []
+    results = {key: {} for key in plan}
+    fair = {"alone": [], "stalled": []}
+    mem = {}
+    log = tempfile.TemporaryFile()
+    rng = random.Random(16)
+    gangway = [s for s in all_servers if s.name == "gangway"]
+
+    def attempt(what, fn):
+        log.seek(0)
+        log.truncate()
+        try:
+            return fn()
+        except Failure as e:
+            failures.append(f"{what}: {e}")
+            print(f"FAILED: {failures[-1]}", file=sys.stderr, flush=True)
+            return None
+
+    try:
+        for rnd, order in bc.interleaved(args.rounds, all_servers, rng):
+            for members, payload in plan:
+                for server in order:
+                    r = attempt(f"round {rnd + 1}, {members} members, {size(payload)}, "
+                                f"{server.name}",
+                                lambda: run_load(args, server, members, payload, log))
+                    if r:
+                        results[(members, payload)].setdefault(server.name, []).append(r)
+            if fairness and gangway:
+                # Alternated, so that drifts of the machine hit both alike.
+                for key, stalled in (("alone", 0), ("stalled", 1)):
+                    r = attempt(f"round {rnd + 1}, fairness ({key})",
+                                lambda: run_load(args, gangway[0], args.fairness_members, 20,
+                                                 log, stalled=stalled, limits=False))
+                    if r:
+                        fair[key].append(r)
+            if memory:
+                for server in order:
+                    r = attempt(f"round {rnd + 1}, memory, {server.name}",
+                                lambda: run_memory(args, server, log))
+                    if r:
+                        mem.setdefault(server.name, []).append(r)
+    finally:
+        for proc in list(bc.RUNNING):
+            bc.stop(proc)
+        log.close()
+
+    md = ["Produced by `" + " ".join(["scripts/bench-broadcast.py", *sys.argv[1:]]) + "` on "
+          + bc.machine() + ".", ""]
+    for members, payload in plan:
+        title = (f"broadcast: {members} members in one room, {size(payload)} binary, one "
+                 f"message each per round")
+        res = results[(members, payload)]
+
+        def stat(name, key):
+            return bc.med([r.get(key) for r in res.get(name, [])])
+
+        g_rate, g_cpu = stat("gangway", "per_s"), stat("gangway", "server_cpu_us_per")
+        header = ["server", "delivered/s", "CPU µs/delivered", "server CPU", "p50 µs", "p99 µs",
+                  "delivered/s vs gangway", "CPU vs gangway", "runs"]
+        rows = []
+        for name in names:
+            if not res.get(name):
+                continue
+            rate, cpu = stat(name, "per_s"), stat(name, "server_cpu_us_per")
+            share = stat(name, "server_cpu_share")
+            rows.append([name, bc.fmt(rate), bc.fmt(cpu, 3), f"{share:.0%}",
+                         bc.fmt(stat(name, "p50_us"), 1), bc.fmt(stat(name, "p99_us"), 1),
+                         bc.fmt(bc.ratio(rate, g_rate)), bc.fmt(bc.ratio(cpu, g_cpu)),
+                         str(len(res[name]))])
+        text, markdown = bc.table(header, rows)
+        slow = [f"{name} ({sum(r.get('undelivered', 0) for r in res[name]):,})"
+                for name in names if any(r.get("undelivered") for r in res.get(name, []))]
+        if slow:
+            note = (f"still delivering {args.drain_timeout:g} s after the run (messages not yet "
+                    f"received, summed over runs): {', '.join(slow)}")
+            text += f"\n{note}"
+            markdown += f"\n\n{note}"
+        print(f"\n{title}\n{text}")
+        md += [f"**{title}**", "", markdown, ""]
+    if fairness and (fair["alone"] or fair["stalled"]):
+        title = (f"fairness: gangway, {args.fairness_members} members, 20 B, default limits "
+                 f"and policy (drop), without and with one more member that never reads")
+        header = ["run", "delivered/s", "p50 µs", "p99 µs", "p99 vs alone", "runs"]
+        base = bc.med([r["p99_us"] for r in fair["alone"]])
+        rows = []
+        for key in ("alone", "stalled"):
+            runs = fair[key]
+            if runs:
+                p99 = bc.med([r["p99_us"] for r in runs])
+                rows.append([key if key == "alone" else "one never reads",
+                             bc.fmt(bc.med([r["per_s"] for r in runs])),
+                             bc.fmt(bc.med([r["p50_us"] for r in runs]), 1), bc.fmt(p99, 1),
+                             bc.fmt(bc.ratio(p99, base)), str(len(runs))])
+        text, markdown = bc.table(header, rows)
+        print(f"\n{title}\n{text}")
+        md += [f"**{title}**", "", markdown, ""]
+    if memory and mem:
+        title = (f"memory: RSS with {MEMORY_MEMBERS} idle members in one room, then after one "
+                 f"{size(MEMORY_MESSAGE)} message was published to all and delivered")
+        header = ["server", "KiB per idle member", "KiB added by the message", "runs"]
+        rows = []
+        for name in names:
+            runs = mem.get(name)
+            if runs:
+                rows.append([name, bc.fmt(bc.med([r["idle_kib"] for r in runs])),
+                             bc.fmt(bc.med([r["added_kib"] for r in runs]), 0), str(len(runs))])
+        text, markdown = bc.table(header, rows)
+        print(f"\n{title}\n{text}")
+        md += [f"**{title}**", "", markdown, ""]
+    return bc.finish(args.markdown, md, failures)
+
+
+if __name__ == "__main__":
+    bc.run_script(main, "bench-broadcast")
