@@ -109,6 +109,10 @@ pub(crate) struct Counters {
 pub(crate) struct Outgoing {
     pub(crate) room: Arc<str>,
     pub(crate) wire: Bytes,
+    /// The publisher stream goes on after this message (a room with local members), so a retry
+    /// of it must be recognised by the engine, with history (see the Redis engine): its stream
+    /// id and sequence number. `None` for a stream of one message.
+    pub(crate) retried_as: Option<(u64, u64)>,
 }
 
 /// What a node shares between its handles, its subscriptions and its engine tasks.
@@ -524,9 +528,10 @@ impl Bus {
             });
         }
         let history = shared.history();
-        let outgoing = |name: Arc<str>, stream: u64, seq: u64| Outgoing {
+        let outgoing = |name: Arc<str>, stream: u64, seq: u64, one: bool| Outgoing {
             room: name,
             wire: envelope::encode(kind, history, stream, seq, &payload),
+            retried_as: (!one).then_some((stream, seq)),
         };
         let queued = match shared.room(room) {
             Some(r) => {
@@ -534,9 +539,10 @@ impl Bus {
                 let mut state = lock(&r.state);
                 let seq = state.next_seq;
                 state.next_seq += 1;
-                let queued = shared
-                    .queue
-                    .try_send(outgoing(r.name.clone(), state.stream, seq));
+                let queued =
+                    shared
+                        .queue
+                        .try_send(outgoing(r.name.clone(), state.stream, seq, false));
                 if !history && deliver_here {
                     (shared.handler)(
                         &r.name,
@@ -552,7 +558,7 @@ impl Bus {
             // No local member: a stream of one message.
             None => shared
                 .queue
-                .try_send(outgoing(Arc::from(room), shared.next_stream(), 1)),
+                .try_send(outgoing(Arc::from(room), shared.next_stream(), 1, true)),
         };
         queued.map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {

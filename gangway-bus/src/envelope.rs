@@ -119,9 +119,9 @@ impl Position {
         }
     }
 
-    /// A control message for a client: `!<what> epoch:offset`.
-    pub fn control(&self, what: Control) -> Bytes {
-        Bytes::from(format!("!{} {self}", what.as_str()))
+    /// A control message for a client (a text message): `!<what> epoch:offset`.
+    pub fn control(&self, what: Control) -> String {
+        format!("!{} {self}", what.as_str())
     }
 }
 
@@ -280,6 +280,6 @@ mod tests {
         }
         assert_eq!(Position::parse("ab:3").unwrap().to_string(), "ab:3");
         let p = Position::parse("ab:3").unwrap();
-        assert_eq!(&p.control(Control::Recovered)[..], b"!recovered ab:3");
+        assert_eq!(p.control(Control::Recovered), "!recovered ab:3");
     }
 }

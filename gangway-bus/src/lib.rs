@@ -100,7 +100,7 @@ pub use bus::{Bus, BusConfig, Delivery, Handler, Stats, Subscription};
 pub use envelope::{BadPosition, Control, Kind, Position};
 pub use error::{BusError, PublishError, RecoverError};
 #[cfg(feature = "hub")]
-pub use hub::hub_with_bus;
+pub use hub::{hub_with_bus, join_with_history, JoinError, Joined};
 pub use memory::MemoryEngine;
 
 /// Where the rooms meet.

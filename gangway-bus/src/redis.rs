@@ -7,7 +7,9 @@
 //!
 //! Keys, for prefix `P` and room `R`: channel `P:room:R`; with history, hash `P:meta:R` (fields
 //! `e` epoch, `o` last offset) and stream `P:history:R` (entry id `0-<offset>`, field `m` the
-//! engine message). No expiry: a room's history stays until removed.
+//! engine message), and per publisher stream `P:publisher:<id>` (its last sequence number
+//! stored, so that a retried publish is not stored twice; expires after an hour). No expiry
+//! of the history: a room's stays until removed.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,7 +36,20 @@ const BATCH: usize = 256;
 
 /// Publish with history: epoch (kept, or set from ARGV[2] when there is none: the history was
 /// lost, or never was), next offset, the message with its position line stored and published.
+///
+/// A batch is retried whole when its answer is lost (the connection broke after Redis ran some
+/// of it): KEYS[3] keeps the publisher stream's last sequence number (ARGV[5]; `0` for a stream
+/// of one message, never retried into a longer one), so that a message already stored is not
+/// stored again under a new offset. It expires an hour after the stream's last publish: a
+/// retry comes within seconds of the first attempt.
 const PUBLISH: &str = r"
+if ARGV[5] ~= '0' then
+  local last = redis.call('get', KEYS[3])
+  if last and tonumber(last) >= tonumber(ARGV[5]) then
+    return 0
+  end
+  redis.call('set', KEYS[3], ARGV[5], 'EX', 3600)
+end
 if redis.call('hsetnx', KEYS[1], 'e', ARGV[2]) == 1 then
   redis.call('del', KEYS[2])
 end
@@ -176,24 +191,7 @@ async fn publish_loop(
     let script = redis::Script::new(PUBLISH);
     let mut batch = Vec::with_capacity(BATCH);
     while outgoing.recv_many(&mut batch, BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        for out in &batch {
-            let channel = channel(&prefix, &out.room);
-            match history {
-                None => pipe.cmd("PUBLISH").arg(channel).arg(&out.wire[..]).ignore(),
-                Some(n) => pipe
-                    .cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(2)
-                    .arg(format!("{prefix}:meta:{}", out.room))
-                    .arg(format!("{prefix}:history:{}", out.room))
-                    .arg(&out.wire[..])
-                    .arg(new_epoch())
-                    .arg(n)
-                    .arg(channel)
-                    .ignore(),
-            };
-        }
+        let pipe = pipeline(&prefix, history, &script, &batch);
         let mut failing: Option<Instant> = None;
         let mut attempt = 0;
         loop {
@@ -238,6 +236,39 @@ async fn publish_loop(
             .fetch_add(batch.len() as u64, Relaxed);
         batch.clear();
     }
+}
+
+/// The commands publishing `batch`: PUBLISH each, or with history (keeping the last `history`
+/// messages per room) the publish script.
+fn pipeline(
+    prefix: &str,
+    history: Option<usize>,
+    script: &redis::Script,
+    batch: &[Outgoing],
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for out in batch {
+        let channel = channel(prefix, &out.room);
+        match history {
+            None => pipe.cmd("PUBLISH").arg(channel).arg(&out.wire[..]).ignore(),
+            Some(n) => {
+                let (stream, seq) = out.retried_as.unwrap_or((0, 0));
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(3)
+                    .arg(format!("{prefix}:meta:{}", out.room))
+                    .arg(format!("{prefix}:history:{}", out.room))
+                    .arg(format!("{prefix}:publisher:{stream:016x}"))
+                    .arg(&out.wire[..])
+                    .arg(new_epoch())
+                    .arg(n)
+                    .arg(channel)
+                    .arg(seq)
+                    .ignore()
+            }
+        };
+    }
+    pipe
 }
 
 /// Keep one pub/sub connection, subscribed to every room with local members; deliver what
@@ -448,5 +479,66 @@ impl Session<'_> {
             self.shared.counters.recovered.fetch_add(recovered, Relaxed);
             received = self.shared.receive(room, message);
         }
+    }
+}
+
+/// Real engine servers for the tests (shared with the integration tests).
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[cfg(test)]
+mod tests {
+    use super::support;
+    use super::*;
+    use crate::envelope::Kind;
+
+    #[tokio::test]
+    async fn a_retried_batch_is_stored_once() {
+        let server = support::Server::start(support::Kind::Redis { persistent: false });
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let script = redis::Script::new(PUBLISH);
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(PUBLISH)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let message = |seq: u64, one: bool| Outgoing {
+            room: Arc::from("/r"),
+            wire: envelope::encode(Kind::Text, true, 7, seq, format!("m{seq}").as_bytes()),
+            retried_as: (!one).then_some((7, seq)),
+        };
+        // The first two reached Redis, the answer was lost: the batch goes again, whole, with
+        // the next message; then two streams of one message each.
+        let first = [message(1, false), message(2, false)];
+        let again = [message(1, false), message(2, false), message(3, false)];
+        let single = [message(1, true), message(1, true)];
+        for batch in [&first[..], &again[..], &single[..]] {
+            pipeline("t", Some(100), &script, batch)
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+        }
+        let history = History {
+            conn: ConnectionManager::new(client).await.unwrap(),
+            prefix: "t".to_owned(),
+            position: redis::Script::new(POSITION),
+        };
+        let stored = history.range("/r", 1, 100).await.unwrap();
+        let bodies: Vec<String> = stored
+            .iter()
+            .map(|m| {
+                let text = std::str::from_utf8(&m.client).unwrap();
+                text.split_once('\n').unwrap().1.to_owned()
+            })
+            .collect();
+        assert_eq!(bodies, ["m1", "m2", "m3", "m1", "m1"]);
+        let offsets: Vec<u64> = stored
+            .iter()
+            .map(|m| m.position.as_ref().unwrap().offset)
+            .collect();
+        assert_eq!(offsets, [1, 2, 3, 4, 5]);
     }
 }
