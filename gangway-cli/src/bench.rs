@@ -216,10 +216,24 @@ pub(crate) struct BenchOpts {
           value_parser = parse_positive_seconds)]
     drain_timeout: Duration,
 
+    /// With --broadcast: another node of the same broadcast service (rooms across processes,
+    /// e.g. `gangway serve --broadcast --redis URL` on several ports), with the same path;
+    /// repeat for more. The connections are spread over URL and these in turn, and the latency
+    /// of the deliveries that crossed from one node to another is also reported on its own.
+    #[arg(long, value_name = "URL", value_parser = parse_url, requires = "broadcast")]
+    also: Vec<http::Uri>,
+
+    /// With --broadcast: the server sends each message after a line with its position and
+    /// sends control lines (`gangway serve --history`): skip them.
+    #[arg(long, requires = "broadcast")]
+    positioned: bool,
+
     /// Also report the CPU time of this process (the server, on this machine) per message
-    /// measured, read from /proc at the start and the end of the measured time (Linux).
+    /// measured, read from /proc at the start and the end of the measured time (Linux). Repeat
+    /// for a server of several processes (its nodes, its message engine): their CPU times are
+    /// added.
     #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
 
     /// Threads generating the load: 1 runs everything on one thread (pin it with taskset);
     /// more uses a multi-threaded runtime with that many workers.
@@ -230,6 +244,19 @@ pub(crate) struct BenchOpts {
         value_parser = clap::value_parser!(u32).range(1..=1024)
     )]
     threads: u32,
+}
+
+/// The first address `url`'s host and port resolve to.
+async fn resolve(url: &http::Uri) -> Result<SocketAddr, Error> {
+    let host = url.host().unwrap_or_default();
+    let port = url.port_u16().unwrap_or(80);
+    let mut addrs = tokio::net::lookup_host((host, port)).await?;
+    addrs.next().ok_or_else(|| {
+        Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        ))
+    })
 }
 
 /// `--url`: a `ws://` URL with a host, as [`ClientHandshake`] accepts it.
@@ -390,7 +417,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         return ExitCode::from(code::USAGE);
     }
     #[cfg(not(target_os = "linux"))]
-    if opts.server_pid.is_some() {
+    if !opts.server_pid.is_empty() {
         eprintln!("gangway: --server-pid reads /proc: Linux only");
         return ExitCode::from(code::USAGE);
     }
@@ -407,21 +434,21 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         return ExitCode::from(code::USAGE);
     }
     let host = opts.url.host().unwrap_or_default().to_owned();
-    let port = opts.url.port_u16().unwrap_or(80);
     // Resolved once: a name lookup per handshake cycle would be measured too.
-    let addr = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(mut addrs) => match addrs.next() {
-            Some(a) => a,
-            None => {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "could not resolve to any address",
-                );
-                return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report();
-            }
-        },
-        Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report(),
+    let addr = match resolve(&opts.url).await {
+        Ok(addr) => addr,
+        Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
     };
+    let mut nodes = vec![(addr, opts.url.clone())];
+    for url in &opts.also {
+        match resolve(url).await {
+            Ok(addr) => nodes.push((addr, url.clone())),
+            Err(e) => {
+                let host = url.host().unwrap_or_default();
+                return Failure::connect(&e, host, CONNECT_TIMEOUT).report();
+            }
+        }
+    }
     let shards = opts.threads as usize;
     let cpu = Arc::new(CpuWindow::default());
     let mut room = None;
@@ -431,7 +458,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
             Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
         }
     } else if opts.broadcast {
-        match broadcast::run(&opts, addr, shards, &cpu).await {
+        match broadcast::run(&opts, &nodes, shards, &cpu).await {
             Ok((shared, r)) => {
                 room = Some(r);
                 shared
@@ -451,6 +478,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         report.errors += report.lost;
         report.rounds = room.rounds.load(Ordering::Relaxed);
         report.undelivered = room.undelivered.load(Ordering::Relaxed);
+        report.crossed = room.crossed();
     }
     let mut stdout = io::stdout().lock();
     let text = if opts.json {
@@ -482,16 +510,27 @@ struct CpuWindow {
 }
 
 impl CpuWindow {
-    /// Read the server's CPU time at the start and the end of the measured time (`--server-pid`).
+    /// Read the server's CPU time at the start and the end of the measured time (`--server-pid`:
+    /// the sum over its processes).
     fn spawn(self: &Arc<Self>, opts: &BenchOpts, shared: &Shared) {
-        let Some(pid) = opts.server_pid else { return };
+        if opts.server_pid.is_empty() {
+            return;
+        }
+        let pids = opts.server_pid.clone();
         let (start, end) = (shared.start, shared.end);
         let cpu = Arc::clone(self);
         tokio::spawn(async move {
+            // 0 (not read) if any process cannot be read: a partial sum would mislead.
+            let read = || -> u64 {
+                pids.iter()
+                    .map(|&pid| cpu_ns(pid))
+                    .sum::<Option<u64>>()
+                    .unwrap_or(0)
+            };
             tokio::time::sleep_until(start.into()).await;
-            cpu.start.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+            cpu.start.store(read(), Ordering::SeqCst);
             tokio::time::sleep_until(end.into()).await;
-            cpu.end.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+            cpu.end.store(read(), Ordering::SeqCst);
         });
     }
 
@@ -548,6 +587,9 @@ struct Report {
     rounds: u64,
     /// Broadcast: messages still on their way when the wait for them ended (a slow server).
     undelivered: u64,
+    /// Broadcast over several nodes (`--also`): the deliveries that crossed from one node to
+    /// another, and their p50 and p99 latencies in microseconds.
+    crossed: Option<(u64, f64, f64)>,
 }
 
 impl Report {
@@ -576,6 +618,7 @@ impl Report {
             lost: 0,
             rounds: 0,
             undelivered: 0,
+            crossed: None,
         }
     }
 
@@ -611,8 +654,16 @@ impl Report {
             None => String::new(),
         };
         let broadcast = if opts.broadcast {
+            let crossed = match self.crossed {
+                Some((count, p50, p99)) => format!(
+                    ",\"nodes\":{},\"crossed_count\":{count},\"crossed_p50_us\":{p50:.1},\
+                     \"crossed_p99_us\":{p99:.1}",
+                    opts.also.len() + 1
+                ),
+                None => String::new(),
+            };
             format!(
-                ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{}",
+                ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{}{crossed}",
                 opts.stalled, self.rounds, self.lost, self.undelivered
             )
         } else {
@@ -715,6 +766,13 @@ impl Report {
                 out,
                 "server CPU  {per:.3} µs per {per_what} ({:.0} % of one CPU)",
                 share * 100.0
+            );
+        }
+        if let Some((count, p50, p99)) = self.crossed {
+            let _ = writeln!(
+                out,
+                "crossed     {count} deliveries from a member of another node: p50 {p50:.1} µs  \
+                 p99 {p99:.1} µs"
             );
         }
         if opts.broadcast {
@@ -1609,7 +1667,9 @@ mod tests {
             broadcast: false,
             stalled: 0,
             drain_timeout: Duration::from_secs(60),
-            server_pid: None,
+            also: Vec::new(),
+            positioned: false,
+            server_pid: Vec::new(),
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());

@@ -822,3 +822,65 @@ async fn history_redis_restarted_loses_nothing() {
 async fn history_node_killed_its_members_recover_on_another() {
     history_fault(Fault::KillNode).await;
 }
+
+// --- The load generator across nodes -----------------------------------------------------------
+
+/// `gangway bench --broadcast` with its members spread over three nodes (`--also`): with history
+/// (`--positioned` skips the position and control lines), every message reaches every member
+/// once and in order, and the deliveries that crossed between nodes are measured apart.
+#[test]
+fn bench_spreads_its_members_over_the_nodes() {
+    let redis = engines::Server::start(engines::Kind::Redis { persistent: false });
+    let url = redis.url();
+    for history in [false, true] {
+        let mut args = vec!["--broadcast", "--redis", &url];
+        if history {
+            args.extend(["--history", "1000"]);
+        }
+        let mut nodes: Vec<Serve> = (0..NODES).map(|_| Serve::start(&args)).collect();
+        let mut bench = support::gangway();
+        bench
+            .args(["bench", &nodes[0].url("/b"), "--broadcast", "--json"])
+            .args(["--also", &nodes[1].url("/b"), "--also", &nodes[2].url("/b")])
+            .args(["--connections", "9", "--payload", "20"])
+            .args([
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0.2",
+                "--drain-timeout",
+                "10",
+            ]);
+        for node in &nodes {
+            bench.args(["--server-pid", &node.proc.0.id().to_string()]);
+        }
+        if history {
+            bench.arg("--positioned");
+        }
+        let out = bench.output().expect("bench runs");
+        let (stdout, stderr) = (support::text(&out.stdout), support::text(&out.stderr));
+        // The load counts a message missing, duplicated or out of order as an error, and exits
+        // 1 on any.
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        for expected in [
+            "\"errors\":0",
+            "\"lost\":0",
+            "\"nodes\":3",
+            "\"server_cpu_us_per\"",
+        ] {
+            assert!(stdout.contains(expected), "{expected} in {stdout}");
+        }
+        let crossed: u64 = stdout
+            .split("\"crossed_count\":")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(crossed > 0, "{stdout}");
+        println!("history {history}: {}", stdout.trim());
+        for node in &mut nodes {
+            let (status, _) = node.terminate();
+            assert!(status.success());
+        }
+    }
+}

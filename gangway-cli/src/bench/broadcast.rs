@@ -12,6 +12,11 @@
 //!
 //! `--stalled S` adds S connections that join the room and never read: the server's policy for
 //! slow members applies to them, and the others' figures show whether they are held up.
+//!
+//! `--also URL` spreads the connections over several nodes of one service (rooms across
+//! processes): connection i goes to node i mod n, and the deliveries from a member of another
+//! node are also measured on their own (what the hop between nodes adds). `--positioned` skips
+//! the position line before each message and the control lines of `gangway serve --history`.
 
 use std::future::{poll_fn, Future as _};
 use std::io;
@@ -32,8 +37,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{
-    close_connection, open_tcp, opened, BenchOpts, Closing, CpuWindow, Errors, Shared,
-    CLOSE_TIMEOUT,
+    close_connection, open, opened, BenchOpts, Closing, CpuWindow, Errors, Histogram, Opened,
+    Shared, CLOSE_TIMEOUT, CONNECT_TIMEOUT,
 };
 
 /// The bytes at the start of every payload: sender (u32), round (u32), send time (u64
@@ -50,6 +55,10 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// Bytes read at most at once by one connection.
 const READ_SIZE: usize = 32 << 10;
+
+/// The longest position line accepted before a message (`--positioned`): an epoch of up to 64
+/// characters, a colon, an offset of up to 20 digits and the newline.
+const MAX_POSITION_LINE: usize = 86;
 
 /// What every connection of a broadcast run shares, besides [`Shared`].
 #[derive(Debug)]
@@ -79,32 +88,68 @@ pub(super) struct Room {
     last_progress: AtomicU64,
     /// Rounds completed by member 0 (how many times it received its N messages).
     pub(super) rounds: AtomicU64,
+    /// The node each member is connected to (`--also`), by member id.
+    node_of: Vec<usize>,
+    nodes: usize,
+    /// Latencies of the deliveries from a member of another node (nanoseconds).
+    crossed: std::sync::Mutex<Histogram>,
+}
+
+impl Room {
+    /// With several nodes: the deliveries that crossed between nodes, and their p50 and p99
+    /// latencies in microseconds.
+    pub(super) fn crossed(&self) -> Option<(u64, f64, f64)> {
+        if self.nodes < 2 {
+            return None;
+        }
+        let h = self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Some((h.count(), us(h.quantile(0.5)), us(h.quantile(0.99))))
+    }
+}
+
+/// Open `count` connections, connection i to node i mod n; each is tagged with its node.
+fn open_spread(
+    nodes: &[(SocketAddr, http::Uri)],
+    count: u32,
+) -> JoinSet<Result<Opened<(TcpStream, usize)>, Error>> {
+    let mut opening = JoinSet::new();
+    for i in 0..count as usize {
+        let node = i % nodes.len();
+        let (addr, uri) = nodes[node].clone();
+        opening.spawn(async move {
+            let mut rng = OsRandom::new();
+            let mut buf = Vec::new();
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
+                .await
+                .map_err(|_| Error::Timeout)??;
+            Ok::<_, Error>(((tcp, node), buf, rng))
+        });
+    }
+    opening
 }
 
 /// Broadcast mode: open the members (and the stalled connections), run them for the warmup and
 /// the duration, stop sending, wait for every message to arrive everywhere, close.
 pub(super) async fn run(
     opts: &BenchOpts,
-    addr: SocketAddr,
+    nodes: &[(SocketAddr, http::Uri)],
     shards: usize,
     cpu: &Arc<CpuWindow>,
 ) -> Result<(Arc<Shared>, Arc<Room>), Error> {
     let payload = usize::try_from(opts.payload).unwrap_or(usize::MAX);
     let total = opts.connections + opts.stalled;
     // At least one member besides the stalled ones.
-    let (mut conns, failed) = opened(
-        open_tcp(opts, addr, total),
-        total,
-        opts.stalled as usize + 1,
-    )
-    .await?;
+    let (mut conns, failed) =
+        opened(open_spread(nodes, total), total, opts.stalled as usize + 1).await?;
     // The stalled ones are the last opened: they never read (their buffers fill) and never
     // send. Kept open until the end.
     let stalled: Vec<TcpStream> = conns
         .split_off(conns.len() - opts.stalled as usize)
         .into_iter()
-        .map(|(tcp, _, _)| tcp)
+        .map(|((tcp, _), _, _)| tcp)
         .collect();
+    let node_of: Vec<usize> = conns.iter().map(|((_, node), _, _)| *node).collect();
     let members = conns.len() as u64;
     tokio::time::sleep(SETTLE).await;
 
@@ -123,15 +168,19 @@ pub(super) async fn run(
         drain_timeout: opts.drain_timeout,
         last_progress: AtomicU64::new(0),
         rounds: AtomicU64::new(0),
+        node_of,
+        nodes: nodes.len(),
+        crossed: std::sync::Mutex::default(),
     });
     let progress = super::spawn_progress(&shared, "delivered");
     let mut running = JoinSet::new();
-    for (i, (tcp, leftover, rng)) in conns.into_iter().enumerate() {
+    for (i, ((tcp, node), leftover, rng)) in conns.into_iter().enumerate() {
         let mut rbuf = vec![0u8; READ_SIZE + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
         let member = Member {
             tcp,
             id: i as u32,
+            node,
             round: 0,
             owed: 0,
             sending: true,
@@ -140,7 +189,7 @@ pub(super) async fn run(
             payload,
             rbuf,
             filled: leftover.len(),
-            parser: StampParser::new(opts.payload),
+            parser: StampParser::new(opts.payload, opts.positioned),
             next_round: vec![0; members as usize],
             received: 0,
             rng,
@@ -183,6 +232,8 @@ async fn stalled(room: &Room) {
 struct Member {
     tcp: TcpStream,
     id: u32,
+    /// The node it is connected to (`--also`).
+    node: usize,
     /// The next round this member sends.
     round: u32,
     /// Messages still to receive before the next send.
@@ -359,9 +410,11 @@ impl Member {
         let now_ns = now.duration_since(room.epoch).as_nanos() as u64;
         room.last_progress.store(now_ns, Ordering::Relaxed);
         let mut hist = None;
+        let mut crossed = None;
         let mut bad = 0u64;
         let mut count = 0u64;
         let next_round = &mut self.next_round;
+        let node = self.node;
         let (consumed, closed) = self.parser.feed(&self.rbuf[..total], |stamp| {
             count += 1;
             let Some(stamp) = stamp else {
@@ -381,9 +434,18 @@ impl Member {
                         .unwrap_or_else(PoisonError::into_inner)
                 });
                 h.record(now_ns.saturating_sub(stamp.at));
+                let from = room.node_of.get(stamp.sender as usize);
+                if room.nodes > 1 && from.is_some_and(|&n| n != node) {
+                    crossed
+                        .get_or_insert_with(|| {
+                            room.crossed.lock().unwrap_or_else(PoisonError::into_inner)
+                        })
+                        .record(now_ns.saturating_sub(stamp.at));
+                }
             }
         })?;
         drop(hist);
+        drop(crossed);
         for _ in 0..bad {
             Errors::add(&shared.errors.mismatch);
         }
@@ -445,6 +507,14 @@ struct Stamp {
 #[derive(Debug)]
 struct StampParser {
     payload: u64,
+    /// `--positioned`: a position line precedes each message's payload, and text messages are
+    /// control lines (skipped).
+    positioned: bool,
+    /// The current message's position line is not over yet; its length so far.
+    in_line: bool,
+    line: u64,
+    /// The current frame's payload length.
+    frame_len: u64,
     /// Payload bytes of the current frame not yet seen.
     left: u64,
     /// The current frame is a data frame (its stamp is gathered), or a control frame.
@@ -460,9 +530,13 @@ struct StampParser {
 }
 
 impl StampParser {
-    fn new(payload: u64) -> StampParser {
+    fn new(payload: u64, positioned: bool) -> StampParser {
         StampParser {
             payload,
+            positioned,
+            in_line: false,
+            line: 0,
+            frame_len: 0,
             left: 0,
             data: false,
             close: false,
@@ -495,11 +569,18 @@ impl StampParser {
                     return Err(Stop::Protocol);
                 }
                 self.left = h.payload_len;
+                self.frame_len = h.payload_len;
                 self.have = 0;
+                self.line = 0;
                 match h.opcode {
+                    // Control lines (`!position E:N` and the like).
+                    OpCode::Text if self.positioned => {
+                        self.data = false;
+                    }
                     OpCode::Binary | OpCode::Text => {
                         self.data = true;
-                        self.ok = h.opcode == OpCode::Binary && h.payload_len == self.payload;
+                        self.in_line = self.positioned;
+                        self.ok = h.opcode == OpCode::Binary;
                     }
                     OpCode::Close | OpCode::Ping | OpCode::Pong if h.payload_len <= 125 => {
                         self.data = false;
@@ -508,6 +589,24 @@ impl StampParser {
                 }
                 self.close = h.opcode == OpCode::Close;
                 self.in_frame = true;
+            }
+            if self.data && self.in_line {
+                // `--positioned`: the line before the message, up to its newline.
+                let avail = (buf.len() - i) as u64;
+                let take = self.left.min(avail) as usize;
+                let end = buf[i..i + take].iter().position(|&b| b == b'\n');
+                let used = end.map_or(take, |k| k + 1);
+                i += used;
+                self.left -= used as u64;
+                self.line += used as u64;
+                if self.line > MAX_POSITION_LINE as u64 {
+                    return Err(Stop::Protocol);
+                }
+                if end.is_some() {
+                    self.in_line = false;
+                } else if self.left > 0 {
+                    return Ok((i, false));
+                }
             }
             // The frame's payload: the stamp gathered, the rest skipped where it lies.
             let avail = (buf.len() - i) as u64;
@@ -527,7 +626,8 @@ impl StampParser {
                 return Ok((i, true));
             }
             if self.data {
-                let stamp = (self.ok && self.have == STAMP).then(|| Stamp {
+                let ok = self.ok && !self.in_line && self.frame_len - self.line == self.payload;
+                let stamp = (ok && self.have == STAMP).then(|| Stamp {
                     sender: u32::from_le_bytes(self.stamp[..4].try_into().unwrap_or_default()),
                     round: u32::from_le_bytes(self.stamp[4..8].try_into().unwrap_or_default()),
                     at: u64::from_le_bytes(self.stamp[8..16].try_into().unwrap_or_default()),
@@ -535,5 +635,100 @@ impl StampParser {
                 on_message(stamp);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server frame (unmasked, final) of `opcode` carrying `payload`.
+    fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut out = head[..n].to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn stamped(sender: u32, round: u32, at: u64, len: usize) -> Vec<u8> {
+        let mut p = vec![b'x'; len];
+        p[..4].copy_from_slice(&sender.to_le_bytes());
+        p[4..8].copy_from_slice(&round.to_le_bytes());
+        p[8..16].copy_from_slice(&at.to_le_bytes());
+        p
+    }
+
+    /// Feed `bytes` to `parser` in pieces of `step` bytes, as reads would bring them; the
+    /// stamps (None: a message that is not one sent).
+    fn parse_in_pieces(parser: &mut StampParser, bytes: &[u8], step: usize) -> Vec<Option<Stamp>> {
+        let mut got = Vec::new();
+        let mut pending = Vec::new();
+        for piece in bytes.chunks(step) {
+            pending.extend_from_slice(piece);
+            let (used, closed) = parser
+                .feed(&pending, |s| got.push(s))
+                .unwrap_or_else(|_| panic!("protocol error"));
+            assert!(!closed);
+            pending.drain(..used);
+        }
+        assert!(pending.is_empty());
+        got
+    }
+
+    #[test]
+    fn position_lines_and_control_lines_are_skipped() {
+        let mut wire = frame(OpCode::Text, b"!position 3fa4c2e9:41");
+        let mut m = b"3fa4c2e9:42\n".to_vec();
+        m.extend_from_slice(&stamped(7, 1, 99, 20));
+        wire.extend_from_slice(&frame(OpCode::Binary, &m));
+        // A message without its line is not one that was sent.
+        wire.extend_from_slice(&frame(OpCode::Binary, &stamped(7, 2, 100, 20)));
+        wire.extend_from_slice(&frame(OpCode::Text, b"!recovered 3fa4c2e9:42"));
+        let expected = vec![
+            Some(Stamp {
+                sender: 7,
+                round: 1,
+                at: 99,
+            }),
+            None,
+        ];
+        for step in [1, 3, 7, wire.len()] {
+            let mut parser = StampParser::new(20, true);
+            assert_eq!(
+                parse_in_pieces(&mut parser, &wire, step),
+                expected,
+                "{step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_position_line_without_an_end_is_a_protocol_error() {
+        let mut parser = StampParser::new(20, true);
+        let wire = frame(OpCode::Binary, &[b'1'; 200]);
+        assert!(parser.feed(&wire, |_| {}).is_err());
+    }
+
+    #[test]
+    fn without_positions_messages_are_taken_as_sent() {
+        let mut parser = StampParser::new(20, false);
+        let wire = frame(OpCode::Binary, &stamped(1, 5, 6, 20));
+        let got = parse_in_pieces(&mut parser, &wire, 2);
+        assert_eq!(
+            got,
+            [Some(Stamp {
+                sender: 1,
+                round: 5,
+                at: 6
+            })]
+        );
     }
 }
