@@ -110,9 +110,23 @@ pub(crate) struct Outgoing {
     pub(crate) room: Arc<str>,
     pub(crate) wire: Bytes,
     /// The publisher stream goes on after this message (a room with local members), so a retry
-    /// of it must be recognised by the engine, with history (see the Redis engine): its stream
-    /// id and sequence number. `None` for a stream of one message.
-    pub(crate) retried_as: Option<(u64, u64)>,
+    /// of it must be recognised by the engine, with history (see the Redis engine). `None` for a
+    /// stream of one message.
+    pub(crate) stream: Option<StreamRef>,
+}
+
+/// A message's place in its publisher stream, for the engine to store each message of a
+/// stream once and in order (history on).
+pub(crate) struct StreamRef {
+    /// The stream id in the message's envelope.
+    pub(crate) id: u64,
+    /// The stream's number on this node, never reused while the node lives (the id's low bits
+    /// come round again after 65,536 streams): with `id`, the stream's key at the engine.
+    pub(crate) key: u64,
+    pub(crate) seq: u64,
+    /// The last sequence number of the stream the engine took (0: none yet), raised by the
+    /// engine task once a batch went through.
+    pub(crate) stored: Arc<AtomicU64>,
 }
 
 /// What a node shares between its handles, its subscriptions and its engine tasks.
@@ -140,6 +154,8 @@ pub(crate) struct Room {
     state: Mutex<RoomState>,
     /// Raised when a history room's position becomes known.
     ready: Notify,
+    /// The last sequence number of this node's publisher stream for the room the engine took.
+    stored: Arc<AtomicU64>,
 }
 
 impl Room {
@@ -151,8 +167,10 @@ impl Room {
 }
 
 struct RoomState {
-    /// This node's publisher stream for the room, and its next sequence number.
+    /// This node's publisher stream for the room (its id and its number, see [`StreamRef`]),
+    /// and its next sequence number.
     stream: u64,
+    key: u64,
     next_seq: u64,
     /// Last sequence number delivered per publisher stream (bounded, see `SEEN_STREAMS`).
     seen: HashMap<u64, u64>,
@@ -453,17 +471,20 @@ impl Bus {
             Some(r) => r.clone(),
             None => {
                 let name: Arc<str> = Arc::from(room);
+                let (stream, key) = shared.next_stream();
                 let r = Arc::new(Room {
                     name: name.clone(),
                     members: AtomicUsize::new(0),
                     state: Mutex::new(RoomState {
-                        stream: shared.next_stream(),
+                        stream,
+                        key,
                         next_seq: 1,
                         seen: HashMap::new(),
                         position: None,
                         ready: false,
                     }),
                     ready: Notify::new(),
+                    stored: Arc::default(),
                 });
                 rooms.insert(name, r.clone());
                 shared.changed.notify_one();
@@ -528,21 +549,27 @@ impl Bus {
             });
         }
         let history = shared.history();
-        let outgoing = |name: Arc<str>, stream: u64, seq: u64, one: bool| Outgoing {
-            room: name,
-            wire: envelope::encode(kind, history, stream, seq, &payload),
-            retried_as: (!one).then_some((stream, seq)),
-        };
         let queued = match shared.room(room) {
             Some(r) => {
                 // Under the room's lock: sequence numbers, queue order and local delivery agree.
                 let mut state = lock(&r.state);
                 let seq = state.next_seq;
-                state.next_seq += 1;
-                let queued =
-                    shared
-                        .queue
-                        .try_send(outgoing(r.name.clone(), state.stream, seq, false));
+                let queued = shared.queue.try_send(Outgoing {
+                    room: r.name.clone(),
+                    wire: envelope::encode(kind, history, state.stream, seq, &payload),
+                    stream: Some(StreamRef {
+                        id: state.stream,
+                        key: state.key,
+                        seq,
+                        stored: r.stored.clone(),
+                    }),
+                });
+                // Without history a refused publish keeps its number: the other nodes see the
+                // jump and count the message lost. With history the engine stores a stream's
+                // messages only in order, one number after another.
+                if queued.is_ok() || !history {
+                    state.next_seq += 1;
+                }
                 if !history && deliver_here {
                     (shared.handler)(
                         &r.name,
@@ -556,9 +583,11 @@ impl Bus {
                 queued
             }
             // No local member: a stream of one message.
-            None => shared
-                .queue
-                .try_send(outgoing(Arc::from(room), shared.next_stream(), 1, true)),
+            None => shared.queue.try_send(Outgoing {
+                room: Arc::from(room),
+                wire: envelope::encode(kind, history, shared.next_stream().0, 1, &payload),
+                stream: None,
+            }),
         };
         queued.map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -655,8 +684,11 @@ impl Bus {
 }
 
 impl Shared {
-    fn next_stream(&self) -> u64 {
-        (self.node & !0xffff) | (self.streams.fetch_add(1, Relaxed) & 0xffff)
+    /// A new publisher stream: its id (this node's 48 bits, then 16 of its number) and its
+    /// number.
+    fn next_stream(&self) -> (u64, u64) {
+        let n = self.streams.fetch_add(1, Relaxed);
+        ((self.node & !0xffff) | (n & 0xffff), n)
     }
 }
 

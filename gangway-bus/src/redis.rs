@@ -7,7 +7,7 @@
 //!
 //! Keys, for prefix `P` and room `R`: channel `P:room:R`; with history, hash `P:meta:R` (fields
 //! `e` epoch, `o` last offset) and stream `P:history:R` (entry id `0-<offset>`, field `m` the
-//! engine message), and per publisher stream `P:publisher:<id>` (its last sequence number
+//! engine message), and per publisher stream `P:publisher:<id>:<n>` (its last sequence number
 //! stored, so that a retried publish is not stored twice; expires after an hour). No expiry
 //! of the history: a room's stays until removed.
 
@@ -37,16 +37,32 @@ const BATCH: usize = 256;
 /// Publish with history: epoch (kept, or set from ARGV[2] when there is none: the history was
 /// lost, or never was), next offset, the message with its position line stored and published.
 ///
-/// A batch is retried whole when its answer is lost (the connection broke after Redis ran some
-/// of it): KEYS[3] keeps the publisher stream's last sequence number (ARGV[5]; `0` for a stream
-/// of one message, never retried into a longer one), so that a message already stored is not
-/// stored again under a new offset. It expires an hour after the stream's last publish: a
-/// retry comes within seconds of the first attempt.
+/// A publisher stream's messages (sequence number ARGV[5]; `0` for a stream of one message)
+/// are stored once each and in order, whatever happens to the batches carrying them. A batch
+/// whose answer was lost (the connection broke after Redis ran part of it), or of which a
+/// command failed, is sent again whole. KEYS[3] keeps the stream's last sequence number
+/// stored: a number already stored is skipped (not stored again under a new offset). The next
+/// number stored must follow the last one the stream reached, by the key or by ARGV[6] (the
+/// last number the node saw acknowledged: it is ahead of the key when the server lost writes,
+/// a restart from an older snapshot, or the key expired); any other is refused (`GAP`: the
+/// batch fails and is sent again, with the messages before it). The key expires an hour after
+/// the stream's last publish: a retry comes within seconds of the first attempt.
 const PUBLISH: &str = r"
-if ARGV[5] ~= '0' then
+local seq = tonumber(ARGV[5])
+if seq > 0 then
+  local after = tonumber(ARGV[6])
   local last = redis.call('get', KEYS[3])
-  if last and tonumber(last) >= tonumber(ARGV[5]) then
-    return 0
+  if last then
+    last = tonumber(last)
+    if seq <= last then
+      return 0
+    end
+    if last > after then
+      after = last
+    end
+  end
+  if seq ~= after + 1 then
+    return redis.error_reply('GAP publisher stream out of order')
   end
   redis.call('set', KEYS[3], ARGV[5], 'EX', 3600)
 end
@@ -234,6 +250,11 @@ async fn publish_loop(
             .counters
             .published
             .fetch_add(batch.len() as u64, Relaxed);
+        for out in &batch {
+            if let Some(stream) = &out.stream {
+                stream.stored.fetch_max(stream.seq, Relaxed);
+            }
+        }
         batch.clear();
     }
 }
@@ -247,23 +268,38 @@ fn pipeline(
     batch: &[Outgoing],
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    for out in batch {
+    for (i, out) in batch.iter().enumerate() {
         let channel = channel(prefix, &out.room);
         match history {
             None => pipe.cmd("PUBLISH").arg(channel).arg(&out.wire[..]).ignore(),
             Some(n) => {
-                let (stream, seq) = out.retried_as.unwrap_or((0, 0));
-                pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(3)
+                // Read once per batch: the batch and its retries say the same.
+                let (stream, seq, stored) = match &out.stream {
+                    Some(s) => (
+                        format!("{:016x}:{:x}", s.id, s.key),
+                        s.seq,
+                        s.stored.load(Relaxed),
+                    ),
+                    None => (String::new(), 0, 0),
+                };
+                // The script's text first, its hash after: the script is in the server's cache
+                // for the rest of the batch, whoever flushed it before (a restart), so no
+                // command of the batch fails for want of it while others run.
+                if i == 0 {
+                    pipe.cmd("EVAL").arg(PUBLISH);
+                } else {
+                    pipe.cmd("EVALSHA").arg(script.get_hash());
+                }
+                pipe.arg(3)
                     .arg(format!("{prefix}:meta:{}", out.room))
                     .arg(format!("{prefix}:history:{}", out.room))
-                    .arg(format!("{prefix}:publisher:{stream:016x}"))
+                    .arg(format!("{prefix}:publisher:{stream}"))
                     .arg(&out.wire[..])
                     .arg(new_epoch())
                     .arg(n)
                     .arg(channel)
                     .arg(seq)
+                    .arg(stored)
                     .ignore()
             }
         };
@@ -489,56 +525,134 @@ mod support;
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::support;
     use super::*;
+    use crate::bus::StreamRef;
     use crate::envelope::Kind;
 
-    #[tokio::test]
-    async fn a_retried_batch_is_stored_once() {
+    /// A Redis server, a connection to it, and a reader of the history of room `/r` (prefix
+    /// `t`).
+    async fn redis() -> (support::Server, redis::aio::MultiplexedConnection, History) {
         let server = support::Server::start(support::Kind::Redis { persistent: false });
         let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let script = redis::Script::new(PUBLISH);
-        let _: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(PUBLISH)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let message = |seq: u64, one: bool| Outgoing {
-            room: Arc::from("/r"),
-            wire: envelope::encode(Kind::Text, true, 7, seq, format!("m{seq}").as_bytes()),
-            retried_as: (!one).then_some((7, seq)),
-        };
-        // The first two reached Redis, the answer was lost: the batch goes again, whole, with
-        // the next message; then two streams of one message each.
-        let first = [message(1, false), message(2, false)];
-        let again = [message(1, false), message(2, false), message(3, false)];
-        let single = [message(1, true), message(1, true)];
-        for batch in [&first[..], &again[..], &single[..]] {
-            pipeline("t", Some(100), &script, batch)
-                .query_async::<()>(&mut conn)
-                .await
-                .unwrap();
-        }
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
         let history = History {
             conn: ConnectionManager::new(client).await.unwrap(),
             prefix: "t".to_owned(),
             position: redis::Script::new(POSITION),
         };
+        (server, conn, history)
+    }
+
+    /// Message `seq` of publisher stream `stream` (`None`: a stream of one message), number 0
+    /// on its node, of which the node saw the engine take up to `stored`.
+    fn message(stream: Option<u64>, seq: u64, stored: u64) -> Outgoing {
+        Outgoing {
+            room: Arc::from("/r"),
+            wire: envelope::encode(
+                Kind::Text,
+                true,
+                stream.unwrap_or(99),
+                seq,
+                format!("m{seq}").as_bytes(),
+            ),
+            stream: stream.map(|id| StreamRef {
+                id,
+                key: 0,
+                seq,
+                stored: Arc::new(AtomicU64::new(stored)),
+            }),
+        }
+    }
+
+    async fn publish(
+        conn: &mut redis::aio::MultiplexedConnection,
+        batch: &[Outgoing],
+    ) -> redis::RedisResult<()> {
+        let script = redis::Script::new(PUBLISH);
+        pipeline("t", Some(100), &script, batch)
+            .query_async::<()>(conn)
+            .await
+    }
+
+    /// The bodies stored in the history, in offset order, and their offsets.
+    async fn stored(history: &History) -> (Vec<String>, Vec<u64>) {
         let stored = history.range("/r", 1, 100).await.unwrap();
-        let bodies: Vec<String> = stored
+        let bodies = stored
             .iter()
             .map(|m| {
                 let text = std::str::from_utf8(&m.client).unwrap();
                 text.split_once('\n').unwrap().1.to_owned()
             })
             .collect();
-        assert_eq!(bodies, ["m1", "m2", "m3", "m1", "m1"]);
-        let offsets: Vec<u64> = stored
+        let offsets = stored
             .iter()
             .map(|m| m.position.as_ref().unwrap().offset)
             .collect();
+        (bodies, offsets)
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_stored_once() {
+        let (_server, mut conn, history) = redis().await;
+        // The first two reached Redis, the answer was lost (so the node saw nothing taken):
+        // the batch goes again, whole, with the next message; then two streams of one message
+        // each (never retried).
+        let s = Some(7);
+        let first = [message(s, 1, 0), message(s, 2, 0)];
+        let again = [message(s, 1, 0), message(s, 2, 0), message(s, 3, 0)];
+        let single = [message(None, 1, 0), message(None, 1, 0)];
+        for batch in [&first[..], &again[..], &single[..]] {
+            publish(&mut conn, batch).await.unwrap();
+        }
+        let (bodies, offsets) = stored(&history).await;
+        assert_eq!(bodies, ["m1", "m2", "m3", "m1", "m1"]);
         assert_eq!(offsets, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_stored_in_order_only() {
+        let (_server, mut conn, history) = redis().await;
+        let key = format!("t:publisher:{:016x}:0", 8);
+        // The first command of a batch failed and the others ran (as when a command fails for
+        // a reason of its own): the ones after it are refused, the batch fails, and its retry
+        // stores all of them in order.
+        let s = Some(8);
+        let err = publish(&mut conn, &[message(s, 2, 0), message(s, 3, 0)])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("GAP"), "{err}");
+        publish(&mut conn, &[message(s, 1, 0)]).await.unwrap();
+        let err = publish(&mut conn, &[message(s, 3, 1)]).await.unwrap_err();
+        assert!(err.to_string().contains("GAP"), "{err}");
+        let retried = [message(s, 1, 1), message(s, 2, 1), message(s, 3, 1)];
+        publish(&mut conn, &retried).await.unwrap();
+        // The key is gone (expired, or lost with the server's data) while the node saw 3
+        // taken: the stream goes on from there, and only from there.
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = publish(&mut conn, &[message(s, 5, 3)]).await.unwrap_err();
+        assert!(err.to_string().contains("GAP"), "{err}");
+        publish(&mut conn, &[message(s, 4, 3)]).await.unwrap();
+        // The server came back from an older snapshot: the key says 1, the node saw 4 taken.
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        publish(&mut conn, &[message(s, 5, 4)]).await.unwrap();
+        // A stream whose id comes round again on its node (a new number) starts afresh.
+        let mut again = message(s, 1, 0);
+        again.stream.as_mut().unwrap().key = 1;
+        publish(&mut conn, &[again]).await.unwrap();
+        let (bodies, offsets) = stored(&history).await;
+        assert_eq!(bodies, ["m1", "m2", "m3", "m4", "m5", "m1"]);
+        assert_eq!(offsets, [1, 2, 3, 4, 5, 6]);
     }
 }
