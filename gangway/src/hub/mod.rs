@@ -84,7 +84,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use gangway_proto::prepared::{Encoding, FrameSpan};
+use gangway_proto::prepared::Encoding;
 use gangway_proto::{CloseCode, DataKind};
 
 use crate::Message;
@@ -457,7 +457,7 @@ impl Shared {
         room: &Room,
         payload: Payload<'_>,
         publisher: Option<Encoding>,
-    ) -> (usize, Option<(u64, FrameSpan)>) {
+    ) -> room::Published {
         let mut copies = Copies::default();
         let published = loop {
             let attempt = WOKEN.with(|woken| match woken.try_borrow_mut() {

@@ -32,6 +32,10 @@ use std::task::Waker;
 use gangway_proto::extensions::permessage_deflate::{CompressedMessage, StatelessCompression};
 use gangway_proto::prepared::{Encoding, FrameSpan, Prepared, PreparedBatch};
 
+/// What a publish reached: how many members, and for a publisher of an encoding among them,
+/// its frame's entry and span in the publisher's log.
+pub(super) type Published = (usize, Option<(u64, FrameSpan)>);
+
 /// The open batch is sealed by the publisher once it holds this much, so that an entry stays
 /// well below the limits and a long burst without any member running does not grow it without
 /// bound.
@@ -266,7 +270,7 @@ impl Room {
         copies: &Copies,
         publisher: Option<Encoding>,
         woken: &mut Vec<Waker>,
-    ) -> Result<Option<(usize, Option<(u64, FrameSpan)>)>, Missing> {
+    ) -> Result<Option<Published>, Missing> {
         let mut logs = self.logs();
         if logs.logs.is_empty() {
             return Ok(None);
