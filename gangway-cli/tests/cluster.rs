@@ -189,6 +189,11 @@ impl Client {
     /// Connect to `urls[0]`; when that connection ends, reconnect to the next URL, with the
     /// position of the last message received (`?epoch=E&offset=N`) when there is one.
     async fn start(urls: Vec<String>) -> Client {
+        Client::start_gated(urls, Arc::new(AtomicBool::new(true))).await
+    }
+
+    /// [`Client::start`], reconnecting only once `gate` is open.
+    async fn start_gated(urls: Vec<String>, gate: Arc<AtomicBool>) -> Client {
         let got: Arc<std::sync::Mutex<Vec<Got>>> = Arc::default();
         let sink: Arc<Mutex<Option<Sink>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -216,6 +221,9 @@ impl Client {
                         .map(|(e, o)| format!("?epoch={e}&offset={o}"))
                         .unwrap_or_default();
                     got.lock().unwrap().push(Got::Reconnected);
+                    while !gate.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     let url = format!("{}{query}", urls[at]);
                     let (ws, _) = gangway::connect(&url).await.expect("reconnect");
                     let (s, st) = ws.split();
@@ -452,13 +460,25 @@ const FAULT_PAUSE: Duration = Duration::from_millis(5);
 const FAULT_ROOMS: usize = 3;
 /// Members per room and node; the first of each is a publisher (if its node publishes).
 const FAULT_MEMBERS: usize = 3;
+/// With a node killed: messages the others publish before its members reconnect.
+const MISSED_AFTER_KILL: usize = 10;
+
+/// Publishers of the run with a node killed: the first member of each room on each node that
+/// stays.
+fn publishing_count() -> usize {
+    FAULT_ROOMS * (NODES - 1)
+}
 
 /// A member of the fault runs: its node, its room, the client.
 type Placed = (usize, usize, Client);
 
 /// `FAULT_ROOMS` rooms, each with `FAULT_MEMBERS` members on every node. A member of node `n`
-/// reconnects to `fallback(n)`, if any, when its connection ends.
-async fn spread(nodes: &[Serve], fallback: impl Fn(usize) -> Option<usize>) -> Vec<Placed> {
+/// reconnects to `fallback(n)`, if any, when its connection ends and `gate` is open.
+async fn spread(
+    nodes: &[Serve],
+    fallback: impl Fn(usize) -> Option<usize>,
+    gate: &Arc<AtomicBool>,
+) -> Vec<Placed> {
     let mut clients = Vec::new();
     for room in 0..FAULT_ROOMS {
         for _ in 0..FAULT_MEMBERS {
@@ -468,7 +488,7 @@ async fn spread(nodes: &[Serve], fallback: impl Fn(usize) -> Option<usize>) -> V
                 if let Some(other) = fallback(node) {
                     urls.push(nodes[other].url(&path));
                 }
-                clients.push((node, room, Client::start(urls).await));
+                clients.push((node, room, Client::start_gated(urls, gate.clone()).await));
             }
         }
     }
@@ -521,27 +541,32 @@ async fn span(clients: &[Placed]) {
 }
 
 /// Publish `FAULT_MESSAGES` from every publisher, paced; `fault` runs (on a thread of its own)
-/// a quarter of the way through.
+/// a quarter of the way through, given the count of messages sent so far.
 async fn publish_with_fault(
     clients: &Arc<Vec<Placed>>,
     publishing: &[usize],
-    fault: impl FnOnce() + Send + 'static,
+    fault: impl FnOnce(&AtomicUsize) + Send + 'static,
 ) {
+    let sent = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (i, (node, _, _)) in clients.iter().enumerate() {
         let Some(id) = publisher_id(i, *node, publishing) else {
             continue;
         };
         let clients = clients.clone();
+        let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..FAULT_MESSAGES {
                 clients[i].2.send(format!("p{id}-{n}")).await;
+                sent.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(FAULT_PAUSE).await;
             }
         }));
     }
     tokio::time::sleep(FAULT_PAUSE * (FAULT_MESSAGES as u32) / 4).await;
-    tokio::task::spawn_blocking(fault).await.unwrap();
+    tokio::task::spawn_blocking(move || fault(&sent))
+        .await
+        .unwrap();
     for t in tasks {
         t.await.unwrap();
     }
@@ -569,14 +594,14 @@ async fn restart_without_history(kind: engines::Kind, flag: &str) {
     let mut nodes: Vec<Serve> = (0..NODES)
         .map(|_| Serve::start(&["--broadcast", flag, &url]))
         .collect();
-    let clients = spread(&nodes, |_| None).await;
+    let clients = spread(&nodes, |_| None, &Arc::new(AtomicBool::new(true))).await;
     span(&clients).await;
     let publishing = [0, 1, 2];
     let rooms = publishers(&clients, &publishing);
     let clients = Arc::new(clients);
     let started = Instant::now();
     let restarted = engine.clone();
-    publish_with_fault(&clients, &publishing, move || {
+    publish_with_fault(&clients, &publishing, move |_| {
         restarted
             .lock()
             .unwrap()
@@ -684,17 +709,27 @@ async fn history_fault(fault: Fault) {
         // that died before passing it on is the client's to send again.
         Fault::KillNode => ((0..killed).collect(), Some(0)),
     };
-    let clients = spread(&nodes, |n| if n == killed { fallback } else { None }).await;
+    // The killed node's members reconnect once the others published some more: what they
+    // missed then comes from the history.
+    let gate = Arc::new(AtomicBool::new(!kill));
+    let clients = spread(&nodes, |n| if n == killed { fallback } else { None }, &gate).await;
     span(&clients).await;
     let rooms = publishers(&clients, &publishing);
     let clients = Arc::new(clients);
     let nodes = Arc::new(std::sync::Mutex::new(nodes));
     let started = Instant::now();
-    let (e, n) = (engine.clone(), nodes.clone());
-    publish_with_fault(&clients, &publishing, move || match fault {
+    let (e, n, g) = (engine.clone(), nodes.clone(), gate.clone());
+    publish_with_fault(&clients, &publishing, move |sent| match fault {
         Fault::RestartRedis => e.lock().unwrap().restart(Duration::from_millis(300)),
         Fault::KillNode => {
             let _ = n.lock().unwrap()[killed].proc.0.kill();
+            // Each publisher may have had one send under way when the count was read.
+            let after = sent.load(Ordering::SeqCst) + MISSED_AFTER_KILL + publishing_count();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sent.load(Ordering::SeqCst) < after && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            g.store(true, Ordering::SeqCst);
         }
     })
     .await;
@@ -803,7 +838,11 @@ async fn history_fault(fault: Fault) {
             FAULT_ROOMS * FAULT_MEMBERS,
             "every member of the killed node"
         );
-        assert!(recovered > 0, "the reconnecting members recovered nothing");
+        // Every message published while they were away, by each of its room's members.
+        assert!(
+            recovered >= (FAULT_MEMBERS * MISSED_AFTER_KILL) as u64,
+            "the reconnecting members recovered {recovered} messages"
+        );
     }
     println!(
         "history, {}: {messages} messages to {members} members over {NODES} nodes in {elapsed:.1?}: nothing lost, none twice, one order per room; {reconnected} members reconnected to another node and got {recovered} missed messages from the history; {}",
