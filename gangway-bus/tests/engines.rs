@@ -427,3 +427,115 @@ async fn redis_recovery_gives_what_was_missed_or_says_it_cannot() {
         Err(RecoverError::Unrecoverable)
     ));
 }
+
+/// The offset in a positioned delivery's line (`E:N`).
+fn offset(payload: &Bytes) -> u64 {
+    let text = std::str::from_utf8(payload).expect("text");
+    let (line, _) = text.split_once('\n').expect("a position line");
+    let (_, n) = line.rsplit_once(':').expect("E:N");
+    n.parse().expect("an offset")
+}
+
+/// Limits against a real Redis, history on: a publish over the maximum is refused before the
+/// engine (nothing stored, nothing delivered); with Redis down the engine queue fills and
+/// refuses (counted, bounded); once Redis is back every publish accepted is delivered to every
+/// node once and in order, and the refused ones leave no hole in the publisher's stream.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_oversized_refused_before_the_engine_and_the_queue_bounded() {
+    use gangway_bus::PublishError;
+
+    const QUEUE: usize = 8;
+    let mut server = Server::start(support::Kind::Redis { persistent: true });
+    let url = server.url();
+    let rooms = ["/lim".to_owned()];
+    let config = BusConfig {
+        max_message_size: 64,
+        queue_capacity: QUEUE,
+        history: NonZeroUsize::new(1000),
+        ..BusConfig::default()
+    };
+    let a = node(Engine::Redis(url.clone()), config.clone(), &rooms).await;
+    let b = node(Engine::Redis(url.clone()), config, &rooms).await;
+
+    let err = a
+        .bus
+        .publish("/lim", Kind::Text, Bytes::from("x".repeat(65)))
+        .unwrap_err();
+    assert_eq!(err, PublishError::TooLarge { size: 65, max: 64 });
+    a.bus
+        .publish("/lim", Kind::Text, Bytes::from("a-1"))
+        .unwrap();
+    assert!(until(Duration::from_secs(10), || b.log.lock().unwrap().len() == 1).await);
+    {
+        let log = b.log.lock().unwrap();
+        // The first message the room's history stored: the oversized one never reached it.
+        assert_eq!((body(&log[0].1), offset(&log[0].1)), ("a-1".to_owned(), 1));
+    }
+    assert_eq!(a.bus.stats().refused_too_large, 1);
+    assert_eq!(a.bus.stats().published, 1);
+
+    server.kill();
+    let mut accepted = vec![1];
+    let mut refused = 0u64;
+    for i in 2..=2000u64 {
+        match a
+            .bus
+            .publish("/lim", Kind::Text, Bytes::from(format!("a-{i}")))
+        {
+            Ok(()) => accepted.push(i),
+            Err(PublishError::QueueFull) => refused += 1,
+            Err(e) => panic!("publish {i}: {e}"),
+        }
+    }
+    // What waits for Redis: the queue, and at most one batch the engine task took from it.
+    assert!(
+        accepted.len() <= 1 + QUEUE + 256,
+        "{} accepted",
+        accepted.len()
+    );
+    assert_eq!(a.bus.stats().dropped_queue_full, refused);
+    assert!(refused > 0);
+    assert_eq!(a.bus.queued(), QUEUE);
+
+    server.restart(Duration::ZERO);
+    // Publishes after the refused ones follow the accepted ones in the publisher's stream.
+    let mut expected: Vec<String> = accepted.iter().map(|i| format!("a-{i}")).collect();
+    for i in 2001..=2005 {
+        let message = format!("a-{i}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = a
+            .bus
+            .publish("/lim", Kind::Text, Bytes::from(message.clone()))
+        {
+            assert_eq!(e, PublishError::QueueFull);
+            assert!(Instant::now() < deadline, "the queue never drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        expected.push(message);
+    }
+    let all = until(Duration::from_secs(20), || {
+        [&a, &b]
+            .iter()
+            .all(|n| n.log.lock().unwrap().len() >= expected.len())
+    })
+    .await;
+    for (name, n) in [("A", &a), ("B", &b)] {
+        let log = n.log.lock().unwrap();
+        let bodies: Vec<String> = log.iter().map(|(_, p)| body(p)).collect();
+        let offsets: Vec<u64> = log.iter().map(|(_, p)| offset(p)).collect();
+        assert_eq!(bodies, expected, "node {name}");
+        assert_eq!(
+            offsets,
+            (1..=expected.len() as u64).collect::<Vec<_>>(),
+            "node {name}"
+        );
+        assert_eq!(n.bus.stats().lost, 0, "node {name}");
+    }
+    assert!(all);
+    println!(
+        "redis limits: 1 oversized refused before the engine; Redis down: {} accepted, {refused} refused (queue {QUEUE}); after the restart, with 5 more, all {} delivered once, in order, to both nodes",
+        accepted.len() - 1,
+        expected.len()
+    );
+}
