@@ -109,9 +109,10 @@ pub(crate) struct Counters {
 pub(crate) struct Outgoing {
     pub(crate) room: Arc<str>,
     pub(crate) wire: Bytes,
-    /// The publisher stream goes on after this message (a room with local members), so a retry
-    /// of it must be recognised by the engine, with history (see the Redis engine). `None` for a
-    /// stream of one message.
+    /// The publisher stream goes on after this message (a room with local members, or with
+    /// history the node's lone stream), so a retry of it must be recognised by the engine, with
+    /// history (see the Redis engine). `None` for a stream of one message (no local member, no
+    /// history).
     pub(crate) stream: Option<StreamRef>,
 }
 
@@ -142,6 +143,18 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Publisher stream ids handed out (the low 16 bits of each).
     streams: AtomicU64,
+    /// With history: the publisher stream of this node's publishes to rooms it has no member
+    /// in (without history each such publish is a stream of one message).
+    lone: Mutex<LoneStream>,
+}
+
+/// This node's publisher stream for rooms without a local member (history on): numbered
+/// across those rooms, so that the engine stores each of its messages once and in order.
+struct LoneStream {
+    id: u64,
+    key: u64,
+    next_seq: u64,
+    stored: Arc<AtomicU64>,
 }
 
 /// One room this node has local members in.
@@ -441,15 +454,23 @@ impl Bus {
         let (queue, outgoing) = mpsc::channel(config.queue_capacity);
         let mut node = [0; 8];
         getrandom::fill(&mut node).map_err(|_| BusError::Config("no random numbers"))?;
+        let node = u64::from_ne_bytes(node);
         let shared = Arc::new(Shared {
-            node: u64::from_ne_bytes(node),
+            node,
             config,
             rooms: Mutex::default(),
             queue,
             changed: Notify::new(),
             handler: Box::new(handler),
             counters: Counters::default(),
-            streams: AtomicU64::new(0),
+            // Number 0 is the lone stream's.
+            streams: AtomicU64::new(1),
+            lone: Mutex::new(LoneStream {
+                id: node & !0xffff,
+                key: 0,
+                next_seq: 1,
+                stored: Arc::default(),
+            }),
         });
         let started = engine.start(shared.clone(), outgoing).await?;
         Ok(Bus {
@@ -582,6 +603,25 @@ impl Bus {
                 }
                 queued
             }
+            // No local member, history on: the node's lone stream, numbered as a room's.
+            None if history => {
+                let mut lone = lock(&shared.lone);
+                let seq = lone.next_seq;
+                let queued = shared.queue.try_send(Outgoing {
+                    room: Arc::from(room),
+                    wire: envelope::encode(kind, history, lone.id, seq, &payload),
+                    stream: Some(StreamRef {
+                        id: lone.id,
+                        key: lone.key,
+                        seq,
+                        stored: lone.stored.clone(),
+                    }),
+                });
+                if queued.is_ok() {
+                    lone.next_seq += 1;
+                }
+                queued
+            }
             // No local member: a stream of one message.
             None => shared.queue.try_send(Outgoing {
                 room: Arc::from(room),
@@ -685,10 +725,14 @@ impl Bus {
 
 impl Shared {
     /// A new publisher stream: its id (this node's 48 bits, then 16 of its number) and its
-    /// number.
+    /// number. The id of the lone stream (low bits 0) is never handed out again.
     fn next_stream(&self) -> (u64, u64) {
-        let n = self.streams.fetch_add(1, Relaxed);
-        ((self.node & !0xffff) | (n & 0xffff), n)
+        loop {
+            let n = self.streams.fetch_add(1, Relaxed);
+            if n & 0xffff != 0 {
+                return ((self.node & !0xffff) | (n & 0xffff), n);
+            }
+        }
     }
 }
 

@@ -655,4 +655,44 @@ mod tests {
         assert_eq!(bodies, ["m1", "m2", "m3", "m4", "m5", "m1"]);
         assert_eq!(offsets, [1, 2, 3, 4, 5, 6]);
     }
+
+    #[tokio::test]
+    async fn publishes_to_rooms_without_a_local_member_are_one_stream() {
+        let (server, mut conn, history) = redis().await;
+        let config = crate::BusConfig {
+            history: std::num::NonZeroUsize::new(100),
+            prefix: "t".to_owned(),
+            ..crate::BusConfig::default()
+        };
+        let bus = crate::Bus::connect(crate::Engine::Redis(server.url()), config, |_, _| {})
+            .await
+            .unwrap();
+        for (room, body) in [("/r", "m1"), ("/s", "m2"), ("/r", "m3")] {
+            bus.publish(room, Kind::Text, Bytes::from(body)).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bus.stats().published < 3 {
+            assert!(Instant::now() < deadline, "not published");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // One stream at the engine, numbered across the rooms: a batch sent again is stored
+        // once.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("t:publisher:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let last: u64 = redis::cmd("GET")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(last, 3);
+        let (bodies, offsets) = stored(&history).await;
+        assert_eq!(
+            (bodies, offsets),
+            (vec!["m1".to_owned(), "m3".to_owned()], vec![1, 2])
+        );
+    }
 }
