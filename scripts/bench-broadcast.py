@@ -317,7 +317,8 @@ def run_cluster(args, setup, members, payload, log):
             if setup == "redis-history":
                 engine += ["--history", "10000"]
         node = Server("gangway", gangway.label,
-                      lambda port, limits=True: gangway.argv(port, limits) + engine,
+                      lambda port, limits=True, deflate=False:
+                      gangway.argv(port, limits, deflate) + engine,
                       env=gangway.env)
         ports = []
         for _ in range(1 if setup == "single" else CLUSTER_NODES):
