@@ -1106,19 +1106,25 @@ fn open_tcp(
 ) -> JoinSet<Result<Opened<TcpStream>, Error>> {
     let mut opening = JoinSet::new();
     for _ in 0..count {
-        let uri = opts.url.clone();
-        let deflate = opts.deflate;
-        opening.spawn(async move {
-            let mut rng = OsRandom::new();
-            let mut buf = Vec::new();
-            let opening = open(addr, &uri, &mut rng, &mut buf, deflate);
-            let (tcp, agreed) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
-                .await
-                .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>((tcp, buf, rng, agreed))
-        });
+        opening.spawn(open_one(addr, opts.url.clone(), opts.deflate));
     }
     opening
+}
+
+/// Open one connection to `uri` at `addr`, its opening handshake done within
+/// [`CONNECT_TIMEOUT`].
+async fn open_one(
+    addr: SocketAddr,
+    uri: http::Uri,
+    deflate: bool,
+) -> Result<Opened<TcpStream>, Error> {
+    let mut rng = OsRandom::new();
+    let mut buf = Vec::new();
+    let opening = open(addr, &uri, &mut rng, &mut buf, deflate);
+    let (tcp, agreed) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
+        .await
+        .map_err(|_| Error::Timeout)??;
+    Ok((tcp, buf, rng, agreed))
 }
 
 /// The connections that opened, and how many did not (reported on stderr). At least `needed`

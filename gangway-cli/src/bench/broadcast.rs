@@ -42,8 +42,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{
-    close_connection, open, opened, BenchOpts, Closing, CpuWindow, Errors, Histogram, Opened,
-    Shared, CLOSE_TIMEOUT, CONNECT_TIMEOUT,
+    close_connection, open_one, opened, BenchOpts, Closing, CpuWindow, Errors, Histogram, Opened,
+    Shared, CLOSE_TIMEOUT,
 };
 
 /// The bytes at the start of every binary payload: sender (u32), round (u32), send time (u64
@@ -142,13 +142,8 @@ fn open_spread(
         let node = i % nodes.len();
         let (addr, uri) = nodes[node].clone();
         opening.spawn(async move {
-            let mut rng = OsRandom::new();
-            let mut buf = Vec::new();
-            let opening = open(addr, &uri, &mut rng, &mut buf, deflate);
-            let (tcp, agreed) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
-                .await
-                .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>(((tcp, node), buf, rng, agreed))
+            let (tcp, buf, rng, agreed) = open_one(addr, uri, deflate).await?;
+            Ok(((tcp, node), buf, rng, agreed))
         });
     }
     opening
