@@ -72,11 +72,12 @@ pub fn check_request(data: &[u8]) {
     let _ = server::is_upgrade_request(&req);
     match server::check_request(&req) {
         Ok(offer) => {
-            assert!(
-                is_valid_key(offer.key.as_bytes()),
-                "accepted key {:?}",
-                offer.key
-            );
+            // An HTTP/1.1 upgrade request always carries a key (only RFC 8441's CONNECT has none).
+            let key = offer
+                .key
+                .as_deref()
+                .expect("an accepted upgrade request has a key");
+            assert!(is_valid_key(key.as_bytes()), "accepted key {key:?}");
             let supported: Vec<String> = SERVER_PROTOCOLS.iter().map(|s| s.to_string()).collect();
             let protocol = select_protocol(&supported, &offer.protocols);
             if let Some(p) = protocol {
@@ -85,8 +86,7 @@ pub fn check_request(data: &[u8]) {
             let response = server::accept(&offer, protocol, &offer.extensions);
             let head = response_lines(&response);
             assert_eq!(head[0], "HTTP/1.1 101 Switching Protocols");
-            let expected_accept =
-                format!("Sec-WebSocket-Accept: {}", accept_key(offer.key.as_bytes()));
+            let expected_accept = format!("Sec-WebSocket-Accept: {}", accept_key(key.as_bytes()));
             assert!(head.contains(&expected_accept.as_str()), "{head:?}");
             match protocol {
                 Some(p) => assert!(head.contains(&format!("Sec-WebSocket-Protocol: {p}").as_str())),
