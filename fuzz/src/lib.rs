@@ -11,6 +11,7 @@ pub mod frame_header;
 pub mod handshake;
 pub mod mask;
 pub mod memory;
+pub mod output;
 pub mod utf8;
 
 // The seeds' memory checks count, as in the targets that check memory.

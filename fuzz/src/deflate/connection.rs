@@ -45,8 +45,9 @@ use gangway_proto::{
     ApiMisuse, CloseCode, Config, Connection, DataKind, Event, ProtocolError, Role,
 };
 
-use super::{cycled, frame, message, Agreement, OutputReader, SPARE_BUDGET, STATES_BUDGET, TAIL};
+use super::{cycled, frame, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
+use crate::output::{OutputReader, TAIL};
 
 /// Receive limits to choose from: one large enough for every message the harness builds, and
 /// sizes small enough for short inputs to cross.
@@ -289,7 +290,7 @@ impl Harness {
             level: Compression::new(u32::from(tuning >> 3) % 10),
             deflate: None,
         };
-        let out = OutputReader::new(role, agreement.compresses(role));
+        let out = OutputReader::new(role, Some(agreement.compresses(role)));
         Harness {
             conn,
             role,

@@ -6,28 +6,18 @@
 //! - [`round_trip`]: a client and a server exchanging messages, each inflating what the other
 //!   compressed.
 //!
-//! Both read what a connection sends with [`OutputReader`], which inflates its compressed
-//! messages with a plain zlib stream of its own (not gangway's codec).
+//! Both read what a connection sends with [`OutputReader`](crate::output::OutputReader), which
+//! inflates its compressed messages with a plain zlib stream of its own (not gangway's codec).
 
 pub mod connection;
 pub mod round_trip;
 
-use std::collections::VecDeque;
-
-use flate2::{Decompress, FlushDecompress, Status};
 use gangway_proto::extensions::permessage_deflate::{
     check_response, DeflateConfig, DeflateParams, EXTENSION_NAME,
 };
 use gangway_proto::frame::mask::apply_mask_scalar;
-use gangway_proto::frame::FrameHeader;
 use gangway_proto::handshake::{ExtensionOffer, Negotiated};
-use gangway_proto::{CloseFrame, Config, Connection, DataKind, OpCode, Role, SeededRandom};
-
-/// The end of a sync flush, removed from every compressed message (RFC 7692 §7.2.1).
-pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-
-/// RSV1, permessage-deflate's "Per-Message Compressed" bit, in [`FrameHeader::rsv`].
-const RSV1: u8 = 0b100;
+use gangway_proto::{Config, Connection, DataKind, Role, SeededRandom};
 
 /// Heap the compression states may take during one input, beyond what the limits allow for
 /// messages (docs/deflate.md has the sizes): the thread's spare states (at most four
@@ -246,179 +236,6 @@ impl Agreement {
     }
 }
 
-/// A message read from the wire: its kind and bytes (inflated if it was compressed), and
-/// whether it was compressed.
-pub type WireMessage = (DataKind, Vec<u8>, bool);
-
-/// Parses and checks everything one connection sends, across calls, and inflates its
-/// compressed messages with a zlib stream of its own.
-pub struct OutputReader {
-    role: Role,
-    /// The window and context takeover the sender compresses with.
-    window_bits: u8,
-    takeover: bool,
-    /// The inflate state for messages with context takeover.
-    inflate: Option<Decompress>,
-    /// The data message being read: kind, payload so far, compressed.
-    message: Option<(DataKind, Vec<u8>, bool)>,
-    /// Data messages read whole, in order.
-    pub messages: VecDeque<WireMessage>,
-    /// Pong payloads, in order.
-    pub pongs: Vec<Vec<u8>>,
-    /// Our close frame, once sent.
-    pub close: Option<Option<CloseFrame>>,
-}
-
-impl OutputReader {
-    /// A reader for what `role` sends when it compresses with a window of 2^`window_bits` and
-    /// `takeover` (see [`Agreement::compresses`]).
-    pub fn new(role: Role, (window_bits, takeover): (u8, bool)) -> OutputReader {
-        OutputReader {
-            role,
-            window_bits,
-            takeover,
-            inflate: None,
-            message: None,
-            messages: VecDeque::new(),
-            pongs: Vec::new(),
-            close: None,
-        }
-    }
-
-    /// Whether our close frame was sent.
-    pub fn closed(&self) -> bool {
-        self.close.is_some()
-    }
-
-    /// Read everything `conn` has to send.
-    pub fn drain(&mut self, conn: &mut Connection) {
-        self.read(&take_output(conn));
-    }
-
-    /// Parse `output`, which must be whole frames, and check each (RFC 6455 §5, RFC 7692 §6).
-    pub fn read(&mut self, mut output: &[u8]) {
-        while !output.is_empty() {
-            assert!(!self.closed(), "output after our close frame");
-            let (header, len) = FrameHeader::decode(output)
-                .expect("our frame header decodes")
-                .expect("our output ends inside a frame header");
-            assert_eq!(len, header.encoded_len(), "length not in minimal form");
-            assert_eq!(header.mask.is_some(), self.role == Role::Client, "masking");
-            assert_eq!(header.rsv & !RSV1, 0, "RSV2 or RSV3 in {header:?}");
-            let payload_len = usize::try_from(header.payload_len).expect("payload fits");
-            let mut payload = output
-                .get(len..len + payload_len)
-                .expect("our output ends inside a payload")
-                .to_vec();
-            output = &output[len + payload_len..];
-            if let Some(key) = header.mask {
-                apply_mask_scalar(&mut payload, key, 0);
-            }
-            let compressed = header.rsv & RSV1 != 0;
-            if header.opcode.is_control() {
-                assert!(
-                    header.fin && payload.len() <= 125,
-                    "control frame {header:?}"
-                );
-                // RFC 7692 §6: control frames are never compressed.
-                assert!(!compressed, "RSV1 on a control frame");
-            }
-            match header.opcode {
-                OpCode::Text | OpCode::Binary => {
-                    assert!(
-                        self.message.is_none(),
-                        "new message inside a fragmented one"
-                    );
-                    let kind = if header.opcode == OpCode::Text {
-                        DataKind::Text
-                    } else {
-                        DataKind::Binary
-                    };
-                    self.message = Some((kind, payload, compressed));
-                }
-                OpCode::Continuation => {
-                    // RFC 7692 §6: RSV1 is on the first frame only.
-                    assert!(!compressed, "RSV1 on a continuation frame");
-                    let message = self.message.as_mut().expect("continuation of nothing");
-                    message.1.extend_from_slice(&payload);
-                }
-                OpCode::Close => {
-                    let close = CloseFrame::parse(&payload).expect("our close frame parses");
-                    assert!(close.as_ref().is_none_or(|c| c.code.is_sendable()));
-                    self.close = Some(close);
-                    self.message = None;
-                }
-                OpCode::Pong => self.pongs.push(payload),
-                OpCode::Ping => {}
-            }
-            if header.fin && !header.opcode.is_control() {
-                let (kind, payload, compressed) = self.message.take().expect("just set");
-                let data = if compressed {
-                    self.inflate(&payload)
-                } else {
-                    payload
-                };
-                if kind == DataKind::Text {
-                    assert!(std::str::from_utf8(&data).is_ok(), "text we sent");
-                }
-                self.messages.push_back((kind, data, compressed));
-            }
-        }
-    }
-
-    /// Inflate one compressed message: a fresh stream for each without context takeover, so a
-    /// message that refers back to an earlier one fails here; with the agreed window, so one
-    /// that refers back further than it (past what the stream holds) fails too.
-    fn inflate(&mut self, payload: &[u8]) -> Vec<u8> {
-        // zlib cannot compress raw DEFLATE with an 8-bit window (RFC 7692 §7.1.2 allows it):
-        // such a direction must send its messages uncompressed.
-        assert!(self.window_bits >= 9, "compressed with an 8-bit window");
-        if !self.takeover {
-            self.inflate = None;
-        }
-        let bits = self.window_bits;
-        let inflate = self
-            .inflate
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
-        let mut input = [payload, &TAIL[..]].concat();
-        let mut out = Vec::with_capacity(payload.len() * 4 + 64);
-        let mut ended = false;
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity());
-            }
-            let before = inflate.total_in();
-            let status = inflate
-                .decompress_vec(&input, &mut out, FlushDecompress::Sync)
-                .unwrap_or_else(|e| panic!("our compressed message does not inflate: {e}"));
-            let used = usize::try_from(inflate.total_in() - before).expect("fits");
-            input.drain(..used);
-            if status == Status::StreamEnd {
-                // A BFINAL block (which gangway never sends): whatever follows is not ours.
-                ended = true;
-                break;
-            }
-            if input.is_empty() && out.len() < out.capacity() {
-                break;
-            }
-        }
-        assert!(!ended, "our compressed message ends the DEFLATE stream");
-        out
-    }
-}
-
-/// Everything `conn` has to send (the output may be in parts: payloads queued without a copy).
-pub fn take_output(conn: &mut Connection) -> Vec<u8> {
-    let mut output = Vec::new();
-    while !conn.output().is_empty() {
-        let part = conn.output();
-        output.extend_from_slice(part);
-        let n = part.len();
-        conn.consume_output(n);
-    }
-    output
-}
-
 /// A frame as a peer in the other role sends it: masked with `mask` when it goes to a server
 /// (RFC 6455 §5.3). `b0` is the first byte as is (FIN, RSV, opcode, any values).
 pub fn frame(b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
@@ -466,6 +283,7 @@ pub fn message(kind: DataKind, bytes: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use gangway_proto::frame::FrameHeader;
     use gangway_proto::ProtocolError;
 
     use super::connection::Outcome;

@@ -24,8 +24,9 @@ use bytes::BytesMut;
 use gangway_proto::{Config, Connection, DataKind, Event, Role};
 
 use super::connection::LENGTHS;
-use super::{cycled, message, take_output, Agreement, OutputReader, SPARE_BUDGET, STATES_BUDGET};
+use super::{cycled, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
+use crate::output::{take_output, OutputReader};
 
 /// Send fragment sizes to choose from.
 const SEND_FRAME_SIZES: [usize; 4] = [usize::MAX, 7, 125, 4096];
@@ -98,7 +99,7 @@ impl Pair {
         let end = |role| End {
             conn: agreement.connection(role, config.clone()),
             role,
-            out: OutputReader::new(role, agreement.compresses(role)),
+            out: OutputReader::new(role, Some(agreement.compresses(role))),
             wire: Vec::new(),
             in_flight: VecDeque::new(),
             pieces: None,
