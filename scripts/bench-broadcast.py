@@ -2,7 +2,8 @@
 """Side-by-side comparison of `gangway serve --broadcast` with peer broadcast servers.
 
 Runs, on loopback, `gangway serve --broadcast`, uWebSockets.js with its pub/sub
-(bench/peers/uws/pubsub.js: `app.publish` to the topic every connection subscribed to) and a
+(bench/peers/uws/pubsub.js: every connection subscribed to the topic of its path, each message
+sent back to its sender and `ws.publish`ed to the others) and a
 tokio-tungstenite server written the way its users write one (bench/peers/tungstenite-echo,
 binary tungstenite-broadcast: a `tokio::sync::broadcast` channel and two tasks per connection),
 each pinned to CPU 0, and drives each with the same load, `gangway bench URL --broadcast --json`
@@ -16,6 +17,18 @@ same with one more connection that never reads (gangway with its default limits;
 others with and without it); memory: RSS of the server with 10,000 idle members, then after
 one 1 KiB message was published to all of them and delivered.
 
+Deflate (--deflate): the members offer permessage-deflate as browsers do (`permessage-deflate;
+client_max_window_bits`) and send JSON-like text (1 KiB unless --payloads says otherwise);
+every scenario runs twice per server, the members offering the extension and not, the servers
+configured to compress (gangway's default `window` mode, uWebSockets.js with its shared
+compressor). The load inflates every compressed message it receives; the table shows the CPU
+per delivery with and without, and the share of deliveries that arrived compressed. 100 and
+1,000 members unless --members says otherwise.
+
+With --syscalls the server's system calls that write (write, writev, sendto, sendmsg) are
+counted over the whole run with `perf stat` (tracepoints; needs perf and the right to trace) and
+shown per 1,000 deliveries (every message sent times the members).
+
 Rounds are interleaved (round 1 runs every server, round 2 again in another order, ...); the
 tables show medians over rounds and ratios to gangway.
 
@@ -25,6 +38,7 @@ exit status is 1 if any run failed (a server died, the load reported errors or e
     scripts/bench-broadcast.py                 # everything, 3 rounds (about 20 minutes)
     scripts/bench-broadcast.py --quick         # a small subset, about 2 minutes (CI)
     scripts/bench-broadcast.py --only gangway,uws --members 1000 --payloads 20 --rounds 5
+    scripts/bench-broadcast.py --deflate --only gangway,uws --with-uws
 """
 
 import argparse
@@ -62,11 +76,17 @@ MEMORY_MEMBERS = 10_000
 MEMORY_MESSAGE = 1024
 
 
+# The system calls that write to a socket.
+WRITE_SYSCALLS = ["write", "writev", "sendto", "sendmsg"]
+
+
 class Server:
     def __init__(self, name, label, argv, env=None):
         self.name = name
         self.label = label
-        self.argv = argv  # a function of (port, limits): limits False for the defaults
+        # A function of (port, limits, deflate): limits False for the defaults, deflate True to
+        # compress (permessage-deflate accepted, as the server is set up for it).
+        self.argv = argv
         self.env = env or {}
 
 
@@ -74,9 +94,13 @@ def servers(args):
     gw = args.gangway
     peer = os.path.join(bc.PEERS, "target", "release")
 
-    def gangway(port, limits=True):
-        argv = [gw, "serve", "--broadcast", "--listen", f"127.0.0.1:{port}", "--no-deflate",
+    def gangway(port, limits=True, deflate=False):
+        # With deflate: serve's default, `--deflate-mode window` (what it sends, compressed
+        # without context takeover, is compressed once per room and encoding).
+        argv = [gw, "serve", "--broadcast", "--listen", f"127.0.0.1:{port}",
                 "--ping-interval", "0", "--idle-timeout", "0"]
+        if not deflate:
+            argv.append("--no-deflate")
         if limits:
             argv += ["--broadcast-queue-bytes", str(QUEUE_BYTES),
                      "--broadcast-queue-messages", str(QUEUE_MESSAGES)]
@@ -84,20 +108,26 @@ def servers(args):
 
     all_servers = [
         Server("gangway", "gangway serve --broadcast", gangway, env={"RUST_LOG": "warn"}),
+        # No permessage-deflate in tokio-tungstenite: with --deflate it answers without it.
         Server("tungstenite", "tokio-tungstenite + tokio::sync::broadcast",
-               lambda port, limits=True: [os.path.join(peer, "tungstenite-broadcast"),
-                                          "--listen", f"127.0.0.1:{port}",
-                                          "--capacity", str(1 << 20)]),
+               lambda port, limits=True, deflate=False: [
+                   os.path.join(peer, "tungstenite-broadcast"), "--listen", f"127.0.0.1:{port}",
+                   "--capacity", str(1 << 20)]),
     ]
     if args.with_uws or os.path.isdir(os.path.join(bc.UWS_DIR, "node_modules")):
         env, label = bc.uws_env()
+        publish = args.uws_publish
+
+        def uws(port, limits=True, deflate=False):
+            return ["node", os.path.join(bc.UWS_DIR, "pubsub.js"), "--listen",
+                    f"127.0.0.1:{port}", "--max-backpressure", str(QUEUE_BYTES),
+                    "--publish", publish, "--compression", "shared" if deflate else "off"]
+
         all_servers.append(
             Server("uws", label.replace("(uWS C++ core, Node binding)",
-                                        "pub/sub (uWS C++ core, Node binding)"),
-                   lambda port, limits=True: ["node", os.path.join(bc.UWS_DIR, "pubsub.js"),
-                                              "--listen", f"127.0.0.1:{port}",
-                                              "--max-backpressure", str(QUEUE_BYTES)],
-                   env=env))
+                                        f"pub/sub, --publish {publish} (uWS C++ core, Node "
+                                        "binding)"),
+                   uws, env=env))
     if args.only:
         wanted = args.only.split(",")
         unknown = set(wanted) - {s.name for s in all_servers}
@@ -107,17 +137,55 @@ def servers(args):
     return all_servers
 
 
-def start_server(server, log, limits=True):
+def start_server(server, log, limits=True, deflate=False):
     """`bench-compare.py`'s start (pinned to CPU 0, waits until it accepts connections), with
-    the server's queue limits (`limits`) or its defaults."""
-    view = bc.Server(server.name, server.label, lambda port: server.argv(port, limits),
-                     env=server.env)
+    the server's queue limits (`limits`) or its defaults, compressing or not (`deflate`)."""
+    view = bc.Server(server.name, server.label,
+                     lambda port: server.argv(port, limits, deflate), env=server.env)
     return bc.start_server(view, log)
 
 
-def run_load(args, server, members, payload, log, stalled=0, limits=True):
-    """One broadcast run; the load's JSON."""
-    proc, port = start_server(server, log, limits)
+def start_syscall_count(pid):
+    """`perf stat` counting the write system calls of process `pid` (all its threads) until it
+    is stopped; read with `syscall_count`."""
+    events = ",".join(f"syscalls:sys_enter_{name}" for name in WRITE_SYSCALLS)
+    out = tempfile.TemporaryFile()
+    proc = bc.start(["perf", "stat", "-x,", "-e", events, "-p", str(pid)], stdout=out,
+                    stderr=out)
+    return proc, out
+
+
+def syscall_count(counter):
+    """Stop a `start_syscall_count` and return how many write system calls it counted."""
+    proc, out = counter
+    proc.send_signal(bc.signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise Failure("perf stat did not stop")
+    finally:
+        bc.stop(proc)
+    out.seek(0)
+    text = out.read().decode(errors="replace")
+    total, seen = 0, 0
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_"):
+            if not fields[0].isdigit():
+                raise Failure(f"perf stat could not count {fields[2]}: {line}")
+            total += int(fields[0])
+            seen += 1
+    if seen != len(WRITE_SYSCALLS):
+        raise Failure(f"perf stat did not count the system calls: {text.strip()[-300:]}")
+    return total
+
+
+def run_load(args, server, members, payload, log, stalled=0, limits=True, deflate=None):
+    """One broadcast run; the load's JSON. `deflate`: None for the usual binary load on a
+    server that does not compress; False or True for the deflate scenario (text messages, a
+    server set up to compress, the members offering permessage-deflate with True)."""
+    proc, port = start_server(server, log, limits, deflate is not None)
+    counter = None
     try:
         argv = ["taskset", "-c", "1", args.bench_bin, "bench", f"ws://127.0.0.1:{port}/room",
                 "--broadcast", "--json", "--connections", str(members), "--payload",
@@ -125,11 +193,17 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True):
                 "--server-pid", str(proc.pid), "--drain-timeout", str(args.drain_timeout)]
         if stalled:
             argv += ["--stalled", str(stalled)]
+        if deflate is not None:
+            argv.append("--text")
+        if deflate:
+            argv.append("--deflate")
+        if args.syscalls:
+            counter = start_syscall_count(proc.pid)
         out = tempfile.TemporaryFile()
         err = tempfile.TemporaryFile()
         load = bc.start(argv, stdout=out, stderr=err)
         try:
-            load.wait(timeout=args.warmup + args.duration + 180)
+            load.wait(timeout=args.warmup + args.duration + args.drain_timeout + 180)
         except subprocess.TimeoutExpired:
             raise Failure("the load did not finish in time")
         finally:
@@ -139,8 +213,18 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True):
         result = bc.load_result(proc, log, load, out.read(), err.read())
         if "server_cpu_us_per" not in result:
             raise Failure("the load could not read the server's CPU time")
+        if counter:
+            writes = syscall_count(counter)
+            counter = None
+            deliveries = result["sent"] * members
+            result["writes_per_1000"] = 1000 * writes / deliveries if deliveries else 0.0
+        if deflate:
+            count = result["count"]
+            result["compressed_share"] = result["compressed"] / count if count else 0.0
         return result
     finally:
+        if counter:
+            bc.stop(counter[0])
         bc.stop(proc)
 
 
@@ -177,6 +261,47 @@ def run_memory(args, server, log):
         bc.stop(proc)
 
 
+def deflate_tables(args, plan, results, names):
+    """The deflate scenario's tables (printed; returned as Markdown lines): per members and
+    size, each server with and without the members' offer."""
+    md = []
+    for members, payload in dict.fromkeys((m, p) for m, p, d in plan if d is not None):
+        title = (f"broadcast with permessage-deflate: {members} members in one room, "
+                 f"{size(payload)} JSON-like text, one message each per round, the members "
+                 f"offering `permessage-deflate; client_max_window_bits` or nothing")
+        header = ["server", "offer", "delivered/s", "CPU µs/delivered", "CPU vs no offer",
+                  "compressed", "p50 µs", "p99 µs", "CPU vs gangway", "runs"]
+        if args.syscalls:
+            header.insert(6, "writes per 1,000 delivered")
+        rows = []
+        for name in names:
+            base = bc.med([r.get("server_cpu_us_per")
+                           for r in results[(members, payload, False)].get(name, [])])
+            for offer in (False, True):
+                runs = results[(members, payload, offer)].get(name, [])
+                if not runs:
+                    continue
+                gangway = results[(members, payload, offer)].get("gangway", [])
+                g_cpu = bc.med([r.get("server_cpu_us_per") for r in gangway])
+
+                def stat(key):
+                    return bc.med([r.get(key) for r in runs])
+
+                cpu = stat("server_cpu_us_per")
+                share = (stat("compressed_share") or 0.0) if offer else 0.0
+                row = [name, "deflate" if offer else "none", bc.fmt(stat("per_s")),
+                       bc.fmt(cpu, 3), bc.fmt(bc.ratio(cpu, base)), f"{share:.0%}",
+                       bc.fmt(stat("p50_us"), 1), bc.fmt(stat("p99_us"), 1),
+                       bc.fmt(bc.ratio(cpu, g_cpu)), str(len(runs))]
+                if args.syscalls:
+                    row.insert(6, bc.fmt(stat("writes_per_1000"), 1))
+                rows.append(row)
+        text, markdown = bc.table(header, rows)
+        print(f"\n{title}\n{text}")
+        md += [f"**{title}**", "", markdown, ""]
+    return md
+
+
 def size(n):
     return f"{n >> 10} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
 
@@ -199,6 +324,17 @@ def parse_args():
                    help="run these servers only (gangway, tungstenite, uws)")
     p.add_argument("--with-uws", action="store_true",
                    help="install uWebSockets.js (npm ci in bench/peers/uws) and include it")
+    p.add_argument("--uws-publish", choices=["ws", "app"], default="ws",
+                   help="how uWebSockets.js publishes (bench/peers/uws/pubsub.js --publish): ws "
+                        "(default: ws.send to the sender, ws.publish to the others) or app "
+                        "(app.publish to all, ten times slower under bursts: bench/README.md)")
+    p.add_argument("--deflate", action="store_true",
+                   help="the deflate scenario instead: JSON-like text, each server set up to "
+                        "compress, members offering permessage-deflate and not (default 100 and "
+                        "1,000 members, 1 KiB)")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count the server's write system calls (perf stat) and show them per "
+                        "1,000 deliveries")
     p.add_argument("--drain-timeout", type=float, default=15,
                    help="seconds after a run the messages on their way may take (default 15; "
                         "later ones are reported, not counted as errors)")
@@ -219,7 +355,7 @@ def parse_args():
     args.duration = args.duration or (2.0 if args.quick else 4.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     args.bench_bin = args.bench_bin or args.gangway
-    if args.quick:
+    if args.quick or args.deflate:
         args.no_fairness = True
         args.no_memory = True
     return args
@@ -252,12 +388,18 @@ def main():
         raise Failure("uws: bench/peers/uws/node_modules is missing (run with --with-uws)")
     names = [s.name for s in all_servers]
 
-    if args.quick:
-        plan = [(100, 20), (100, 1024), (1000, 20)]
+    # (members, payload, deflate): deflate None for the usual scenarios, else whether the
+    # members offer permessage-deflate (see run_load).
+    if args.deflate:
+        members = args.members or ([100] if args.quick else [100, 1000])
+        payloads = args.payloads or [1024]
+        plan = [(m, p, d) for m in members for p in payloads for d in (False, True)]
+    elif args.quick:
+        plan = [(100, 20, None), (100, 1024, None), (1000, 20, None)]
     else:
         members = args.members or [100, 1000, 5000]
         payloads = args.payloads or [20, 1024]
-        plan = [(m, p) for m in members for p in payloads]
+        plan = [(m, p, None) for m in members for p in payloads]
     if args.only_fairness or args.only_memory:
         plan = []
     fairness = not args.no_fairness and not args.only_memory
@@ -290,13 +432,16 @@ def main():
 
     try:
         for rnd, order in bc.interleaved(args.rounds, all_servers, rng):
-            for members, payload in plan:
+            for members, payload, deflate in plan:
                 for server in order:
-                    r = attempt(f"round {rnd + 1}, {members} members, {size(payload)}, "
+                    offer = {None: "", False: ", no offer", True: ", deflate offered"}[deflate]
+                    r = attempt(f"round {rnd + 1}, {members} members, {size(payload)}{offer}, "
                                 f"{server.name}",
-                                lambda: run_load(args, server, members, payload, log))
+                                lambda: run_load(args, server, members, payload, log,
+                                                 deflate=deflate))
                     if r:
-                        results[(members, payload)].setdefault(server.name, []).append(r)
+                        results[(members, payload, deflate)].setdefault(server.name,
+                                                                        []).append(r)
             if fairness and gangway:
                 # Alternated, so that drifts of the machine hit both alike.
                 for key, stalled in (("alone", 0), ("stalled", 1)):
@@ -318,10 +463,14 @@ def main():
 
     md = ["Produced by `" + " ".join(["scripts/bench-broadcast.py", *sys.argv[1:]]) + "` on "
           + bc.machine() + ".", ""]
-    for members, payload in plan:
+    if args.deflate:
+        md += deflate_tables(args, plan, results, names)
+    for members, payload, deflate in plan:
+        if deflate is not None:
+            continue
         title = (f"broadcast: {members} members in one room, {size(payload)} binary, one "
                  f"message each per round")
-        res = results[(members, payload)]
+        res = results[(members, payload, deflate)]
 
         def stat(name, key):
             return bc.med([r.get(key) for r in res.get(name, [])])
@@ -329,16 +478,21 @@ def main():
         g_rate, g_cpu = stat("gangway", "per_s"), stat("gangway", "server_cpu_us_per")
         header = ["server", "delivered/s", "CPU µs/delivered", "server CPU", "p50 µs", "p99 µs",
                   "delivered/s vs gangway", "CPU vs gangway", "runs"]
+        if args.syscalls:
+            header.insert(4, "writes per 1,000 delivered")
         rows = []
         for name in names:
             if not res.get(name):
                 continue
             rate, cpu = stat(name, "per_s"), stat(name, "server_cpu_us_per")
             share = stat(name, "server_cpu_share")
-            rows.append([name, bc.fmt(rate), bc.fmt(cpu, 3), f"{share:.0%}",
-                         bc.fmt(stat(name, "p50_us"), 1), bc.fmt(stat(name, "p99_us"), 1),
-                         bc.fmt(bc.ratio(rate, g_rate)), bc.fmt(bc.ratio(cpu, g_cpu)),
-                         str(len(res[name]))])
+            row = [name, bc.fmt(rate), bc.fmt(cpu, 3), f"{share:.0%}",
+                   bc.fmt(stat(name, "p50_us"), 1), bc.fmt(stat(name, "p99_us"), 1),
+                   bc.fmt(bc.ratio(rate, g_rate)), bc.fmt(bc.ratio(cpu, g_cpu)),
+                   str(len(res[name]))]
+            if args.syscalls:
+                row.insert(4, bc.fmt(stat(name, "writes_per_1000"), 1))
+            rows.append(row)
         text, markdown = bc.table(header, rows)
         slow = [f"{name} ({sum(r.get('undelivered', 0) for r in res[name]):,})"
                 for name in names if any(r.get("undelivered") for r in res.get(name, []))]

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use gangway::http2::Http2Connection;
+use gangway::proto::extensions::permessage_deflate::{DeflateConfig, DeflateParams};
 use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::handshake::client::{ClientHandshake, ClientOptions};
@@ -86,12 +87,15 @@ Handshake mode (--handshakes):
 Broadcast mode (--broadcast):
   The --connections connections are in one room of a broadcast server (the URL's path); each
   sends one binary message per round (--payload bytes, at least 16: sender, round and send time
-  are stamped at its start) and waits for --connections messages (everyone's, its own included)
-  before the next. A delivery is a message received by a connection; its latency runs from the
-  message's send to its arrival. Each connection checks that every sender's messages arrive once
-  and in order; at the end sending stops and each must receive every message sent: what is
-  missing once nothing arrived for 5 s is an error, what still arrives after --drain-timeout is
-  reported as undelivered. --stalled adds connections that join and never read nor send.
+  are stamped at its start; with --text, JSON-like text of at least 32 bytes, the stamp in hex)
+  and waits for --connections messages (everyone's, its own included) before the next. A
+  delivery is a message received by a connection; its latency runs from the message's send to
+  its arrival. Each connection checks that every sender's messages arrive once and in order; at
+  the end sending stops and each must receive every message sent: what is missing once nothing
+  arrived for 5 s is an error, what still arrives after --drain-timeout is reported as
+  undelivered. --stalled adds connections that join and never read nor send. With --deflate the
+  connections offer permessage-deflate as browsers do and inflate every compressed message they
+  receive (checked whole); they send theirs uncompressed.
 
 Only what completes after --warmup and within --duration is counted. A progress line is shown
 on stderr when it is a terminal. With --server-pid, the server's CPU time over the measured time
@@ -105,7 +109,9 @@ Output:
    \"window\":W,\"text\":BOOL,\"duration_s\":F,\"count\":N,\"per_s\":F,\"mib_per_s\":F,
    \"p50_us\":F,\"p99_us\":F,\"p999_us\":F,\"max_us\":F,\"errors\":N}
   with --server-pid, \"server_cpu_us_per\":F,\"server_cpu_share\":F before the brace; with
-  --broadcast, \"stalled\":N,\"rounds\":N,\"lost\":N,\"undelivered\":N.
+  --broadcast, \"stalled\":N,\"rounds\":N,\"lost\":N,\"undelivered\":N,\"deflate\":BOOL,
+  \"compressed\":N (deliveries measured that arrived compressed),\"sent\":N (messages sent in
+  the whole run, warmup included).
 
 Errors counted: an echo with another opcode or length; bytes that are not server frames; a
 connection lost or closed by the server during the run; a failed handshake cycle; a close
@@ -197,11 +203,18 @@ pub(crate) struct BenchOpts {
 
     /// Measure a broadcast server (`gangway serve --broadcast`, or any server that sends each
     /// message to every connection on the same path): every connection sends one binary
-    /// message per round and waits for --connections messages (everyone's, its own included)
-    /// before the next. Reports deliveries per second and the latency from send to delivery;
-    /// needs --payload of at least 16 bytes (the sender, round and send time are stamped in).
-    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo", "text", "idle", "http2"])]
+    /// message per round (JSON-like text with --text) and waits for --connections messages
+    /// (everyone's, its own included) before the next. Reports deliveries per second and the
+    /// latency from send to delivery; needs --payload of at least 16 bytes, 32 with --text (the
+    /// sender, round and send time are stamped in).
+    #[arg(long, conflicts_with_all = ["handshakes", "raw_echo", "idle", "http2"])]
     broadcast: bool,
+
+    /// With --broadcast: offer permessage-deflate as browsers do (`permessage-deflate;
+    /// client_max_window_bits`) and inflate every compressed message received, each checked
+    /// whole (the messages sent go uncompressed).
+    #[arg(long, requires = "broadcast")]
+    deflate: bool,
 
     /// With --broadcast: this many more connections that join the room and never read nor
     /// send (the server's policy for slow members applies to them; the others' figures show
@@ -378,10 +391,11 @@ impl Shared {
 
 /// The whole run: connect, load, report.
 async fn bench(opts: BenchOpts) -> ExitCode {
-    if opts.broadcast && opts.payload < broadcast::STAMP as u64 {
+    let stamp = broadcast::stamp_len(opts.text);
+    if opts.broadcast && opts.payload < stamp as u64 {
         eprintln!(
-            "gangway: --broadcast needs --payload of at least {} bytes (the stamp of each message)",
-            broadcast::STAMP
+            "gangway: --broadcast needs --payload of at least {stamp} bytes (the stamp of each \
+             message)"
         );
         return ExitCode::from(code::USAGE);
     }
@@ -451,6 +465,8 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         report.errors += report.lost;
         report.rounds = room.rounds.load(Ordering::Relaxed);
         report.undelivered = room.undelivered.load(Ordering::Relaxed);
+        report.compressed = room.compressed.load(Ordering::Relaxed);
+        report.sent = room.total.load(Ordering::Relaxed);
     }
     let mut stdout = io::stdout().lock();
     let text = if opts.json {
@@ -548,6 +564,10 @@ struct Report {
     rounds: u64,
     /// Broadcast: messages still on their way when the wait for them ended (a slow server).
     undelivered: u64,
+    /// Broadcast: deliveries measured that arrived compressed (permessage-deflate).
+    compressed: u64,
+    /// Broadcast: messages sent in the whole run (warmup included).
+    sent: u64,
 }
 
 impl Report {
@@ -576,6 +596,8 @@ impl Report {
             lost: 0,
             rounds: 0,
             undelivered: 0,
+            compressed: 0,
+            sent: 0,
         }
     }
 
@@ -612,8 +634,15 @@ impl Report {
         };
         let broadcast = if opts.broadcast {
             format!(
-                ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{}",
-                opts.stalled, self.rounds, self.lost, self.undelivered
+                ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{},\"deflate\":{},\
+                 \"compressed\":{},\"sent\":{}",
+                opts.stalled,
+                self.rounds,
+                self.lost,
+                self.undelivered,
+                opts.deflate,
+                self.compressed,
+                self.sent
             )
         } else {
             String::new()
@@ -654,7 +683,7 @@ impl Report {
         } else if opts.broadcast {
             writeln!(
                 out,
-                "broadcast   {}, {} members{}, {} B binary, {}",
+                "broadcast   {}, {} members{}, {} B {kind}{}, {}",
                 opts.url,
                 opts.connections,
                 if opts.stalled > 0 {
@@ -663,6 +692,11 @@ impl Report {
                     String::new()
                 },
                 opts.payload,
+                if opts.deflate {
+                    ", permessage-deflate offered"
+                } else {
+                    ""
+                },
                 runtime_name(opts.threads)
             )
         } else {
@@ -719,6 +753,13 @@ impl Report {
         }
         if opts.broadcast {
             let _ = writeln!(out, "rounds      {} (the first connection's)", self.rounds);
+            if opts.deflate {
+                let _ = writeln!(
+                    out,
+                    "compressed  {} of the deliveries measured",
+                    self.compressed
+                );
+            }
             if self.undelivered > 0 {
                 let _ = writeln!(
                     out,
@@ -841,12 +882,18 @@ async fn open(
     uri: &http::Uri,
     rng: &mut OsRandom,
     buf: &mut Vec<u8>,
-) -> Result<TcpStream, Error> {
+    offer_deflate: bool,
+) -> Result<(TcpStream, Option<DeflateParams>), Error> {
     let mut tcp = TcpStream::connect(addr).await.map_err(Error::Io)?;
     // Small pipelined frames must leave at once, not wait for Nagle's algorithm.
     tcp.set_nodelay(true).map_err(Error::Io)?;
+    let mut options = ClientOptions::default();
+    if offer_deflate {
+        // What browsers offer (Chromium, and Python websockets and Node ws by default).
+        options.extensions = vec![DeflateConfig::default().offer().to_string()];
+    }
     // A fresh key for every connection (RFC 6455 §4.1).
-    let hs = ClientHandshake::new(uri, &ClientOptions::default(), rng).map_err(Error::Api)?;
+    let hs = ClientHandshake::new(uri, &options, rng).map_err(Error::Api)?;
     tcp.write_all(hs.request()).await.map_err(Error::Io)?;
     buf.clear();
     let mut chunk = [0u8; 2048];
@@ -860,9 +907,9 @@ async fn open(
         }
         buf.extend_from_slice(&chunk[..n]);
         match hs.parse_response(buf).map_err(Error::Handshake)? {
-            Parsed::Complete(_, head_len) => {
+            Parsed::Complete((_, negotiated), head_len) => {
                 buf.drain(..head_len);
-                return Ok(tcp);
+                return Ok((tcp, negotiated.permessage_deflate));
             }
             Parsed::Partial if buf.len() > MAX_HEAD => {
                 return Err(Error::Handshake(
@@ -982,7 +1029,7 @@ async fn echo(
             let (conn, url) = (conn.clone(), url.clone());
             opening.spawn(async move {
                 let (stream, _response) = conn.tunnel(&url).await?;
-                Ok::<_, Error>((stream, Vec::new(), OsRandom::new()))
+                Ok::<_, Error>((stream, Vec::new(), OsRandom::new(), None))
             });
         }
         return run_echo(opts, opening, block, frame_len, rbuf_len, shards, cpu).await;
@@ -1000,13 +1047,15 @@ fn open_tcp(
     let mut opening = JoinSet::new();
     for _ in 0..count {
         let uri = opts.url.clone();
+        let deflate = opts.deflate;
         opening.spawn(async move {
             let mut rng = OsRandom::new();
             let mut buf = Vec::new();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, &uri, &mut rng, &mut buf))
+            let opening = open(addr, &uri, &mut rng, &mut buf, deflate);
+            let (tcp, agreed) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
                 .await
                 .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>((tcp, buf, rng))
+            Ok::<_, Error>((tcp, buf, rng, agreed))
         });
     }
     opening
@@ -1050,9 +1099,10 @@ where
     Ok((opened, failed))
 }
 
-/// An opened connection: the transport, bytes the server sent behind its response head, and the
-/// connection's source of masks.
-type Opened<T> = (T, Vec<u8>, OsRandom);
+/// An opened connection: the transport, bytes the server sent behind its response head, the
+/// connection's source of masks, and the permessage-deflate parameters agreed on (if offered
+/// and accepted).
+type Opened<T> = (T, Vec<u8>, OsRandom, Option<DeflateParams>);
 
 /// Echo mode once the connections are opening: run each as an [`EchoConn`] until the end.
 async fn run_echo<T>(
@@ -1076,7 +1126,7 @@ where
         OpCode::Binary
     };
     let mut running = JoinSet::new();
-    for (i, (tcp, leftover, rng)) in open_conns.into_iter().enumerate() {
+    for (i, (tcp, leftover, rng, _)) in open_conns.into_iter().enumerate() {
         // Room for a read even behind bytes the server sent with its response head.
         let mut rbuf = vec![0u8; rbuf_len + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
@@ -1484,7 +1534,7 @@ impl Cycle {
 
     /// Connect, upgrade, close (1000), read the server's close frame and the end of stream.
     async fn run(&mut self, addr: SocketAddr, uri: &http::Uri) -> Result<(), Error> {
-        let mut tcp = open(addr, uri, &mut self.rng, &mut self.buf).await?;
+        let (mut tcp, _) = open(addr, uri, &mut self.rng, &mut self.buf, false).await?;
         let frame = close_frame(&mut self.rng);
         tcp.write_all(&frame).await.map_err(Error::Io)?;
         let protocol =
@@ -1607,6 +1657,7 @@ mod tests {
             idle: false,
             http2: false,
             broadcast: false,
+            deflate: false,
             stalled: 0,
             drain_timeout: Duration::from_secs(60),
             server_pid: None,

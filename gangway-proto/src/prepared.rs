@@ -28,17 +28,85 @@
 //! # Ok::<(), gangway_proto::ApiMisuse>(())
 //! ```
 //!
-//! The frames are single frames (FIN set), text or binary, unmasked, with no RSV bit: valid on
-//! every server connection, with or without permessage-deflate (RFC 7692 §6: RSV1 clear marks a
-//! message as not compressed, which a sender may always choose). A connection that cannot send
-//! them as they are (a client's frames must be masked; a configured
+//! The frames are single frames (FIN set), text or binary, unmasked. Framed with
+//! [`push_text`](PreparedBatch::push_text) or [`push_binary`](PreparedBatch::push_binary) they
+//! carry no RSV bit: valid on every server connection, with or without permessage-deflate (RFC
+//! 7692 §6: RSV1 clear marks a message as not compressed, which a sender may always choose). A
+//! connection that cannot send them as they are (a client's frames must be masked; a configured
 //! [`max_send_frame_size`](crate::Config::max_send_frame_size) below a message's size) frames
 //! each message again, as `send_text` and `send_binary` would.
+//!
+//! # Compressed once per encoding
+//!
+//! With permessage-deflate, a server connection that compresses without context takeover sends
+//! the same compressed bytes for a message as every other connection that compresses with the
+//! same parameters (see
+//! [`StatelessCompression`](crate::extensions::permessage_deflate::StatelessCompression)).
+//! [`Connection::prepared_encoding`](crate::Connection::prepared_encoding) says which
+//! [`Encoding`] a connection takes; a broadcaster keeps one batch per encoding among its
+//! receivers, compresses each message once per distinct compression, and frames it into each
+//! compressing batch with `PreparedBatch::push_compressed` (RSV1 set). Such frames go only to
+//! connections of that encoding: `send_prepared` refuses them elsewhere.
 
 use bytes::{Bytes, BytesMut};
 
+#[cfg(feature = "deflate")]
+use crate::error::ApiMisuse;
+#[cfg(feature = "deflate")]
+use crate::extensions::permessage_deflate::{CompressedMessage, StatelessCompression};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::message::{to_u64, DataKind};
+
+/// RSV1 in [`FrameHeader::rsv`]: permessage-deflate's "Per-Message Compressed" bit (RFC 7692 §6).
+#[cfg(feature = "deflate")]
+const RSV1: u8 = 0b100;
+
+/// How a connection sends messages prepared for many ([`Prepared`]), as given by
+/// [`Connection::prepared_encoding`](crate::Connection::prepared_encoding): a broadcaster keeps
+/// one [`PreparedBatch`] per distinct encoding among its receivers, and each receiver takes the
+/// frames of its own.
+///
+/// [`Encoding::PLAIN`] (messages uncompressed) is what a connection without permessage-deflate
+/// takes, and one that compresses with context takeover (its compressed messages refer back to
+/// what it sent before, so no frame made for others fits it; uncompressed ones always do, RFC
+/// 7692 §6). A connection that compresses without context takeover takes a compressed
+/// encoding: messages from its compression threshold up compressed with its
+/// [`StatelessCompression`](crate::extensions::permessage_deflate::StatelessCompression),
+/// smaller ones plain. Small and `Copy`, `Eq`, `Hash`: a key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Encoding {
+    /// The compression, and the size from which messages are compressed.
+    #[cfg(feature = "deflate")]
+    deflate: Option<(StatelessCompression, usize)>,
+}
+
+impl Encoding {
+    /// Every message uncompressed: valid on every connection.
+    pub const PLAIN: Encoding = Encoding {
+        #[cfg(feature = "deflate")]
+        deflate: None,
+    };
+
+    /// Messages of `threshold` bytes and more compressed with `compression`, smaller ones plain.
+    #[cfg(feature = "deflate")]
+    pub fn compressed(compression: StatelessCompression, threshold: usize) -> Encoding {
+        Encoding {
+            deflate: Some((compression, threshold)),
+        }
+    }
+
+    /// Whether every message goes uncompressed.
+    pub fn is_plain(self) -> bool {
+        self == Encoding::PLAIN
+    }
+
+    /// How a message of `len` bytes is compressed in this encoding; `None`: it goes plain.
+    #[cfg(feature = "deflate")]
+    pub fn compression(self, len: usize) -> Option<StatelessCompression> {
+        self.deflate
+            .and_then(|(compression, threshold)| (len >= threshold).then_some(compression))
+    }
+}
 
 /// The first allocation of a batch's buffer: room for many small frames, so that a burst of
 /// small messages does not reallocate message after message. Later allocations are made when it
@@ -56,6 +124,9 @@ pub struct PreparedBatch {
     buf: BytesMut,
     messages: usize,
     max_payload: usize,
+    /// What the compressed frames among the messages were compressed with.
+    #[cfg(feature = "deflate")]
+    compression: Option<StatelessCompression>,
 }
 
 /// Where one message's frame lies in what the next [`PreparedBatch::take`] returns: given by
@@ -112,12 +183,42 @@ impl PreparedBatch {
         }
     }
 
+    /// Frame a message compressed once for every connection of an [`Encoding`] that compresses
+    /// with its parameters (made by
+    /// [`StatelessCompression`](crate::extensions::permessage_deflate::StatelessCompression)):
+    /// its compressed payload, RSV1 set (RFC 7692 §6). The batch's frames then go only to
+    /// connections that compress with the same parameters.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiMisuse::CompressionMismatch`] when the batch holds messages compressed with other
+    /// parameters since the last [`take`](Self::take) (nothing is framed): one batch serves one
+    /// encoding.
+    #[cfg(feature = "deflate")]
+    pub fn push_compressed(&mut self, message: &CompressedMessage) -> Result<FrameSpan, ApiMisuse> {
+        let compression = message.compression();
+        if self.compression.is_some_and(|c| c != compression) {
+            return Err(ApiMisuse::CompressionMismatch);
+        }
+        self.compression = Some(compression);
+        let opcode = match message.kind() {
+            DataKind::Text => OpCode::Text,
+            DataKind::Binary => OpCode::Binary,
+        };
+        Ok(self.push_frame_rsv(opcode, RSV1, message.payload()))
+    }
+
     /// One frame: FIN, `opcode`, no RSV bit, unmasked (§5.1: a server never masks), the shortest
     /// length encoding (§5.2).
     fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) -> FrameSpan {
+        self.push_frame_rsv(opcode, 0, payload)
+    }
+
+    /// [`push_frame`](Self::push_frame) with the RSV bits `rsv`.
+    fn push_frame_rsv(&mut self, opcode: OpCode, rsv: u8, payload: &[u8]) -> FrameSpan {
         let header = FrameHeader {
             fin: true,
-            rsv: 0,
+            rsv,
             opcode,
             mask: None,
             payload_len: to_u64(payload.len()),
@@ -164,6 +265,8 @@ impl PreparedBatch {
             frames: self.buf.split().freeze(),
             messages: self.messages,
             max_payload: self.max_payload,
+            #[cfg(feature = "deflate")]
+            compression: self.compression.take(),
         };
         self.messages = 0;
         self.max_payload = 0;
@@ -171,8 +274,9 @@ impl PreparedBatch {
     }
 }
 
-/// One or more messages framed once for the server role: whole single frames, unmasked, no RSV
-/// bit, in shared bytes (cloning is a reference count).
+/// One or more messages framed once for the server role: whole single frames, unmasked, in
+/// shared bytes (cloning is a reference count). RSV1 is set on the messages compressed for an
+/// [`Encoding`] ([`compression`](Self::compression)), on none otherwise.
 ///
 /// Made by a [`PreparedBatch`] (or [`Prepared::message`]) only, so the bytes are always whole,
 /// valid frames; queue them with
@@ -184,6 +288,10 @@ pub struct Prepared {
     /// The largest payload among the messages (a connection that splits larger messages into
     /// several frames frames them again).
     max_payload: usize,
+    /// What the compressed messages among them were compressed with (none if no frame has
+    /// RSV1).
+    #[cfg(feature = "deflate")]
+    compression: Option<StatelessCompression>,
 }
 
 impl Prepared {
@@ -224,6 +332,15 @@ impl Prepared {
         self.max_payload
     }
 
+    /// What the compressed messages among them were compressed with: only a connection that
+    /// compresses with the same parameters may send them
+    /// ([`Connection::send_prepared`](crate::Connection::send_prepared) checks). `None`: no
+    /// message is compressed, any connection may send them.
+    #[cfg(feature = "deflate")]
+    pub fn compression(&self) -> Option<StatelessCompression> {
+        self.compression
+    }
+
     /// The messages, in order: each one's opcode and payload (for a connection that frames them
     /// again).
     pub(crate) fn payloads(&self) -> Frames<'_> {
@@ -251,11 +368,7 @@ impl Prepared {
             let left_out = spans.next_if(|s| s.start == frame.start && s.end == frame.end);
             if left_out.is_some() {
                 if piece.1 > 0 {
-                    pieces.push(Prepared {
-                        frames: self.frames.slice(piece.0..frame.start),
-                        messages: piece.1,
-                        max_payload: piece.2,
-                    });
+                    pieces.push(self.piece(piece.0..frame.start, piece.1, piece.2));
                 }
                 piece = (frame.end, 0, 0);
             } else {
@@ -264,19 +377,35 @@ impl Prepared {
             }
         }
         if piece.1 > 0 {
-            pieces.push(Prepared {
-                frames: self.frames.slice(piece.0..),
-                messages: piece.1,
-                max_payload: piece.2,
-            });
+            pieces.push(self.piece(piece.0..self.frames.len(), piece.1, piece.2));
         }
         pieces
+    }
+
+    /// The frames in `range` of these bytes (whole frames, `messages` of them), shared.
+    fn piece(
+        &self,
+        range: std::ops::Range<usize>,
+        messages: usize,
+        max_payload: usize,
+    ) -> Prepared {
+        Prepared {
+            frames: self.frames.slice(range),
+            messages,
+            max_payload,
+            // Kept even if the piece holds no compressed frame: the frames are for this
+            // encoding's connections.
+            #[cfg(feature = "deflate")]
+            compression: self.compression,
+        }
     }
 }
 
 /// One frame of a [`Prepared`].
 pub(crate) struct Frame<'a> {
     pub(crate) opcode: OpCode,
+    /// RSV1 for a compressed message, else 0.
+    pub(crate) rsv: u8,
     pub(crate) payload: &'a [u8],
     start: usize,
     end: usize,
@@ -301,6 +430,7 @@ impl<'a> Iterator for Frames<'a> {
         let frame_len = head_len + len;
         let frame = Frame {
             opcode: header.opcode,
+            rsv: header.rsv,
             payload,
             start: self.at,
             end: self.at + frame_len,
@@ -498,6 +628,163 @@ mod tests {
             events(&mut client),
             vec![Event::Text(text.as_str().into()); 3]
         );
+    }
+
+    /// A server and a client that agreed on permessage-deflate with `params`, the server
+    /// configured by `config`.
+    #[cfg(feature = "deflate")]
+    fn deflate_pair(
+        params: &crate::extensions::permessage_deflate::DeflateParams,
+        config: crate::extensions::permessage_deflate::DeflateConfig,
+    ) -> (Connection, Connection) {
+        let config = Config {
+            deflate: config,
+            ..Config::default()
+        };
+        let mut server = Connection::new(Role::Server, config);
+        server.enable_deflate(params);
+        let mut client = Connection::new(Role::Client, Config::default());
+        client.enable_deflate(params);
+        (server, client)
+    }
+
+    #[cfg(feature = "deflate")]
+    fn no_takeover() -> crate::extensions::permessage_deflate::DeflateParams {
+        crate::extensions::permessage_deflate::DeflateParams {
+            server_no_context_takeover: true,
+            ..Default::default()
+        }
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn the_encoding_of_a_connection_follows_its_compression() {
+        use crate::extensions::permessage_deflate::{
+            DeflateConfig, DeflateParams, StatelessCompression,
+        };
+        let plain = Connection::new(Role::Server, Config::default());
+        assert_eq!(plain.prepared_encoding(), Encoding::PLAIN);
+        assert!(plain.prepared_encoding().is_plain());
+        // Without context takeover: the connection's compression, from its threshold up.
+        let config = DeflateConfig {
+            threshold: 100,
+            level: 3,
+            ..DeflateConfig::default()
+        };
+        let params = DeflateParams {
+            server_max_window_bits: 10,
+            ..no_takeover()
+        };
+        let (server, _) = deflate_pair(&params, config.clone());
+        let encoding = server.prepared_encoding();
+        let how = StatelessCompression::new(10, 3);
+        assert_eq!(encoding, Encoding::compressed(how, 100));
+        assert_eq!(encoding.compression(99), None);
+        assert_eq!(encoding.compression(100), Some(how));
+        assert_eq!(server.stateless_compression(100), Some(how));
+        // With context takeover: plain (only its own compressor could compress for it).
+        let (server, _) = deflate_pair(&DeflateParams::default(), config);
+        assert_eq!(server.prepared_encoding(), Encoding::PLAIN);
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_frames_go_as_they_are_to_connections_of_their_encoding() {
+        use crate::extensions::permessage_deflate::DeflateConfig;
+        let (mut server, mut client) = deflate_pair(&no_takeover(), DeflateConfig::default());
+        let encoding = server.prepared_encoding();
+        let long = "compressible ".repeat(100);
+        let how = encoding.compression(long.len()).expect("compressed");
+        let message = how.compress_text(&long);
+        let mut batch = PreparedBatch::new();
+        batch.push_text("short");
+        let span = batch.push_compressed(&message).unwrap();
+        batch.push_binary(&[1, 2, 3]);
+        let p = batch.take();
+        assert_eq!(p.compression(), Some(how));
+        assert_eq!(p.messages(), 3);
+        // The compressed frame: FIN, RSV1, text; its payload is the compressed message's.
+        let frame = &p.frames()[span.start()..span.end()];
+        assert_eq!(frame[0], 0xC1);
+        assert_eq!(
+            &frame[frame.len() - message.payload().len()..],
+            &message.payload()[..]
+        );
+        assert!(frame.len() < long.len() / 4);
+        server.send_prepared(&p).unwrap();
+        let wire = drain(&mut server);
+        assert_eq!(&wire[..], &p.frames()[..], "queued as they are");
+        client.receive_data(&wire).unwrap();
+        assert_eq!(
+            events(&mut client),
+            [
+                Event::Text("short".into()),
+                Event::Text(long.as_str().into()),
+                Event::Binary(vec![1, 2, 3].into())
+            ]
+        );
+        // The batch starts again with no compression of its own.
+        batch.push_text("x");
+        assert_eq!(batch.take().compression(), None);
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_frames_are_refused_by_connections_of_another_encoding() {
+        use crate::extensions::permessage_deflate::{
+            DeflateConfig, DeflateParams, StatelessCompression,
+        };
+        let text = "compressible ".repeat(100);
+        let message = StatelessCompression::new(15, 6).compress_text(&text);
+        let mut batch = PreparedBatch::new();
+        batch.push_compressed(&message).unwrap();
+        let p = batch.take();
+        let mut plain = Connection::new(Role::Server, Config::default());
+        let (mut takeover, _) = deflate_pair(&DeflateParams::default(), DeflateConfig::default());
+        let other = DeflateParams {
+            server_max_window_bits: 12,
+            ..no_takeover()
+        };
+        let (mut smaller_window, _) = deflate_pair(&other, DeflateConfig::default());
+        for conn in [&mut plain, &mut takeover, &mut smaller_window] {
+            assert_eq!(conn.send_prepared(&p), Err(ApiMisuse::CompressionMismatch));
+            assert!(conn.output().is_empty(), "nothing queued");
+        }
+        // One batch holds one encoding.
+        let mut batch = PreparedBatch::new();
+        batch.push_compressed(&message).unwrap();
+        let smaller = StatelessCompression::new(12, 6).compress_text(&text);
+        assert_eq!(
+            batch.push_compressed(&smaller),
+            Err(ApiMisuse::CompressionMismatch)
+        );
+        assert_eq!(batch.messages(), 1);
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_frames_split_by_a_smaller_max_send_frame_size_keep_rsv1_on_the_first() {
+        use crate::extensions::permessage_deflate::DeflateConfig;
+        let (_, mut client) = deflate_pair(&no_takeover(), DeflateConfig::default());
+        let config = Config {
+            max_send_frame_size: 64,
+            ..Config::default()
+        };
+        let mut server = Connection::new(Role::Server, config);
+        server.enable_deflate(&no_takeover());
+        let text: String = (0..400).map(|i| format!("{i},")).collect();
+        let how = server.stateless_compression(text.len()).unwrap();
+        let message = how.compress_text(&text);
+        let mut batch = PreparedBatch::new();
+        batch.push_compressed(&message).unwrap();
+        let p = batch.take();
+        server.send_prepared(&p).unwrap();
+        let wire = drain(&mut server);
+        assert!(message.payload().len() > 64, "more than one frame");
+        assert_eq!(wire[0], 0x41, "not FIN, RSV1, text");
+        assert_eq!(wire[2 + 64] & 0x70, 0, "a continuation has no RSV bit");
+        client.receive_data(&wire).unwrap();
+        assert_eq!(events(&mut client), [Event::Text(text.as_str().into())]);
     }
 
     #[test]

@@ -759,6 +759,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 }
 
+impl<S> WebSocket<S> {
+    /// The core connection (the hub reads how it takes broadcast frames).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { STEP_MS, openClient, startServe, withTimeout } from './common.mjs';
+import { compressibleText, headerOf, startWireProxy } from './wire.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
@@ -47,10 +48,14 @@ function checkDeliveries(received, senders) {
   for (const order of orders) assert.equal(order, orders[0], 'members saw different orders');
 }
 
-/** Starts the Python peer; resolves once its clients are connected. */
-async function startPython(t, url, clients, messages, expected) {
+/**
+ * Starts the Python peer (its messages padded with `pad` bytes of JSON-like text); resolves once
+ * its clients are connected.
+ */
+async function startPython(t, url, clients, messages, expected, pad = 0) {
   assert.ok(existsSync(PYTHON), `${PYTHON} is missing: make interop/.venv (scripts/test.sh)`);
-  const child = spawn(PYTHON, [PEER, url, String(clients), String(messages), String(expected)], {
+  const args = [PEER, url, String(clients), String(messages), String(expected), String(pad)];
+  const child = spawn(PYTHON, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   t.after(() => child.kill('SIGKILL'));
@@ -117,6 +122,63 @@ test('Node ws and Python websockets clients in one room get every message in ord
   for (let i = 0; i < nodeClients; i++) senders[`node${i}`] = perClient;
   for (let i = 0; i < pyClients; i++) senders[`py${i}`] = perClient;
   checkDeliveries([...fromNode, ...fromPython], senders);
+});
+
+test('permessage-deflate members (ws, Python websockets) and a plain one share a room', T, async (t) => {
+  // ws clients with perMessageDeflate (their offer: `permessage-deflate; client_max_window_bits`)
+  // and Python websockets clients (their default offer) get the messages compressed, once for
+  // all of them; a ws client without the extension gets them plain. Every member gets every
+  // message, exactly as sent, each sender's in order, all in one order; the frames on the wire
+  // (through a watching proxy) show which were compressed.
+  const { url, addr } = await startServe(t, ['--broadcast']);
+  const port = Number(addr.split(':')[1]);
+  const room = `${url}mixed`;
+  const deflateProxy = await startWireProxy(t, port);
+  const plainProxy = await startWireProxy(t, port);
+  const perClient = 30;
+  const pad = 400;
+  const body = compressibleText(pad);
+  const senders = 3 + 2;
+  const total = senders * perClient;
+  const python = await startPython(t, room, 2, perClient, total, pad);
+  const clients = [
+    await openClient(t, `ws://127.0.0.1:${deflateProxy.port}/mixed`, [], { perMessageDeflate: true }),
+    await openClient(t, room, [], { perMessageDeflate: true }),
+    await openClient(t, `ws://127.0.0.1:${plainProxy.port}/mixed`, [], { perMessageDeflate: false }),
+  ];
+  const answer = headerOf(deflateProxy.down.head, 'sec-websocket-extensions');
+  assert.match(answer ?? '', /^permessage-deflate/, 'deflate negotiated');
+  assert.equal(headerOf(plainProxy.down.head, 'sec-websocket-extensions'), undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  python.go();
+  for (let seq = 0; seq < perClient; seq++) {
+    clients.forEach((c, i) => c.ws.send(`node${i}:${seq}:${body}`));
+  }
+  const fromNode = [];
+  for (const c of clients) {
+    const got = await c.messagesN(total, 30_000);
+    for (const m of got) assert.equal(m.isBinary, false, 'text stays text');
+    fromNode.push(got.map((m) => m.data.toString('utf8')));
+  }
+  const fromPython = await python.result();
+  assert.equal(fromPython.length, 2);
+  const received = [...fromNode, ...fromPython];
+  const names = {};
+  for (let i = 0; i < 3; i++) names[`node${i}`] = perClient;
+  for (let i = 0; i < 2; i++) names[`py${i}`] = perClient;
+  checkDeliveries(received, names);
+  // Every message exactly as sent.
+  for (const got of received) {
+    for (const m of got) assert.equal(m.slice(m.indexOf(':', m.indexOf(':') + 1) + 1), body);
+  }
+  // On the wire: every message reached the deflate member compressed, the plain one plain.
+  const compressed = deflateProxy.down.dataFrames;
+  assert.equal(compressed.length, total);
+  assert.ok(compressed.every((f) => f.rsv === 4), 'RSV1 on every frame to the deflate member');
+  assert.ok(compressed.every((f) => f.length < pad / 4), 'compressed well');
+  const plain = plainProxy.down.dataFrames;
+  assert.equal(plain.length, total);
+  assert.ok(plain.every((f) => f.rsv === 0), 'no RSV bit to the plain member');
 });
 
 test('--broadcast-exclude-self: each ws client gets the others\' messages, not its own', T, async (t) => {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
+import zlib
 
 from websockets.asyncio.client import connect
 
@@ -34,10 +36,12 @@ def origin(received: str | bytes) -> tuple[int, int]:
     return int(sender), int(seq)
 
 
-async def exchange(urls, per_client, *, expect_own, **options):
+async def exchange(urls, per_client, *, expect_own, per_client_options=None, **options):
     """Each client (one per URL) sends `per_client` messages, all at once; returns what each
-    received, once each got what it expects."""
-    clients = [await ws_connect(url, **options) for url in urls]
+    received, once each got what it expects. `per_client_options` (one dict per URL) adds to
+    `options` client by client."""
+    extra = per_client_options or [{}] * len(urls)
+    clients = [await ws_connect(url, **{**options, **more}) for url, more in zip(urls, extra)]
     try:
         # Every member has joined before anyone sends (the server joins a connection to its room
         # as soon as it answered the handshake).
@@ -97,13 +101,19 @@ def test_every_member_of_a_room_receives_every_message_in_order(gangway_server):
     url = f"{server.url}room"
 
     async def body():
-        # Half the clients negotiate permessage-deflate (websockets' default offer): broadcast
-        # frames reach them uncompressed, which RFC 7692 §6 allows.
+        # Without permessage-deflate, with it (websockets' default offer), and both in one
+        # room: the deflate members get the messages compressed once for them (those from 32
+        # bytes up that shrink), the others plain; everyone gets every message, in one order.
         plain = [url] * 4
         sent_a, got_a = await exchange(plain, 40, expect_own=True, compression=None)
         check_order(sent_a, got_a, expect_own=True)
         sent_b, got_b = await exchange([url] * 4, 40, expect_own=True)
         check_order(sent_b, got_b, expect_own=True)
+        mixed = [{"compression": None}, {}, {}, {"compression": None}, {}]
+        sent_c, got_c = await exchange(
+            [url] * len(mixed), 40, expect_own=True, per_client_options=mixed
+        )
+        check_order(sent_c, got_c, expect_own=True)
 
     run(body())
 
@@ -138,14 +148,39 @@ def test_exclude_self_leaves_the_sender_out(gangway_server):
     run(body())
 
 
-def test_deflate_members_get_the_shared_uncompressed_frames(gangway_server):
+def read_frame_rsv(raw: RawSocket) -> tuple[int, bytes]:
+    """The first byte (FIN, RSV bits, opcode) and the payload of the next frame, unmasked."""
+    b0, b1 = raw.read_exact(2)
+    assert not b1 & 0x80, "a server frame is never masked"
+    n = b1 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", raw.read_exact(2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", raw.read_exact(8))
+    return b0, raw.read_exact(n)
+
+
+def inflate(payload: bytes) -> bytes:
+    """A compressed message's payload inflated (RFC 7692 §7.2.2: the tail added back), with a
+    fresh decompressor: the server compresses each message on its own."""
+    d = zlib.decompressobj(wbits=-15)
+    return d.decompress(payload + b"\x00\x00\xff\xff") + d.flush()
+
+
+def test_deflate_members_get_compressed_frames_and_plain_members_plain_ones(gangway_server):
     server = gangway_server("--broadcast")
-    payload = ("compressible " * 100).encode()
+    texts = [
+        ('{"user":"gangway","text":"compressible compressible compressible"},' * 20).encode(),
+        b"short: under 32 bytes",
+        os.urandom(300),  # does not shrink: plain for everyone
+        ("compressible " * 100).encode(),
+    ]
 
     async def body():
         with RawSocket(server.host, server.port) as deflate, RawSocket(
             server.host, server.port
         ) as plain:
+            # The offer of Chromium, Python websockets and Node ws.
             deflate.send(
                 upgrade_request(
                     server.host,
@@ -156,16 +191,35 @@ def test_deflate_members_get_the_shared_uncompressed_frames(gangway_server):
             )
             status, headers, head = deflate.read_http_head()
             assert status == 101, head
-            assert headers["sec-websocket-extensions"][0].startswith("permessage-deflate")
+            agreed = headers["sec-websocket-extensions"][0]
+            assert agreed.startswith("permessage-deflate"), agreed
+            assert "server_no_context_takeover" in agreed, agreed
             plain.send(upgrade_request(server.host, server.port, path="/room"))
             status, _, head = plain.read_http_head()
             assert status == 101, head
-            await asyncio.sleep(0.2)
-            plain.send(encode_frame(TEXT, payload, mask=True))
-            # The same frame, byte for byte, to both: FIN, text, RSV1 clear (not compressed).
-            for raw in (deflate, plain):
-                head = raw.read_exact(4)
-                assert head == bytes([0x81, 126]) + len(payload).to_bytes(2, "big"), head
-                assert raw.read_exact(len(payload)) == payload
+            # A websockets client in the room too, with its default offer: it reads what the
+            # raw deflate member reads, through its own inflater.
+            async with ws_connect(f"{server.url}room") as ws:
+                await asyncio.sleep(0.2)
+                for i, data in enumerate(texts):
+                    opcode = TEXT if i != 2 else 0x2
+                    plain.send(encode_frame(opcode, data, mask=True))
+                for i, data in enumerate(texts):
+                    opcode = TEXT if i != 2 else 0x2
+                    b0, payload = read_frame_rsv(deflate)
+                    compressed = i in (0, 3)
+                    # FIN, RSV1 for the compressed ones, the opcode.
+                    assert b0 == 0x80 | (0x40 if compressed else 0) | opcode, (i, hex(b0))
+                    if compressed:
+                        assert len(payload) < len(data) // 2, i
+                        assert inflate(payload) == data, i
+                    else:
+                        assert payload == data, i
+                    b0, payload = read_frame_rsv(plain)
+                    assert b0 == 0x80 | opcode, (i, hex(b0))
+                    assert payload == data, i
+                    got = await asyncio.wait_for(ws.recv(), 10)
+                    expected = data.decode() if opcode == TEXT else data
+                    assert got == expected, i
 
     run(body())

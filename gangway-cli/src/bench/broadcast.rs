@@ -5,16 +5,20 @@
 //! time per delivered message.
 //!
 //! Each message carries its sender, its round and its send time (the load's clock, shared by
-//! every connection): 16 bytes at the start of the payload. Every receiver checks that each
-//! sender's messages arrive once and in order; at the end, sending stops, and every connection
-//! must receive every message that was sent before it closes (a message lost or duplicated is an
-//! error, as is one out of order).
+//! every connection): 16 bytes at the start of the payload (with `--text`, 32 hexadecimal digits
+//! at the start of JSON-like text). Every receiver checks that each sender's messages arrive once
+//! and in order; at the end, sending stops, and every connection must receive every message that
+//! was sent before it closes (a message lost or duplicated is an error, as is one out of order).
+//!
+//! With `--deflate` the connections offer permessage-deflate as browsers do; every compressed
+//! message received is inflated whole (with the parameters the server agreed to) and checked as
+//! an uncompressed one is. What they send goes uncompressed (RFC 7692 §6 lets a sender choose).
 //!
 //! `--stalled S` adds S connections that join the room and never read: the server's policy for
 //! slow members applies to them, and the others' figures show whether they are held up.
 
 use std::future::{poll_fn, Future as _};
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +26,7 @@ use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use gangway::proto::extensions::permessage_deflate::Decompressor;
 use gangway::proto::frame::mask::apply_mask;
 use gangway::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use gangway::proto::{OsRandom, RandomSource};
@@ -36,9 +41,25 @@ use super::{
     CLOSE_TIMEOUT,
 };
 
-/// The bytes at the start of every payload: sender (u32), round (u32), send time (u64
+/// The bytes at the start of every binary payload: sender (u32), round (u32), send time (u64
 /// nanoseconds since the run's epoch), little-endian.
-pub(super) const STAMP: usize = 16;
+const STAMP: usize = 16;
+
+/// The bytes at the start of every text payload (`--text`): the same three numbers in
+/// lowercase hexadecimal, 8, 8 and 16 digits.
+const TEXT_STAMP: usize = 32;
+
+/// RSV1: a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
+/// The stamp's length: the smallest payload a broadcast run sends.
+pub(super) fn stamp_len(text: bool) -> usize {
+    if text {
+        TEXT_STAMP
+    } else {
+        STAMP
+    }
+}
 
 /// After the run, how long no connection may receive anything while messages are missing
 /// before they count as lost.
@@ -65,7 +86,7 @@ pub(super) struct Room {
     /// Messages sent by all.
     sent: AtomicU64,
     /// Every message sent, once sending has stopped: what each connection must receive.
-    total: AtomicU64,
+    pub(super) total: AtomicU64,
     total_known: AtomicBool,
     drained: Notify,
     /// Messages missing (or duplicated) at the end, over all connections, once nothing
@@ -79,6 +100,8 @@ pub(super) struct Room {
     last_progress: AtomicU64,
     /// Rounds completed by member 0 (how many times it received its N messages).
     pub(super) rounds: AtomicU64,
+    /// Deliveries measured that arrived compressed.
+    pub(super) compressed: AtomicU64,
 }
 
 /// Broadcast mode: open the members (and the stalled connections), run them for the warmup and
@@ -103,7 +126,7 @@ pub(super) async fn run(
     let stalled: Vec<TcpStream> = conns
         .split_off(conns.len() - opts.stalled as usize)
         .into_iter()
-        .map(|(tcp, _, _)| tcp)
+        .map(|(tcp, _, _, _)| tcp)
         .collect();
     let members = conns.len() as u64;
     tokio::time::sleep(SETTLE).await;
@@ -123,12 +146,19 @@ pub(super) async fn run(
         drain_timeout: opts.drain_timeout,
         last_progress: AtomicU64::new(0),
         rounds: AtomicU64::new(0),
+        compressed: AtomicU64::new(0),
     });
     let progress = super::spawn_progress(&shared, "delivered");
     let mut running = JoinSet::new();
-    for (i, (tcp, leftover, rng)) in conns.into_iter().enumerate() {
+    // What follows the stamp in every message: JSON-like text with --text (it compresses as
+    // such messages do), else letters.
+    let filler: Arc<[u8]> = filler(payload - stamp_len(opts.text), opts.text).into();
+    for (i, (tcp, leftover, rng, agreed)) in conns.into_iter().enumerate() {
         let mut rbuf = vec![0u8; READ_SIZE + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
+        // The server's messages: compressed with its window, each on its own or not.
+        let inflater = agreed
+            .map(|p| Decompressor::new(p.server_max_window_bits, p.server_no_context_takeover));
         let member = Member {
             tcp,
             id: i as u32,
@@ -138,9 +168,11 @@ pub(super) async fn run(
             frame: Vec::with_capacity(payload + MAX_HEADER_LEN),
             wpos: 0,
             payload,
+            text: opts.text,
+            filler: Arc::clone(&filler),
             rbuf,
             filled: leftover.len(),
-            parser: StampParser::new(opts.payload),
+            parser: StampParser::new(opts.payload, opts.text, inflater),
             next_round: vec![0; members as usize],
             received: 0,
             rng,
@@ -162,6 +194,23 @@ pub(super) async fn run(
     drop(stalled);
     super::stop_progress(progress);
     Ok((shared, room))
+}
+
+/// `len` bytes of filler: JSON-like text (`{"id":0,"name":"gangway","ok":true},...`) or
+/// letters.
+fn filler(len: usize, json: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 0;
+    while out.len() < len {
+        if json {
+            let _ = write!(out, r#"{{"id":{i},"name":"gangway","ok":true}},"#);
+        } else {
+            out.push(b'a' + (i % 26) as u8);
+        }
+        i += 1;
+    }
+    out.truncate(len);
+    out
 }
 
 /// Ready once sending has stopped and nothing has arrived anywhere for [`STALL_TIMEOUT`].
@@ -192,6 +241,10 @@ struct Member {
     frame: Vec<u8>,
     wpos: usize,
     payload: usize,
+    /// Text messages (`--text`) rather than binary ones.
+    text: bool,
+    /// What follows the stamp in every message.
+    filler: Arc<[u8]>,
     /// Received bytes; `rbuf[..filled]` holds the start of a frame header not yet complete.
     rbuf: Box<[u8]>,
     filled: usize,
@@ -321,19 +374,25 @@ impl Member {
         let now = Instant::now();
         // Cannot truncate in practice: u64 nanoseconds last 584 years.
         let at = now.duration_since(room.epoch).as_nanos() as u64;
-        let mut payload = vec![0u8; self.payload];
-        payload[..4].copy_from_slice(&self.id.to_le_bytes());
-        payload[4..8].copy_from_slice(&self.round.to_le_bytes());
-        payload[8..16].copy_from_slice(&at.to_le_bytes());
-        for (i, b) in payload[STAMP..].iter_mut().enumerate() {
-            *b = b'a' + (i % 26) as u8;
+        let mut payload = Vec::with_capacity(self.payload);
+        if self.text {
+            let _ = write!(payload, "{:08x}{:08x}{at:016x}", self.id, self.round);
+        } else {
+            payload.extend_from_slice(&self.id.to_le_bytes());
+            payload.extend_from_slice(&self.round.to_le_bytes());
+            payload.extend_from_slice(&at.to_le_bytes());
         }
+        payload.extend_from_slice(&self.filler);
         let mut key = [0u8; 4];
         self.rng.fill(&mut key);
         let header = FrameHeader {
             fin: true,
             rsv: 0,
-            opcode: OpCode::Binary,
+            opcode: if self.text {
+                OpCode::Text
+            } else {
+                OpCode::Binary
+            },
             mask: Some(key),
             payload_len: payload.len() as u64,
         };
@@ -361,9 +420,13 @@ impl Member {
         let mut hist = None;
         let mut bad = 0u64;
         let mut count = 0u64;
+        let mut compressed = 0u64;
         let next_round = &mut self.next_round;
-        let (consumed, closed) = self.parser.feed(&self.rbuf[..total], |stamp| {
+        let (consumed, closed) = self.parser.feed(&self.rbuf[..total], |stamp, deflated| {
             count += 1;
+            if deflated && measured {
+                compressed += 1;
+            }
             let Some(stamp) = stamp else {
                 bad += 1;
                 return;
@@ -386,6 +449,9 @@ impl Member {
         drop(hist);
         for _ in 0..bad {
             Errors::add(&shared.errors.mismatch);
+        }
+        if compressed > 0 {
+            room.compressed.fetch_add(compressed, Ordering::Relaxed);
         }
         self.received += count;
         // Rounds overlap: what arrives counts toward the round this member waits for.
@@ -441,46 +507,83 @@ struct Stamp {
     at: u64,
 }
 
-/// Parsing of the server's frames that reads each message's stamp and skips the rest.
+impl Stamp {
+    /// A stamp as sent: [`STAMP`] bytes of little-endian numbers, or [`TEXT_STAMP`] hexadecimal
+    /// digits; `None` if it is not one.
+    fn decode(bytes: &[u8]) -> Option<Stamp> {
+        if bytes.len() == TEXT_STAMP {
+            let hex = std::str::from_utf8(bytes).ok()?;
+            return Some(Stamp {
+                sender: u32::from_str_radix(&hex[..8], 16).ok()?,
+                round: u32::from_str_radix(&hex[8..16], 16).ok()?,
+                at: u64::from_str_radix(&hex[16..], 16).ok()?,
+            });
+        }
+        Some(Stamp {
+            sender: u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?),
+            round: u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?),
+            at: u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// Parsing of the server's frames that reads each message's stamp and skips the rest (or
+/// inflates it all, for a compressed message).
 #[derive(Debug)]
 struct StampParser {
     payload: u64,
+    /// Text messages with a hexadecimal stamp, or binary ones.
+    text: bool,
     /// Payload bytes of the current frame not yet seen.
     left: u64,
     /// The current frame is a data frame (its stamp is gathered), or a control frame.
     data: bool,
     close: bool,
     /// The stamp of the current message, as it arrives.
-    stamp: [u8; STAMP],
+    stamp: [u8; TEXT_STAMP],
     have: usize,
-    /// The current message is what was sent (binary, the right length).
+    /// The current message is what was sent (its opcode, the right length).
     ok: bool,
     /// A header was read and its payload is not all seen yet.
     in_frame: bool,
+    /// permessage-deflate, when the server agreed to it.
+    inflater: Option<Decompressor>,
+    /// The current message is compressed: its payload is inflated into `inflated`.
+    compressed: bool,
+    inflated: Vec<u8>,
 }
 
 impl StampParser {
-    fn new(payload: u64) -> StampParser {
+    fn new(payload: u64, text: bool, inflater: Option<Decompressor>) -> StampParser {
         StampParser {
             payload,
+            text,
             left: 0,
             data: false,
             close: false,
-            stamp: [0; STAMP],
+            stamp: [0; TEXT_STAMP],
             have: 0,
             ok: false,
             in_frame: false,
+            inflater,
+            compressed: false,
+            inflated: Vec::new(),
         }
     }
 
-    /// Walk `buf`: `on_message(stamp)` for each complete message (`None` if it is not one that
-    /// was sent). Returns the bytes consumed (the rest is a partial header) and whether a close
-    /// frame ended.
+    /// Walk `buf`: `on_message(stamp, compressed)` for each complete message (`None` if it is
+    /// not one that was sent). Returns the bytes consumed (the rest is a partial header) and
+    /// whether a close frame ended.
     fn feed(
         &mut self,
         buf: &[u8],
-        mut on_message: impl FnMut(Option<Stamp>),
+        mut on_message: impl FnMut(Option<Stamp>, bool),
     ) -> Result<(usize, bool), Stop> {
+        let stamp_len = stamp_len(self.text);
+        // An inflated message longer than what was sent is not one of ours: stop there.
+        let limit = usize::try_from(self.payload)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         let mut i = 0;
         loop {
             if !self.in_frame {
@@ -489,17 +592,28 @@ impl StampParser {
                     return Ok((i, false));
                 };
                 i += len;
-                // Server frames are never masked; nothing was negotiated that sets RSV bits;
-                // messages are single frames here (the server frames what it forwards once).
-                if h.mask.is_some() || h.rsv != 0 || !h.fin {
+                // Server frames are never masked; RSV1 only on a data frame with
+                // permessage-deflate agreed; messages are single frames here (the server frames
+                // what it forwards once).
+                let data = matches!(h.opcode, OpCode::Binary | OpCode::Text);
+                let compressed = h.rsv == RSV1 && data && self.inflater.is_some();
+                if h.mask.is_some() || (h.rsv != 0 && !compressed) || !h.fin {
                     return Err(Stop::Protocol);
                 }
                 self.left = h.payload_len;
                 self.have = 0;
+                self.compressed = compressed;
+                self.inflated.clear();
                 match h.opcode {
                     OpCode::Binary | OpCode::Text => {
                         self.data = true;
-                        self.ok = h.opcode == OpCode::Binary && h.payload_len == self.payload;
+                        let sent = if self.text {
+                            OpCode::Text
+                        } else {
+                            OpCode::Binary
+                        };
+                        // A compressed message's length is checked once inflated.
+                        self.ok = h.opcode == sent && (compressed || h.payload_len == self.payload);
                     }
                     OpCode::Close | OpCode::Ping | OpCode::Pong if h.payload_len <= 125 => {
                         self.data = false;
@@ -512,8 +626,14 @@ impl StampParser {
             // The frame's payload: the stamp gathered, the rest skipped where it lies.
             let avail = (buf.len() - i) as u64;
             let take = self.left.min(avail) as usize;
-            if self.data && self.have < STAMP {
-                let n = take.min(STAMP - self.have);
+            if self.data && self.compressed {
+                if let Some(inflater) = self.inflater.as_mut() {
+                    inflater
+                        .decompress(&buf[i..i + take], &mut self.inflated, limit)
+                        .map_err(|_| Stop::Protocol)?;
+                }
+            } else if self.data && self.have < stamp_len {
+                let n = take.min(stamp_len - self.have);
                 self.stamp[self.have..self.have + n].copy_from_slice(&buf[i..i + n]);
                 self.have += n;
             }
@@ -527,13 +647,118 @@ impl StampParser {
                 return Ok((i, true));
             }
             if self.data {
-                let stamp = (self.ok && self.have == STAMP).then(|| Stamp {
-                    sender: u32::from_le_bytes(self.stamp[..4].try_into().unwrap_or_default()),
-                    round: u32::from_le_bytes(self.stamp[4..8].try_into().unwrap_or_default()),
-                    at: u64::from_le_bytes(self.stamp[8..16].try_into().unwrap_or_default()),
-                });
-                on_message(stamp);
+                if self.compressed {
+                    if let Some(inflater) = self.inflater.as_mut() {
+                        inflater
+                            .finish(&mut self.inflated, limit)
+                            .map_err(|_| Stop::Protocol)?;
+                    }
+                    self.ok &= self.inflated.len() as u64 == self.payload;
+                    self.have = self.inflated.len().min(stamp_len);
+                    self.stamp[..self.have].copy_from_slice(&self.inflated[..self.have]);
+                }
+                let stamp = if self.ok && self.have == stamp_len {
+                    Stamp::decode(&self.stamp[..stamp_len])
+                } else {
+                    None
+                };
+                on_message(stamp, self.compressed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gangway::proto::extensions::permessage_deflate::StatelessCompression;
+
+    use super::*;
+
+    fn frame(opcode: OpCode, rsv: u8, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin: true,
+            rsv,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        [&head[..n], payload].concat()
+    }
+
+    fn text_message(sender: u32, round: u32, at: u64, len: usize) -> String {
+        let mut s = format!("{sender:08x}{round:08x}{at:016x}");
+        s.push_str(std::str::from_utf8(&filler(len - TEXT_STAMP, true)).unwrap());
+        s
+    }
+
+    fn parse(parser: &mut StampParser, wire: &[u8]) -> Result<Vec<(Option<Stamp>, bool)>, ()> {
+        let mut got = Vec::new();
+        let (used, closed) = parser
+            .feed(wire, |stamp, compressed| got.push((stamp, compressed)))
+            .map_err(|_| ())?;
+        assert_eq!((used, closed), (wire.len(), false));
+        Ok(got)
+    }
+
+    #[test]
+    fn compressed_and_plain_text_messages_are_read_whole() {
+        let len = 1024;
+        let how = StatelessCompression::new(15, 6);
+        let first = text_message(3, 7, 0x1234_5678_9abc, len);
+        let second = text_message(4, 0, 99, len);
+        let compressed = how.compress_text(&first);
+        assert!(
+            compressed.payload().len() < len / 4,
+            "JSON-like filler compresses"
+        );
+        let mut wire = frame(OpCode::Text, RSV1, compressed.payload());
+        wire.extend(frame(OpCode::Text, 0, second.as_bytes()));
+        let mut parser = StampParser::new(len as u64, true, Some(Decompressor::new(15, true)));
+        // Fed byte by byte: the inflater takes the payload in pieces.
+        let mut got = Vec::new();
+        let mut rest = &wire[..];
+        let mut pending = Vec::new();
+        while !rest.is_empty() {
+            pending.push(rest[0]);
+            rest = &rest[1..];
+            let (used, _) = parser
+                .feed(&pending, |stamp, c| got.push((stamp, c)))
+                .unwrap_or_else(|_| panic!("valid frames"));
+            pending.drain(..used);
+        }
+        let stamp = |sender, round, at| Some(Stamp { sender, round, at });
+        assert_eq!(
+            got,
+            [
+                (stamp(3, 7, 0x1234_5678_9abc), true),
+                (stamp(4, 0, 99), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_compressed_messages_are_told_apart() {
+        let len = 100;
+        let how = StatelessCompression::new(15, 6);
+        let inflater = || Some(Decompressor::new(15, true));
+        // Inflating to another length: not what was sent.
+        let short = how.compress_text(&text_message(1, 0, 0, 60));
+        let mut parser = StampParser::new(len, true, inflater());
+        let got = parse(&mut parser, &frame(OpCode::Text, RSV1, short.payload()));
+        assert_eq!(got, Ok(vec![(None, true)]));
+        // Not DEFLATE data: a protocol error.
+        let mut parser = StampParser::new(len, true, inflater());
+        assert!(parse(&mut parser, &frame(OpCode::Text, RSV1, &[0xff; 40])).is_err());
+        // RSV1 without permessage-deflate agreed: a protocol error.
+        let mut parser = StampParser::new(len, true, None);
+        assert!(parse(&mut parser, &frame(OpCode::Text, RSV1, short.payload())).is_err());
+        // A binary stamp is read from binary messages.
+        let mut payload = vec![0u8; 20];
+        payload[..4].copy_from_slice(&5u32.to_le_bytes());
+        let mut parser = StampParser::new(20, false, None);
+        let got = parse(&mut parser, &frame(OpCode::Binary, 0, &payload)).unwrap();
+        assert_eq!(got[0].0.map(|s| s.sender), Some(5));
     }
 }

@@ -56,19 +56,30 @@ impl Connection {
     /// [`send_text`](Self::send_text).
     pub fn send_compressed(&mut self, message: &CompressedMessage) -> Result<(), ApiMisuse> {
         self.check_can_send_message()?;
-        let ours = self
-            .deflate
-            .as_deref()
-            .and_then(|d| d.compressor.stateless());
-        if ours != Some(message.compression()) {
-            return Err(ApiMisuse::CompressionMismatch);
-        }
+        self.check_compression(message.compression())?;
         let opcode = match message.kind() {
             DataKind::Text => OpCode::Text,
             DataKind::Binary => OpCode::Binary,
         };
         self.write_whole_shared(opcode, RSV1, message.payload().clone());
         Ok(())
+    }
+
+    /// A message compressed with `compression` may go out here: this connection compresses
+    /// without context takeover with the same parameters.
+    pub(super) fn check_compression(
+        &self,
+        compression: StatelessCompression,
+    ) -> Result<(), ApiMisuse> {
+        let ours = self
+            .deflate
+            .as_deref()
+            .and_then(|d| d.compressor.stateless());
+        if ours == Some(compression) {
+            Ok(())
+        } else {
+            Err(ApiMisuse::CompressionMismatch)
+        }
     }
 
     /// Inflate a piece of the compressed message being received.

@@ -22,7 +22,7 @@ use crate::frame::mask::apply_mask;
 use crate::frame::{CloseCode, CloseFrame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::handshake::Negotiated;
 use crate::message::{to_u64, DataKind, Event, Reassembly};
-use crate::prepared::Prepared;
+use crate::prepared::{Encoding, Prepared};
 use crate::random::{OsRandom, RandomSource};
 use crate::role::Role;
 use crate::text::Utf8Bytes;
@@ -504,17 +504,28 @@ impl Connection {
     /// each message again, as [`send_text`](Self::send_text) and
     /// [`send_binary`](Self::send_binary) would.
     ///
-    /// With permessage-deflate the messages go out uncompressed (RSV1 clear), which RFC 7692 §6
-    /// lets a sender choose for any message.
+    /// With permessage-deflate the messages go out as they were prepared: uncompressed (RSV1
+    /// clear, which RFC 7692 §6 lets a sender choose for any message), or compressed for this
+    /// connection's [`prepared_encoding`](Self::prepared_encoding).
     ///
     /// # Errors
     ///
-    /// As [`send_text`](Self::send_text); nothing is queued then.
+    /// As [`send_text`](Self::send_text), and [`ApiMisuse::CompressionMismatch`] for messages
+    /// compressed for another encoding; nothing is queued then.
     pub fn send_prepared(&mut self, prepared: &Prepared) -> Result<(), ApiMisuse> {
         self.check_can_send_message()?;
+        #[cfg(feature = "deflate")]
+        if let Some(compression) = prepared.compression() {
+            self.check_compression(compression)?;
+        }
         if self.rng.is_some() || prepared.max_payload() > self.config.max_send_frame_size {
             for frame in prepared.payloads() {
-                self.write_message(frame.opcode, frame.payload, true);
+                if frame.rsv == 0 {
+                    self.write_message(frame.opcode, frame.payload, true);
+                } else {
+                    // Compressed for this connection's parameters already (checked above).
+                    self.write_frames(frame.opcode, frame.rsv, frame.payload, true);
+                }
             }
         } else if !prepared.is_empty() {
             // As `prepare_output`, without reserving room in `out`: nothing is copied there.
@@ -532,6 +543,21 @@ impl Connection {
             shared.push_back((at, frames));
         }
         Ok(())
+    }
+
+    /// How this connection sends messages prepared for many: the [`Encoding`] whose frames
+    /// [`send_prepared`](Self::send_prepared) queues as they are. [`Encoding::PLAIN`] without
+    /// permessage-deflate, and when this connection compresses with context takeover (or not
+    /// at all: an 8-bit window); a compressed encoding when it compresses each message on its
+    /// own (see [`prepared`](crate::prepared)).
+    pub fn prepared_encoding(&self) -> Encoding {
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = self.deflate.as_deref() {
+            if let Some(compression) = deflate.compressor.stateless() {
+                return Encoding::compressed(compression, deflate.threshold());
+            }
+        }
+        Encoding::PLAIN
     }
 
     /// Queue one fragment of a message: the first call's `kind` starts it, later calls continue

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
 use futures_sink::Sink;
-use gangway_proto::prepared::{FrameSpan, Prepared};
+use gangway_proto::prepared::{Encoding, FrameSpan, Prepared};
 use gangway_proto::{ApiMisuse, CloseCode, Connection};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -68,6 +68,8 @@ struct MemberState {
 /// One room of a member.
 struct Subscription {
     room: Arc<Room>,
+    /// How the member's connection takes prepared frames: which of the room's logs it reads.
+    encoding: Encoding,
     cursor: Position,
     /// The room's generation the member's waker was registered in.
     generation: u64,
@@ -99,9 +101,12 @@ impl<S> Member<S> {
         if self.is_in(room) {
             return false;
         }
-        let (room, cursor) = self.state.hub.shared.join(room);
+        // Fixed by the handshake: the connection's permessage-deflate parameters.
+        let encoding = self.ws.connection().prepared_encoding();
+        let (room, cursor) = self.state.hub.shared.join(room, encoding);
         self.state.subs.push(Subscription {
             room,
+            encoding,
             cursor,
             generation: UNREGISTERED,
             own: VecDeque::new(),
@@ -116,7 +121,10 @@ impl<S> Member<S> {
             return false;
         };
         let sub = self.state.subs.swap_remove(i);
-        self.state.hub.shared.leave(&sub.room, sub.cursor);
+        self.state
+            .hub
+            .shared
+            .leave(&sub.room, sub.encoding, sub.cursor);
         true
     }
 
@@ -171,7 +179,8 @@ impl<S> Member<S> {
                 None => return Ok(0),
             },
         };
-        let (members, at) = state.hub.shared.publish_to(&target, payload);
+        let publisher = mine.map(|i| state.subs[i].encoding);
+        let (members, at) = state.hub.shared.publish_to(&target, payload, publisher);
         let Some(i) = mine else {
             return Ok(members);
         };
@@ -239,7 +248,7 @@ impl MemberState {
     /// Leave every room.
     fn leave_all(&mut self) {
         for sub in self.subs.drain(..) {
-            self.hub.shared.leave(&sub.room, sub.cursor);
+            self.hub.shared.leave(&sub.room, sub.encoding, sub.cursor);
         }
     }
 
@@ -269,6 +278,7 @@ impl MemberState {
         for sub in &mut self.subs {
             let own = &mut sub.own;
             let took = sub.room.take(
+                sub.encoding,
                 &mut sub.cursor,
                 true,
                 waker,
@@ -318,7 +328,7 @@ impl MemberState {
         let out_bytes = conn.output_len() as u64;
         let mut over = false;
         for sub in &self.subs {
-            let (messages, bytes) = sub.room.behind(sub.cursor);
+            let (messages, bytes) = sub.room.behind(sub.encoding, sub.cursor);
             over |= bytes + out_bytes > max_bytes || messages + self.unwritten > max_messages;
         }
         if over {
@@ -328,7 +338,9 @@ impl MemberState {
                     let room_messages = max_messages.saturating_sub(self.unwritten);
                     let mut dropped = 0;
                     for sub in &mut self.subs {
-                        dropped += sub.room.skip(&mut sub.cursor, room_bytes, room_messages);
+                        dropped +=
+                            sub.room
+                                .skip(sub.encoding, &mut sub.cursor, room_bytes, room_messages);
                         let next = sub.cursor.seq;
                         while sub.own.front().is_some_and(|(seq, _)| *seq < next) {
                             sub.own.pop_front();
@@ -343,7 +355,7 @@ impl MemberState {
             }
         }
         for sub in &mut self.subs {
-            sub.room.register(waker, &mut sub.generation);
+            sub.room.register(sub.encoding, waker, &mut sub.generation);
         }
         false
     }

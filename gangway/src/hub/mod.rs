@@ -38,11 +38,18 @@
 //! loop thus reach each member in one write, as uWebSockets' corking does, without a copy per
 //! member.
 //!
-//! With permessage-deflate, members receive broadcast messages uncompressed (RSV1 clear; RFC
-//! 7692 §6 lets a sender leave any message uncompressed): one encoding still serves everyone.
-//! Compression per distinct set of negotiated parameters, where no context takeover makes a
-//! compressed frame valid for every connection that negotiated them, would be another encoding
-//! of the same batch: see `docs/broadcast.md`.
+//! # permessage-deflate
+//!
+//! A member whose connection compresses each message on its own (no context takeover, RFC 7692
+//! §7.1.1: what `gangway` servers do by default) receives compressed messages, compressed once
+//! for all the members that negotiated the same parameters: the room keeps one log per
+//! [`Encoding`](gangway_proto::prepared::Encoding) among its members, and publishing compresses
+//! the message once per distinct compression among them (outside the room's lock), then frames
+//! it into each log. Messages under a member's compression threshold, and those that do not
+//! shrink, go uncompressed. A member whose connection compresses with context takeover, or does
+//! not compress, takes the plain log: its messages go uncompressed (RSV1 clear; RFC 7692 §6 lets
+//! a sender leave any message uncompressed), since compressing for it would mean compressing
+//! each message again for each such member. [`HubStats::compressed`] counts the compressions.
 //!
 //! # Slow members
 //!
@@ -74,11 +81,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use gangway_proto::prepared::Encoding;
 use gangway_proto::{CloseCode, DataKind};
 
 use crate::Message;
 pub use member::Member;
-use room::{Payload, Room};
+use room::{Copies, Payload, Room};
 
 /// How much a member may have waiting, and what happens past it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,15 +172,19 @@ pub struct HubStats {
     pub dropped: u64,
     /// Members closed for being too slow ([`WhenFull::Close`]).
     pub closed: u64,
+    /// Compressions made for publishing: one per message and distinct compression among the
+    /// members it was for (see the [module](self) docs, "permessage-deflate").
+    pub compressed: u64,
 }
 
-/// What a room holds for its slowest member: the bytes and messages published and not yet
+/// What a room holds for its slowest members: the bytes and messages published and not yet
 /// taken by every member (see [`Hub::queued`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Queued {
-    /// Bytes of frames.
+    /// Bytes of frames, of every encoding together (members that compress differently each
+    /// have their own frames of the same messages).
     pub bytes: usize,
-    /// Messages.
+    /// Messages (of the encoding that holds the most).
     pub messages: usize,
 }
 
@@ -211,6 +223,7 @@ struct Shared {
     published: AtomicU64,
     dropped: AtomicU64,
     closed: AtomicU64,
+    compressed: AtomicU64,
 }
 
 impl fmt::Debug for Hub {
@@ -255,6 +268,7 @@ impl Hub {
                 published: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 closed: AtomicU64::new(0),
+                compressed: AtomicU64::new(0),
             }),
         }
     }
@@ -271,7 +285,8 @@ impl Hub {
 
     /// Publish `message` to every member of `room` (in this process, and through the [`Bus`]
     /// in the others); returns how many members in this process it is for (0 if the room has
-    /// none). It is framed once and queued for each; publishing never waits.
+    /// none). It is framed once (and compressed once per distinct compression among the
+    /// members) and queued for each; publishing never waits.
     ///
     /// # Errors
     ///
@@ -315,6 +330,7 @@ impl Hub {
             published: self.shared.published.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             closed: self.shared.closed.load(Ordering::Relaxed),
+            compressed: self.shared.compressed.load(Ordering::Relaxed),
         }
     }
 
@@ -348,7 +364,7 @@ impl Hub {
     /// Publish to the members of `room` in this process.
     fn publish_payload(&self, room: &str, payload: Payload<'_>) -> usize {
         match self.room(room) {
-            Some(room) => self.shared.publish_to(&room, payload).0,
+            Some(room) => self.shared.publish_to(&room, payload, None).0,
             None => 0,
         }
     }
@@ -371,38 +387,53 @@ impl Shared {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Frame `payload` for `room`'s members and wake those waiting; returns how many members it
-    /// is for and where its frame is, if any.
+    /// Frame `payload` for `room`'s members (compressed once per distinct compression among
+    /// them) and wake those waiting; returns how many members it is for and, for a `publisher`
+    /// of that encoding in the room, where its frame is in the publisher's log.
     fn publish_to(
         &self,
         room: &Room,
         payload: Payload<'_>,
-    ) -> (usize, Option<(u64, gangway_proto::prepared::FrameSpan)>) {
-        let published = WOKEN.with(|woken| match woken.try_borrow_mut() {
-            Ok(mut woken) => {
-                let published = room.publish(payload, &mut woken);
-                room::wake(&mut woken);
-                published
+        publisher: Option<Encoding>,
+    ) -> room::Published {
+        let mut copies = Copies::default();
+        let published = loop {
+            let attempt = WOKEN.with(|woken| match woken.try_borrow_mut() {
+                Ok(mut woken) => {
+                    let published = room.publish(payload, &copies, publisher, &mut woken);
+                    room::wake(&mut woken);
+                    published
+                }
+                // Only if a waker publishes in turn (a custom waker): a list of its own.
+                Err(_) => {
+                    let mut woken = Vec::new();
+                    let published = room.publish(payload, &copies, publisher, &mut woken);
+                    room::wake(&mut woken);
+                    published
+                }
+            });
+            match attempt {
+                Ok(published) => break published,
+                // A compression the members need: made without the room's lock, once; the
+                // publish is tried again (a member joining meanwhile may need another).
+                Err(missing) => {
+                    copies.make(missing, payload);
+                    self.compressed.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            // Only if a waker publishes in turn (a custom waker): a list of its own.
-            Err(_) => {
-                let mut woken = Vec::new();
-                let published = room.publish(payload, &mut woken);
-                room::wake(&mut woken);
-                published
-            }
-        });
+        };
         match published {
-            Some((members, seq, span)) => {
+            Some((members, at)) => {
                 self.published.fetch_add(1, Ordering::Relaxed);
-                (members, Some((seq, span)))
+                (members, at)
             }
             None => (0, None),
         }
     }
 
-    /// Join `name` (made if it does not exist): the room and the member's cursor in it.
-    fn join(&self, name: &str) -> (Arc<Room>, room::Position) {
+    /// Join `name` (made if it does not exist) as a member whose connection takes `encoding`:
+    /// the room and the member's cursor in it.
+    fn join(&self, name: &str, encoding: Encoding) -> (Arc<Room>, room::Position) {
         let mut rooms = self.rooms();
         let room = match rooms.get(name) {
             Some(room) => Arc::clone(room),
@@ -421,16 +452,16 @@ impl Shared {
         };
         // Under the map's lock: a member leaving at the same time cannot remove the room
         // between its lookup and this join.
-        let cursor = room.join();
+        let cursor = room.join(encoding);
         drop(rooms);
         self.members.fetch_add(1, Ordering::Relaxed);
         (room, cursor)
     }
 
-    /// A member at `cursor` leaves `room`; the room goes once it has no member.
-    fn leave(&self, room: &Arc<Room>, cursor: room::Position) {
+    /// A member of `encoding` at `cursor` leaves `room`; the room goes once it has no member.
+    fn leave(&self, room: &Arc<Room>, encoding: Encoding, cursor: room::Position) {
         self.members.fetch_sub(1, Ordering::Relaxed);
-        if room.leave(cursor) > 0 {
+        if room.leave(encoding, cursor) > 0 {
             return;
         }
         let mut rooms = self.rooms();

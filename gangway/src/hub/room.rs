@@ -12,15 +12,29 @@
 //! hub's limits ([`HubConfig`](super::HubConfig)): past them the oldest entries go, and a member
 //! still behind them has lost them (it finds its cursor before the log's start: the policy
 //! decides what then, see [`WhenFull`](super::WhenFull)). An entry that every member has taken
-//! goes at once. Memory per room: at most the limits, plus the open batch.
+//! goes at once. Memory per room: at most the limits, plus the open batch, for each encoding.
 //!
-//! The log is behind a mutex that is never held across an await (or while waking anyone).
+//! One log per encoding: members whose connections send the frames of a batch as they are take
+//! the same log ([`Encoding`], given by their connection). Without permessage-deflate, or with
+//! context takeover, that is the plain log; a connection that compresses each message on its own
+//! (no context takeover) takes the log of its compression, whose frames are compressed once for
+//! all its members (see [`Copies`]). A message is framed into every log of the room, in the same
+//! order: members of different encodings receive the same messages in the same order.
+//!
+//! The logs are behind a mutex that is never held across an await (or while waking anyone, or
+//! compressing).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
-use gangway_proto::prepared::{FrameSpan, Prepared, PreparedBatch};
+#[cfg(feature = "deflate")]
+use gangway_proto::extensions::permessage_deflate::{CompressedMessage, StatelessCompression};
+use gangway_proto::prepared::{Encoding, FrameSpan, Prepared, PreparedBatch};
+
+/// What a publish reached: how many members, and for a publisher of an encoding among them,
+/// its frame's entry and span in the publisher's log.
+pub(super) type Published = (usize, Option<(u64, FrameSpan)>);
 
 /// The open batch is sealed by the publisher once it holds this much, so that an entry stays
 /// well below the limits and a long burst without any member running does not grow it without
@@ -53,11 +67,92 @@ impl Payload<'_> {
     }
 }
 
-/// A room: its name and its log.
+/// A room: its name and its logs, one per encoding among its members.
 #[derive(Debug)]
 pub(super) struct Room {
     name: Box<str>,
-    log: Mutex<Log>,
+    logs: Mutex<Logs>,
+}
+
+/// The logs of a room: a few at most (one per distinct encoding among the members), looked up
+/// by encoding.
+#[derive(Debug)]
+struct Logs {
+    logs: Vec<Log>,
+    /// Limits (from the hub's configuration), for each log.
+    max_bytes: u64,
+    max_messages: u64,
+}
+
+/// A compression that the message being published needs and that [`Copies`] does not hold
+/// yet: made outside the room's lock, then the publish is tried again.
+#[cfg(feature = "deflate")]
+pub(super) type Missing = StatelessCompression;
+/// Without compression, nothing is ever missing.
+#[cfg(not(feature = "deflate"))]
+pub(super) type Missing = std::convert::Infallible;
+
+/// The compressed copies of the message being published: one per distinct compression among
+/// the encodings of the room's members that compress a message of its size, each made once
+/// (and outside the room's lock) and framed into the batch of every encoding that compresses
+/// with it.
+#[derive(Debug, Default)]
+pub(super) struct Copies {
+    #[cfg(feature = "deflate")]
+    made: Vec<CompressedMessage>,
+}
+
+impl Copies {
+    /// Whether what `encoding` needs for `payload` is here: `Err` names the compression to make
+    /// first.
+    #[cfg_attr(not(feature = "deflate"), allow(clippy::unused_self, unused_variables))]
+    fn check(&self, encoding: Encoding, payload: Payload<'_>) -> Result<(), Missing> {
+        #[cfg(feature = "deflate")]
+        if let Some(compression) = encoding.compression(payload.len()) {
+            if !self.made.iter().any(|m| m.compression() == compression) {
+                return Err(compression);
+            }
+        }
+        Ok(())
+    }
+
+    /// Compress `payload` with `missing` (see [`check`](Self::check)).
+    pub(super) fn make(&mut self, missing: Missing, payload: Payload<'_>) {
+        #[cfg(feature = "deflate")]
+        self.made.push(match payload {
+            Payload::Text(text) => missing.compress_text(text),
+            Payload::Binary(data) => missing.compress_binary(data),
+        });
+        #[cfg(not(feature = "deflate"))]
+        match (missing, payload) {}
+    }
+
+    /// Frame `payload` into `batch`, the open batch of `encoding`'s log: compressed if the
+    /// encoding compresses it and that makes it smaller, else as it is (RFC 7692 §6 lets any
+    /// message go uncompressed).
+    #[cfg_attr(not(feature = "deflate"), allow(clippy::unused_self, unused_variables))]
+    fn push(
+        &self,
+        batch: &mut PreparedBatch,
+        encoding: Encoding,
+        payload: Payload<'_>,
+    ) -> FrameSpan {
+        #[cfg(feature = "deflate")]
+        if let Some(compression) = encoding.compression(payload.len()) {
+            let copy = self.made.iter().find(|m| m.compression() == compression);
+            if let Some(copy) = copy.filter(|c| c.payload().len() < payload.len()) {
+                // A log's batch holds frames of its own compression only, so this is not
+                // refused; were it, the message would go uncompressed, which is valid too.
+                if let Ok(span) = batch.push_compressed(copy) {
+                    return span;
+                }
+            }
+        }
+        match payload {
+            Payload::Text(text) => batch.push_text(text),
+            Payload::Binary(data) => batch.push_binary(data),
+        }
+    }
 }
 
 /// What a member took from a room (see [`Room::take`]).
@@ -71,8 +166,11 @@ pub(super) struct Took {
     pub(super) lost: u64,
 }
 
+/// The log of one encoding: what its members have not all taken yet.
 #[derive(Debug)]
 struct Log {
+    /// How the frames of this log are encoded (the members' connections').
+    encoding: Encoding,
     /// Messages published since the last seal.
     open: PreparedBatch,
     /// Sealed batches, oldest first: `entries[i]` is entry `start.seq + i`.
@@ -106,14 +204,8 @@ impl Room {
     pub(super) fn new(name: &str, max_bytes: usize, max_messages: usize) -> Room {
         Room {
             name: name.into(),
-            log: Mutex::new(Log {
-                open: PreparedBatch::new(),
-                entries: VecDeque::new(),
-                start: Position::default(),
-                head: Position::default(),
-                members: 0,
-                waiters: Vec::new(),
-                generation: 0,
+            logs: Mutex::new(Logs {
+                logs: Vec::new(),
                 max_bytes: max_bytes as u64,
                 max_messages: max_messages as u64,
             }),
@@ -124,15 +216,17 @@ impl Room {
         &self.name
     }
 
-    /// The log: a panic elsewhere while it was held leaves it consistent (every change is made
-    /// in full before anything can panic), so a poisoned lock is used as it is.
-    fn log(&self) -> MutexGuard<'_, Log> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The logs: a panic elsewhere while they were held leaves them consistent (every change is
+    /// made in full before anything can panic), so a poisoned lock is used as it is.
+    fn logs(&self) -> MutexGuard<'_, Logs> {
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new member: it gets what is published from now on. Returns its cursor.
-    pub(super) fn join(&self) -> Position {
-        let mut log = self.log();
+    /// A new member whose connection takes `encoding`: it gets what is published from now on.
+    /// Returns its cursor in the log of its encoding.
+    pub(super) fn join(&self, encoding: Encoding) -> Position {
+        let mut logs = self.logs();
+        let log = logs.get_or_insert(encoding);
         // What is in the open batch was published before the member joined: sealed now, it is
         // an entry the new member starts after.
         log.seal();
@@ -140,77 +234,103 @@ impl Room {
         log.head
     }
 
-    /// A member at `cursor` leaves; returns how many are left.
-    pub(super) fn leave(&self, cursor: Position) -> usize {
-        let mut log = self.log();
-        let from = log.index(cursor.seq);
-        for entry in log.entries.range_mut(from..) {
-            entry.unread -= 1;
+    /// A member of `encoding` at `cursor` leaves; returns how many members the room has left.
+    pub(super) fn leave(&self, encoding: Encoding, cursor: Position) -> usize {
+        let mut logs = self.logs();
+        if let Some(i) = logs.index(encoding) {
+            let log = &mut logs.logs[i];
+            let from = log.index(cursor.seq);
+            for entry in log.entries.range_mut(from..) {
+                entry.unread -= 1;
+            }
+            log.members -= 1;
+            log.drop_read();
+            if log.members == 0 {
+                // Nobody left to deliver to in this encoding: the log goes, its open batch too.
+                logs.logs.swap_remove(i);
+            }
         }
-        log.members -= 1;
-        log.drop_read();
-        if log.members == 0 {
-            // Nobody left to deliver to: the open batch goes too.
-            log.open.take();
-        }
-        log.members
+        logs.members()
     }
 
     /// How many members the room has.
     pub(super) fn members(&self) -> usize {
-        self.log().members
+        self.logs().members()
     }
 
-    /// Frame a message for the members. `None` when the room has none; else how many members
-    /// it is for and where its frame is (the entry the open batch becomes, and the span in it).
-    /// The members to wake are swapped into `woken` (empty on entry): wake them once the lock is
-    /// released (see [`wake`]).
+    /// Frame a message for the members, in every encoding among them. `Ok(None)` when the room
+    /// has none; else how many members it is for and, for a `publisher` of that encoding, where
+    /// its frame is in the publisher's log (the entry the open batch becomes, and the span in
+    /// it). `Err` when a compressed copy the members need is not in `copies` yet: make it (not
+    /// under the lock) and try again; nothing was published. The members to wake are moved
+    /// into `woken` (empty on entry): wake them once the lock is released (see [`wake`]).
     pub(super) fn publish(
         &self,
         payload: Payload<'_>,
+        copies: &Copies,
+        publisher: Option<Encoding>,
         woken: &mut Vec<Waker>,
-    ) -> Option<(usize, u64, FrameSpan)> {
-        let mut log = self.log();
-        if log.members == 0 {
-            return None;
+    ) -> Result<Option<Published>, Missing> {
+        let mut logs = self.logs();
+        if logs.logs.is_empty() {
+            return Ok(None);
         }
-        let seq = log.head.seq;
-        let span = match payload {
-            Payload::Text(text) => log.open.push_text(text),
-            Payload::Binary(data) => log.open.push_binary(data),
-        };
-        log.head.messages += 1;
-        log.head.bytes += (span.end() - span.start()) as u64;
-        if log.open.len() >= SEAL_AT {
-            log.seal();
+        // Every copy first: the message goes into every log or into none.
+        for log in &logs.logs {
+            copies.check(log.encoding, payload)?;
         }
-        if !log.waiters.is_empty() {
-            std::mem::swap(&mut log.waiters, woken);
-            log.generation += 1;
+        let mut members = 0;
+        let mut at = None;
+        for log in &mut logs.logs {
+            let seq = log.head.seq;
+            let span = copies.push(&mut log.open, log.encoding, payload);
+            log.head.messages += 1;
+            log.head.bytes += (span.end() - span.start()) as u64;
+            if log.open.len() >= SEAL_AT {
+                log.seal();
+            }
+            if !log.waiters.is_empty() {
+                if woken.is_empty() {
+                    // The list with its room goes to be woken; the log gets the empty one.
+                    std::mem::swap(&mut log.waiters, woken);
+                } else {
+                    woken.append(&mut log.waiters);
+                }
+                log.generation += 1;
+            }
+            members += log.members;
+            if publisher == Some(log.encoding) {
+                at = Some((seq, span));
+            }
         }
-        Some((log.members, seq, span))
+        Ok(Some((members, at)))
     }
 
-    /// Take what the log has for a member at `cursor` (moved past it): `each(seq, frames)` for
-    /// every entry, in order, with the lock held (it must not block); `each` returns false to
-    /// stop before an entry it cannot take now (the cursor stays before it). With `seal`, the
-    /// open batch is sealed first and taken too. When no message was taken (or `each` stopped),
-    /// `waker` is registered to be woken by the next publish, in the same critical section, so
-    /// that no publish is missed; `generation` tells whether it still is (see
-    /// [`register`](Self::register)).
+    /// Take what the log of `encoding` has for a member at `cursor` (moved past it):
+    /// `each(seq, frames)` for every entry, in order, with the lock held (it must not block);
+    /// `each` returns false to stop before an entry it cannot take now (the cursor stays before
+    /// it). With `seal`, the open batch is sealed first and taken too. When no message was
+    /// taken (or `each` stopped), `waker` is registered to be woken by the next publish, in the
+    /// same critical section, so that no publish is missed; `generation` tells whether it still
+    /// is (see [`register`](Self::register)).
     pub(super) fn take(
         &self,
+        encoding: Encoding,
         cursor: &mut Position,
         seal: bool,
         waker: &Waker,
         generation: &mut u64,
         mut each: impl FnMut(u64, &Prepared) -> bool,
     ) -> Took {
-        let mut log = self.log();
+        let mut logs = self.logs();
+        let mut took = Took::default();
+        let Some(log) = logs.get_mut(encoding) else {
+            // Not a member (cannot happen while it is one).
+            return took;
+        };
         if seal {
             log.seal();
         }
-        let mut took = Took::default();
         if cursor.seq < log.start.seq {
             // Dropped from the log before this member took it: lost.
             took.lost = log.start.messages - cursor.messages;
@@ -235,15 +355,21 @@ impl Room {
         took
     }
 
-    /// Register `waker` for the next publish, unless it is registered already (`generation` is
-    /// the current one).
-    pub(super) fn register(&self, waker: &Waker, generation: &mut u64) {
-        self.log().register(waker, generation);
+    /// Register `waker` for the next publish in the log of `encoding`, unless it is registered
+    /// already (`generation` is the current one).
+    pub(super) fn register(&self, encoding: Encoding, waker: &Waker, generation: &mut u64) {
+        if let Some(log) = self.logs().get_mut(encoding) {
+            log.register(waker, generation);
+        }
     }
 
-    /// What a member at `cursor` has not taken yet: (messages, bytes), the open batch included.
-    pub(super) fn behind(&self, cursor: Position) -> (u64, u64) {
-        let log = self.log();
+    /// What a member of `encoding` at `cursor` has not taken yet: (messages, bytes), the open
+    /// batch included.
+    pub(super) fn behind(&self, encoding: Encoding, cursor: Position) -> (u64, u64) {
+        let mut logs = self.logs();
+        let Some(log) = logs.get_mut(encoding) else {
+            return (0, 0);
+        };
         let from = if cursor.seq < log.start.seq {
             log.start
         } else {
@@ -255,10 +381,20 @@ impl Room {
         )
     }
 
-    /// Drop the member at `cursor`'s oldest entries until at most `bytes` and `messages` are
-    /// behind it (the open batch counts but is not dropped); returns the messages dropped.
-    pub(super) fn skip(&self, cursor: &mut Position, bytes: u64, messages: u64) -> u64 {
-        let mut log = self.log();
+    /// Drop the oldest entries of the member of `encoding` at `cursor` until at most `bytes`
+    /// and `messages` are behind it (the open batch counts but is not dropped); returns the
+    /// messages dropped.
+    pub(super) fn skip(
+        &self,
+        encoding: Encoding,
+        cursor: &mut Position,
+        bytes: u64,
+        messages: u64,
+    ) -> u64 {
+        let mut logs = self.logs();
+        let Some(log) = logs.get_mut(encoding) else {
+            return 0;
+        };
         let mut dropped = 0;
         if cursor.seq < log.start.seq {
             dropped += log.start.messages - cursor.messages;
@@ -278,18 +414,60 @@ impl Room {
         dropped
     }
 
-    /// Bytes and messages the log holds (sealed and open): what the slowest member has not
-    /// taken, within the limits.
+    /// What the logs hold (sealed and open): the bytes of every encoding's frames together, and
+    /// the messages of the log that holds the most; within the limits, for each log.
     pub(super) fn queued(&self) -> (usize, usize) {
-        let log = self.log();
-        let bytes = log.entries.iter().map(|e| e.frames.len()).sum::<usize>() + log.open.len();
-        let messages = log
-            .entries
-            .iter()
-            .map(|e| e.frames.messages())
-            .sum::<usize>()
-            + log.open.messages();
+        let logs = self.logs();
+        let mut bytes = 0;
+        let mut messages = 0;
+        for log in &logs.logs {
+            bytes += log.entries.iter().map(|e| e.frames.len()).sum::<usize>() + log.open.len();
+            let held = log
+                .entries
+                .iter()
+                .map(|e| e.frames.messages())
+                .sum::<usize>()
+                + log.open.messages();
+            messages = messages.max(held);
+        }
         (bytes, messages)
+    }
+}
+
+impl Logs {
+    fn index(&self, encoding: Encoding) -> Option<usize> {
+        self.logs.iter().position(|l| l.encoding == encoding)
+    }
+
+    fn get_mut(&mut self, encoding: Encoding) -> Option<&mut Log> {
+        self.logs.iter_mut().find(|l| l.encoding == encoding)
+    }
+
+    /// The log of `encoding`, made if the room has none.
+    fn get_or_insert(&mut self, encoding: Encoding) -> &mut Log {
+        let i = match self.index(encoding) {
+            Some(i) => i,
+            None => {
+                self.logs.push(Log {
+                    encoding,
+                    open: PreparedBatch::new(),
+                    entries: VecDeque::new(),
+                    start: Position::default(),
+                    head: Position::default(),
+                    members: 0,
+                    waiters: Vec::new(),
+                    generation: 0,
+                    max_bytes: self.max_bytes,
+                    max_messages: self.max_messages,
+                });
+                self.logs.len() - 1
+            }
+        };
+        &mut self.logs[i]
+    }
+
+    fn members(&self) -> usize {
+        self.logs.iter().map(|l| l.members).sum()
     }
 }
 

@@ -432,3 +432,388 @@ async fn rooms_span_the_threads_of_a_runtime() {
         }
     }
 }
+
+/// Rooms whose members negotiated permessage-deflate differently: each gets the frames of its
+/// encoding, compressed once per distinct compression.
+#[cfg(feature = "deflate")]
+mod deflate {
+    use gangway_proto::extensions::permessage_deflate::{
+        Decompressor, DeflateConfig, DeflateParams, StatelessCompression,
+    };
+    use gangway_proto::frame::{FrameHeader, OpCode};
+    use gangway_proto::handshake::Negotiated;
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    /// RSV1, "Per-Message Compressed" (RFC 7692 §6).
+    const RSV1: u8 = 0b100;
+
+    /// What members negotiate: nothing, or permessage-deflate with these parameters.
+    #[derive(Clone, Copy, Debug)]
+    enum Agreed {
+        Plain,
+        Deflate(DeflateParams),
+    }
+
+    /// The server compresses each message on its own with a 2^`bits` window (a browser's
+    /// offer answered in serve's `window` mode has 15).
+    fn no_takeover(bits: u8) -> Agreed {
+        Agreed::Deflate(DeflateParams {
+            server_no_context_takeover: true,
+            server_max_window_bits: bits,
+            client_max_window_bits: 12,
+            ..DeflateParams::default()
+        })
+    }
+
+    /// The server keeps its context between messages (serve's `dedicated` mode).
+    fn takeover() -> Agreed {
+        Agreed::Deflate(DeflateParams::default())
+    }
+
+    fn connection(role: Role, agreed: Agreed) -> Connection {
+        let negotiated = Negotiated {
+            permessage_deflate: match agreed {
+                Agreed::Plain => None,
+                Agreed::Deflate(params) => Some(params),
+            },
+            ..Negotiated::default()
+        };
+        let mut config = Config::default();
+        config.deflate = DeflateConfig::default();
+        Connection::from_negotiated(role, config, &negotiated)
+    }
+
+    /// A member that agreed on `agreed` (in no room yet), and the raw transport of its client.
+    fn raw_member(hub: &Hub, agreed: Agreed) -> (Member<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let server = WebSocket::from_parts(server, connection(Role::Server, agreed), None, &[]);
+        (hub.member(server), client)
+    }
+
+    /// A member that agreed on `agreed` and its client, a WebSocket that agreed on the same.
+    fn ws_member(hub: &Hub, agreed: Agreed) -> (Member<DuplexStream>, WebSocket<DuplexStream>) {
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let server = WebSocket::from_parts(server, connection(Role::Server, agreed), None, &[]);
+        let client = WebSocket::from_parts(client, connection(Role::Client, agreed), None, &[]);
+        (hub.member(server), client)
+    }
+
+    /// One frame as a client reads it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct RawFrame {
+        rsv: u8,
+        opcode: OpCode,
+        payload: Vec<u8>,
+    }
+
+    /// The next `n` frames on `io`: whole, unmasked, single-frame messages (what the hub sends).
+    async fn raw_frames(io: &mut DuplexStream, n: usize) -> Vec<RawFrame> {
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            match FrameHeader::decode(&buf).expect("a valid header") {
+                Some((header, len)) if buf.len() >= len + header.payload_len as usize => {
+                    assert!(header.fin && header.mask.is_none(), "{header:?}");
+                    let end = len + header.payload_len as usize;
+                    frames.push(RawFrame {
+                        rsv: header.rsv,
+                        opcode: header.opcode,
+                        payload: buf[len..end].to_vec(),
+                    });
+                    buf.drain(..end);
+                }
+                _ => {
+                    let mut chunk = [0u8; 4096];
+                    let read = tokio::time::timeout(STEP, io.read(&mut chunk))
+                        .await
+                        .expect("frames in time")
+                        .unwrap();
+                    assert!(read > 0, "the connection ended");
+                    buf.extend_from_slice(&chunk[..read]);
+                }
+            }
+        }
+        assert!(buf.is_empty(), "nothing more than whole frames");
+        frames
+    }
+
+    /// A compressed payload inflated (RFC 7692 §7.2.2), as a client of a server with a
+    /// 2^`bits` window and no context takeover does it.
+    fn inflate(payload: &[u8], bits: u8) -> Vec<u8> {
+        let mut d = Decompressor::new(bits, true);
+        let mut out = Vec::new();
+        d.decompress(payload, &mut out, 1 << 20)
+            .expect("deflate data");
+        d.finish(&mut out, 1 << 20).expect("deflate data");
+        out
+    }
+
+    /// A JSON-like text of about `len` bytes (compresses well).
+    fn json(len: usize) -> String {
+        let mut s = String::from("[");
+        let mut i = 0;
+        while s.len() < len {
+            s.push_str(&format!(
+                r#"{{"id":{i},"user":"member-{}","text":"hello"}},"#,
+                i % 7
+            ));
+            i += 1;
+        }
+        s.truncate(len);
+        s
+    }
+
+    /// Bytes that do not compress (an xorshift sequence).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// The frame a plain member gets for `payload`: its header and the payload as it is.
+    fn plain_len(payload: usize) -> usize {
+        payload + if payload < 126 { 2 } else { 4 }
+    }
+
+    #[tokio::test]
+    async fn members_with_and_without_deflate_in_one_room_each_get_their_encoding() {
+        let hub = Hub::default();
+        // Members of four encodings: plain (no deflate, and deflate with context takeover),
+        // no context takeover with a 15-bit window (three of them), and with a 10-bit window.
+        let agreements = [
+            ("plain", Agreed::Plain),
+            ("takeover", takeover()),
+            ("window 15", no_takeover(15)),
+            ("window 15", no_takeover(15)),
+            ("window 15", no_takeover(15)),
+            ("window 10", no_takeover(10)),
+        ];
+        let mut members = Vec::new();
+        let mut clients = Vec::new();
+        for (name, agreed) in agreements {
+            let (mut member, client) = raw_member(&hub, agreed);
+            member.join("mixed");
+            members.push(member);
+            clients.push((name, agreed, client));
+        }
+        let long_text = json(1024);
+        let long_binary = json(2000).into_bytes();
+        let random = noise(1500);
+        let messages = [
+            Message::text(long_text.clone()),
+            Message::text("under the threshold"),
+            Message::binary(random.clone()),
+            Message::binary(long_binary.clone()),
+        ];
+        // Published before any member runs: the room holds them, framed once per encoding.
+        for message in &messages {
+            assert_eq!(hub.publish("mixed", message), Ok(agreements.len()));
+        }
+        // Compressed once per message from the threshold up and distinct compression (two of
+        // them), not once per member: the random bytes too (they did not shrink: sent plain).
+        assert_eq!(hub.stats().compressed, 3 * 2);
+        let compressed_len = |bits: u8, data: &[u8]| {
+            let how = StatelessCompression::new(bits, 6);
+            let payload = how.compress_binary(data).payload().len();
+            payload + if payload < 126 { 2 } else { 4 }
+        };
+        let plain: usize = [long_text.len(), 19, random.len(), long_binary.len()]
+            .into_iter()
+            .map(plain_len)
+            .sum();
+        let in_window = |bits| {
+            compressed_len(bits, long_text.as_bytes())
+                + plain_len(19)
+                + plain_len(random.len())
+                + compressed_len(bits, &long_binary)
+        };
+        let queued = hub.queued("mixed").unwrap();
+        assert_eq!(queued.messages, 4);
+        assert_eq!(
+            queued.bytes,
+            plain + in_window(15) + in_window(10),
+            "one copy of each frame per encoding, shared by its members"
+        );
+        let tasks: Vec<_> = members.into_iter().map(run).collect();
+        let mut window_frames = None;
+        for (name, agreed, client) in &mut clients {
+            let frames = raw_frames(client, messages.len()).await;
+            let opcodes: Vec<OpCode> = frames.iter().map(|f| f.opcode).collect();
+            assert_eq!(
+                opcodes,
+                [OpCode::Text, OpCode::Text, OpCode::Binary, OpCode::Binary],
+                "{name}"
+            );
+            let expected: [&[u8]; 4] = [
+                long_text.as_bytes(),
+                b"under the threshold",
+                &random,
+                &long_binary,
+            ];
+            let compressing = match agreed {
+                Agreed::Deflate(p) if p.server_no_context_takeover => {
+                    Some(p.server_max_window_bits)
+                }
+                _ => None,
+            };
+            for (i, (frame, sent)) in frames.iter().zip(expected).enumerate() {
+                // Compressed: the long messages, for the members without context takeover;
+                // under the threshold and incompressible: plain for everyone.
+                let compressed = compressing.is_some() && (i == 0 || i == 3);
+                if compressed {
+                    assert_eq!(frame.rsv, RSV1, "{name}, message {i}");
+                    let bits = compressing.unwrap_or(15);
+                    assert_eq!(inflate(&frame.payload, bits), sent, "{name}, message {i}");
+                    assert!(frame.payload.len() < sent.len() / 2, "{name}, message {i}");
+                } else {
+                    assert_eq!(frame.rsv, 0, "{name}, message {i}");
+                    assert_eq!(frame.payload, sent, "{name}, message {i}");
+                }
+            }
+            if *name == "window 15" {
+                // The members of one encoding get the same bytes.
+                match &window_frames {
+                    None => window_frames = Some(frames),
+                    Some(first) => assert_eq!(first, &frames),
+                }
+            }
+        }
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn compressed_frames_decode_in_the_members_own_connections() {
+        // Clients that are WebSockets with the same agreement: they inflate what they get, and
+        // a compressing member with context takeover of its own keeps its state intact.
+        let hub = Hub::default();
+        let mut clients = Vec::new();
+        let mut tasks = Vec::new();
+        for agreed in [Agreed::Plain, takeover(), no_takeover(15), no_takeover(12)] {
+            let (mut member, client) = ws_member(&hub, agreed);
+            member.join("r");
+            tasks.push(run(member));
+            clients.push(client);
+        }
+        let text = json(3000);
+        for i in 0..20 {
+            hub.publish("r", &Message::text(format!("{i}:{text}")))
+                .unwrap();
+            if i % 5 == 0 {
+                hub.publish("r", &text_message("small")).unwrap();
+            }
+        }
+        for client in &mut clients {
+            let got = receive(client, 24).await;
+            let mut expected = Vec::new();
+            for i in 0..20 {
+                expected.push(format!("{i}:{text}"));
+                if i % 5 == 0 {
+                    expected.push("small".to_owned());
+                }
+            }
+            assert_eq!(got, expected);
+        }
+        // Two compressions (15 and 12 bits) of each of the 20 long messages.
+        assert_eq!(hub.stats().compressed, 40);
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    fn text_message(s: &str) -> Message {
+        Message::text(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn members_of_different_encodings_relay_to_each_other_in_one_order() {
+        let hub = Hub::default();
+        let agreements = [
+            Agreed::Plain,
+            no_takeover(15),
+            no_takeover(15),
+            takeover(),
+            no_takeover(10),
+        ];
+        let mut clients = Vec::new();
+        for (i, agreed) in agreements.into_iter().enumerate() {
+            let (mut member, client) = ws_member(&hub, agreed);
+            member.join("chat");
+            // Members 2 and 4 (compressing) publish to the others only.
+            relay(member, "chat", i == 2 || i == 4);
+            clients.push(client);
+        }
+        let body = json(200);
+        for round in 0..20 {
+            for (i, client) in clients.iter_mut().enumerate() {
+                client
+                    .feed(Message::text(format!("{i}:{round}:{body}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        for client in &mut clients {
+            client.flush().await.unwrap();
+        }
+        let mut orders = Vec::new();
+        for (i, client) in clients.iter_mut().enumerate() {
+            let left_out = i == 2 || i == 4;
+            let expected = if left_out { 80 } else { 100 };
+            let got = receive(client, expected).await;
+            assert!(quiet(client).await, "client {i} got more than {expected}");
+            for sender in 0..5 {
+                let from: Vec<String> = got
+                    .iter()
+                    .filter(|m| m.starts_with(&format!("{sender}:")))
+                    .cloned()
+                    .collect();
+                if sender == i && left_out {
+                    assert!(from.is_empty(), "client {i} got its own messages back");
+                } else {
+                    let sent: Vec<String> =
+                        (0..20).map(|r| format!("{sender}:{r}:{body}")).collect();
+                    assert_eq!(from, sent, "client {i}, from {sender}");
+                }
+            }
+            orders.push(got);
+        }
+        // One order for the room, whatever the encoding.
+        for (i, got) in orders.iter().enumerate() {
+            let expected: Vec<&String> = orders[0]
+                .iter()
+                .filter(|m| !(i == 2 || i == 4) || !m.starts_with(&format!("{i}:")))
+                .collect();
+            assert_eq!(got.iter().collect::<Vec<_>>(), expected, "client {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_whose_compressing_members_left_goes_back_to_one_log() {
+        let hub = Hub::default();
+        let (mut plain, mut plain_client) = raw_member(&hub, Agreed::Plain);
+        plain.join("r");
+        let (mut compressing, _client) = raw_member(&hub, no_takeover(15));
+        compressing.join("r");
+        hub.publish("r", &Message::text(json(500))).unwrap();
+        assert_eq!(hub.stats().compressed, 1);
+        assert!(compressing.leave("r"));
+        // Its log went with it: nothing is compressed for nobody.
+        hub.publish("r", &Message::text(json(600))).unwrap();
+        assert_eq!(hub.stats().compressed, 1);
+        assert_eq!(hub.queued("r").unwrap().messages, 2);
+        let task = run(plain);
+        let frames = raw_frames(&mut plain_client, 2).await;
+        assert!(frames.iter().all(|f| f.rsv == 0));
+        assert_eq!(frames[1].payload, json(600).into_bytes());
+        task.abort();
+    }
+}

@@ -88,6 +88,12 @@ impl PerMessageDeflate {
         len >= self.threshold && self.compressor.can_compress()
     }
 
+    /// The size from which whole messages are compressed
+    /// ([`DeflateConfig::threshold`](super::DeflateConfig::threshold)).
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
     /// How a whole message of `len` bytes is compressed, when it is compressed on its own: the
     /// parameters that alone determine its compressed bytes, so that a message sent to many
     /// connections is compressed once per distinct value (see [`StatelessCompression`]).
