@@ -431,10 +431,10 @@ async fn bench(opts: BenchOpts) -> ExitCode {
                     io::ErrorKind::InvalidInput,
                     "could not resolve to any address",
                 );
-                return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report();
+                return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT, None).report();
             }
         },
-        Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report(),
+        Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT, None).report(),
     };
     let shards = opts.threads as usize;
     let cpu = Arc::new(CpuWindow::default());
@@ -442,7 +442,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
     let shared = if opts.handshakes {
         match handshakes(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     } else if opts.broadcast {
         match broadcast::run(&opts, addr, shards, &cpu).await {
@@ -450,12 +450,12 @@ async fn bench(opts: BenchOpts) -> ExitCode {
                 room = Some(r);
                 shared
             }
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     } else {
         match echo(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     };
     let mut report = Report::new(&opts, &shared);

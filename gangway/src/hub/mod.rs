@@ -43,7 +43,7 @@
 //! A member whose connection compresses each message on its own (no context takeover, RFC 7692
 //! §7.1.1: what `gangway` servers do by default) receives compressed messages, compressed once
 //! for all the members that negotiated the same parameters: the room keeps one log per
-//! [`Encoding`](gangway_proto::prepared::Encoding) among its members, and publishing compresses
+//! [`Encoding`] among its members, and publishing compresses
 //! the message once per distinct compression among them (outside the room's lock), then frames
 //! it into each log. Messages under a member's compression threshold, and those that do not
 //! shrink, go uncompressed. A member whose connection compresses with context takeover, or does
