@@ -453,7 +453,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
     // Resolved once: a name lookup per handshake cycle would be measured too.
     let addr = match resolve(&opts.url).await {
         Ok(addr) => addr,
-        Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+        Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
     };
     let mut nodes = vec![(addr, opts.url.clone())];
     for url in &opts.also {
@@ -461,7 +461,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
             Ok(addr) => nodes.push((addr, url.clone())),
             Err(e) => {
                 let host = url.host().unwrap_or_default();
-                return Failure::connect(&e, host, CONNECT_TIMEOUT).report();
+                return Failure::connect(&e, host, CONNECT_TIMEOUT, None).report();
             }
         }
     }
@@ -471,7 +471,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
     let shared = if opts.handshakes {
         match handshakes(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     } else if opts.broadcast {
         match broadcast::run(&opts, &nodes, shards, &cpu).await {
@@ -479,12 +479,12 @@ async fn bench(opts: BenchOpts) -> ExitCode {
                 room = Some(r);
                 shared
             }
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     } else {
         match echo(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     };
     let mut report = Report::new(&opts, &shared);
