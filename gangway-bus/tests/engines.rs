@@ -539,3 +539,69 @@ async fn redis_oversized_refused_before_the_engine_and_the_queue_bounded() {
         expected.len()
     );
 }
+
+/// Redis's own count of subscribers to a room's channel (`PUBSUB NUMSUB`).
+#[cfg(feature = "redis")]
+async fn redis_subscribers(url: &str, room: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, n): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("gangway:room:{room}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    n
+}
+
+/// Wait (bounded) until Redis counts `n` subscribers to the room's channel.
+#[cfg(feature = "redis")]
+async fn subscribers_become(url: &str, room: &str, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if redis_subscribers(url, room).await == n {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counted by Redis itself: one subscription per room and node, made when the first local
+/// member joins and dropped when the last leaves, whatever the number of members.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_one_subscription_per_room_and_node() {
+    let server = Server::start(support::Kind::Redis { persistent: false });
+    let url = server.url();
+    let a = node(Engine::Redis(url.clone()), BusConfig::default(), &[]).await;
+    let b = node(Engine::Redis(url.clone()), BusConfig::default(), &[]).await;
+    assert_eq!(redis_subscribers(&url, "/sub").await, 0);
+    let on_a: Vec<Subscription> = (0..50).map(|_| a.bus.subscribe("/sub")).collect();
+    for s in &on_a {
+        s.ready().await;
+    }
+    assert!(
+        subscribers_become(&url, "/sub", 1).await,
+        "one subscription for 50 members of node A"
+    );
+    let on_b: Vec<Subscription> = (0..50).map(|_| b.bus.subscribe("/sub")).collect();
+    for s in &on_b {
+        s.ready().await;
+    }
+    assert!(
+        subscribers_become(&url, "/sub", 2).await,
+        "one more for node B's"
+    );
+    let mut on_a = on_a;
+    on_a.truncate(1);
+    drop(on_b);
+    assert!(
+        subscribers_become(&url, "/sub", 1).await,
+        "node B's last member left; node A has one"
+    );
+    drop(on_a);
+    assert!(subscribers_become(&url, "/sub", 0).await, "no member left");
+}
