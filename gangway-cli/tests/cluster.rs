@@ -8,6 +8,8 @@
 //! - faults, while publishers publish: the engine restarted (Redis with and without history,
 //!   NATS), a process killed (SIGKILL) and its members reconnecting to another; what was lost
 //!   and recovered is counted and checked against the processes' own counters.
+//! - `--history` with Redis down: the sender is closed with 1013 once the queue toward Redis is
+//!   full.
 //!
 //! Every process (engine, nodes) is stopped by PID when its handle is dropped, also when a test
 //! fails; every wait is bounded.
@@ -922,4 +924,51 @@ fn bench_spreads_its_members_over_the_nodes() {
             assert!(status.success());
         }
     }
+}
+
+// --- The queue toward the engine -----------------------------------------------------------------
+
+/// History on, Redis down: what a member sends waits in the node's bounded queue toward Redis
+/// (4,096 publishes, and one batch on its way); once it is full the sender is closed with 1013
+/// (try again later), and the node goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_a_full_engine_queue_closes_the_sender_with_1013() {
+    let mut redis = engines::Server::start(engines::Kind::Redis { persistent: false });
+    let url = redis.url();
+    let mut serve = Serve::start(&["--broadcast", "--redis", &url, "--history", "100"]);
+    let (mut ws, _) = gangway::connect(&serve.url("/q")).await.expect("connect");
+    // Joined: the room's position came from Redis.
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the position in time");
+    assert!(
+        matches!(&first, Some(Ok(Message::Text(t))) if t.as_str().starts_with("!position ")),
+        "{first:?}"
+    );
+    redis.kill();
+    let mut sent = 0;
+    for i in 0..6000 {
+        if ws.send(Message::text(format!("m{i}"))).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the node never closed the sender");
+    let code = ws.close_frame().cloned().flatten().map(|f| f.code);
+    assert_eq!(
+        code,
+        Some(gangway::CloseCode::TRY_AGAIN_LATER),
+        "after {sent} sent"
+    );
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("closed with 1013: the queue toward the message engine is full"),
+        "{log}"
+    );
+    println!("history, Redis down: the sender was closed with 1013 after {sent} messages sent");
 }
