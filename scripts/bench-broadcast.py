@@ -383,7 +383,7 @@ def run_memory(args, server, log):
         time.sleep(0.5)
         before = idle.rss_kib(proc.pid)
         # Every connection asks for the same path: one room.
-        socks = idle.open_connections(addr, MEMORY_MEMBERS, 100)
+        socks = [s for s, _ in idle.open_connections(addr, MEMORY_MEMBERS, 100, None)]
         time.sleep(1.5)
         members = idle.rss_kib(proc.pid)
         payload = os.urandom(MEMORY_MESSAGE)

@@ -411,7 +411,8 @@ def run_memory(args, server, log, idle):
         addr = ("127.0.0.1", port)
         time.sleep(0.5)
         before = idle.rss_kib(proc.pid)
-        socks = idle.open_connections(addr, args.memory_connections, 100)
+        # (socket, None) pairs: no permessage-deflate offered.
+        socks = idle.open_connections(addr, args.memory_connections, 100, None)
         time.sleep(1)
         if proc.poll() is not None:
             raise Failure(f"server exited with {proc.returncode}{log_tail(log)}")
@@ -424,7 +425,7 @@ def run_memory(args, server, log, idle):
     except idle.Failure as e:
         raise Failure(str(e)) from None
     finally:
-        for s in socks:
+        for s, _ in socks:
             s.close()
         stop(proc)
 
