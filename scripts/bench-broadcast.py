@@ -17,6 +17,15 @@ same with one more connection that never reads (gangway with its default limits;
 others with and without it); memory: RSS of the server with 10,000 idle members, then after
 one 1 KiB message was published to all of them and delivered.
 
+Rooms across processes (--cluster; gangway only): one room whose members are spread over three
+`gangway serve --broadcast` processes sharing it through Debian's redis-server (pub/sub; and
+with --history 10000, every message positioned by Redis and delivered from it) or nats-server,
+beside the same members on a single process. The nodes and the engine are all pinned to CPU 0,
+the load (`gangway bench --also URL ...`, members spread over the nodes in turn) to CPU 1; the
+CPU per delivered message is that of the nodes and the engine together. The latency of the
+deliveries that crossed from a member of one node to a member of another is reported apart:
+minus the single process's latency, it is what the hop through the engine adds.
+
 Deflate (--deflate): the members offer permessage-deflate as browsers do (`permessage-deflate;
 client_max_window_bits`) and send JSON-like text (1 KiB unless --payloads says otherwise);
 every scenario runs twice per server, the members offering the extension and not, the servers
@@ -38,6 +47,7 @@ exit status is 1 if any run failed (a server died, the load reported errors or e
     scripts/bench-broadcast.py                 # everything, 3 rounds (about 20 minutes)
     scripts/bench-broadcast.py --quick         # a small subset, about 2 minutes (CI)
     scripts/bench-broadcast.py --only gangway,uws --members 1000 --payloads 20 --rounds 5
+    scripts/bench-broadcast.py --only-cluster --quick  # rooms across processes, about 1 minute
     scripts/bench-broadcast.py --deflate --only gangway,uws --with-uws
 """
 
@@ -46,6 +56,7 @@ import importlib.util
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -145,6 +156,39 @@ def start_server(server, log, limits=True, deflate=False):
     return bc.start_server(view, log)
 
 
+def load_argv(args, ports, members, payload, pids):
+    """`gangway bench --broadcast --json` pinned to CPU 1: `members` connections in the room
+    /room, spread over the servers on `ports`; the CPU time of `pids` read."""
+    argv = ["taskset", "-c", "1", args.bench_bin, "bench", f"ws://127.0.0.1:{ports[0]}/room",
+            "--broadcast", "--json", "--connections", str(members), "--payload", str(payload),
+            "--duration", str(args.duration), "--warmup", str(args.warmup),
+            "--drain-timeout", str(args.drain_timeout)]
+    for port in ports[1:]:
+        argv += ["--also", f"ws://127.0.0.1:{port}/room"]
+    for pid in pids:
+        argv += ["--server-pid", str(pid)]
+    return argv
+
+
+def drive(args, argv, proc, log):
+    """Run the load `argv` against the server `proc`; its JSON, checked."""
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    load = bc.start(argv, stdout=out, stderr=err)
+    try:
+        load.wait(timeout=args.warmup + args.duration + args.drain_timeout + 180)
+    except subprocess.TimeoutExpired:
+        raise Failure("the load did not finish in time")
+    finally:
+        bc.stop(load)
+    out.seek(0)
+    err.seek(0)
+    result = bc.load_result(proc, log, load, out.read(), err.read())
+    if "server_cpu_us_per" not in result:
+        raise Failure("the load could not read the server's CPU time")
+    return result
+
+
 def start_syscall_count(pid):
     """`perf stat` counting the write system calls of process `pid` (all its threads) until it
     is stopped; read with `syscall_count`."""
@@ -187,10 +231,7 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True, deflat
     proc, port = start_server(server, log, limits, deflate is not None)
     counter = None
     try:
-        argv = ["taskset", "-c", "1", args.bench_bin, "bench", f"ws://127.0.0.1:{port}/room",
-                "--broadcast", "--json", "--connections", str(members), "--payload",
-                str(payload), "--duration", str(args.duration), "--warmup", str(args.warmup),
-                "--server-pid", str(proc.pid), "--drain-timeout", str(args.drain_timeout)]
+        argv = load_argv(args, [port], members, payload, [proc.pid])
         if stalled:
             argv += ["--stalled", str(stalled)]
         if deflate is not None:
@@ -199,20 +240,7 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True, deflat
             argv.append("--deflate")
         if args.syscalls:
             counter = start_syscall_count(proc.pid)
-        out = tempfile.TemporaryFile()
-        err = tempfile.TemporaryFile()
-        load = bc.start(argv, stdout=out, stderr=err)
-        try:
-            load.wait(timeout=args.warmup + args.duration + args.drain_timeout + 180)
-        except subprocess.TimeoutExpired:
-            raise Failure("the load did not finish in time")
-        finally:
-            bc.stop(load)
-        out.seek(0)
-        err.seek(0)
-        result = bc.load_result(proc, log, load, out.read(), err.read())
-        if "server_cpu_us_per" not in result:
-            raise Failure("the load could not read the server's CPU time")
+        result = drive(args, argv, proc, log)
         if counter:
             writes = syscall_count(counter)
             counter = None
@@ -228,6 +256,122 @@ def run_load(args, server, members, payload, log, stalled=0, limits=True, deflat
         bc.stop(proc)
 
 
+# --- Rooms across processes ----------------------------------------------------------------------
+
+CLUSTER_NODES = 3
+# The set-ups compared: one process, then three sharing the room through each engine.
+CLUSTER_SETUPS = [
+    ("single", "one process (no engine)"),
+    ("redis", "3 processes, Redis pub/sub"),
+    ("redis-history", "3 processes, Redis --history 10000"),
+    ("nats", "3 processes, NATS"),
+]
+
+
+def engine_binary(kind):
+    names = (["/usr/bin/redis-server"] if kind.startswith("redis")
+             else ["/usr/sbin/nats-server", "/usr/bin/nats-server"])
+    for name in names:
+        if os.path.exists(name):
+            return name
+    raise Failure(f"{' or '.join(names)} is missing (apt-get install "
+                  f"{os.path.basename(names[0])}; scripts/test.sh does)")
+
+
+def start_engine(kind, log):
+    """Debian's redis-server (no persistence) or nats-server on a free loopback port, pinned to
+    CPU 0; (process, URL) once it accepts connections."""
+    port = bc.free_port()
+    if kind.startswith("redis"):
+        argv = [engine_binary(kind), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]
+        url = f"redis://127.0.0.1:{port}"
+    else:
+        argv = [engine_binary(kind), "-a", "127.0.0.1", "-p", str(port)]
+        url = f"nats://127.0.0.1:{port}"
+    proc = bc.start(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 15
+    while True:
+        if proc.poll() is not None:
+            raise Failure(f"{kind} exited with {proc.returncode} at start{bc.log_tail(log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, url
+        except OSError:
+            if time.monotonic() > deadline:
+                raise Failure(f"{kind} does not accept connections on port {port}")
+            time.sleep(0.02)
+
+
+def run_cluster(args, setup, members, payload, log):
+    """One run of a room spread over the nodes of `setup` (see CLUSTER_SETUPS); the load's
+    JSON."""
+    gangway = servers_by_name(args)["gangway"]
+    procs = []
+    try:
+        engine = []
+        if setup != "single":
+            proc, url = start_engine(setup, log)
+            procs.append(proc)
+            engine = ["--redis" if setup.startswith("redis") else "--nats", url]
+            if setup == "redis-history":
+                engine += ["--history", "10000"]
+        node = Server("gangway", gangway.label,
+                      lambda port, limits=True, deflate=False:
+                      gangway.argv(port, limits, deflate) + engine,
+                      env=gangway.env)
+        ports = []
+        for _ in range(1 if setup == "single" else CLUSTER_NODES):
+            proc, port = start_server(node, log)
+            procs.append(proc)
+            ports.append(port)
+        argv = load_argv(args, ports, members, payload, [p.pid for p in procs])
+        if setup == "redis-history":
+            argv.append("--positioned")
+        # Checked: the first node (the load fails if any other dies: its members lose their
+        # connection).
+        return drive(args, argv, procs[-1], log)
+    finally:
+        for proc in reversed(procs):
+            bc.stop(proc)
+
+
+def servers_by_name(args):
+    saved, args.only = args.only, None
+    try:
+        return {s.name: s for s in servers(args)}
+    finally:
+        args.only = saved
+
+
+def cluster_table(results, members, payload):
+    """The table of one payload: each set-up, and what the hop between nodes adds to the single
+    process's latency."""
+    def stat(setup, key):
+        return bc.med([r.get(key) for r in results.get(setup, [])])
+
+    base = {q: stat("single", f"{q}_us") for q in ("p50", "p99")}
+    header = ["set-up", "delivered/s", "CPU µs/delivered", "p50 µs", "p99 µs",
+              "across nodes p50 µs", "p99 µs", "added p50 µs", "added p99 µs", "runs"]
+    rows = []
+    for setup, label in CLUSTER_SETUPS:
+        runs = results.get(setup)
+        if not runs:
+            continue
+        row = [label, bc.fmt(stat(setup, "per_s")), bc.fmt(stat(setup, "server_cpu_us_per"), 3),
+               bc.fmt(stat(setup, "p50_us"), 1), bc.fmt(stat(setup, "p99_us"), 1)]
+        if setup == "single":
+            row += ["-", "-", "-", "-"]
+        else:
+            crossed = {q: stat(setup, f"crossed_{q}_us") for q in ("p50", "p99")}
+            added = {q: (crossed[q] - base[q] if crossed[q] is not None and base[q] is not None
+                         else None) for q in ("p50", "p99")}
+            row += [bc.fmt(crossed["p50"], 1), bc.fmt(crossed["p99"], 1),
+                    bc.fmt(added["p50"], 1), bc.fmt(added["p99"], 1)]
+        rows.append(row + [str(len(runs))])
+    return bc.table(header, rows)
+
+
 def run_memory(args, server, log):
     """RSS of the server with MEMORY_MEMBERS idle members in one room, then after one
     MEMORY_MESSAGE-byte message published to all of them was delivered (every member read it).
@@ -239,7 +383,6 @@ def run_memory(args, server, log):
         time.sleep(0.5)
         before = idle.rss_kib(proc.pid)
         # Every connection asks for the same path: one room.
-        # Without permessage-deflate: the sockets of the (socket, None) pairs.
         socks = [s for s, _ in idle.open_connections(addr, MEMORY_MEMBERS, 100, None)]
         time.sleep(1.5)
         members = idle.rss_kib(proc.pid)
@@ -345,6 +488,13 @@ def parse_args():
     p.add_argument("--no-memory", action="store_true", help="skip the memory scenario")
     p.add_argument("--only-fairness", action="store_true", help="the fairness scenario only")
     p.add_argument("--only-memory", action="store_true", help="the memory scenario only")
+    p.add_argument("--cluster", action="store_true",
+                   help="with --quick: also rooms across processes (always in a full run)")
+    p.add_argument("--only-cluster", action="store_true",
+                   help="rooms across processes only (gangway over Redis and NATS)")
+    p.add_argument("--cluster-members", type=int,
+                   help="members of the room spread over the processes (default 300, --quick: "
+                        "150)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     p.add_argument("--gangway", default=os.environ.get(
@@ -356,9 +506,11 @@ def parse_args():
     args.duration = args.duration or (2.0 if args.quick else 4.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     args.bench_bin = args.bench_bin or args.gangway
+    args.cluster_members = args.cluster_members or (150 if args.quick else 300)
     if args.quick or args.deflate:
         args.no_fairness = True
         args.no_memory = True
+    args.cluster = args.only_cluster or args.cluster or not (args.quick or args.deflate)
     return args
 
 
@@ -401,10 +553,12 @@ def main():
         members = args.members or [100, 1000, 5000]
         payloads = args.payloads or [20, 1024]
         plan = [(m, p, None) for m in members for p in payloads]
-    if args.only_fairness or args.only_memory:
+    if args.only_fairness or args.only_memory or args.only_cluster:
         plan = []
-    fairness = not args.no_fairness and not args.only_memory
-    memory = not args.no_memory and not args.only_fairness
+    fairness = not args.no_fairness and not args.only_memory and not args.only_cluster
+    memory = not args.no_memory and not args.only_fairness and not args.only_cluster
+    cluster = args.cluster and not args.only_fairness and not args.only_memory
+    cluster_payloads = args.payloads or [20, 1024]
 
     head = [f"machine: {bc.machine()}",
             f"command: {' '.join(['scripts/bench-broadcast.py', *sys.argv[1:]])}",
@@ -417,6 +571,7 @@ def main():
     results = {key: {} for key in plan}
     fair = {"alone": [], "stalled": []}
     mem = {}
+    spread = {payload: {} for payload in cluster_payloads}
     log = tempfile.TemporaryFile()
     rng = random.Random(16)
     gangway = [s for s in all_servers if s.name == "gangway"]
@@ -457,6 +612,18 @@ def main():
                                 lambda: run_memory(args, server, log))
                     if r:
                         mem.setdefault(server.name, []).append(r)
+            if cluster:
+                setups = [name for name, _ in CLUSTER_SETUPS]
+                if rnd:
+                    rng.shuffle(setups)
+                for payload in cluster_payloads:
+                    for setup in setups:
+                        r = attempt(f"round {rnd + 1}, across processes, {size(payload)}, "
+                                    f"{setup}",
+                                    lambda: run_cluster(args, setup, args.cluster_members,
+                                                        payload, log))
+                        if r:
+                            spread[payload].setdefault(setup, []).append(r)
     finally:
         for proc in list(bc.RUNNING):
             bc.stop(proc)
@@ -534,6 +701,16 @@ def main():
         text, markdown = bc.table(header, rows)
         print(f"\n{title}\n{text}")
         md += [f"**{title}**", "", markdown, ""]
+    if cluster:
+        for payload in cluster_payloads:
+            if not spread[payload]:
+                continue
+            title = (f"rooms across processes: {args.cluster_members} members in one room, "
+                     f"{size(payload)} binary, spread over {CLUSTER_NODES} gangway processes "
+                     f"(or all on one); processes and engine on CPU 0, load on CPU 1")
+            text, markdown = cluster_table(spread[payload], args.cluster_members, payload)
+            print(f"\n{title}\n{text}")
+            md += [f"**{title}**", "", markdown, ""]
     return bc.finish(args.markdown, md, failures)
 
 

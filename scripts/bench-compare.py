@@ -413,7 +413,7 @@ def run_memory(args, server, log, idle):
         addr = ("127.0.0.1", port)
         time.sleep(0.5)
         before = idle.rss_kib(proc.pid)
-        # Without permessage-deflate: (socket, None) pairs.
+        # (socket, None) pairs: no permessage-deflate offered.
         socks = idle.open_connections(addr, args.memory_connections, 100, None)
         time.sleep(1)
         if proc.poll() is not None:

@@ -7,7 +7,8 @@
 #                          (websockets, pytest); python3-venv comes from apt if venv is missing;
 #   - interop/node_modules the npm packages of interop/package.json (ws, playwright-core);
 # and, outside it, Debian's chromium with apt-get when /usr/bin/chromium is missing (the browser
-# test drives it headless; no tool ever downloads a browser of its own).
+# test drives it headless; no tool ever downloads a browser of its own), and Debian's
+# redis-server and nats-server when missing (gangway-bus's tests start them on loopback ports).
 #
 # Every step runs, in order, and any failure stops the script with a non-zero exit: there is no
 # switch to skip a step.
@@ -97,6 +98,22 @@ RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps --all-features
 step_ok
 
 step "cargo test --workspace --all-features (examples included)"
+# The bus's tests run real engines: Debian's redis-server and nats-server, started by the tests
+# on free loopback ports and killed by PID afterwards.
+engines=()
+[ -x /usr/bin/redis-server ] || engines+=(redis-server)
+[ -x /usr/sbin/nats-server ] || [ -x /usr/bin/nats-server ] || engines+=(nats-server)
+if [ "${#engines[@]}" -gt 0 ]; then
+    echo "installing ${engines[*]} with apt-get"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${engines[@]}"
+    # Debian starts the packaged services; the tests start their own, on other ports.
+    for service in "${engines[@]}"; do
+        as_root systemctl stop "$service" >/dev/null 2>&1 || true
+    done
+fi
+/usr/bin/redis-server --version
+{ /usr/sbin/nats-server --version || /usr/bin/nats-server --version; } 2>/dev/null
 cargo test --workspace --all-features
 step_ok
 

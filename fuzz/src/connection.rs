@@ -23,15 +23,15 @@
 //! `max_send_frame_size`, bit 6 turns the echo on.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use gangway_proto::config::DEFAULT_MAX_MESSAGE_SIZE;
-use gangway_proto::frame::mask::apply_mask_scalar;
-use gangway_proto::frame::FrameHeader;
 use gangway_proto::{
     ApiMisuse, CloseCode, CloseFrame, Config, Connection, DataKind, End, Event, OpCode,
     ProtocolError, Role, SeededRandom, State,
 };
+
+use crate::now;
+use crate::output::{OutFrame, OutputReader};
 
 /// Receive limits to choose from: the default, and sizes small enough for short inputs to cross.
 const RECEIVE_LIMITS: [usize; 4] = [DEFAULT_MAX_MESSAGE_SIZE, 4096, 130, 16];
@@ -153,12 +153,6 @@ fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
     }
 }
 
-/// The time given with input: the fuzzed connections have no timer.
-fn now() -> Instant {
-    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *T0.get_or_init(Instant::now)
-}
-
 /// The connection under test and the model it is checked against.
 struct Harness {
     conn: Connection,
@@ -191,7 +185,7 @@ impl Harness {
             role,
             config,
             echo,
-            out: OutputReader::new(role),
+            out: OutputReader::new(role, None),
             queued: VecDeque::new(),
             sending: None,
             pings: Vec::new(),
@@ -205,7 +199,7 @@ impl Harness {
     /// Whether sending is over: our close is out, the peer's close was handed out (and
     /// answered), or the connection failed.
     fn closing(&self) -> bool {
-        self.out.closed || self.peer_closed || self.failed
+        self.out.closed() || self.peer_closed || self.failed
     }
 
     fn input_finished(&self) -> bool {
@@ -447,7 +441,7 @@ impl Harness {
                     self.failed = true;
                     // Nothing follows our close frame: a fragmented message stays unfinished.
                     self.sending = None;
-                    failure = Some((err, self.out.closed));
+                    failure = Some((err, self.out.closed()));
                     assert_eq!(self.conn.poll_event(), Ok(None), "after {err:?}");
                     break;
                 }
@@ -481,25 +475,17 @@ impl Harness {
                         assert!(c.code.is_sendable(), "close event with code {}", c.code);
                         assert!(c.reason.len() <= 123);
                     }
-                    peer_close = Some((close, self.out.closed));
+                    peer_close = Some((close, self.out.closed()));
                 }
             }
         }
-        // The output may be in parts (payloads queued without a copy): written part by part.
-        let mut output = Vec::new();
-        while !self.conn.output().is_empty() {
-            let part = self.conn.output();
-            output.extend_from_slice(part);
-            let n = part.len();
-            self.conn.consume_output(n);
-        }
-        assert_eq!(self.conn.output_len(), 0);
-        let frames = self.out.read(&output);
+        // The output may be in parts (payloads queued without a copy): taken part by part.
+        let frames = self.out.drain(&mut self.conn);
 
         // Messages we queued come out whole, in order, as soon as they are queued.
-        while let Some(message) = self.out.messages.pop_front() {
+        while let Some((kind, bytes, _)) = self.out.messages.pop_front() {
             let expected = self.queued.pop_front().expect("a message we did not queue");
-            assert_eq!(message, expected, "message on the wire");
+            assert_eq!((kind, bytes), expected, "message on the wire");
         }
         assert!(
             self.queued.is_empty(),
@@ -513,7 +499,7 @@ impl Harness {
             self.pings[..self.out.pongs.len()],
             "pong payloads"
         );
-        if !self.out.closed {
+        if !self.out.closed() {
             assert_eq!(self.out.pongs.len(), self.pings.len(), "ping not answered");
         }
         if let Some((close, close_was_sent)) = peer_close {
@@ -553,7 +539,7 @@ impl Harness {
         // The peer's close is answered as it is handed out: the close handshake is then done.
         let expected = if self.failed || self.peer_closed {
             State::Closed
-        } else if self.out.closed {
+        } else if self.out.closed() {
             State::Closing
         } else {
             State::Open
@@ -563,118 +549,6 @@ impl Harness {
         assert_eq!(self.conn.should_close_transport(), ended);
         if self.peer_closed && !self.failed {
             assert_eq!(self.conn.ended(), Some(End::Clean));
-        }
-    }
-}
-
-/// A frame we sent, unmasked.
-#[derive(Debug)]
-struct OutFrame {
-    opcode: OpCode,
-    payload: Vec<u8>,
-}
-
-/// Parses and checks everything the connection writes, across calls.
-struct OutputReader {
-    role: Role,
-    /// Our close frame was written.
-    closed: bool,
-    /// The data message being written in fragments.
-    message: Option<(DataKind, Vec<u8>)>,
-    /// Data messages seen complete.
-    messages: VecDeque<(DataKind, Vec<u8>)>,
-    /// Pong payloads, in order.
-    pongs: Vec<Vec<u8>>,
-}
-
-impl OutputReader {
-    fn new(role: Role) -> Self {
-        OutputReader {
-            role,
-            closed: false,
-            message: None,
-            messages: VecDeque::new(),
-            pongs: Vec::new(),
-        }
-    }
-
-    /// Parse `output`, which must be whole frames, and check each.
-    fn read(&mut self, mut output: &[u8]) -> Vec<OutFrame> {
-        let mut frames = Vec::new();
-        while !output.is_empty() {
-            // §5.5.1: nothing is sent after the close frame.
-            assert!(!self.closed, "output after our close frame: {output:x?}");
-            let (header, len) = FrameHeader::decode(output)
-                .expect("our frame header decodes")
-                .expect("our output ends inside a frame header");
-            assert_eq!(header.rsv, 0, "RSV bits in {header:?}");
-            assert_eq!(len, header.encoded_len(), "length not in minimal form");
-            // §5.3: a client masks every frame; a server never does.
-            assert_eq!(
-                header.mask.is_some(),
-                self.role == Role::Client,
-                "{header:?}"
-            );
-            let payload_len = usize::try_from(header.payload_len).expect("payload fits");
-            assert!(
-                output.len() - len >= payload_len,
-                "our output ends inside a payload"
-            );
-            let mut payload = output[len..len + payload_len].to_vec();
-            output = &output[len + payload_len..];
-            if let Some(key) = header.mask {
-                apply_mask_scalar(&mut payload, key, 0);
-            }
-            if header.opcode.is_control() {
-                assert!(
-                    header.fin && payload.len() <= 125,
-                    "control frame {header:?}"
-                );
-            }
-            match header.opcode {
-                OpCode::Text | OpCode::Binary => {
-                    assert!(
-                        self.message.is_none(),
-                        "new message inside a fragmented one"
-                    );
-                    let kind = if header.opcode == OpCode::Text {
-                        DataKind::Text
-                    } else {
-                        DataKind::Binary
-                    };
-                    self.data(kind, &payload, header.fin);
-                }
-                OpCode::Continuation => {
-                    let (kind, _) = self.message.as_ref().expect("continuation of nothing");
-                    self.data(*kind, &payload, header.fin);
-                }
-                OpCode::Close => {
-                    let close = CloseFrame::parse(&payload).expect("our close frame parses");
-                    assert!(close.is_none_or(|c| c.code.is_sendable()));
-                    self.closed = true;
-                    self.message = None;
-                }
-                OpCode::Pong => self.pongs.push(payload.clone()),
-                OpCode::Ping => {}
-            }
-            frames.push(OutFrame {
-                opcode: header.opcode,
-                payload,
-            });
-        }
-        frames
-    }
-
-    fn data(&mut self, kind: DataKind, payload: &[u8], fin: bool) {
-        let (_, bytes) = self.message.get_or_insert_with(|| (kind, Vec::new()));
-        bytes.extend_from_slice(payload);
-        if fin {
-            let message = self.message.take().expect("just inserted");
-            if kind == DataKind::Text {
-                // §8.1: text messages we send are UTF-8.
-                assert!(std::str::from_utf8(&message.1).is_ok(), "text we sent");
-            }
-            self.messages.push_back(message);
         }
     }
 }

@@ -6,10 +6,24 @@
 //! same checks also run on the committed seeds as ordinary tests (`cargo test` here).
 
 pub mod connection;
+pub mod deflate;
 pub mod frame_header;
 pub mod handshake;
 pub mod mask;
+pub mod memory;
+pub mod output;
 pub mod utf8;
+
+// The seeds' memory checks count, as in the targets that check memory.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: memory::Counting = memory::Counting;
+
+/// The time given with input: the fuzzed connections have no timer.
+pub fn now() -> std::time::Instant {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(std::time::Instant::now)
+}
 
 /// A split point in `0..=data.len()` derived from the bytes themselves (FNV-1a), so the fuzzer
 /// explores other splits as it mutates the input, and a crash reproduces from its input alone.
@@ -22,13 +36,13 @@ pub fn split_point(data: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use gangway_proto::Role;
 
     /// Every committed seed of `target`, which must have some.
-    fn seeds(target: &str) -> Vec<Vec<u8>> {
+    pub(crate) fn seeds(target: &str) -> Vec<Vec<u8>> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("corpus")
             .join(target);
@@ -66,7 +80,7 @@ mod tests {
         }
     }
 
-    fn seed(target: &str, name: &str) -> Vec<u8> {
+    pub(crate) fn seed(target: &str, name: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("corpus")
             .join(target)

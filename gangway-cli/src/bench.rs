@@ -111,7 +111,8 @@ Output:
   with --server-pid, \"server_cpu_us_per\":F,\"server_cpu_share\":F before the brace; with
   --broadcast, \"stalled\":N,\"rounds\":N,\"lost\":N,\"undelivered\":N,\"deflate\":BOOL,
   \"compressed\":N (deliveries measured that arrived compressed),\"sent\":N (messages sent in
-  the whole run, warmup included).
+  the whole run, warmup included); with --also, \"nodes\":N,\"crossed_count\":N,
+  \"crossed_p50_us\":F,\"crossed_p99_us\":F (the deliveries that crossed between nodes).
 
 Errors counted: an echo with another opcode or length; bytes that are not server frames; a
 connection lost or closed by the server during the run; a failed handshake cycle; a close
@@ -229,10 +230,25 @@ pub(crate) struct BenchOpts {
           value_parser = parse_positive_seconds)]
     drain_timeout: Duration,
 
+    /// With --broadcast: another node of the same broadcast service (rooms across processes,
+    /// e.g. `gangway serve --broadcast --redis URL` on several ports), with the same path;
+    /// repeat for more. The connections are spread over URL and these in turn, and the latency
+    /// of the deliveries that crossed from one node to another is also reported on its own.
+    #[arg(long, value_name = "URL", value_parser = parse_url, requires = "broadcast")]
+    also: Vec<http::Uri>,
+
+    /// With --broadcast: the server sends each message after a line with its position and
+    /// sends control lines (`gangway serve --history`): skip them. Binary messages only
+    /// (control lines are text), uncompressed.
+    #[arg(long, requires = "broadcast", conflicts_with_all = ["text", "deflate"])]
+    positioned: bool,
+
     /// Also report the CPU time of this process (the server, on this machine) per message
-    /// measured, read from /proc at the start and the end of the measured time (Linux).
+    /// measured, read from /proc at the start and the end of the measured time (Linux). Repeat
+    /// for a server of several processes (its nodes, its message engine): their CPU times are
+    /// added.
     #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
 
     /// Threads generating the load: 1 runs everything on one thread (pin it with taskset);
     /// more uses a multi-threaded runtime with that many workers.
@@ -243,6 +259,19 @@ pub(crate) struct BenchOpts {
         value_parser = clap::value_parser!(u32).range(1..=1024)
     )]
     threads: u32,
+}
+
+/// The first address `url`'s host and port resolve to.
+async fn resolve(url: &http::Uri) -> Result<SocketAddr, Error> {
+    let host = url.host().unwrap_or_default();
+    let port = url.port_u16().unwrap_or(80);
+    let mut addrs = tokio::net::lookup_host((host, port)).await?;
+    addrs.next().ok_or_else(|| {
+        Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        ))
+    })
 }
 
 /// `--url`: a `ws://` URL with a host, as [`ClientHandshake`] accepts it.
@@ -404,7 +433,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         return ExitCode::from(code::USAGE);
     }
     #[cfg(not(target_os = "linux"))]
-    if opts.server_pid.is_some() {
+    if !opts.server_pid.is_empty() {
         eprintln!("gangway: --server-pid reads /proc: Linux only");
         return ExitCode::from(code::USAGE);
     }
@@ -421,41 +450,41 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         return ExitCode::from(code::USAGE);
     }
     let host = opts.url.host().unwrap_or_default().to_owned();
-    let port = opts.url.port_u16().unwrap_or(80);
     // Resolved once: a name lookup per handshake cycle would be measured too.
-    let addr = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(mut addrs) => match addrs.next() {
-            Some(a) => a,
-            None => {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "could not resolve to any address",
-                );
-                return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report();
-            }
-        },
-        Err(e) => return Failure::connect(&Error::Io(e), &host, CONNECT_TIMEOUT).report(),
+    let addr = match resolve(&opts.url).await {
+        Ok(addr) => addr,
+        Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
     };
+    let mut nodes = vec![(addr, opts.url.clone())];
+    for url in &opts.also {
+        match resolve(url).await {
+            Ok(addr) => nodes.push((addr, url.clone())),
+            Err(e) => {
+                let host = url.host().unwrap_or_default();
+                return Failure::connect(&e, host, CONNECT_TIMEOUT, None).report();
+            }
+        }
+    }
     let shards = opts.threads as usize;
     let cpu = Arc::new(CpuWindow::default());
     let mut room = None;
     let shared = if opts.handshakes {
         match handshakes(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     } else if opts.broadcast {
-        match broadcast::run(&opts, addr, shards, &cpu).await {
+        match broadcast::run(&opts, &nodes, shards, &cpu).await {
             Ok((shared, r)) => {
                 room = Some(r);
                 shared
             }
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     } else {
         match echo(&opts, addr, shards, &cpu).await {
             Ok(shared) => shared,
-            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT).report(),
+            Err(e) => return Failure::connect(&e, &host, CONNECT_TIMEOUT, None).report(),
         }
     };
     let mut report = Report::new(&opts, &shared);
@@ -465,6 +494,7 @@ async fn bench(opts: BenchOpts) -> ExitCode {
         report.errors += report.lost;
         report.rounds = room.rounds.load(Ordering::Relaxed);
         report.undelivered = room.undelivered.load(Ordering::Relaxed);
+        report.crossed = room.crossed();
         report.compressed = room.compressed.load(Ordering::Relaxed);
         report.sent = room.total.load(Ordering::Relaxed);
     }
@@ -498,16 +528,27 @@ struct CpuWindow {
 }
 
 impl CpuWindow {
-    /// Read the server's CPU time at the start and the end of the measured time (`--server-pid`).
+    /// Read the server's CPU time at the start and the end of the measured time (`--server-pid`:
+    /// the sum over its processes).
     fn spawn(self: &Arc<Self>, opts: &BenchOpts, shared: &Shared) {
-        let Some(pid) = opts.server_pid else { return };
+        if opts.server_pid.is_empty() {
+            return;
+        }
+        let pids = opts.server_pid.clone();
         let (start, end) = (shared.start, shared.end);
         let cpu = Arc::clone(self);
         tokio::spawn(async move {
+            // 0 (not read) if any process cannot be read: a partial sum would mislead.
+            let read = || -> u64 {
+                pids.iter()
+                    .map(|&pid| cpu_ns(pid))
+                    .sum::<Option<u64>>()
+                    .unwrap_or(0)
+            };
             tokio::time::sleep_until(start.into()).await;
-            cpu.start.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+            cpu.start.store(read(), Ordering::SeqCst);
             tokio::time::sleep_until(end.into()).await;
-            cpu.end.store(cpu_ns(pid).unwrap_or(0), Ordering::SeqCst);
+            cpu.end.store(read(), Ordering::SeqCst);
         });
     }
 
@@ -564,6 +605,9 @@ struct Report {
     rounds: u64,
     /// Broadcast: messages still on their way when the wait for them ended (a slow server).
     undelivered: u64,
+    /// Broadcast over several nodes (`--also`): the deliveries that crossed from one node to
+    /// another, and their p50 and p99 latencies in microseconds.
+    crossed: Option<(u64, f64, f64)>,
     /// Broadcast: deliveries measured that arrived compressed (permessage-deflate).
     compressed: u64,
     /// Broadcast: messages sent in the whole run (warmup included).
@@ -596,6 +640,7 @@ impl Report {
             lost: 0,
             rounds: 0,
             undelivered: 0,
+            crossed: None,
             compressed: 0,
             sent: 0,
         }
@@ -633,9 +678,17 @@ impl Report {
             None => String::new(),
         };
         let broadcast = if opts.broadcast {
+            let crossed = match self.crossed {
+                Some((count, p50, p99)) => format!(
+                    ",\"nodes\":{},\"crossed_count\":{count},\"crossed_p50_us\":{p50:.1},\
+                     \"crossed_p99_us\":{p99:.1}",
+                    opts.also.len() + 1
+                ),
+                None => String::new(),
+            };
             format!(
                 ",\"stalled\":{},\"rounds\":{},\"lost\":{},\"undelivered\":{},\"deflate\":{},\
-                 \"compressed\":{},\"sent\":{}",
+                 \"compressed\":{},\"sent\":{}{crossed}",
                 opts.stalled,
                 self.rounds,
                 self.lost,
@@ -749,6 +802,13 @@ impl Report {
                 out,
                 "server CPU  {per:.3} µs per {per_what} ({:.0} % of one CPU)",
                 share * 100.0
+            );
+        }
+        if let Some((count, p50, p99)) = self.crossed {
+            let _ = writeln!(
+                out,
+                "crossed     {count} deliveries from a member of another node: p50 {p50:.1} µs  \
+                 p99 {p99:.1} µs"
             );
         }
         if opts.broadcast {
@@ -1046,19 +1106,25 @@ fn open_tcp(
 ) -> JoinSet<Result<Opened<TcpStream>, Error>> {
     let mut opening = JoinSet::new();
     for _ in 0..count {
-        let uri = opts.url.clone();
-        let deflate = opts.deflate;
-        opening.spawn(async move {
-            let mut rng = OsRandom::new();
-            let mut buf = Vec::new();
-            let opening = open(addr, &uri, &mut rng, &mut buf, deflate);
-            let (tcp, agreed) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
-                .await
-                .map_err(|_| Error::Timeout)??;
-            Ok::<_, Error>((tcp, buf, rng, agreed))
-        });
+        opening.spawn(open_one(addr, opts.url.clone(), opts.deflate));
     }
     opening
+}
+
+/// Open one connection to `uri` at `addr`, its opening handshake done within
+/// [`CONNECT_TIMEOUT`].
+async fn open_one(
+    addr: SocketAddr,
+    uri: http::Uri,
+    deflate: bool,
+) -> Result<Opened<TcpStream>, Error> {
+    let mut rng = OsRandom::new();
+    let mut buf = Vec::new();
+    let opening = open(addr, &uri, &mut rng, &mut buf, deflate);
+    let (tcp, agreed) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
+        .await
+        .map_err(|_| Error::Timeout)??;
+    Ok((tcp, buf, rng, agreed))
 }
 
 /// The connections that opened, and how many did not (reported on stderr). At least `needed`
@@ -1654,7 +1720,9 @@ mod tests {
             deflate: false,
             stalled: 0,
             drain_timeout: Duration::from_secs(60),
-            server_pid: None,
+            also: Vec::new(),
+            positioned: false,
+            server_pid: Vec::new(),
             threads: 1,
         };
         let block = encode_frames(&opts, &mut OsRandom::new());

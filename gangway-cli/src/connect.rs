@@ -311,7 +311,7 @@ Exit codes (curl's numbers where curl has the same failure):
       data, 1007 invalid payload, 1008 policy, 1009 too big, 1011 internal error, 1012 restart,
       1013 try again later, 1014 bad gateway, ...)
   58  --cert/--key cannot be used
-  60  the server's certificate was refused (unknown CA, another host, expired)
+  60  the server's certificate was refused (self-signed or unknown CA, another host, expired)
   77  --cacert cannot be used
   97  the proxy refused the tunnel (HTTP status such as 407, SOCKS5 refusal)
  130  interrupted (Ctrl-C): close 1001 sent";
@@ -379,7 +379,7 @@ pub(crate) async fn run(opts: ConnectOpts) -> anyhow::Result<ExitCode> {
         // by the peer's close code.
         let retry_after: Option<Failure> = match attempt {
             Err(e) => {
-                let failure = Failure::connect(&e, &host, timeout);
+                let failure = Failure::connect(&e, &host, timeout, opts.cacert.as_deref());
                 if !(opts.reconnect && failure.transient) {
                     return Ok(failure.report());
                 }

@@ -8,11 +8,12 @@
 //! server that answers "not found" is not, since the next attempt would meet the same answer.
 
 use std::io;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use gangway::proto::{ApiMisuse, HandshakeError, ProtocolError};
-use gangway::tls::rustls;
+use gangway::tls::{rustls, UntrustedCertificate};
 use gangway::{Error, ProxyError};
 
 use crate::causes;
@@ -112,8 +113,14 @@ impl Failure {
     }
 
     /// A failed connection attempt: TCP (and proxy), TLS, or the opening handshake. `host` is
-    /// the server's name from the URL, `timeout` the bound on the whole attempt.
-    pub(crate) fn connect(e: &Error, host: &str, timeout: Duration) -> Failure {
+    /// the server's name from the URL, `timeout` the bound on the whole attempt, `cacert` the
+    /// file of `--cacert`.
+    pub(crate) fn connect(
+        e: &Error,
+        host: &str,
+        timeout: Duration,
+        cacert: Option<&Path>,
+    ) -> Failure {
         match e {
             Error::Io(io) => connect_io(io, host),
             Error::Handshake(HandshakeError::UnexpectedStatus(status)) => Failure::new(
@@ -145,7 +152,11 @@ impl Failure {
                 } else {
                     code::TLS
                 };
-                Failure::new(status, causes(t), false)
+                let mut message = causes(t);
+                if let Some(untrusted) = t.untrusted_certificate() {
+                    message.push_str(&trust_hint(untrusted, cacert));
+                }
+                Failure::new(status, message, false)
             }
             Error::Proxy(p) => proxy(p),
             Error::Http2(h) => Failure::new(code::HTTP2, causes(h), false),
@@ -206,6 +217,27 @@ impl Failure {
             "connection lost: closed without a close frame",
             true,
         )
+    }
+}
+
+/// How to trust a certificate that is not, as curl points to its own `--cacert`: ` (give it
+/// with --cacert FILE to trust it)`, or what the file given lacks.
+fn trust_hint(untrusted: UntrustedCertificate, cacert: Option<&Path>) -> String {
+    match (untrusted, cacert) {
+        (UntrustedCertificate::SelfSigned, None) => {
+            " (give it with --cacert FILE to trust it)".to_owned()
+        }
+        (UntrustedCertificate::SelfSigned, Some(file)) => {
+            format!(" (not in --cacert {})", file.display())
+        }
+        (UntrustedCertificate::UnknownIssuer, None) => {
+            " (give the ca's certificate with --cacert FILE to trust it)".to_owned()
+        }
+        (UntrustedCertificate::UnknownIssuer, Some(file)) => {
+            format!(" (its ca is not in --cacert {})", file.display())
+        }
+        // A reason this version does not know has no hint.
+        _ => String::new(),
     }
 }
 
@@ -305,7 +337,7 @@ mod tests {
     #[test]
     fn connect_failures_take_curls_numbers() {
         let refused = Error::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
-        let f = Failure::connect(&refused, "h", TEN);
+        let f = Failure::connect(&refused, "h", TEN, None);
         assert_eq!((f.code, f.transient), (code::CONNECT, true));
         assert!(
             f.message.starts_with("connection failed: "),
@@ -314,16 +346,19 @@ mod tests {
         );
 
         let status = Error::Handshake(HandshakeError::UnexpectedStatus(404));
-        let f = Failure::connect(&status, "h", TEN);
+        let f = Failure::connect(&status, "h", TEN, None);
         assert_eq!(f.message, "handshake failed: unexpected status 404");
         assert_eq!((f.code, f.transient), (code::HTTP_STATUS, false));
         let busy = Error::Handshake(HandshakeError::UnexpectedStatus(503));
-        assert!(Failure::connect(&busy, "h", TEN).transient);
+        assert!(Failure::connect(&busy, "h", TEN, None).transient);
 
         let accept = Error::Handshake(HandshakeError::AcceptMismatch);
-        assert_eq!(Failure::connect(&accept, "h", TEN).code, code::WEIRD_REPLY);
+        assert_eq!(
+            Failure::connect(&accept, "h", TEN, None).code,
+            code::WEIRD_REPLY
+        );
 
-        let f = Failure::connect(&Error::Timeout, "h", Duration::from_millis(500));
+        let f = Failure::connect(&Error::Timeout, "h", Duration::from_millis(500), None);
         assert_eq!(f.code, code::TIMEOUT);
         assert_eq!(
             f.message,
@@ -334,10 +369,13 @@ mod tests {
             io::ErrorKind::UnexpectedEof,
             "connection closed during the opening handshake",
         ));
-        assert_eq!(Failure::connect(&eof, "h", TEN).code, code::EMPTY_REPLY);
+        assert_eq!(
+            Failure::connect(&eof, "h", TEN, None).code,
+            code::EMPTY_REPLY
+        );
 
         let url = Error::Api(ApiMisuse::InvalidUrl("scheme is not ws or wss"));
-        let f = Failure::connect(&url, "h", TEN);
+        let f = Failure::connect(&url, "h", TEN, None);
         assert_eq!((f.code, f.transient), (code::BAD_URL, false));
         assert_eq!(f.message, "invalid websocket url: scheme is not ws or wss");
     }
@@ -346,7 +384,7 @@ mod tests {
     fn a_failed_lookup_is_told_from_a_refused_connection() {
         let lookup =
             io::Error::other("failed to lookup address information: Name or service not known");
-        let f = Failure::connect(&Error::Io(lookup), "echo.invalid", TEN);
+        let f = Failure::connect(&Error::Io(lookup), "echo.invalid", TEN, None);
         assert_eq!(f.code, code::RESOLVE);
         assert_eq!(
             f.message,
@@ -357,7 +395,7 @@ mod tests {
             "could not resolve to any address",
         );
         assert_eq!(
-            Failure::connect(&Error::Io(nothing), "h", TEN).code,
+            Failure::connect(&Error::Io(nothing), "h", TEN, None).code,
             code::RESOLVE
         );
     }
@@ -369,20 +407,20 @@ mod tests {
             status: 407,
             reason: "Proxy Authentication Required".into(),
         };
-        let f = Failure::connect(&Error::Proxy(refused), "h", TEN);
+        let f = Failure::connect(&Error::Proxy(refused), "h", TEN, None);
         assert_eq!((f.code, f.transient), (code::PROXY, false));
         let gateway = ProxyError::Status {
             proxy: "p:3128".into(),
             status: 502,
             reason: String::new(),
         };
-        assert!(Failure::connect(&Error::Proxy(gateway), "h", TEN).transient);
+        assert!(Failure::connect(&Error::Proxy(gateway), "h", TEN, None).transient);
         let down = ProxyError::Io {
             proxy: "p:3128".into(),
             source: io::Error::from(io::ErrorKind::ConnectionRefused),
         };
         assert_eq!(
-            Failure::connect(&Error::Proxy(down), "h", TEN).code,
+            Failure::connect(&Error::Proxy(down), "h", TEN, None).code,
             code::CONNECT
         );
         let bad = ProxyError::InvalidUrl {

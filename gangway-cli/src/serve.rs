@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use clap::Args;
 use futures_util::{Sink, Stream, StreamExt};
 use gangway::http2::{H2Stream, Http2Incoming, Http2Server};
-use gangway::hub::{Hub, HubConfig, Member, WhenFull};
+use gangway::hub::{Hub, HubConfig, Member, PublishError, WhenFull};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
 use gangway::{
     CloseCode, CloseFrame, Config, DeflateConfig, Incoming, MaybeTlsStream, Message, ServerBuilder,
@@ -166,6 +166,61 @@ pub(crate) struct ServeOpts {
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFullArg::Drop,
           requires = "broadcast")]
     broadcast_when_full: WhenFullArg,
+
+    /// With --broadcast: rooms span every `gangway serve --broadcast` connected to this Redis
+    /// server (pub/sub), e.g. redis://127.0.0.1:6379. At most once: a process disconnected
+    /// from Redis misses what others publish meanwhile (counted and logged).
+    #[cfg(feature = "redis")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "broadcast",
+        conflicts_with = "nats"
+    )]
+    redis: Option<String>,
+
+    /// With --broadcast: rooms span every `gangway serve --broadcast` connected to this NATS
+    /// server (core pub/sub), e.g. nats://127.0.0.1:4222. At most once, as with --redis.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL", requires = "broadcast")]
+    nats: Option<String>,
+
+    /// With --redis: keep each room's last N messages in a Redis Stream. Every message then
+    /// reaches every member from Redis, in one order for the room, after a line with its
+    /// position (`EPOCH:OFFSET`); a client that reconnects with `?epoch=E&offset=N` gets what
+    /// it missed first, or is told that it cannot (docs/cluster.md). Local delivery waits for
+    /// Redis.
+    #[cfg(feature = "redis")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "redis",
+        conflicts_with = "broadcast_exclude_self"
+    )]
+    history: Option<std::num::NonZeroUsize>,
+}
+
+impl ServeOpts {
+    /// The engine named by --redis or --nats, if any.
+    fn engine(&self) -> Option<gangway_bus::Engine> {
+        #[cfg(feature = "redis")]
+        if let Some(url) = &self.redis {
+            return Some(gangway_bus::Engine::Redis(url.clone()));
+        }
+        #[cfg(feature = "nats")]
+        if let Some(url) = &self.nats {
+            return Some(gangway_bus::Engine::Nats(url.clone()));
+        }
+        None
+    }
+
+    /// --history, if given.
+    fn history(&self) -> Option<std::num::NonZeroUsize> {
+        #[cfg(feature = "redis")]
+        return self.history;
+        #[cfg(not(feature = "redis"))]
+        None
+    }
 }
 
 /// The most worker threads `--threads` takes: far more than any machine gangway runs on has
@@ -300,6 +355,9 @@ struct Server {
     hub: Option<Hub>,
     /// --broadcast-exclude-self.
     exclude_self: bool,
+    /// --history: the bus, which then positions every message; members join with what their
+    /// client missed (see [`join_history`]).
+    history: Option<gangway_bus::Bus>,
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -361,7 +419,7 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
     if let Some(deflate) = deflate {
         config.deflate = deflate;
     }
-    let hub = opts.broadcast.then(|| {
+    let hub_config = opts.broadcast.then(|| {
         let hub_config = HubConfig {
             max_queued_bytes: usize::try_from(opts.broadcast_queue_bytes).unwrap_or(usize::MAX),
             max_queued_messages: usize::try_from(opts.broadcast_queue_messages)
@@ -381,8 +439,33 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
             when_full = ?opts.broadcast_when_full,
             "broadcast: each connection joins the room named by its URL path"
         );
-        Hub::new(hub_config)
+        hub_config
     });
+    // Rooms across processes: the hub hands what its members publish to the bus, and the bus
+    // delivers what other processes publish to the hub's members here.
+    let mut bus = None;
+    let hub = match (hub_config, opts.engine()) {
+        (Some(hub_config), Some(engine)) => {
+            let bus_config = gangway_bus::BusConfig {
+                max_message_size: config.max_message_size,
+                history: opts.history(),
+                ..gangway_bus::BusConfig::default()
+            };
+            let shown = format!("{engine:?}");
+            let (hub, connected) = gangway_bus::hub_with_bus(engine, bus_config, hub_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", causes(&e)))
+                .with_context(|| format!("cannot join the rooms of other processes ({shown})"))?;
+            info!(
+                engine = %shown,
+                history = opts.history().map_or(0, |n| n.get()),
+                "broadcast: rooms span the processes on this engine"
+            );
+            bus = Some(connected);
+            Some(hub)
+        }
+        (hub_config, _) => hub_config.map(Hub::new),
+    };
     let mut builder = ServerBuilder::new().config(config);
     for p in &opts.protocols {
         builder = builder.protocol(p.clone());
@@ -402,6 +485,7 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         shutdown: Shutdown::default(),
         hub,
         exclude_self: opts.broadcast_exclude_self,
+        history: bus.clone().filter(gangway_bus::Bus::history),
     }));
 
     // One signal future for the whole loop, and a hand-written poll instead of `select!`: this
@@ -438,6 +522,21 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
 
     drop(listener);
     info!(signal, open = server.shutdown.open(), "shutting down");
+    if let Some(bus) = &bus {
+        let s = bus.stats();
+        info!(
+            published = s.published,
+            delivered = s.delivered,
+            lost = s.lost,
+            recovered = s.recovered,
+            duplicates = s.duplicates,
+            gaps = s.gaps,
+            epoch_changes = s.epoch_changes,
+            refused_too_large = s.refused_too_large,
+            dropped_queue_full = s.dropped_queue_full,
+            "bus counters"
+        );
+    }
     server.shutdown.trigger();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, server.shutdown.all_closed()).await;
     if drained.is_err() {
@@ -608,13 +707,16 @@ impl std::future::Future for ConnectionTask {
                         return Poll::Ready(());
                     };
                     cold.path = path;
-                    *this = match &cold.guard.owner().hub {
-                        Some(hub) => {
+                    *this = match (ws, &cold.guard.owner().hub) {
+                        (Opened::Member(member), _) => {
+                            ConnectionTask::Broadcasting(Box::new((member, cold)))
+                        }
+                        (Opened::Socket(ws), Some(hub)) => {
                             let mut member = hub.member(ws);
                             member.join(cold.path.as_str());
                             ConnectionTask::Broadcasting(Box::new((member, cold)))
                         }
-                        None => ConnectionTask::Echoing { ws, cold },
+                        (Opened::Socket(ws), None) => ConnectionTask::Echoing { ws, cold },
                     };
                 }
                 ConnectionTask::Echoing { ws, cold } => {
@@ -717,8 +819,16 @@ async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Opti
 
 /// An accepted WebSocket, and the request path for its log line.
 struct Session {
-    ws: WebSocket<MaybeTlsStream>,
+    ws: Opened,
     path: RequestPath,
+}
+
+/// An accepted WebSocket, or with --history a member of its room already.
+enum Opened {
+    /// Echoing, or joining its room without history.
+    Socket(WebSocket<MaybeTlsStream>),
+    /// Joined with what its client missed (see [`join_history`]).
+    Member(Member<MaybeTlsStream>),
 }
 
 /// The request path, kept for the session's log line: inline when it is short, as nearly every
@@ -770,6 +880,15 @@ async fn websocket(
     peer: SocketAddr,
 ) -> Option<Session> {
     let path = RequestPath::new(incoming.request().uri().path());
+    // With history: the position the client saw last, checked before answering 101.
+    let since = match asked_position(server, incoming.request()) {
+        Ok(since) => since,
+        Err((response, body)) => {
+            info!(%peer, %path, "websocket refused: bad position in the query");
+            let _ = incoming.respond(response, &body).await;
+            return None;
+        }
+    };
     // Record before answering 101: the page asks for the record as soon as its socket opens.
     let id = demo::query_id(incoming.request().uri().query()).map(str::to_owned);
     if let Some(id) = &id {
@@ -792,7 +911,101 @@ async fn websocket(
         let selected = ws.protocol().map(str::to_owned);
         server.handshakes.update(id, |r| r.protocol = selected);
     }
+    let ws = match &server.history {
+        Some(bus) => Opened::Member(join_history(server, bus, ws, &path, since, peer).await?),
+        None => Opened::Socket(ws),
+    };
     Some(Session { ws, path })
+}
+
+/// How long a member joining with history may wait for the engine (its subscription to the
+/// room, the history reads) before it is closed with 1013.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// With --history: the position a client passes in its URL's query (`?epoch=E&offset=N`),
+/// `None` without. `Err` with a 400 answer when it does not parse.
+#[allow(clippy::result_large_err)]
+fn asked_position(
+    server: &Server,
+    request: &Request<()>,
+) -> Result<Option<gangway_bus::Position>, (Response<()>, Vec<u8>)> {
+    if server.history.is_none() {
+        return Ok(None);
+    }
+    gangway_bus::Position::from_query(request.uri().query()).map_err(|e| {
+        let body = format!("bad position: {e}\n").into_bytes();
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        (response, body)
+    })
+}
+
+/// With --history: make `ws` a member of the room named by `path`, first sending what its client
+/// missed since `since` and the control line (`gangway_bus::join_with_history`). `None` when the
+/// engine does not answer in time (closed with 1013), the connection failed, or the server is
+/// stopping (closed with 1001).
+async fn join_history<S: Transport>(
+    server: &Server,
+    bus: &gangway_bus::Bus,
+    ws: WebSocket<S>,
+    path: &RequestPath,
+    since: Option<gangway_bus::Position>,
+    peer: SocketAddr,
+) -> Option<Member<S>> {
+    // Always set with --history (it requires --redis, which requires --broadcast).
+    let hub = server.hub.as_ref()?;
+    let mut member = hub.member(ws);
+    let room = path.as_str();
+    let joining = tokio::time::timeout(
+        JOIN_TIMEOUT,
+        gangway_bus::join_with_history(bus, &mut member, room, since.as_ref()),
+    );
+    let joined = tokio::select! {
+        joined = joining => Some(joined),
+        () = server.shutdown.stopping() => None,
+    };
+    let (code, reason, why) = match joined {
+        Some(Ok(Ok(joined))) => {
+            info!(
+                %peer,
+                room,
+                asked = %since.map_or_else(|| "nothing".to_owned(), |p| p.to_string()),
+                told = ?joined.control,
+                at = %joined.at,
+                recovered = joined.recovered,
+                "member joined with history"
+            );
+            return Some(member);
+        }
+        Some(Ok(Err(gangway_bus::JoinError::Send(e)))) => {
+            info!(%peer, room, "joining with history failed: {}", causes(&e));
+            return None;
+        }
+        Some(Ok(Err(e))) => (
+            CloseCode::TRY_AGAIN_LATER,
+            "cannot read the room's history",
+            causes(&e),
+        ),
+        Some(Err(_elapsed)) => (
+            CloseCode::TRY_AGAIN_LATER,
+            "the message engine does not answer",
+            format!("the engine did not answer within {JOIN_TIMEOUT:?}"),
+        ),
+        None => (
+            CloseCode::GOING_AWAY,
+            "server shutting down",
+            "server shutting down".to_owned(),
+        ),
+    };
+    warn!(%peer, room, "member not joined: {why}; closing with {code}");
+    let _ = tokio::time::timeout(AFTER_ERROR_TIMEOUT, member.close(code, reason)).await;
+    None
 }
 
 /// Echo every text and binary message until the peer closes, the connection fails, or the server
@@ -866,10 +1079,16 @@ fn broadcast<S: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     member.publish(room, &m)
                 };
-                // Cannot fail: the message is text or binary, and no larger than the queue
-                // (the size limit is set so).
-                if sent.is_ok() {
-                    published += 1;
+                match sent {
+                    Ok(_) => published += 1,
+                    // With --history, when the queue toward Redis is full (Redis has been
+                    // unreachable for a while): nobody got the message; the client is told to
+                    // come back later rather than have its messages vanish.
+                    Err(PublishError::Refused) => break Poll::Ready(End::Refused),
+                    // Cannot happen: the message is text or binary, no larger than the queue
+                    // (the size limit is set so), and --history conflicts with
+                    // --broadcast-exclude-self.
+                    Err(_) => {}
                 }
             }
             // Pings are answered by the core; pongs need nothing.
@@ -925,6 +1144,9 @@ enum End {
     Vanished,
     /// The server is shutting down.
     Shutdown,
+    /// With --history: the bus refused a message the client sent (its queue toward the engine
+    /// is full).
+    Refused,
     /// The connection failed; what to log.
     Failed(String),
 }
@@ -946,6 +1168,16 @@ async fn end_session<S: Transport>(
         End::Closed if logged => format!("closed by peer, {}", describe_close(ws)),
         End::Closed => String::new(),
         End::Shutdown => going_away(ws).await,
+        End::Refused => match ws
+            .close(
+                CloseCode::TRY_AGAIN_LATER,
+                "the message engine is unreachable",
+            )
+            .await
+        {
+            Ok(()) => "closed with 1013: the queue toward the message engine is full".to_owned(),
+            Err(e) => format!("engine queue full, close failed: {}", causes(&e)),
+        },
         // Nothing to drain or answer: the transport is gone.
         End::Vanished => "peer disconnected without closing".to_owned(),
         End::Failed(end) => {
@@ -1250,6 +1482,14 @@ async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: S
         }
         return;
     }
+    let since = match asked_position(server, request) {
+        Ok(since) => since,
+        Err((response, body)) => {
+            info!(%peer, %path, "websocket refused: bad position in the query");
+            let _ = incoming.respond(response, body.into());
+            return;
+        }
+    };
     let id = demo::query_id(request.uri().query()).map(str::to_owned);
     if let Some(id) = &id {
         if let Some(record) = record_handshake(server, request, incoming.protocol()) {
@@ -1280,8 +1520,17 @@ async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: S
     });
     match &server.hub {
         Some(hub) => {
-            let mut member = hub.member(ws);
-            member.join(cold.path.as_str());
+            let mut member = match &server.history {
+                Some(bus) => match join_history(server, bus, ws, &cold.path, since, peer).await {
+                    Some(member) => member,
+                    None => return,
+                },
+                None => {
+                    let mut member = hub.member(ws);
+                    member.join(cold.path.as_str());
+                    member
+                }
+            };
             let end = std::future::poll_fn(|cx| broadcast(&mut member, &mut cold, cx)).await;
             let dropped = member.dropped();
             end_session(member.into_websocket(), cold, end, Some(dropped)).await;

@@ -516,11 +516,10 @@ fn connect_reports_a_proxy_that_refuses_with_its_status() {
     );
 }
 
-#[test]
-fn serve_and_connect_share_an_openssl_self_signed_certificate() {
-    // How most people make a test certificate; OpenSSL 3 marks it CA:TRUE. scripts/test.sh
-    // requires openssl.
-    let dir = certs::TempDir::new();
+/// `openssl req -x509` with `-subj /CN=localhost -addext subjectAltName=DNS:localhost`, in
+/// `dir`: how most people make a test certificate; OpenSSL 3 marks it CA:TRUE. scripts/test.sh
+/// requires openssl.
+fn openssl_self_signed(dir: &certs::TempDir) -> Issued {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let made = Command::new("openssl")
         .args([
@@ -545,7 +544,13 @@ fn serve_and_connect_share_an_openssl_self_signed_certificate() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let issued = Issued { cert, key };
+    Issued { cert, key }
+}
+
+#[test]
+fn serve_and_connect_share_an_openssl_self_signed_certificate() {
+    let dir = certs::TempDir::new();
+    let issued = openssl_self_signed(&dir);
     let serve = Serve::start(&tls_args(&issued));
     let out = run(
         gangway().args([
@@ -586,5 +591,104 @@ fn wss_to_a_plain_server_says_it_did_not_answer_tls() {
         out.stderr,
         "gangway: tls handshake with 127.0.0.1 failed: the server did not answer with tls (is it \
          a plain ws:// server?)\n"
+    );
+}
+
+/// `gangway connect` trusting only the certificates of `roots` as the system's (the
+/// `SSL_CERT_FILE` of rustls-native-certs), so the machine's store plays no part.
+fn connect_with_system_roots(roots: &Path) -> Command {
+    let mut cmd = gangway();
+    cmd.env("SSL_CERT_FILE", roots).env_remove("SSL_CERT_DIR");
+    cmd.arg("connect");
+    cmd
+}
+
+#[test]
+fn connect_says_a_self_signed_certificate_is_not_trusted_and_how_to_trust_it() {
+    let dir = certs::TempDir::new();
+    let issued = openssl_self_signed(&dir);
+    let serve = Serve::start(&tls_args(&issued));
+    let system = TestCa::new("cli-system-roots");
+    let out = run(
+        connect_with_system_roots(&system.cert).arg(serve.wss_url()),
+        "",
+    );
+    // curl's 60, and curl's diagnosis: the certificate is self-signed (not a misused CA).
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "gangway: tls handshake with localhost failed: self-signed certificate for localhost is \
+         not trusted (give it with --cacert FILE to trust it)\n"
+    );
+    // Another file given: the hint says it is not in that one.
+    let other = TestCa::new("cli-other");
+    let out = run(
+        gangway().args([
+            "connect",
+            &serve.wss_url(),
+            "--cacert",
+            path_str(&other.cert),
+        ]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "gangway: tls handshake with localhost failed: self-signed certificate for \
+             localhost is not trusted (not in --cacert {})\n",
+            other.cert.display()
+        )
+    );
+}
+
+#[test]
+fn connect_says_a_certificate_from_an_unknown_ca_is_not_trusted_and_how_to_trust_it() {
+    let ca = TestCa::new("cli-unknown-ca");
+    let serve = Serve::tls(&ca, Validity::Current);
+    let system = TestCa::new("cli-system-roots");
+    let out = run(
+        connect_with_system_roots(&system.cert).arg(serve.wss_url()),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "gangway: tls handshake with localhost failed: certificate for localhost was not issued \
+         by a trusted ca (give the ca's certificate with --cacert FILE to trust it)\n"
+    );
+    let out = run(
+        gangway().args([
+            "connect",
+            &serve.wss_url(),
+            "--cacert",
+            path_str(&system.cert),
+        ]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "gangway: tls handshake with localhost failed: certificate for localhost was not \
+             issued by a trusted ca (its ca is not in --cacert {})\n",
+            system.cert.display()
+        )
+    );
+}
+
+#[test]
+fn connect_refuses_a_certificate_not_valid_yet_with_its_date() {
+    let ca = TestCa::new("cli-not-yet");
+    let serve = Serve::tls(&ca, Validity::NotYetValid);
+    let out = run(
+        gangway().args(["connect", &serve.wss_url(), "--cacert", path_str(&ca.cert)]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "gangway: tls handshake with localhost failed: the certificate is not valid before \
+         4000-01-01 00:00:00 UTC\n"
     );
 }

@@ -43,6 +43,13 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Config {
     /// Largest payload of a single received frame, in bytes. A frame header that
     /// announces more fails the connection with 1009 before anything is allocated.
+    ///
+    /// A frame of a compressed message (permessage-deflate) may be larger by an eighth plus
+    /// 64 bytes (`max_frame_size + max_frame_size / 8 + 64`): DEFLATE grows data it cannot
+    /// compress by up to a bit per byte and its block headers, and a message within
+    /// `max_message_size` must not be refused for its compressed frame. Such a frame is
+    /// inflated as it arrives, never stored, and what it inflates to counts against
+    /// `max_message_size`.
     pub max_frame_size: usize,
     /// Largest reassembled received message, in bytes. A message that grows
     /// past it fails the connection with 1009 (RFC 6455 §10.4).

@@ -41,7 +41,8 @@ pub enum ProtocolError {
     InvalidClosePayload,
     /// A close frame with a code that may not be sent on the wire (§7.4).
     InvalidCloseCode(u16),
-    /// A frame larger than [`Config::max_frame_size`](crate::Config::max_frame_size).
+    /// A frame larger than [`Config::max_frame_size`](crate::Config::max_frame_size) (with its
+    /// allowance for the frames of compressed messages).
     FrameTooLarge,
     /// A message larger than [`Config::max_message_size`](crate::Config::max_message_size).
     MessageTooLarge,

@@ -40,8 +40,7 @@
 //!
 //! With permessage-deflate, a server connection that compresses without context takeover sends
 //! the same compressed bytes for a message as every other connection that compresses with the
-//! same parameters (see
-//! [`StatelessCompression`]).
+//! same parameters (see [`StatelessCompression`]).
 //! [`Connection::prepared_encoding`](crate::Connection::prepared_encoding) says which
 //! [`Encoding`] a connection takes; a broadcaster keeps one batch per encoding among its
 //! receivers, compresses each message once per distinct compression, and frames it into each
@@ -71,8 +70,7 @@ const RSV1: u8 = 0b100;
 /// what it sent before, so no frame made for others fits it; uncompressed ones always do, RFC
 /// 7692 §6). A connection that compresses without context takeover takes a compressed
 /// encoding: messages from its compression threshold up compressed with its
-/// [`StatelessCompression`],
-/// smaller ones plain. Small and `Copy`, `Eq`, `Hash`: a key.
+/// [`StatelessCompression`], smaller ones plain. Small and `Copy`, `Eq`, `Hash`: a key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Encoding {
     /// The compression, and the size from which messages are compressed.
@@ -184,10 +182,9 @@ impl PreparedBatch {
     }
 
     /// Frame a message compressed once for every connection of an [`Encoding`] that compresses
-    /// with its parameters (made by
-    /// [`StatelessCompression`]):
-    /// its compressed payload, RSV1 set (RFC 7692 §6). The batch's frames then go only to
-    /// connections that compress with the same parameters.
+    /// with its parameters (made by [`StatelessCompression`]): its compressed payload, RSV1
+    /// set (RFC 7692 §6). The batch's frames then go only to connections that compress with
+    /// the same parameters.
     ///
     /// # Errors
     ///

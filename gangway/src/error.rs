@@ -77,7 +77,7 @@ impl From<std::io::Error> for Error {
         #[cfg(feature = "rustls")]
         let e = match e.downcast::<rustls::Error>() {
             Ok(tls) => {
-                let tls = crate::tls::Explained::new(tls);
+                let tls = crate::tls::Explained::new(tls, None);
                 return Error::Tls(TlsError::new("tls connection failed", tls));
             }
             Err(e) => e,
@@ -130,13 +130,12 @@ impl TlsError {
     }
 
     /// The TLS library's error, when that is the cause (e.g. to tell an expired certificate
-    /// from one for another host: `rustls::Error::InvalidCertificate`).
+    /// from one for another host: `rustls::Error::InvalidCertificate`). A server certificate
+    /// that nothing trusted vouches for is `CertificateError::UnknownIssuer`, self-signed or
+    /// not ([`untrusted_certificate`](Self::untrusted_certificate) tells which).
     #[cfg(feature = "rustls")]
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = match &self.source {
-            Some(s) => Some(s.as_ref()),
-            None => None,
-        };
+        let mut cause = self.first_cause();
         while let Some(e) = cause {
             if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                 return Some(tls);
@@ -147,6 +146,37 @@ impl TlsError {
             cause = e.source();
         }
         None
+    }
+
+    /// Why the server's certificate was refused as untrusted, when it was: self-signed, or
+    /// issued by a CA that is not trusted. `None` for any other failure (a certificate for
+    /// another name, expired, a refused handshake). A tool can tell its user how to trust the
+    /// certificate from this (`gangway connect` suggests `--cacert FILE`).
+    #[cfg(feature = "rustls")]
+    pub fn untrusted_certificate(&self) -> Option<crate::tls::UntrustedCertificate> {
+        let mut cause = self.first_cause();
+        while let Some(e) = cause {
+            if let Some(explained) = e.downcast_ref::<crate::tls::Explained>() {
+                return explained.untrusted_certificate();
+            }
+            if let Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )) = e.downcast_ref::<rustls::Error>()
+            {
+                return Some(crate::tls::UntrustedCertificate::UnknownIssuer);
+            }
+            cause = e.source();
+        }
+        None
+    }
+
+    /// The first cause in the chain.
+    #[cfg(feature = "rustls")]
+    fn first_cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.source {
+            Some(s) => Some(s.as_ref()),
+            None => None,
+        }
     }
 }
 

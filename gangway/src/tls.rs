@@ -12,7 +12,11 @@
 //!   [`rustls::ClientConfig`] of your own (pinning, other roots, TLS versions).
 //!
 //! A client certificate comes from
-//! [`ClientBuilder::client_cert_files`](crate::ClientBuilder::client_cert_files).
+//! [`ClientBuilder::client_cert_files`](crate::ClientBuilder::client_cert_files). A refused
+//! certificate is explained in one line (the error's [`source`](std::error::Error::source)
+//! chain), and one refused because nothing trusted vouches for it says whether it is
+//! self-signed or from an unknown CA
+//! ([`TlsError::untrusted_certificate`](crate::TlsError::untrusted_certificate)).
 //!
 //! **Servers** terminate TLS with a [`TlsAcceptor`], then hand the encrypted stream to
 //! [`ServerBuilder::accept`](crate::ServerBuilder::accept) or
@@ -147,6 +151,23 @@ pub fn acceptor_from_pem_files(
     )?)))
 }
 
+/// Why a server's certificate is not trusted: nothing among the trusted certificates vouches
+/// for it. rustls reports both as `CertificateError::UnknownIssuer`
+/// ([`TlsError::rustls_error`](crate::TlsError::rustls_error)); this tells a program what its
+/// user would have to trust, e.g. to suggest a command-line option
+/// ([`TlsError::untrusted_certificate`](crate::TlsError::untrusted_certificate)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UntrustedCertificate {
+    /// The certificate is self-signed (its issuer is itself) and is not among the trusted
+    /// certificates: trusting that very certificate
+    /// ([`ClientBuilder::ca_file`](crate::ClientBuilder::ca_file) with it) is what would help.
+    SelfSigned,
+    /// The certificate was issued by a CA that is not trusted (or the server did not send the
+    /// intermediate certificates leading to a trusted one): trusting that CA would help.
+    UnknownIssuer,
+}
+
 /// The TLS settings of a [`ClientBuilder`](crate::ClientBuilder).
 #[derive(Clone, Default)]
 pub(crate) struct ClientTls {
@@ -200,7 +221,7 @@ impl ClientTls {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
         } else {
-            match &self.roots {
+            let (roots, trusted, unusable) = match &self.roots {
                 Some(certs) => {
                     let mut roots = RootCertStore::empty();
                     for cert in certs {
@@ -208,19 +229,21 @@ impl ClientTls {
                             .add(cert.clone())
                             .map_err(|e| TlsError::new("unusable ca certificate", e))?;
                     }
-                    let verifier =
-                        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                            .build()
-                            .map_err(|e| TlsError::new("unusable ca certificate", e))?;
-                    builder
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(TrustedFile {
-                            verifier,
-                            trusted: certs.clone(),
-                        }))
+                    (roots, certs.clone(), "unusable ca certificate")
                 }
-                None => builder.with_root_certificates(default_roots()?),
-            }
+                None => (default_roots()?, Vec::new(), "unusable root certificates"),
+            };
+            let roots = Arc::new(roots);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
+                .build()
+                .map_err(|e| TlsError::new(unusable, e))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    webpki,
+                    roots,
+                    trusted,
+                }))
         };
         let mut config = match &self.identity {
             Some((certs, key)) => builder
@@ -256,7 +279,7 @@ impl ClientTls {
                 let context = format!("tls handshake with {host} failed");
                 // The handshake reports TLS failures as I/O errors wrapping the TLS error.
                 match e.downcast::<rustls::Error>() {
-                    Ok(tls) => TlsError::new(context, Explained::new(tls)).into(),
+                    Ok(tls) => TlsError::new(context, Explained::new(tls, Some(host))).into(),
                     // A plain-text server that reads the ClientHello as a bad request and hangs
                     // up, or a TLS server that refuses the connection without an alert.
                     Err(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => TlsError::new(
@@ -270,23 +293,63 @@ impl ClientTls {
     }
 }
 
-/// The verifier of [`ClientBuilder::ca_file`](crate::ClientBuilder::ca_file): the file's
-/// certificates are the trust anchors, and a certificate that is exactly one of them is also
-/// accepted as the server's own, as curl (OpenSSL) and Python's `ssl` accept it.
+/// The verifier of the configurations made here (the default roots, or a CA file): webpki's,
+/// with two differences.
 ///
-/// `openssl req -x509` (OpenSSL 3) marks the self-signed certificate it makes `CA:TRUE`, and
-/// webpki refuses a CA certificate as a server's (`CaUsedAsEndEntity`): the usual way of making
-/// a test certificate would otherwise fail with the very file the server uses. Trusting the
-/// exact certificate is what giving it means; the name is still checked, and so is its validity
-/// period (webpki checks the dates before the CA flag, so a certificate refused only for the
-/// flag is in date; a test pins this with an expired CA certificate).
+/// **A certificate that is exactly one of the CA file's** ([`ClientBuilder::ca_file`](
+/// crate::ClientBuilder::ca_file)) is accepted as the server's own, as curl (OpenSSL) and
+/// Python's `ssl` accept it. `openssl req -x509` (OpenSSL 3) marks the self-signed certificate it
+/// makes `CA:TRUE`, and webpki refuses a CA certificate as a server's (`CaUsedAsEndEntity`): the
+/// usual way of making a test certificate would otherwise fail with the very file the server
+/// uses. Trusting the exact certificate is what giving it means; the name is still checked, and
+/// so is its validity period (webpki checks the dates before the CA flag, so a certificate
+/// refused only for the flag is in date; a test pins this with an expired CA certificate).
+///
+/// **A self-signed certificate that nothing trusts** is refused as such ([`SelfSignedNotTrusted`],
+/// which [`Explained`] reports as `UnknownIssuer`, [`UntrustedCertificate::SelfSigned`]).
+/// webpki reports it as `UnknownIssuer` (no trusted issuer), as `BadSignature` when a trusted
+/// certificate has its name but another key, or as `CaUsedAsEndEntity` when it is marked
+/// `CA:TRUE` (the flag is checked before the issuer is looked for): each reads as if something
+/// were wrong with the certificate when trusting it is what is missing. The alert the server
+/// receives is then `certificate_unknown` (rustls's for a refusal of the verifier's own) rather
+/// than, say, `unknown_ca`: both say the client refused the certificate.
 #[derive(Debug)]
-struct TrustedFile {
-    verifier: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The trust anchors `webpki` checks against.
+    roots: Arc<RootCertStore>,
+    /// The CA file's certificates (none with the default roots).
     trusted: Vec<CertificateDer<'static>>,
 }
 
-impl ServerCertVerifier for TrustedFile {
+impl Verifier {
+    /// Whether `cert` is self-signed (its issuer is its subject) with a key that is not a trust
+    /// anchor's.
+    ///
+    /// Self-issued, strictly, as OpenSSL's "self-signed" is: the signature is not checked. A
+    /// certificate refused for having no trusted issuer whose issuer is its own subject is
+    /// either self-signed or issued by an untrusted CA of the same name, which no server
+    /// presents.
+    fn is_untrusted_self_signed(&self, cert: &CertificateDer<'_>) -> bool {
+        let Ok(parsed) = webpki::EndEntityCert::try_from(cert) else {
+            return false;
+        };
+        if parsed.issuer() != parsed.subject() {
+            return false;
+        }
+        // A trust anchor's own certificate presented by a server (`CaUsedAsEndEntity`) is
+        // trusted, and refused for its flag alone.
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(cert) else {
+            return false;
+        };
+        !self.roots.roots.iter().any(|root| {
+            root.subject == anchor.subject
+                && root.subject_public_key_info == anchor.subject_public_key_info
+        })
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -295,26 +358,43 @@ impl ServerCertVerifier for TrustedFile {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.verifier.verify_server_cert(
+        let refused = match self.webpki.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
         ) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
-                if is_ca_used_as_end_entity(&other)
-                    && self
-                        .trusted
-                        .iter()
-                        .any(|t| t.as_ref() == end_entity.as_ref()) =>
-            {
-                let cert = ParsedCertificate::try_from(end_entity)?;
-                rustls::client::verify_server_name(&cert, server_name)?;
-                Ok(ServerCertVerified::assertion())
-            }
-            verified => verified,
+            Err(rustls::Error::InvalidCertificate(refused)) => refused,
+            verified => return verified,
+        };
+        let ca_as_end_entity = matches!(
+            &refused,
+            CertificateError::Other(other) if is_ca_used_as_end_entity(other)
+        );
+        if ca_as_end_entity
+            && self
+                .trusted
+                .iter()
+                .any(|t| t.as_ref() == end_entity.as_ref())
+        {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&cert, server_name)?;
+            return Ok(ServerCertVerified::assertion());
         }
+        // webpki's `BadSignature` for a self-signed certificate: a trusted certificate has its
+        // name but another key (the certificate was made again, the file given is the old one).
+        let no_trusted_issuer = ca_as_end_entity
+            || matches!(
+                refused,
+                CertificateError::UnknownIssuer | CertificateError::BadSignature
+            );
+        if no_trusted_issuer && self.is_untrusted_self_signed(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(SelfSignedNotTrusted)),
+            )));
+        }
+        Err(rustls::Error::InvalidCertificate(refused))
     }
 
     fn verify_tls12_signature(
@@ -323,7 +403,7 @@ impl ServerCertVerifier for TrustedFile {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -332,13 +412,34 @@ impl ServerCertVerifier for TrustedFile {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.verifier.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.webpki.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.webpki.root_hint_subjects()
     }
 }
+
+/// A self-signed server certificate that is not trusted, as [`Verifier`] refuses it (rustls
+/// carries it as `CertificateError::Other`).
+#[derive(Debug)]
+struct SelfSignedNotTrusted;
+
+impl fmt::Display for SelfSignedNotTrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("self-signed certificate is not trusted")
+    }
+}
+
+impl std::error::Error for SelfSignedNotTrusted {}
 
 /// Whether webpki refused a CA certificate presented as a server's.
 fn is_ca_used_as_end_entity(other: &rustls::OtherError) -> bool {
@@ -350,23 +451,48 @@ fn is_ca_used_as_end_entity(other: &rustls::OtherError) -> bool {
 
 /// A TLS failure in words a person reads (rustls shows some of its errors as debug dumps, such
 /// as `Other(OtherError(CaUsedAsEndEntity))`); the error itself stays available to programs
-/// through [`TlsError::rustls_error`].
+/// through [`TlsError::rustls_error`], and whether the certificate is untrusted through
+/// [`TlsError::untrusted_certificate`].
 #[derive(Debug)]
 pub(crate) struct Explained {
     text: String,
     error: rustls::Error,
+    untrusted: Option<UntrustedCertificate>,
 }
 
 impl Explained {
-    pub(crate) fn new(error: rustls::Error) -> Self {
+    /// `error` from a connection to `server` (the name the client asked for, when known).
+    pub(crate) fn new(error: rustls::Error, server: Option<&str>) -> Self {
+        let text = explain(&error, server);
+        let self_signed = matches!(
+            &error,
+            rustls::Error::InvalidCertificate(CertificateError::Other(other))
+                if other.0.is::<SelfSignedNotTrusted>()
+        );
+        // Programs see what rustls's own verifier says of an untrusted certificate.
+        let (error, untrusted) = if self_signed {
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                Some(UntrustedCertificate::SelfSigned),
+            )
+        } else if error == rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) {
+            (error, Some(UntrustedCertificate::UnknownIssuer))
+        } else {
+            (error, None)
+        };
         Explained {
-            text: explain(&error),
+            text,
             error,
+            untrusted,
         }
     }
 
     pub(crate) fn rustls_error(&self) -> &rustls::Error {
         &self.error
+    }
+
+    pub(crate) fn untrusted_certificate(&self) -> Option<UntrustedCertificate> {
+        self.untrusted
     }
 }
 
@@ -378,10 +504,10 @@ impl fmt::Display for Explained {
 
 impl std::error::Error for Explained {}
 
-/// One lowercase line for a TLS error.
-fn explain(error: &rustls::Error) -> String {
+/// One lowercase line for a TLS error on a connection to `server` (when known).
+fn explain(error: &rustls::Error, server: Option<&str>) -> String {
     match error {
-        rustls::Error::InvalidCertificate(e) => explain_certificate(e),
+        rustls::Error::InvalidCertificate(e) => explain_certificate(e, server),
         // What a plain-text server's answer (`HTTP/1.1 400 ...`) looks like to TLS.
         rustls::Error::InvalidMessage(_) => {
             "the server did not answer with tls (is it a plain ws:// server?)".to_owned()
@@ -396,9 +522,13 @@ fn explain(error: &rustls::Error) -> String {
     }
 }
 
-/// What is wrong with the server's certificate, in one line.
-fn explain_certificate(e: &CertificateError) -> String {
+/// What is wrong with the certificate of `server` (when known), in one line.
+fn explain_certificate(e: &CertificateError, server: Option<&str>) -> String {
     use CertificateError as E;
+    let certificate = match server {
+        Some(server) => format!("certificate for {server}"),
+        None => "the certificate".to_owned(),
+    };
     let text = match e {
         E::BadEncoding => "the certificate is malformed",
         E::Expired => "the certificate has expired",
@@ -411,10 +541,9 @@ fn explain_certificate(e: &CertificateError) -> String {
         }
         E::Revoked => "the certificate was revoked",
         E::UnhandledCriticalExtension => "the certificate has a critical extension not understood",
-        E::UnknownIssuer => {
-            "the certificate was not issued by a trusted ca (unknown issuer; self-signed, or its \
-             ca is not among the trusted certificates)"
-        }
+        // As curl says "unable to get local issuer certificate" (and the server may have left
+        // out an intermediate certificate, which this cannot tell apart).
+        E::UnknownIssuer => return format!("{certificate} was not issued by a trusted ca"),
         E::BadSignature => "the certificate's signature is not valid",
         E::NotValidForName => "the certificate is not valid for this server name",
         E::NotValidForNameContext {
@@ -436,6 +565,12 @@ fn explain_certificate(e: &CertificateError) -> String {
             "the certificate is not for tls servers (extended key usage)"
         }
         E::ApplicationVerificationFailure => "the certificate was refused by the verifier",
+        E::Other(other) if other.0.is::<SelfSignedNotTrusted>() => {
+            return match server {
+                Some(server) => format!("self-signed certificate for {server} is not trusted"),
+                None => "the self-signed certificate is not trusted".to_owned(),
+            };
+        }
         E::Other(other) => {
             return match other.0.downcast_ref::<webpki::Error>() {
                 Some(webpki::Error::CaUsedAsEndEntity) => {
@@ -594,7 +729,7 @@ mod tests {
             Arc::new(webpki::Error::CaUsedAsEndEntity),
         )));
         assert_eq!(
-            explain(&ca),
+            explain(&ca, Some("localhost")),
             "the certificate is a ca certificate used as a server certificate"
         );
         let name = CertificateError::NotValidForNameContext {
@@ -602,7 +737,7 @@ mod tests {
             presented: vec!["DnsName(\"example.com\")".into()],
         };
         assert_eq!(
-            explain_certificate(&name),
+            explain_certificate(&name, Some("localhost")),
             "name localhost does not match the certificate's names: example.com"
         );
         assert_eq!(presented_name("IpAddress(192.0.2.1)"), "192.0.2.1");
@@ -611,12 +746,124 @@ mod tests {
             CertificateError::BadEncoding,
             CertificateError::Revoked,
         ] {
-            let text = explain_certificate(&e);
-            assert!(
-                !text.contains('(') || text.contains("unknown issuer"),
-                "{text}"
-            );
-            assert_eq!(text.lines().count(), 1);
+            for server in [None, Some("localhost")] {
+                let text = explain_certificate(&e, server);
+                assert!(!text.contains('('), "{text}");
+                assert_eq!(text.lines().count(), 1);
+            }
         }
+    }
+
+    /// A verifier trusting `trusted` (DER certificates), as `ClientBuilder::ca_file` makes it.
+    fn verifier_trusting(trusted: Vec<CertificateDer<'static>>) -> Verifier {
+        let mut roots = RootCertStore::empty();
+        for cert in &trusted {
+            roots.add(cert.clone()).unwrap();
+        }
+        let roots = Arc::new(roots);
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), crypto_provider())
+            .build()
+            .unwrap();
+        Verifier {
+            webpki,
+            roots,
+            trusted,
+        }
+    }
+
+    /// A self-signed certificate for localhost with `key`; `serial` tells two apart.
+    fn self_signed(key: &rcgen::KeyPair, ca: bool, serial: u64) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.serial_number = Some(serial.into());
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.is_ca = if ca {
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            rcgen::IsCa::ExplicitNoCa
+        };
+        params.self_signed(key).unwrap().der().clone()
+    }
+
+    fn verify(verifier: &Verifier, cert: &CertificateDer<'_>) -> Result<(), String> {
+        let name = ServerName::try_from("localhost").unwrap();
+        verifier
+            .verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| explain(&e, Some("localhost")))
+    }
+
+    #[test]
+    fn the_verifier_tells_untrusted_self_signed_certificates_from_trusted_keys() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let ca = self_signed(&key, true, 1);
+        let not_ca = self_signed(&key, false, 2);
+        let untrusted = verifier_trusting(vec![self_signed(&other_key, true, 3)]);
+        // Not trusted, whether webpki sees the CA flag first (the certificate is refused as a
+        // CA) or looks for the issuer and finds a trusted certificate of the same name with
+        // another key (a signature that does not verify).
+        for cert in [&ca, &not_ca] {
+            assert_eq!(
+                verify(&untrusted, cert),
+                Err("self-signed certificate for localhost is not trusted".to_owned())
+            );
+        }
+        // Trusted as given: accepted, CA or not.
+        assert_eq!(verify(&verifier_trusting(vec![ca.clone()]), &ca), Ok(()));
+        assert_eq!(
+            verify(&verifier_trusting(vec![not_ca.clone()]), &not_ca),
+            Ok(())
+        );
+        // Another certificate of a trusted key and name, marked CA: its key is trusted, and
+        // what webpki refuses is the flag.
+        let same_key = verifier_trusting(vec![self_signed(&key, true, 4)]);
+        assert_eq!(
+            verify(&same_key, &ca),
+            Err("the certificate is a ca certificate used as a server certificate".to_owned())
+        );
+        assert_eq!(verify(&same_key, &not_ca), Ok(()));
+    }
+
+    #[test]
+    fn an_untrusted_self_signed_certificate_reads_as_such_and_is_an_unknown_issuer() {
+        let refused = rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(SelfSignedNotTrusted)),
+        ));
+        let explained = Explained::new(refused.clone(), Some("localhost"));
+        assert_eq!(
+            explained.to_string(),
+            "self-signed certificate for localhost is not trusted"
+        );
+        assert_eq!(
+            explained.rustls_error(),
+            &rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        );
+        assert_eq!(
+            explained.untrusted_certificate(),
+            Some(UntrustedCertificate::SelfSigned)
+        );
+        assert_eq!(
+            Explained::new(refused, None).to_string(),
+            "the self-signed certificate is not trusted"
+        );
+
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let explained = Explained::new(unknown.clone(), Some("example.com"));
+        assert_eq!(
+            explained.to_string(),
+            "certificate for example.com was not issued by a trusted ca"
+        );
+        assert_eq!(
+            explained.untrusted_certificate(),
+            Some(UntrustedCertificate::UnknownIssuer)
+        );
+        assert_eq!(explained.rustls_error(), &unknown);
+        let expired = Explained::new(
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+            Some("example.com"),
+        );
+        assert_eq!(expired.untrusted_certificate(), None);
     }
 }

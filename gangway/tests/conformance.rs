@@ -53,6 +53,9 @@ use target::Target;
 /// Cases run at the same time (each on its own connection).
 const PARALLEL: usize = 8;
 
+/// Bound on a whole run (each case has its own, far shorter).
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(480);
+
 #[test]
 fn raw_peer_tools_match_published_vectors() {
     peer::self_check();
@@ -182,7 +185,31 @@ fn run_over(role: Role, target: &Target, http2: bool) {
         .build()
         .expect("tokio runtime");
     let started = Instant::now();
+    // Every case has its own time limit; should the run itself not end (a wake-up lost), fail
+    // with the cases still running named instead of hanging the whole test job.
+    let (finished, watched) = std::sync::mpsc::channel::<()>();
+    let run_name = format!("{}{}", role.name(), if http2 { " over http/2" } else { "" });
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(WATCHDOG) {
+            let running = runner::IN_FLIGHT
+                .lock()
+                .map(|set| set.iter().cloned().collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            // Straight to the file descriptor: the test harness's capture would lose it.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "conformance {run_name}: the run did not end within {WATCHDOG:?}; cases \
+                     still running: [{running}]\n"
+                )
+                .as_bytes(),
+            );
+            std::process::exit(1);
+        }
+    });
     let verdicts = runtime.block_on(runner::run_all(&to_run, role, target, http2, PARALLEL));
+    drop(finished);
+    let _ = watchdog.join();
     let elapsed = started.elapsed();
     // No task of the run may outlive it (in-process servers, readers, clients).
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

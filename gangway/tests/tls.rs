@@ -1,6 +1,7 @@
 //! wss:// on loopback with certificates made in the test: trust through a CA file, refusal of a
-//! certificate for another host and of an expired one, insecure mode, client certificates, SNI
-//! and ALPN.
+//! certificate for another host, of an expired or not yet valid one and of an untrusted one
+//! (self-signed or from an unknown CA) in words, insecure mode, client certificates, SNI and
+//! ALPN.
 
 #![cfg(feature = "rustls")]
 
@@ -79,6 +80,15 @@ async fn echo_round_trip(ws: &mut gangway::WebSocket<gangway::MaybeTlsStream>) {
 
 /// The TLS error of a failed connect, as text (with its causes).
 fn tls_failure(result: Result<impl std::fmt::Debug, Error>) -> (rustls::Error, String) {
+    let (cause, text, _) = refusal(result);
+    (cause, text)
+}
+
+/// The TLS error of a failed connect, as text (with its causes), and why the certificate is
+/// not trusted when that is the reason.
+fn refusal(
+    result: Result<impl std::fmt::Debug, Error>,
+) -> (rustls::Error, String, Option<tls::UntrustedCertificate>) {
     let err = result.expect_err("the connection must be refused");
     let Error::Tls(tls) = &err else {
         panic!("expected a tls error, got {err:?}");
@@ -94,7 +104,7 @@ fn tls_failure(result: Result<impl std::fmt::Debug, Error>) -> (rustls::Error, S
         text.push_str(&s.to_string());
         source = s.source();
     }
-    (cause, text)
+    (cause, text, tls.untrusted_certificate())
 }
 
 #[tokio::test]
@@ -187,7 +197,7 @@ async fn expired_certificate_is_refused() {
             .unwrap()
             .connect()
             .await;
-        let (cause, text) = tls_failure(result);
+        let (cause, text, untrusted) = refusal(result);
         assert!(
             matches!(
                 cause,
@@ -198,7 +208,12 @@ async fn expired_certificate_is_refused() {
             ),
             "{cause:?}"
         );
-        assert!(text.contains("expired"), "{text}");
+        assert_eq!(
+            text,
+            "tls error: tls handshake with localhost failed: the certificate expired on \
+             2001-01-01 00:00:00 UTC"
+        );
+        assert_eq!(untrusted, None);
     })
     .await;
 }
@@ -216,11 +231,104 @@ async fn certificate_from_an_unknown_ca_is_refused() {
             .unwrap()
             .connect()
             .await;
-        let (cause, _) = tls_failure(result);
+        let (cause, text, untrusted) = refusal(result);
         assert_eq!(
             cause,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
         );
+        assert_eq!(
+            text,
+            "tls error: tls handshake with localhost failed: certificate for localhost was not \
+             issued by a trusted ca"
+        );
+        assert_eq!(untrusted, Some(tls::UntrustedCertificate::UnknownIssuer));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_that_is_not_trusted_is_refused_as_such() {
+    bounded(async {
+        // OpenSSL 3's `req -x509` certificate (CA:TRUE, which webpki reports first) and one
+        // without the CA flag (for which webpki finds no issuer): both are untrusted because
+        // nobody vouches for them, and say so.
+        let dir = certs::TempDir::new();
+        let unrelated = TestCa::new("unrelated");
+        for (what, issued) in [
+            (
+                "CA:TRUE",
+                certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current),
+            ),
+            (
+                "CA:FALSE",
+                certs::self_signed_certificate(&dir, &["localhost"], Validity::Current),
+            ),
+        ] {
+            let (cause, text, untrusted) =
+                refusal(connect_trusting(&issued, "localhost", &unrelated.cert).await);
+            assert_eq!(
+                text,
+                "tls error: tls handshake with localhost failed: self-signed certificate for \
+                 localhost is not trusted",
+                "{what}"
+            );
+            // The reason, for programs: no trusted issuer.
+            assert_eq!(
+                cause,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+                "{what}"
+            );
+            assert_eq!(
+                untrusted,
+                Some(tls::UntrustedCertificate::SelfSigned),
+                "{what}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_without_the_ca_flag_given_as_trusted_is_accepted() {
+    bounded(async {
+        let dir = certs::TempDir::new();
+        let issued = certs::self_signed_certificate(&dir, &["localhost"], Validity::Current);
+        let (mut ws, _) = connect_trusting(&issued, "localhost", &issued.cert)
+            .await
+            .expect("the trusted certificate itself is accepted");
+        echo_round_trip(&mut ws).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn certificate_not_valid_yet_is_refused_with_its_date() {
+    bounded(async {
+        let ca = TestCa::new("not-yet");
+        let (addr, _seen) =
+            echo_server(server_config(&ca, &["localhost"], Validity::NotYetValid)).await;
+        let result = ClientBuilder::new(&format!("wss://localhost:{}/", addr.port()))
+            .unwrap()
+            .ca_file(&ca.cert)
+            .unwrap()
+            .connect()
+            .await;
+        let (cause, text, untrusted) = refusal(result);
+        assert!(
+            matches!(
+                cause,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidYetContext { .. }
+                )
+            ),
+            "{cause:?}"
+        );
+        assert_eq!(
+            text,
+            "tls error: tls handshake with localhost failed: the certificate is not valid \
+             before 4000-01-01 00:00:00 UTC"
+        );
+        assert_eq!(untrusted, None);
     })
     .await;
 }
@@ -457,8 +565,9 @@ async fn a_trusted_self_signed_ca_certificate_still_needs_the_right_name_and_dat
 #[tokio::test]
 async fn a_ca_certificate_presented_by_a_server_is_refused_in_words_unless_it_is_the_trusted_one() {
     bounded(async {
-        // The server presents a CA certificate that is not the trusted file's (another key, the
-        // same subject): webpki's refusal stands, and reads as a sentence.
+        // The server presents a self-signed CA certificate that is not the trusted file's
+        // (another key, the same subject): refused as a self-signed certificate nobody trusts,
+        // not for its CA flag (which would be accepted were the certificate trusted).
         let dir = certs::TempDir::new();
         let issued = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
         let other = certs::self_signed_ca_certificate(&dir, &["localhost"], Validity::Current);
@@ -470,7 +579,7 @@ async fn a_ca_certificate_presented_by_a_server_is_refused_in_words_unless_it_is
         assert!(!text.contains("Other("), "a debug dump: {text}");
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
-            text.ends_with("the certificate is a ca certificate used as a server certificate"),
+            text.ends_with("self-signed certificate for localhost is not trusted"),
             "{text}"
         );
     })

@@ -4,6 +4,7 @@
 // offer reads the frames the pages get and checks that the room's messages were compressed.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { test } from 'node:test';
@@ -231,4 +232,94 @@ test('without --broadcast the chat tab echoes and says so', { timeout: TEST_MS }
   assert.deepEqual(await waitForLog(alice.page, 1), [['mine', 'alice', 'anyone?']]);
   await new Promise((r) => setTimeout(r, 300));
   assert.deepEqual(await chatLog(bob.page), [], 'an echo server does not relay');
+});
+
+/** A free loopback port (bound, read, released). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Debian's redis-server on a free loopback port, killed by PID when the test ends. */
+async function startRedis(t) {
+  const port = await freePort();
+  const child = spawn(
+    '/usr/bin/redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (up) break;
+    assert.ok(Date.now() < deadline, 'redis-server did not start');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return `redis://127.0.0.1:${port}`;
+}
+
+/** Every line of the chat log, information lines included: `[class, name, text]`. */
+const fullLog = (page) =>
+  page.$$eval('#chat-log li', (items) =>
+    items.map((li) => {
+      const name = li.querySelector('.name');
+      const who = name ? name.textContent : null;
+      return [li.className, who, li.textContent.slice(who ? who.length : 0)];
+    }),
+  );
+
+test('with --history the chat tab reconnects and catches up', { timeout: TEST_MS }, async (t) => {
+  const redis = await startRedis(t);
+  const { addr } = await startServe(t, ['--broadcast', '--redis', redis, '--history', '100']);
+  const alice = await chatPage(t, addr, 'alice');
+  const bob = await chatPage(t, addr, 'bob');
+  await say(alice.page, 'one');
+  await waitForLog(bob.page, 1);
+  // Bob's socket goes (as when a laptop sleeps); the page reconnects half a second later with
+  // the position of the last message it showed. What Alice says meanwhile reaches Bob from the
+  // room's history, before the line saying it caught up.
+  await bob.page.evaluate(() => chat.close());
+  await bob.page.locator('#chat-status.closed').waitFor();
+  await say(alice.page, 'two');
+  await say(alice.page, 'three');
+  await waitForLog(alice.page, 3);
+  await waitForLog(bob.page, 3);
+  await bob.page.locator('#chat-status.open').waitFor();
+  await say(alice.page, 'four');
+  await waitForLog(bob.page, 4);
+  await waitForLog(alice.page, 4);
+  const said = ['one', 'two', 'three', 'four'];
+  assert.deepEqual(
+    await chatLog(bob.page),
+    said.map((text) => ['other', 'alice', text]),
+    "bob's page: every line once, in order",
+  );
+  assert.deepEqual(
+    await chatLog(alice.page),
+    said.map((text) => ['mine', 'alice', text]),
+  );
+  const info = (await fullLog(bob.page)).map(([cls, , text]) => (cls === 'info' ? text : null));
+  const caughtUp = info.indexOf('reconnected; caught up');
+  assert.ok(caughtUp > 0, `bob's page says it caught up: ${JSON.stringify(info)}`);
+  const texts = (await fullLog(bob.page)).map(([, , text]) => text);
+  assert.ok(
+    texts.indexOf('three') < caughtUp && texts.indexOf('four') > caughtUp,
+    `what was missed came from the history, before the line: ${JSON.stringify(texts)}`,
+  );
+  for (const { problems } of [alice, bob]) {
+    assert.deepEqual(problems, [], 'the pages ran without errors');
+  }
 });

@@ -19,8 +19,8 @@
 // topic tree's drain callback, which ends by uncorking the socket it drained when that socket
 // is corked (its "needs uncork" flag, set by an earlier drain, is never cleared: App.h). The
 // sender is thus uncorked before `ws.publish`, whose drains then cork each subscriber and write
-// up to 32 messages per system call. bench/README.md ("uWebSockets.js pub/sub") has the
-// measurements; the comparison uses the faster `ws`.
+// up to 32 messages per system call. bench/RESULTS.md ("Broadcast against uWebSockets.js
+// publishing the way its examples do") has the measurements; the comparison uses the faster `ws`.
 //
 // Otherwise configured as echo.js is, so that it does what `gangway serve --broadcast` does in
 // the comparison: no idle timeout or automatic pings, 16 MiB messages allowed, and a

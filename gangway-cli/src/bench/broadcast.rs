@@ -16,6 +16,11 @@
 //!
 //! `--stalled S` adds S connections that join the room and never read: the server's policy for
 //! slow members applies to them, and the others' figures show whether they are held up.
+//!
+//! `--also URL` spreads the connections over several nodes of one service (rooms across
+//! processes): connection i goes to node i mod n, and the deliveries from a member of another
+//! node are also measured on their own (what the hop between nodes adds). `--positioned` skips
+//! the position line before each message and the control lines of `gangway serve --history`.
 
 use std::future::{poll_fn, Future as _};
 use std::io::{self, Write as _};
@@ -37,8 +42,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{
-    close_connection, open_tcp, opened, BenchOpts, Closing, CpuWindow, Errors, Shared,
-    CLOSE_TIMEOUT,
+    close_connection, open_one, opened, BenchOpts, Closing, CpuWindow, Errors, Histogram, Opened,
+    Shared, CLOSE_TIMEOUT,
 };
 
 /// The bytes at the start of every binary payload: sender (u32), round (u32), send time (u64
@@ -72,6 +77,10 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// Bytes read at most at once by one connection.
 const READ_SIZE: usize = 32 << 10;
 
+/// The longest position line accepted before a message (`--positioned`): an epoch of up to 64
+/// characters, a colon, an offset of up to 20 digits and the newline.
+const MAX_POSITION_LINE: usize = 86;
+
 /// What every connection of a broadcast run shares, besides [`Shared`].
 #[derive(Debug)]
 pub(super) struct Room {
@@ -100,15 +109,51 @@ pub(super) struct Room {
     last_progress: AtomicU64,
     /// Rounds completed by member 0 (how many times it received its N messages).
     pub(super) rounds: AtomicU64,
+    /// The node each member is connected to (`--also`), by member id.
+    node_of: Vec<usize>,
+    nodes: usize,
+    /// Latencies of the deliveries from a member of another node (nanoseconds).
+    crossed: std::sync::Mutex<Histogram>,
     /// Deliveries measured that arrived compressed.
     pub(super) compressed: AtomicU64,
+}
+
+impl Room {
+    /// With several nodes: the deliveries that crossed between nodes, and their p50 and p99
+    /// latencies in microseconds.
+    pub(super) fn crossed(&self) -> Option<(u64, f64, f64)> {
+        if self.nodes < 2 {
+            return None;
+        }
+        let h = self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Some((h.count(), us(h.quantile(0.5)), us(h.quantile(0.99))))
+    }
+}
+
+/// Open `count` connections, connection i to node i mod n; each is tagged with its node.
+fn open_spread(
+    nodes: &[(SocketAddr, http::Uri)],
+    count: u32,
+    deflate: bool,
+) -> JoinSet<Result<Opened<(TcpStream, usize)>, Error>> {
+    let mut opening = JoinSet::new();
+    for i in 0..count as usize {
+        let node = i % nodes.len();
+        let (addr, uri) = nodes[node].clone();
+        opening.spawn(async move {
+            let (tcp, buf, rng, agreed) = open_one(addr, uri, deflate).await?;
+            Ok(((tcp, node), buf, rng, agreed))
+        });
+    }
+    opening
 }
 
 /// Broadcast mode: open the members (and the stalled connections), run them for the warmup and
 /// the duration, stop sending, wait for every message to arrive everywhere, close.
 pub(super) async fn run(
     opts: &BenchOpts,
-    addr: SocketAddr,
+    nodes: &[(SocketAddr, http::Uri)],
     shards: usize,
     cpu: &Arc<CpuWindow>,
 ) -> Result<(Arc<Shared>, Arc<Room>), Error> {
@@ -116,7 +161,7 @@ pub(super) async fn run(
     let total = opts.connections + opts.stalled;
     // At least one member besides the stalled ones.
     let (mut conns, failed) = opened(
-        open_tcp(opts, addr, total),
+        open_spread(nodes, total, opts.deflate),
         total,
         opts.stalled as usize + 1,
     )
@@ -126,8 +171,9 @@ pub(super) async fn run(
     let stalled: Vec<TcpStream> = conns
         .split_off(conns.len() - opts.stalled as usize)
         .into_iter()
-        .map(|(tcp, _, _, _)| tcp)
+        .map(|((tcp, _), _, _, _)| tcp)
         .collect();
+    let node_of: Vec<usize> = conns.iter().map(|((_, node), _, _, _)| *node).collect();
     let members = conns.len() as u64;
     tokio::time::sleep(SETTLE).await;
 
@@ -146,6 +192,9 @@ pub(super) async fn run(
         drain_timeout: opts.drain_timeout,
         last_progress: AtomicU64::new(0),
         rounds: AtomicU64::new(0),
+        node_of,
+        nodes: nodes.len(),
+        crossed: std::sync::Mutex::default(),
         compressed: AtomicU64::new(0),
     });
     let progress = super::spawn_progress(&shared, "delivered");
@@ -153,7 +202,7 @@ pub(super) async fn run(
     // What follows the stamp in every message: JSON-like text with --text (it compresses as
     // such messages do), else letters.
     let filler: Arc<[u8]> = filler(payload - stamp_len(opts.text), opts.text).into();
-    for (i, (tcp, leftover, rng, agreed)) in conns.into_iter().enumerate() {
+    for (i, ((tcp, node), leftover, rng, agreed)) in conns.into_iter().enumerate() {
         let mut rbuf = vec![0u8; READ_SIZE + leftover.len()].into_boxed_slice();
         rbuf[..leftover.len()].copy_from_slice(&leftover);
         // The server's messages: compressed with its window, each on its own or not.
@@ -162,6 +211,7 @@ pub(super) async fn run(
         let member = Member {
             tcp,
             id: i as u32,
+            node,
             round: 0,
             owed: 0,
             sending: true,
@@ -172,7 +222,7 @@ pub(super) async fn run(
             filler: Arc::clone(&filler),
             rbuf,
             filled: leftover.len(),
-            parser: StampParser::new(opts.payload, opts.text, inflater),
+            parser: StampParser::new(opts.payload, opts.text, opts.positioned, inflater),
             next_round: vec![0; members as usize],
             received: 0,
             rng,
@@ -232,6 +282,8 @@ async fn stalled(room: &Room) {
 struct Member {
     tcp: TcpStream,
     id: u32,
+    /// The node it is connected to (`--also`).
+    node: usize,
     /// The next round this member sends.
     round: u32,
     /// Messages still to receive before the next send.
@@ -418,10 +470,12 @@ impl Member {
         let now_ns = now.duration_since(room.epoch).as_nanos() as u64;
         room.last_progress.store(now_ns, Ordering::Relaxed);
         let mut hist = None;
+        let mut crossed = None;
         let mut bad = 0u64;
         let mut count = 0u64;
         let mut compressed = 0u64;
         let next_round = &mut self.next_round;
+        let node = self.node;
         let (consumed, closed) = self.parser.feed(&self.rbuf[..total], |stamp, deflated| {
             count += 1;
             if deflated && measured {
@@ -444,9 +498,18 @@ impl Member {
                         .unwrap_or_else(PoisonError::into_inner)
                 });
                 h.record(now_ns.saturating_sub(stamp.at));
+                let from = room.node_of.get(stamp.sender as usize);
+                if room.nodes > 1 && from.is_some_and(|&n| n != node) {
+                    crossed
+                        .get_or_insert_with(|| {
+                            room.crossed.lock().unwrap_or_else(PoisonError::into_inner)
+                        })
+                        .record(now_ns.saturating_sub(stamp.at));
+                }
             }
         })?;
         drop(hist);
+        drop(crossed);
         for _ in 0..bad {
             Errors::add(&shared.errors.mismatch);
         }
@@ -532,6 +595,14 @@ impl Stamp {
 #[derive(Debug)]
 struct StampParser {
     payload: u64,
+    /// `--positioned`: a position line precedes each message's payload, and text messages are
+    /// control lines (skipped).
+    positioned: bool,
+    /// The current message's position line is not over yet; its length so far.
+    in_line: bool,
+    line: u64,
+    /// The current frame's payload length.
+    frame_len: u64,
     /// Text messages with a hexadecimal stamp, or binary ones.
     text: bool,
     /// Payload bytes of the current frame not yet seen.
@@ -554,10 +625,19 @@ struct StampParser {
 }
 
 impl StampParser {
-    fn new(payload: u64, text: bool, inflater: Option<Decompressor>) -> StampParser {
+    fn new(
+        payload: u64,
+        text: bool,
+        positioned: bool,
+        inflater: Option<Decompressor>,
+    ) -> StampParser {
         StampParser {
             payload,
             text,
+            positioned,
+            in_line: false,
+            line: 0,
+            frame_len: 0,
             left: 0,
             data: false,
             close: false,
@@ -601,19 +681,28 @@ impl StampParser {
                     return Err(Stop::Protocol);
                 }
                 self.left = h.payload_len;
+                self.frame_len = h.payload_len;
                 self.have = 0;
+                self.line = 0;
                 self.compressed = compressed;
                 self.inflated.clear();
                 match h.opcode {
+                    // Control lines (`!position E:N` and the like).
+                    OpCode::Text if self.positioned => {
+                        self.data = false;
+                    }
                     OpCode::Binary | OpCode::Text => {
                         self.data = true;
+                        self.in_line = self.positioned;
                         let sent = if self.text {
                             OpCode::Text
                         } else {
                             OpCode::Binary
                         };
-                        // A compressed message's length is checked once inflated.
-                        self.ok = h.opcode == sent && (compressed || h.payload_len == self.payload);
+                        // A compressed message's length is checked once inflated, a positioned
+                        // one's once its line is read.
+                        self.ok = h.opcode == sent
+                            && (compressed || self.positioned || h.payload_len == self.payload);
                     }
                     OpCode::Close | OpCode::Ping | OpCode::Pong if h.payload_len <= 125 => {
                         self.data = false;
@@ -622,6 +711,24 @@ impl StampParser {
                 }
                 self.close = h.opcode == OpCode::Close;
                 self.in_frame = true;
+            }
+            if self.data && self.in_line && !self.compressed {
+                // `--positioned`: the line before the message, up to its newline.
+                let avail = (buf.len() - i) as u64;
+                let take = self.left.min(avail) as usize;
+                let end = buf[i..i + take].iter().position(|&b| b == b'\n');
+                let used = end.map_or(take, |k| k + 1);
+                i += used;
+                self.left -= used as u64;
+                self.line += used as u64;
+                if self.line > MAX_POSITION_LINE as u64 {
+                    return Err(Stop::Protocol);
+                }
+                if end.is_some() {
+                    self.in_line = false;
+                } else if self.left > 0 {
+                    return Ok((i, false));
+                }
             }
             // The frame's payload: the stamp gathered, the rest skipped where it lies.
             let avail = (buf.len() - i) as u64;
@@ -656,6 +763,8 @@ impl StampParser {
                     self.ok &= self.inflated.len() as u64 == self.payload;
                     self.have = self.inflated.len().min(stamp_len);
                     self.stamp[..self.have].copy_from_slice(&self.inflated[..self.have]);
+                } else if self.positioned {
+                    self.ok &= !self.in_line && self.frame_len - self.line == self.payload;
                 }
                 let stamp = if self.ok && self.have == stamp_len {
                     Stamp::decode(&self.stamp[..stamp_len])
@@ -674,6 +783,7 @@ mod tests {
 
     use super::*;
 
+    /// A server frame (unmasked, final) of `opcode` carrying `payload`.
     fn frame(opcode: OpCode, rsv: u8, payload: &[u8]) -> Vec<u8> {
         let header = FrameHeader {
             fin: true,
@@ -715,7 +825,8 @@ mod tests {
         );
         let mut wire = frame(OpCode::Text, RSV1, compressed.payload());
         wire.extend(frame(OpCode::Text, 0, second.as_bytes()));
-        let mut parser = StampParser::new(len as u64, true, Some(Decompressor::new(15, true)));
+        let mut parser =
+            StampParser::new(len as u64, true, false, Some(Decompressor::new(15, true)));
         // Fed byte by byte: the inflater takes the payload in pieces.
         let mut got = Vec::new();
         let mut rest = &wire[..];
@@ -745,20 +856,94 @@ mod tests {
         let inflater = || Some(Decompressor::new(15, true));
         // Inflating to another length: not what was sent.
         let short = how.compress_text(&text_message(1, 0, 0, 60));
-        let mut parser = StampParser::new(len, true, inflater());
+        let mut parser = StampParser::new(len, true, false, inflater());
         let got = parse(&mut parser, &frame(OpCode::Text, RSV1, short.payload()));
         assert_eq!(got, Ok(vec![(None, true)]));
         // Not DEFLATE data: a protocol error.
-        let mut parser = StampParser::new(len, true, inflater());
+        let mut parser = StampParser::new(len, true, false, inflater());
         assert!(parse(&mut parser, &frame(OpCode::Text, RSV1, &[0xff; 40])).is_err());
         // RSV1 without permessage-deflate agreed: a protocol error.
-        let mut parser = StampParser::new(len, true, None);
+        let mut parser = StampParser::new(len, true, false, None);
         assert!(parse(&mut parser, &frame(OpCode::Text, RSV1, short.payload())).is_err());
         // A binary stamp is read from binary messages.
         let mut payload = vec![0u8; 20];
         payload[..4].copy_from_slice(&5u32.to_le_bytes());
-        let mut parser = StampParser::new(20, false, None);
+        let mut parser = StampParser::new(20, false, false, None);
         let got = parse(&mut parser, &frame(OpCode::Binary, 0, &payload)).unwrap();
         assert_eq!(got[0].0.map(|s| s.sender), Some(5));
+    }
+
+    fn stamped(sender: u32, round: u32, at: u64, len: usize) -> Vec<u8> {
+        let mut p = vec![b'x'; len];
+        p[..4].copy_from_slice(&sender.to_le_bytes());
+        p[4..8].copy_from_slice(&round.to_le_bytes());
+        p[8..16].copy_from_slice(&at.to_le_bytes());
+        p
+    }
+
+    /// Feed `bytes` to `parser` in pieces of `step` bytes, as reads would bring them; the
+    /// stamps (None: a message that is not one sent).
+    fn parse_in_pieces(parser: &mut StampParser, bytes: &[u8], step: usize) -> Vec<Option<Stamp>> {
+        let mut got = Vec::new();
+        let mut pending = Vec::new();
+        for piece in bytes.chunks(step) {
+            pending.extend_from_slice(piece);
+            let (used, closed) = parser
+                .feed(&pending, |s, _| got.push(s))
+                .unwrap_or_else(|_| panic!("protocol error"));
+            assert!(!closed);
+            pending.drain(..used);
+        }
+        assert!(pending.is_empty());
+        got
+    }
+
+    #[test]
+    fn position_lines_and_control_lines_are_skipped() {
+        let mut wire = frame(OpCode::Text, 0, b"!position 3fa4c2e9:41");
+        let mut m = b"3fa4c2e9:42\n".to_vec();
+        m.extend_from_slice(&stamped(7, 1, 99, 20));
+        wire.extend_from_slice(&frame(OpCode::Binary, 0, &m));
+        // A message without its line is not one that was sent.
+        wire.extend_from_slice(&frame(OpCode::Binary, 0, &stamped(7, 2, 100, 20)));
+        wire.extend_from_slice(&frame(OpCode::Text, 0, b"!recovered 3fa4c2e9:42"));
+        let expected = vec![
+            Some(Stamp {
+                sender: 7,
+                round: 1,
+                at: 99,
+            }),
+            None,
+        ];
+        for step in [1, 3, 7, wire.len()] {
+            let mut parser = StampParser::new(20, false, true, None);
+            assert_eq!(
+                parse_in_pieces(&mut parser, &wire, step),
+                expected,
+                "{step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_position_line_without_an_end_is_a_protocol_error() {
+        let mut parser = StampParser::new(20, false, true, None);
+        let wire = frame(OpCode::Binary, 0, &[b'1'; 200]);
+        assert!(parser.feed(&wire, |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn without_positions_messages_are_taken_as_sent() {
+        let mut parser = StampParser::new(20, false, false, None);
+        let wire = frame(OpCode::Binary, 0, &stamped(1, 5, 6, 20));
+        let got = parse_in_pieces(&mut parser, &wire, 2);
+        assert_eq!(
+            got,
+            [Some(Stamp {
+                sender: 1,
+                round: 5,
+                at: 6
+            })]
+        );
     }
 }

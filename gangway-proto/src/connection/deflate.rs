@@ -714,6 +714,48 @@ mod tests {
     }
 
     #[test]
+    fn compressed_frames_get_the_documented_allowance_over_the_frame_limit_and_no_more() {
+        // Config::max_frame_size: a compressed message's frame may exceed the limit by an
+        // eighth plus 64 bytes; an uncompressed one may not, nor a compressed one by a byte more.
+        let mut config = config_with(DeflateConfig::default());
+        config.max_frame_size = 16;
+        let allowed = 16 + 16 / 8 + 64;
+        for (b0, len, accepted) in [
+            (0xc2, allowed, true),
+            (0xc2, allowed + 1, false),
+            (0x82, 16, true),
+            (0x82, 17, false),
+            // A continuation of a compressed message has the allowance too.
+            (0x00, allowed, true),
+        ] {
+            let mut client = endpoint(Role::Client, config.clone(), Some(DeflateParams::default()));
+            if b0 == 0x00 {
+                feed(&mut client, &to(Role::Client, 0x42, &[]));
+                assert_eq!(events(&mut client), []);
+            }
+            let header = FrameHeader {
+                fin: b0 & 0x80 != 0,
+                rsv: (b0 >> 4) & 0b111,
+                opcode: OpCode::from_u8(b0 & 0x0f).unwrap(),
+                mask: None,
+                payload_len: len as u64,
+            };
+            let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+            let n = header.encode(&mut head);
+            // The header alone: the limit is checked before the payload comes.
+            feed(&mut client, &head[..n]);
+            let (got, result) = drain(&mut client);
+            assert_eq!(got, [], "{b0:#x}, {len} bytes");
+            let expected = if accepted {
+                Ok(())
+            } else {
+                Err(ProtocolError::FrameTooLarge)
+            };
+            assert_eq!(result, expected, "{b0:#x}, {len} bytes");
+        }
+    }
+
+    #[test]
     fn invalid_utf8_after_inflating_fails_with_1007_before_the_message_ends() {
         let mut server = endpoint(
             Role::Server,

@@ -153,7 +153,8 @@ impl<S> Member<S> {
     ///
     /// # Errors
     ///
-    /// As [`Hub::publish`].
+    /// As [`Hub::publish`]; [`PublishError::OthersOnlyUnordered`] when the hub's bus is
+    /// [ordered](super::Bus::ordered) (it delivers every message to every member).
     pub fn publish_to_others(
         &mut self,
         room: &str,
@@ -170,8 +171,23 @@ impl<S> Member<S> {
     ) -> Result<usize, PublishError> {
         let state = &mut *self.state;
         let payload = state.hub.check(message)?;
-        state.hub.to_bus(room, payload);
+        let ordered = state.hub.shared.ordered;
+        if ordered && not_self {
+            return Err(PublishError::OthersOnlyUnordered);
+        }
+        state.hub.to_bus(room, payload)?;
         let mine = state.subs.iter().position(|s| s.room.name() == room);
+        if ordered {
+            // The bus delivers it back, to this member too: count it for the turn this member
+            // gives way after (see `poll_next`), as if it had been framed here.
+            if let Some(i) = mine {
+                state.published = true;
+                state.burst.0 += payload.len() as u64;
+                state.burst.1 += 1;
+                return Ok(state.subs[i].room.members());
+            }
+            return Ok(state.hub.members(room));
+        }
         let target = match mine {
             Some(i) => Arc::clone(&state.subs[i].room),
             None => match state.hub.room(room) {

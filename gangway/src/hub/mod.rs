@@ -71,7 +71,10 @@
 //!
 //! [`Hub::publish`] delivers to this process's members and hands the message to the hub's
 //! [`Bus`], if any, for the other processes; a bus delivers what they publish with
-//! [`Hub::publish_local`], which reaches this process's members only.
+//! [`Hub::publish_local`], which reaches this process's members only. An
+//! [ordered](Bus::ordered) bus (one that gives each room's messages a single order across the
+//! processes, e.g. with a position per message) takes this process's messages too and delivers
+//! them back in that order: the hub then leaves local delivery to it.
 
 mod member;
 mod room;
@@ -142,6 +145,12 @@ pub enum PublishError {
         /// The limit.
         max: usize,
     },
+    /// The hub's [ordered](Bus::ordered) bus refused the message (its queue toward the other
+    /// processes is full, or the message is larger than it carries): nobody receives it.
+    Refused,
+    /// [`Member::publish_to_others`] on a hub whose bus is [ordered](Bus::ordered): every
+    /// member receives its own messages back from the bus, in the room's order.
+    OthersOnlyUnordered,
 }
 
 impl fmt::Display for PublishError {
@@ -151,6 +160,10 @@ impl fmt::Display for PublishError {
             PublishError::TooLarge { len, max } => write!(
                 f,
                 "message of {len} bytes is larger than the {max} bytes a member may have queued"
+            ),
+            PublishError::Refused => f.write_str("the bus to the other processes refused the message"),
+            PublishError::OthersOnlyUnordered => f.write_str(
+                "an ordered bus delivers every message to every member: the publisher cannot be left out",
             ),
         }
     }
@@ -195,16 +208,49 @@ pub struct Queued {
 /// The hub calls it with its lock on the rooms held, so that the calls for one room come in the
 /// order of the rooms' life: each method must return at once (hand the work to a task, e.g.
 /// over a channel) and must not call the hub back.
+///
+/// Two kinds of bus:
+/// - **Unordered** (the default): the hub delivers what this process publishes to its own
+///   members at once, and the bus carries it to the others. Each process sees its own messages
+///   first; messages of different processes may interleave differently in each.
+/// - **Ordered** ([`Bus::ordered`] is true): the bus gives each room's messages one order for
+///   every process (e.g. a position from a shared log) and delivers this process's messages
+///   back with [`Hub::publish_local`] in that order, so every member sees the same sequence.
+///   The hub then does not deliver them itself: local delivery waits for the bus.
 pub trait Bus: Send + Sync + 'static {
     /// The first member joined `room` in this process: start receiving what other processes
     /// publish to it, and deliver it with [`Hub::publish_local`].
     fn subscribe(&self, room: &str);
     /// The last member left `room` in this process: stop receiving it.
     fn unsubscribe(&self, room: &str);
-    /// A message published in this process (already delivered to this process's members), for
-    /// the other processes.
-    fn publish(&self, room: &str, kind: DataKind, payload: &[u8]);
+    /// A message published in this process, for the other processes (and, when the bus is
+    /// [ordered](Bus::ordered), for this one too).
+    ///
+    /// # Errors
+    ///
+    /// [`BusRefused`] when the bus cannot take the message. An unordered bus has let the hub
+    /// deliver it to this process's members all the same (only the other processes miss it;
+    /// the bus counts it); with an ordered one nobody receives it and the hub's publish fails
+    /// with [`PublishError::Refused`].
+    fn publish(&self, room: &str, kind: DataKind, payload: &[u8]) -> Result<(), BusRefused>;
+    /// Whether the bus delivers this process's messages back, in one order for every process
+    /// (see the trait docs). Asked once, when the hub is made. False by default.
+    fn ordered(&self) -> bool {
+        false
+    }
 }
+
+/// A message a [`Bus`] could not take (see [`Bus::publish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusRefused;
+
+impl fmt::Display for BusRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the bus refused the message")
+    }
+}
+
+impl std::error::Error for BusRefused {}
 
 /// Named rooms of connections, and what is published to them (see the [module](self) docs).
 ///
@@ -219,6 +265,8 @@ struct Shared {
     config: HubConfig,
     rooms: Mutex<HashMap<Box<str>, Arc<Room>>>,
     bus: Option<Arc<dyn Bus>>,
+    /// The bus is [ordered](Bus::ordered): it delivers this process's messages too.
+    ordered: bool,
     members: AtomicU64,
     published: AtomicU64,
     dropped: AtomicU64,
@@ -259,11 +307,13 @@ impl Hub {
                 config.when_full = WhenFull::Close(CloseCode::POLICY_VIOLATION);
             }
         }
+        let ordered = bus.as_ref().is_some_and(|bus| bus.ordered());
         Hub {
             shared: Arc::new(Shared {
                 config,
                 rooms: Mutex::new(HashMap::new()),
                 bus,
+                ordered,
                 members: AtomicU64::new(0),
                 published: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
@@ -286,15 +336,20 @@ impl Hub {
     /// Publish `message` to every member of `room` (in this process, and through the [`Bus`]
     /// in the others); returns how many members in this process it is for (0 if the room has
     /// none). It is framed once (and compressed once per distinct compression among the
-    /// members) and queued for each; publishing never waits.
+    /// members) and queued for each; publishing never waits. With an [ordered](Bus::ordered)
+    /// bus, this process's members receive it when the bus delivers it back.
     ///
     /// # Errors
     ///
     /// [`PublishError::NotData`] for a ping, pong or fragment; [`PublishError::TooLarge`] for a
-    /// message larger than [`HubConfig::max_queued_bytes`]. Nothing is published then.
+    /// message larger than [`HubConfig::max_queued_bytes`]; [`PublishError::Refused`] when an
+    /// ordered bus refuses it. Nothing is published then.
     pub fn publish(&self, room: &str, message: &Message) -> Result<usize, PublishError> {
         let payload = self.check(message)?;
-        self.to_bus(room, payload);
+        self.to_bus(room, payload)?;
+        if self.shared.ordered {
+            return Ok(self.members(room));
+        }
         Ok(self.publish_payload(room, payload))
     }
 
@@ -352,12 +407,19 @@ impl Hub {
         Ok(payload)
     }
 
-    fn to_bus(&self, room: &str, payload: Payload<'_>) {
-        if let Some(bus) = &self.shared.bus {
-            match payload {
-                Payload::Text(text) => bus.publish(room, DataKind::Text, text.as_bytes()),
-                Payload::Binary(data) => bus.publish(room, DataKind::Binary, data),
-            }
+    /// Hand a message published here to the bus, if any. `Err` only when an ordered bus
+    /// refuses it (an unordered bus's refusal leaves local delivery to go on).
+    fn to_bus(&self, room: &str, payload: Payload<'_>) -> Result<(), PublishError> {
+        let Some(bus) = &self.shared.bus else {
+            return Ok(());
+        };
+        let taken = match payload {
+            Payload::Text(text) => bus.publish(room, DataKind::Text, text.as_bytes()),
+            Payload::Binary(data) => bus.publish(room, DataKind::Binary, data),
+        };
+        match taken {
+            Err(BusRefused) if self.shared.ordered => Err(PublishError::Refused),
+            _ => Ok(()),
         }
     }
 

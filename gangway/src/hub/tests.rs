@@ -433,6 +433,111 @@ async fn rooms_span_the_threads_of_a_runtime() {
     }
 }
 
+/// A bus that records what the hub tells it; `ordered` as asked; refuses everything once
+/// `refuse` is set.
+#[derive(Default)]
+struct Recorder {
+    ordered: bool,
+    refuse: std::sync::atomic::AtomicBool,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Bus for Recorder {
+    fn subscribe(&self, room: &str) {
+        self.calls.lock().unwrap().push(format!("subscribe {room}"));
+    }
+
+    fn unsubscribe(&self, room: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("unsubscribe {room}"));
+    }
+
+    fn publish(&self, room: &str, kind: DataKind, payload: &[u8]) -> Result<(), BusRefused> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(BusRefused);
+        }
+        let payload = String::from_utf8_lossy(payload);
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("publish {room} {kind:?} {payload}"));
+        Ok(())
+    }
+
+    fn ordered(&self) -> bool {
+        self.ordered
+    }
+}
+
+#[tokio::test]
+async fn a_bus_hears_of_rooms_coming_and_going_and_of_every_publish() {
+    let bus = Arc::new(Recorder::default());
+    let hub = Hub::with_bus(HubConfig::default(), bus.clone());
+    let (mut a, mut client_a) = pair(&hub);
+    let (mut b, _client_b) = pair(&hub);
+    a.join("r");
+    b.join("r");
+    let a = run(a);
+    assert_eq!(hub.publish("r", &text("here and there")), Ok(2));
+    // Local delivery does not wait for the bus.
+    assert_eq!(receive(&mut client_a, 1).await, ["here and there"]);
+    // Another process's message: to the members here, never back to the bus.
+    assert_eq!(hub.publish_local("r", &text("from afar")), Ok(2));
+    assert_eq!(receive(&mut client_a, 1).await, ["from afar"]);
+    // A refusal costs the other processes the message, not the members here.
+    bus.refuse.store(true, Ordering::Relaxed);
+    assert_eq!(hub.publish("r", &text("local only")), Ok(2));
+    assert_eq!(receive(&mut client_a, 1).await, ["local only"]);
+    a.abort();
+    drop(b);
+    let _ = a.await;
+    assert_eq!(
+        *bus.calls.lock().unwrap(),
+        [
+            "subscribe r",
+            "publish r Text here and there",
+            "unsubscribe r"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_ordered_bus_delivers_this_process_messages_itself() {
+    let bus = Arc::new(Recorder {
+        ordered: true,
+        ..Recorder::default()
+    });
+    let hub = Hub::with_bus(HubConfig::default(), bus.clone());
+    let (mut member, mut client) = pair(&hub);
+    member.join("r");
+    assert_eq!(member.publish("r", &text("mine")), Ok(1));
+    assert_eq!(
+        member.publish_to_others("r", &text("not mine")),
+        Err(PublishError::OthersOnlyUnordered)
+    );
+    let member = run(member);
+    assert_eq!(hub.publish("r", &text("yours")), Ok(1));
+    // Nothing is delivered here until the bus gives the messages back, in its order.
+    assert!(
+        quiet(&mut client).await,
+        "delivered before the bus ordered it"
+    );
+    assert_eq!(hub.publish_local("r", &text("1:yours")), Ok(1));
+    assert_eq!(hub.publish_local("r", &text("2:mine")), Ok(1));
+    assert_eq!(receive(&mut client, 2).await, ["1:yours", "2:mine"]);
+    // Refused by an ordered bus: nobody receives it, and the publisher is told.
+    bus.refuse.store(true, Ordering::Relaxed);
+    assert_eq!(hub.publish("r", &text("lost")), Err(PublishError::Refused));
+    assert!(quiet(&mut client).await);
+    assert_eq!(
+        *bus.calls.lock().unwrap(),
+        ["subscribe r", "publish r Text mine", "publish r Text yours"]
+    );
+    member.abort();
+}
+
 /// Rooms whose members negotiated permessage-deflate differently: each gets the frames of its
 /// encoding, compressed once per distinct compression.
 #[cfg(feature = "deflate")]

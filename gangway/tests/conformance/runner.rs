@@ -1,7 +1,7 @@
 //! Runs a case against one role of one target: the opening handshake, the script, the closing,
 //! then the comparison of what gangway sent with what the case expects.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,32 @@ use crate::target::{Client, ClientEnd, Server, Target};
 
 /// Bound on each wait for something gangway should do promptly (a head, a close, an EOF).
 const PROMPT: Duration = Duration::from_secs(5);
+
+/// The cases running now, in every run of the process (`role[ over http/2] id`): what the
+/// watchdog of a run that overstays names (see `run_over` in conformance.rs).
+pub(crate) static IN_FLIGHT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Keeps a case in [`IN_FLIGHT`] while it runs.
+struct InFlight(String);
+
+impl InFlight {
+    fn new(name: String) -> InFlight {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone());
+        InFlight(name)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
 
 /// The result of one case.
 pub(crate) struct Verdict {
@@ -64,6 +90,12 @@ pub(crate) async fn run_all(
         .map(|(i, case)| {
             let ctx = ctx.clone();
             async move {
+                let _in_flight = InFlight::new(format!(
+                    "{}{} {}",
+                    role.name(),
+                    if ctx.http2 { " over http/2" } else { "" },
+                    case.id
+                ));
                 let started = Instant::now();
                 let result =
                     tokio::time::timeout(case.time_limit, run_case(case, role, &ctx)).await;

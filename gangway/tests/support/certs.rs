@@ -59,6 +59,20 @@ pub(crate) enum Validity {
     Current,
     /// 2000-01-01 to 2001-01-01.
     Expired,
+    /// 4000-01-01 to 4001-01-01.
+    NotYetValid,
+}
+
+impl Validity {
+    fn apply(self, params: &mut CertificateParams) {
+        let (from, to) = match self {
+            Validity::Current => return,
+            Validity::Expired => (2000, 2001),
+            Validity::NotYetValid => (4000, 4001),
+        };
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    }
 }
 
 /// A certificate and its key, as PEM files.
@@ -114,10 +128,7 @@ impl TestCa {
             Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
-        if validity == Validity::Expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
+        validity.apply(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Issued {
@@ -137,17 +148,28 @@ pub(crate) fn self_signed_ca_certificate(
     names: &[&str],
     validity: Validity,
 ) -> Issued {
+    self_signed(dir, names, validity, true)
+}
+
+/// A self-signed certificate for `names` that is not a CA (`CA:FALSE`, as
+/// `openssl req -x509 -addext basicConstraints=critical,CA:FALSE` makes it), and its key.
+pub(crate) fn self_signed_certificate(dir: &TempDir, names: &[&str], validity: Validity) -> Issued {
+    self_signed(dir, names, validity, false)
+}
+
+fn self_signed(dir: &TempDir, names: &[&str], validity: Validity, ca: bool) -> Issued {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names.clone()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.is_ca = if ca {
+        IsCa::Ca(BasicConstraints::Unconstrained)
+    } else {
+        IsCa::ExplicitNoCa
+    };
     params.distinguished_name.push(
         DnType::CommonName,
         names.first().cloned().unwrap_or_default(),
     );
-    if validity == Validity::Expired {
-        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    }
+    validity.apply(&mut params);
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
