@@ -30,8 +30,8 @@ use gangway_proto::{
     ProtocolError, Role, SeededRandom, State,
 };
 
-use crate::now;
 use crate::output::{OutFrame, OutputReader};
+use crate::{now, LifeCycle};
 
 /// Receive limits to choose from: the default, and sizes small enough for short inputs to cross.
 const RECEIVE_LIMITS: [usize; 4] = [DEFAULT_MAX_MESSAGE_SIZE, 4096, 130, 16];
@@ -536,19 +536,14 @@ impl Harness {
     }
 
     fn check_state(&self) {
-        // The peer's close is answered as it is handed out: the close handshake is then done.
-        let expected = if self.failed || self.peer_closed {
-            State::Closed
-        } else if self.out.closed() {
-            State::Closing
-        } else {
-            State::Open
-        };
-        assert_eq!(self.conn.state(), expected, "state");
-        let ended = self.failed || (self.peer_closed && (self.role == Role::Server || self.eof));
-        assert_eq!(self.conn.should_close_transport(), ended);
-        if self.peer_closed && !self.failed {
-            assert_eq!(self.conn.ended(), Some(End::Clean));
-        }
+        crate::check_life_cycle(
+            &self.conn,
+            LifeCycle {
+                sent_close: self.out.closed(),
+                peer_closed: self.peer_closed,
+                failed: self.failed,
+                eof: self.eof,
+            },
+        );
     }
 }

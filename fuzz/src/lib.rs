@@ -25,6 +25,43 @@ pub fn now() -> std::time::Instant {
     *T0.get_or_init(std::time::Instant::now)
 }
 
+/// What a harness saw of a connection's close handshake.
+#[derive(Clone, Copy, Debug)]
+pub struct LifeCycle {
+    /// Our close frame is in the output taken.
+    pub sent_close: bool,
+    /// The peer's close was handed out.
+    pub peer_closed: bool,
+    /// `poll_event` failed.
+    pub failed: bool,
+    /// `receive_eof` was called.
+    pub eof: bool,
+}
+
+/// Check that `conn`'s `state`, `ended` and `should_close_transport` follow the close
+/// handshake as `seen`: the peer's close is answered as it is handed out, which ends the
+/// handshake (a client then waits for the server to close the transport, RFC 6455 §7.1.1).
+pub fn check_life_cycle(conn: &gangway_proto::Connection, seen: LifeCycle) {
+    use gangway_proto::{End, Role, State};
+    let expected = if seen.failed || seen.peer_closed {
+        State::Closed
+    } else if seen.sent_close {
+        State::Closing
+    } else {
+        State::Open
+    };
+    assert_eq!(conn.state(), expected, "state");
+    let ended = seen.failed || (seen.peer_closed && (conn.role() == Role::Server || seen.eof));
+    assert_eq!(
+        conn.should_close_transport(),
+        ended,
+        "should_close_transport"
+    );
+    if seen.peer_closed && !seen.failed {
+        assert_eq!(conn.ended(), Some(End::Clean));
+    }
+}
+
 /// A split point in `0..=data.len()` derived from the bytes themselves (FNV-1a), so the fuzzer
 /// explores other splits as it mutates the input, and a crash reproduces from its input alone.
 pub fn split_point(data: &[u8]) -> usize {

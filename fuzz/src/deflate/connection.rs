@@ -47,8 +47,8 @@ use gangway_proto::{
 
 use super::{cycled, frame, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
-use crate::now;
 use crate::output::{OutputReader, TAIL};
+use crate::{now, LifeCycle};
 
 /// Receive limits to choose from: one large enough for every message the harness builds, and
 /// sizes small enough for short inputs to cross.
@@ -604,22 +604,16 @@ impl Harness {
         assert!(self.conn.should_close_transport());
     }
 
-    /// `state`, `ended` and `should_close_transport` follow the close handshake: the peer's
-    /// close is answered as it is handed out, which ends the handshake.
     fn check_state(&self) {
-        let expected = if self.failed || self.peer_closed {
-            State::Closed
-        } else if self.out.closed() {
-            State::Closing
-        } else {
-            State::Open
-        };
-        assert_eq!(self.conn.state(), expected, "state");
-        let ended = self.failed || (self.peer_closed && (self.role == Role::Server || self.eof));
-        assert_eq!(self.conn.should_close_transport(), ended);
-        if self.peer_closed && !self.failed {
-            assert_eq!(self.conn.ended(), Some(End::Clean));
-        }
+        crate::check_life_cycle(
+            &self.conn,
+            LifeCycle {
+                sent_close: self.out.closed(),
+                peer_closed: self.peer_closed,
+                failed: self.failed,
+                eof: self.eof,
+            },
+        );
     }
 
     fn event(&mut self, event: Event, peer_close: &mut Option<Option<CloseCode>>) {
