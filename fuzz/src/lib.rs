@@ -25,39 +25,37 @@ pub fn now() -> std::time::Instant {
     *T0.get_or_init(std::time::Instant::now)
 }
 
-/// What a harness saw of a connection's close handshake.
-#[derive(Clone, Copy, Debug)]
-pub struct LifeCycle {
-    /// Our close frame is in the output taken.
-    pub sent_close: bool,
-    /// The peer's close was handed out.
-    pub peer_closed: bool,
-    /// `poll_event` failed.
-    pub failed: bool,
-    /// `receive_eof` was called.
-    pub eof: bool,
-}
-
 /// Check that `conn`'s `state`, `ended` and `should_close_transport` follow the close
-/// handshake as `seen`: the peer's close is answered as it is handed out, which ends the
-/// handshake (a client then waits for the server to close the transport, RFC 6455 §7.1.1).
-pub fn check_life_cycle(conn: &gangway_proto::Connection, seen: LifeCycle) {
+/// handshake as the harness saw it (our close frame in the output taken, the peer's close handed
+/// out, what `poll_event` failed with, `receive_eof` called): the peer's close is answered as it
+/// is handed out, which ends the handshake (a client then waits for the server to close the
+/// transport, RFC 6455 §7.1.1); a failure ends the connection at once, with its error.
+pub fn check_life_cycle(
+    conn: &gangway_proto::Connection,
+    sent_close: bool,
+    peer_closed: bool,
+    failure: Option<gangway_proto::ProtocolError>,
+    eof: bool,
+) {
     use gangway_proto::{End, Role, State};
-    let expected = if seen.failed || seen.peer_closed {
+    let failed = failure.is_some();
+    let expected = if failed || peer_closed {
         State::Closed
-    } else if seen.sent_close {
+    } else if sent_close {
         State::Closing
     } else {
         State::Open
     };
     assert_eq!(conn.state(), expected, "state");
-    let ended = seen.failed || (seen.peer_closed && (conn.role() == Role::Server || seen.eof));
+    let ended = failed || (peer_closed && (conn.role() == Role::Server || eof));
     assert_eq!(
         conn.should_close_transport(),
         ended,
         "should_close_transport"
     );
-    if seen.peer_closed && !seen.failed {
+    if let Some(err) = failure {
+        assert_eq!(conn.ended(), Some(End::Failed(err)));
+    } else if peer_closed {
         assert_eq!(conn.ended(), Some(End::Clean));
     }
 }

@@ -42,13 +42,13 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use gangway_proto::{
-    ApiMisuse, CloseCode, Config, Connection, DataKind, End, Event, ProtocolError, Role, State,
+    ApiMisuse, CloseCode, Config, Connection, DataKind, Event, ProtocolError, Role,
 };
 
 use super::{cycled, frame, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
 use crate::output::{OutputReader, TAIL};
-use crate::{now, LifeCycle};
+use crate::{check_life_cycle, now};
 
 /// Receive limits to choose from: one large enough for every message the harness builds, and
 /// sizes small enough for short inputs to cross.
@@ -570,7 +570,13 @@ impl Harness {
             self.peer_closed = true;
             self.outcome.peer_closed = true;
         }
-        self.check_state();
+        check_life_cycle(
+            &self.conn,
+            self.out.closed(),
+            self.peer_closed,
+            self.outcome.error,
+            self.eof,
+        );
     }
 
     /// `poll_event` reached the failure `err`: every event before it was handed out.
@@ -599,21 +605,6 @@ impl Harness {
         self.outcome.error = Some(err);
         // The failure's close frame is queued now: it abandons the message we were sending.
         self.sending = None;
-        assert_eq!(self.conn.state(), State::Closed, "failed but not closed");
-        assert_eq!(self.conn.ended(), Some(End::Failed(err)));
-        assert!(self.conn.should_close_transport());
-    }
-
-    fn check_state(&self) {
-        crate::check_life_cycle(
-            &self.conn,
-            LifeCycle {
-                sent_close: self.out.closed(),
-                peer_closed: self.peer_closed,
-                failed: self.failed,
-                eof: self.eof,
-            },
-        );
     }
 
     fn event(&mut self, event: Event, peer_close: &mut Option<Option<CloseCode>>) {
