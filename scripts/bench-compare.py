@@ -22,6 +22,8 @@ exit status is 1 if any run failed (a server died, the load reported errors or e
     scripts/bench-compare.py --quick              # a small subset, a few minutes (CI)
     scripts/bench-compare.py --only gangway,raw --rounds 5 --markdown /tmp/bench.md
     scripts/bench-compare.py --handshakes-only --only gangway,floor --rounds 5
+    scripts/bench-compare.py --only gangway,raw,floor --connections 64,1000 --windows 16 \
+        --binary-only --rounds 3 --duration 2 --warmup 0.5   # pipelined ratios, a few minutes
 """
 
 import argparse
@@ -442,6 +444,12 @@ def scenarios(args):
                   for w in (1, 16) for t in (False, True)]
     if args.payloads:
         combos = [c for c in combos if c[0] in args.payloads]
+    if args.connections:
+        combos = [c for c in combos if c[1] in args.connections]
+    if args.windows:
+        combos = [c for c in combos if c[2] in args.windows]
+    if args.binary_only:
+        combos = [c for c in combos if not c[3]]
     run, skipped = [], []
     for payload, conns, window, text in combos:
         s = {"mode": "echo", "payload": payload, "connections": conns, "window": window,
@@ -576,6 +584,14 @@ def parse_args():
     p.add_argument("--payloads", metavar="BYTES,...",
                    type=lambda v: [int(x) for x in v.split(",")],
                    help="run the echo scenarios of these payload sizes only (16, 1024, 65536)")
+    p.add_argument("--connections", metavar="N,...",
+                   type=lambda v: [int(x) for x in v.split(",")],
+                   help="run the echo scenarios of these connection counts only (1, 64, 1000)")
+    p.add_argument("--windows", metavar="N,...",
+                   type=lambda v: [int(x) for x in v.split(",")],
+                   help="run the echo scenarios of these windows only (1, 16)")
+    p.add_argument("--binary-only", action="store_true",
+                   help="run the binary echo scenarios only (no text)")
     p.add_argument("--memory-only", action="store_true",
                    help="run the memory scenario only (no echo, no handshakes)")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")

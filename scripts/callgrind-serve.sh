@@ -65,6 +65,7 @@ mv "$out.1" "$out"
 count=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["count"])' "$result")
 # The sum of every function's own cost (the program total is not kept for a run whose
 # instrumentation was switched on and off).
-instr=$(callgrind_annotate --threshold=100 "$out" 2>/dev/null |
-    awk '/file:function/ {f = 1; next} f && $1 ~ /^[0-9,]+$/ {gsub(",", "", $1); s += $1} END {print s}')
+# (`--auto=no`: a build with debug info would otherwise add its annotated source lines.)
+instr=$(callgrind_annotate --auto=no --threshold=100 "$out" 2>/dev/null |
+    awk '/file:function/ {f = 1; next} f && $1 ~ /^[0-9,]+$/ {gsub(",", "", $1); s += $1} END {printf "%.0f\n", s}')
 echo "server=$server messages=$count instructions=$instr per_message=$((instr / count)) file=$out"

@@ -146,9 +146,9 @@ step_ok
 
 # ---------------------------------------------------------------------------------------------
 step "conformance suite against the release binary, both roles (serve, connect --echo)"
-# GANGWAY_BIN (exported above) makes the suite run every case against the shipped binary too,
-# including the heavy 8 and 16 MiB cases.
-cargo test -p gangway --all-features --test conformance -- --nocapture
+# GANGWAY_BIN (exported above) names the shipped binary for the suite's binary runs (ignored by a
+# plain `cargo test`, included here), heavy 8 and 16 MiB cases included.
+cargo test -p gangway --all-features --test conformance -- --include-ignored --nocapture
 step_ok
 
 # ---------------------------------------------------------------------------------------------

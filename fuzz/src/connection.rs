@@ -15,9 +15,9 @@
 //! | `0xFE`      | `send_fragment(Binary, [], true)`                                       |
 //! | `0xFF`      | `receive_eof`                                                           |
 //!
-//! After each chunk every event is polled (text and binary messages are echoed back when the
-//! configuration asks for it) and the whole output is taken and parsed as frames. At the end of
-//! the input, `receive_eof`.
+//! After each chunk every event is polled (`poll_event` decodes them from what was fed; text and
+//! binary messages are echoed back when the configuration asks for it) and the whole output is
+//! taken and parsed as frames. At the end of the input, `receive_eof`.
 //!
 //! Configuration byte: bits 0–1 pick `max_message_size`, bits 2–3 `max_frame_size`, bits 4–5
 //! `max_send_frame_size`, bit 6 turns the echo on.
@@ -26,11 +26,12 @@ use std::collections::VecDeque;
 
 use gangway_proto::config::DEFAULT_MAX_MESSAGE_SIZE;
 use gangway_proto::{
-    ApiMisuse, CloseCode, CloseFrame, Config, Connection, DataKind, Event, OpCode, ProtocolError,
-    Role, SeededRandom, State,
+    ApiMisuse, CloseCode, CloseFrame, Config, Connection, DataKind, End, Event, OpCode,
+    ProtocolError, Role, SeededRandom, State,
 };
 
 use crate::output::{OutFrame, OutputReader};
+use crate::{check_life_cycle, now};
 
 /// Receive limits to choose from: the default, and sizes small enough for short inputs to cross.
 const RECEIVE_LIMITS: [usize; 4] = [DEFAULT_MAX_MESSAGE_SIZE, 4096, 130, 16];
@@ -40,14 +41,15 @@ const SEND_FRAME_SIZES: [usize; 4] = [usize::MAX, 1, 7, 125];
 
 /// Run the connection harness in `role` on `data` (format in the module docs).
 ///
-/// Oracle: no panic; `receive_data` fails at most once and only with a documented
-/// [`ProtocolError`] that the role can see; the events decoded before a failure can still be
-/// answered, and once they are handed out the output ends with a close frame carrying
-/// [`ProtocolError::close_code`] (unless our close was already sent); events arrive in a legal order and within the limits; pings are answered with
-/// equal pongs until our close; the peer's close is answered with its code; our output is a
+/// Oracle: no panic; `poll_event` fails at most once and only with a documented
+/// [`ProtocolError`] that the role can see (or [`ProtocolError::UnexpectedEof`] after an early
+/// EOF), after handing out every event before the violation, which can still be answered; the
+/// output then ends with a close frame carrying [`ProtocolError::close_code`] (unless our close
+/// was already sent); events arrive in a legal order and within the limits; pings are answered
+/// with equal pongs until our close; the peer's close is answered with its code; our output is a
 /// well-formed frame sequence for the role (masking, minimal lengths, nothing after the close)
 /// carrying exactly the messages we queued; commands succeed or fail exactly as documented;
-/// `state` and `should_close_transport` follow the close handshake.
+/// `state`, `ended` and `should_close_transport` follow the close handshake.
 pub fn check(role: Role, data: &[u8]) {
     let Some((&config_byte, mut rest)) = data.split_first() else {
         return;
@@ -81,8 +83,8 @@ pub fn check(role: Role, data: &[u8]) {
 }
 
 /// The same chunks (format in the module docs) fed to two connections, one borrowing its input
-/// (`receive_data`) and one handed it (`receive_buf`, which lends whole binary messages out of
-/// it): every result, event and byte of output must be the same.
+/// (`receive_data`) and one handed it (`receive_buf`, which lends whole messages out of it):
+/// every result, event and byte of output must be the same.
 fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
     let new = || Connection::with_random(role, config.clone(), Box::new(SeededRandom::new(7)));
     let (mut copied, mut lent) = (new(), new());
@@ -101,21 +103,25 @@ fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
     }
     while let Some((&tag, tail)) = rest.split_first() {
         rest = tail;
-        let results = match tag {
+        match tag {
             0x00..=0xF7 => {
                 let (piece, tail) = rest.split_at(usize::from(tag).min(rest.len()));
                 rest = tail;
                 let pooled = pool.split_to(piece.len());
-                let a = copied.receive_data(piece);
-                let b = lent.receive_buf(if tag % 2 == 0 {
-                    pooled
-                } else {
-                    bytes::BytesMut::from(piece)
-                });
-                assert_eq!(a, b, "receive_data and receive_buf disagree");
-                None
+                copied.receive_data(piece, now());
+                lent.receive_buf(
+                    if tag % 2 == 0 {
+                        pooled
+                    } else {
+                        bytes::BytesMut::from(piece)
+                    },
+                    now(),
+                );
             }
-            0xFF => Some((copied.receive_eof().err(), lent.receive_eof().err())),
+            0xFF => {
+                copied.receive_eof();
+                lent.receive_eof();
+            }
             // Commands change what later input means (a close sent, a fragment open): both
             // connections get them, to reach the same states.
             command => {
@@ -129,16 +135,12 @@ fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
                     _ => conn.send_fragment(DataKind::Binary, &[], true),
                 };
                 assert_eq!(send(&mut copied), send(&mut lent), "command result");
-                None
             }
-        };
-        if let Some((a, b)) = results {
-            assert_eq!(a, b, "receive_eof");
         }
         loop {
             let event = copied.poll_event();
             assert_eq!(event, lent.poll_event(), "events differ");
-            if event.is_none() {
+            if event == Ok(None) {
                 break;
             }
         }
@@ -147,6 +149,7 @@ fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
         copied.consume_output(n);
         lent.consume_output(n);
         assert_eq!(copied.state(), lent.state());
+        assert_eq!(copied.ended(), lent.ended());
     }
 }
 
@@ -168,9 +171,8 @@ struct Harness {
     peer_closed: bool,
     /// The connection failed (a protocol error, or EOF before the close handshake).
     failed: bool,
-    /// A protocol error's close frame waits until the events decoded before it are handed out;
-    /// until then they may still be answered.
-    deferred_close: bool,
+    /// What `poll_event` failed with.
+    error: Option<ProtocolError>,
     /// `receive_eof` was called.
     eof: bool,
     /// Bytes fed so far: no message can be larger.
@@ -191,49 +193,48 @@ impl Harness {
             pings: Vec::new(),
             peer_closed: false,
             failed: false,
-            deferred_close: false,
+            error: None,
             eof: false,
             fed: 0,
         }
     }
 
-    /// Whether sending is over: our close is out, or the connection failed (and the events
-    /// before the failure were handed out).
+    /// Whether sending is over: our close is out, the peer's close was handed out (and
+    /// answered), or the connection failed.
     fn closing(&self) -> bool {
-        self.out.closed() || (self.failed && !self.deferred_close)
+        self.out.closed() || self.peer_closed || self.failed
     }
 
     fn input_finished(&self) -> bool {
-        self.failed || self.eof || self.peer_closed
+        self.failed || self.peer_closed
     }
 
     fn receive(&mut self, piece: &[u8]) {
         let ignored = self.input_finished();
-        let close_was_sent = self.out.closed();
         self.fed += piece.len();
-        let result = self.conn.receive_data(piece);
+        self.conn.receive_data(piece, now());
         if ignored {
-            assert_eq!(result, Ok(()), "input after the end was not ignored");
-            assert_eq!(self.conn.poll_event(), None, "event after the end of input");
+            assert_eq!(
+                self.conn.poll_event(),
+                Ok(None),
+                "event after the end of input"
+            );
             assert!(
                 self.conn.output().is_empty(),
                 "output after the end of input"
             );
             return;
         }
-        let Err(err) = result else {
-            self.settle();
-            return;
-        };
-        self.check_protocol_error(err);
-        self.failed = true;
-        self.deferred_close = true;
-        let frames = self.settle();
-        assert_eq!(self.conn.state(), State::Closed, "failed but not closed");
-        assert!(self.conn.should_close_transport());
+        self.settle();
+    }
+
+    /// The connection failed with `err` as `poll_event` reached it: every event before it was
+    /// handed out; check the close frame it queued (among `frames`, the output since).
+    fn check_failure(&mut self, err: ProtocolError, close_was_sent: bool, frames: &[OutFrame]) {
         let sent = frames.iter().filter(|f| f.opcode == OpCode::Close).count();
-        if close_was_sent {
-            assert_eq!(sent, 0, "a second close frame after {err:?}");
+        if close_was_sent || err == ProtocolError::UnexpectedEof {
+            // 1006 is never sent (§7.4.1); nothing follows our own close.
+            assert_eq!(sent, 0, "a close frame for {err:?}");
         } else {
             // §7.1.7: fail the connection by sending the close frame for the error.
             let last = frames
@@ -269,7 +270,6 @@ impl Harness {
                     | E::InvalidClosePayload
                     | E::FrameTooLarge
                     | E::MessageTooLarge
-                    | E::DataAfterClose
             ) || matches!(err, E::InvalidCloseCode(c) if !CloseCode(c).is_sendable())
                 || (err == E::UnmaskedFrame && self.role == Role::Server)
                 || (err == E::MaskedFrame && self.role == Role::Client),
@@ -284,18 +284,25 @@ impl Harness {
     }
 
     fn eof(&mut self) {
-        let clean = self.failed || self.eof || (self.out.closed() && self.peer_closed);
-        let result = self.conn.receive_eof();
+        // Every event was handed out after the last chunk: only a partial frame can be left.
+        let clean = self.failed || self.eof || self.peer_closed;
+        self.conn.receive_eof();
         self.eof = true;
+        let failed_before = self.failed;
+        let frames = self.settle();
         if clean {
-            assert_eq!(result, Ok(()), "EOF after the close handshake or a failure");
+            assert_eq!(
+                self.failed, failed_before,
+                "EOF after the close handshake failed"
+            );
         } else {
             // §7.1.5: 1006, which is never sent.
-            assert_eq!(result, Err(ProtocolError::UnexpectedEof));
-            self.failed = true;
-            self.sending = None;
+            assert!(self.failed, "EOF before the close handshake did not fail");
+            assert_eq!(
+                self.conn.ended(),
+                Some(End::Failed(ProtocolError::UnexpectedEof))
+            );
         }
-        let frames = self.settle();
         assert!(frames.is_empty(), "EOF produced output {frames:?}");
         assert_eq!(self.conn.state(), State::Closed);
         assert!(self.conn.should_close_transport());
@@ -419,7 +426,27 @@ impl Harness {
     /// Returns the frames written since the last call.
     fn settle(&mut self) -> Vec<OutFrame> {
         let mut peer_close = None;
-        while let Some(event) = self.conn.poll_event() {
+        let mut failure = None;
+        loop {
+            let event = match self.conn.poll_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(err) => {
+                    assert!(!self.failed, "error reported twice: {err:?}");
+                    if err == ProtocolError::UnexpectedEof {
+                        assert!(self.eof, "{err:?} before EOF");
+                    } else {
+                        self.check_protocol_error(err);
+                    }
+                    self.failed = true;
+                    self.error = Some(err);
+                    // Nothing follows our close frame: a fragmented message stays unfinished.
+                    self.sending = None;
+                    failure = Some((err, self.out.closed()));
+                    assert_eq!(self.conn.poll_event(), Ok(None), "after {err:?}");
+                    break;
+                }
+            };
             assert!(
                 !self.peer_closed && peer_close.is_none(),
                 "event {event:?} after the close event"
@@ -449,15 +476,10 @@ impl Harness {
                         assert!(c.code.is_sendable(), "close event with code {}", c.code);
                         assert!(c.reason.len() <= 123);
                     }
-                    peer_close = Some(close);
+                    peer_close = Some((close, self.out.closed()));
                 }
             }
         }
-        if std::mem::take(&mut self.deferred_close) {
-            // The failure's close frame is queued now; it abandons the message we were sending.
-            self.sending = None;
-        }
-        let close_was_sent = self.out.closed();
         // The output may be in parts (payloads queued without a copy): taken part by part.
         let frames = self.out.drain(&mut self.conn);
 
@@ -481,9 +503,9 @@ impl Harness {
         if !self.out.closed() {
             assert_eq!(self.out.pongs.len(), self.pings.len(), "ping not answered");
         }
-        if let Some(close) = peer_close {
+        if let Some((close, close_was_sent)) = peer_close {
             self.peer_closed = true;
-            if !close_was_sent && !self.failed {
+            if !close_was_sent {
                 // §5.5.1: answer the close, echoing its code (none if it had none).
                 self.sending = None;
                 let ours = frames
@@ -495,7 +517,16 @@ impl Harness {
                 assert_eq!(ours.map(|c| c.code), close.map(|c| c.code), "close answer");
             }
         }
-        self.check_state();
+        if let Some((err, close_was_sent)) = failure {
+            self.check_failure(err, close_was_sent, &frames);
+        }
+        check_life_cycle(
+            &self.conn,
+            self.out.closed(),
+            self.peer_closed,
+            self.error,
+            self.eof,
+        );
         frames
     }
 
@@ -509,21 +540,5 @@ impl Harness {
             "message of {len} bytes from {} fed",
             self.fed
         );
-    }
-
-    fn check_state(&self) {
-        let expected = if self.failed || self.eof || (self.out.closed() && self.peer_closed) {
-            State::Closed
-        } else if self.out.closed() || self.peer_closed {
-            State::Closing
-        } else {
-            State::Open
-        };
-        assert_eq!(self.conn.state(), expected, "state");
-        let should_close = match self.role {
-            Role::Server => expected == State::Closed,
-            Role::Client => self.failed || self.eof,
-        };
-        assert_eq!(self.conn.should_close_transport(), should_close);
     }
 }

@@ -19,6 +19,47 @@ pub mod utf8;
 #[global_allocator]
 static ALLOCATOR: memory::Counting = memory::Counting;
 
+/// The time given with input: the fuzzed connections have no timer.
+pub fn now() -> std::time::Instant {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(std::time::Instant::now)
+}
+
+/// Check that `conn`'s `state`, `ended` and `should_close_transport` follow the close
+/// handshake as the harness saw it (our close frame in the output taken, the peer's close handed
+/// out, what `poll_event` failed with, `receive_eof` called): the peer's close is answered as it
+/// is handed out, which ends the handshake (a client then waits for the server to close the
+/// transport, RFC 6455 §7.1.1); a failure ends the connection at once, with its error.
+pub fn check_life_cycle(
+    conn: &gangway_proto::Connection,
+    sent_close: bool,
+    peer_closed: bool,
+    failure: Option<gangway_proto::ProtocolError>,
+    eof: bool,
+) {
+    use gangway_proto::{End, Role, State};
+    let failed = failure.is_some();
+    let expected = if failed || peer_closed {
+        State::Closed
+    } else if sent_close {
+        State::Closing
+    } else {
+        State::Open
+    };
+    assert_eq!(conn.state(), expected, "state");
+    let ended = failed || (peer_closed && (conn.role() == Role::Server || eof));
+    assert_eq!(
+        conn.should_close_transport(),
+        ended,
+        "should_close_transport"
+    );
+    if let Some(err) = failure {
+        assert_eq!(conn.ended(), Some(End::Failed(err)));
+    } else if peer_closed {
+        assert_eq!(conn.ended(), Some(End::Clean));
+    }
+}
+
 /// A split point in `0..=data.len()` derived from the bytes themselves (FNV-1a), so the fuzzer
 /// explores other splits as it mutates the input, and a crash reproduces from its input alone.
 pub fn split_point(data: &[u8]) -> usize {

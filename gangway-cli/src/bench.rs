@@ -1644,15 +1644,9 @@ mod tests {
     use super::*;
 
     fn frame(opcode: u8, fin: bool, payload_len: usize) -> Vec<u8> {
-        let mut out = vec![u8::from(fin) << 7 | opcode];
-        if payload_len < 126 {
-            out.push(payload_len as u8);
-        } else {
-            out.push(126);
-            out.extend_from_slice(&(payload_len as u16).to_be_bytes());
-        }
-        out.extend(std::iter::repeat(b'x').take(payload_len));
-        out
+        gangway_test_support::Frame::new(opcode, &vec![b'x'; payload_len])
+            .fin(fin)
+            .encode()
     }
 
     fn feed_all(p: &mut Parser, bytes: &[u8], step: usize) -> (Vec<bool>, bool) {

@@ -945,13 +945,9 @@ fn raw_client(serve: &Serve) -> TcpStream {
     tcp
 }
 
-/// A masked client frame (FIN set) with a short payload.
+/// A masked client frame (FIN set).
 fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![0x80 | opcode, 0x80 | u8::try_from(payload.len()).unwrap()];
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    frame
+    gangway_test_support::masked(opcode, payload)
 }
 
 /// The next server frame (unmasked, short): its opcode and payload.

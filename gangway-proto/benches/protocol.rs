@@ -6,30 +6,17 @@
 //! `cargo bench -p gangway-proto --bench protocol`
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gangway_proto::frame::mask::apply_mask_scalar;
 use gangway_proto::frame::FrameHeader;
 use gangway_proto::handshake::{accept_key, server, Parsed};
 use gangway_proto::{Config, Connection, Event, OpCode, Role};
-
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+use gangway_test_support::{Frame, KEY};
 
 /// A complete frame as a client sends it: header, then the payload masked with `key`.
 fn client_frame(opcode: OpCode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let header = FrameHeader {
-        fin: true,
-        rsv: 0,
-        opcode,
-        mask: Some(key),
-        payload_len: payload.len() as u64,
-    };
-    let mut out = vec![0u8; header.encoded_len()];
-    header.encode(&mut out);
-    let mut masked = payload.to_vec();
-    apply_mask_scalar(&mut masked, key, 0);
-    out.extend_from_slice(&masked);
-    out
+    Frame::new(opcode.as_u8(), payload).mask(Some(key)).encode()
 }
 
 fn frame_headers(c: &mut Criterion) {
@@ -149,8 +136,8 @@ fn echo(c: &mut Criterion) {
 /// Feed one batch, send every message back, and take the output as a transport would. Returns
 /// the bytes written.
 fn echo_round(conn: &mut Connection, input: &[u8]) -> usize {
-    conn.receive_data(input).expect("valid frames");
-    while let Some(event) = conn.poll_event() {
+    conn.receive_data(input, now());
+    while let Some(event) = conn.poll_event().expect("valid frames") {
         match event {
             Event::Text(text) => conn.send_text(&text).expect("open"),
             Event::Binary(data) => conn.send_binary(&data).expect("open"),
@@ -160,6 +147,12 @@ fn echo_round(conn: &mut Connection, input: &[u8]) -> usize {
     let written = conn.output().len();
     conn.consume_output(written);
     written
+}
+
+/// One reading of the clock for every round: the core only stores it.
+fn now() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
 }
 
 criterion_group!(benches, frame_headers, handshake, echo);

@@ -11,6 +11,9 @@ pub const DEFAULT_MAX_HEAD_SIZE: usize = 16 << 10;
 /// Default [`Config::write_timeout`]: 30 s.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default [`Config::close_timeout`]: 5 s.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Limits and switches for a [`Connection`](crate::Connection).
 ///
 /// ```
@@ -29,10 +32,12 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Timers
 ///
-/// The core has no clock. The three timers below run on the time the caller passes in
-/// ([`Connection::set_now`](crate::Connection::set_now) and
+/// The core has no clock. The four timers below run on the time the caller passes in (the `now`
+/// of [`Connection::receive_data`](crate::Connection::receive_data),
+/// [`Connection::poll_timeout`](crate::Connection::poll_timeout) and
 /// [`Connection::handle_timeout`](crate::Connection::handle_timeout)); a connection that is never
-/// given the time never fires them. `Some(Duration::ZERO)` means the same as `None`: off.
+/// given the time never fires them. `Some(Duration::ZERO)` means the same as `None`: off, except
+/// for `close_timeout`, where zero gives up on the close handshake at the first reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
@@ -85,6 +90,13 @@ pub struct Config {
     /// ([`TimeoutError::Write`](crate::TimeoutError::Write)). Default
     /// [`DEFAULT_WRITE_TIMEOUT`]; `None`: never.
     pub write_timeout: Option<Duration>,
+    /// How long the close handshake may take once the connection stopped being open (our close
+    /// sent, the peer's received, or the connection failed): writing the close frames, and for
+    /// a client, waiting for the server to close the transport (RFC 6455 §7.1.1). Past it the
+    /// transport is given up on ([`TimeoutError::Close`](crate::TimeoutError::Close)). Default
+    /// [`DEFAULT_CLOSE_TIMEOUT`]; `None`: never. A connection can change it with
+    /// [`Connection::set_close_timeout`](crate::Connection::set_close_timeout).
+    pub close_timeout: Option<Duration>,
     /// permessage-deflate (RFC 7692, feature `deflate`): whether the opening handshake offers
     /// (client) or accepts (server) it, with which parameters, and how messages are compressed
     /// once it is in use. Off by default
@@ -111,6 +123,7 @@ impl Default for Config {
             ping_interval: None,
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            close_timeout: Some(DEFAULT_CLOSE_TIMEOUT),
             #[cfg(feature = "deflate")]
             deflate: crate::extensions::permessage_deflate::DeflateConfig::disabled(),
         }

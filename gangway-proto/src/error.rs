@@ -46,8 +46,6 @@ pub enum ProtocolError {
     FrameTooLarge,
     /// A message larger than [`Config::max_message_size`](crate::Config::max_message_size).
     MessageTooLarge,
-    /// A data frame after the peer's close frame (§5.5.1).
-    DataAfterClose,
     /// The transport ended before the close handshake (RFC 6455 §7.1.5: code 1006).
     UnexpectedEof,
     /// RSV1, the "Per-Message Compressed" bit of permessage-deflate, on a control frame or a
@@ -102,7 +100,6 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
             ProtocolError::FrameTooLarge => f.write_str("frame exceeds the size limit"),
             ProtocolError::MessageTooLarge => f.write_str("message exceeds the size limit"),
-            ProtocolError::DataAfterClose => f.write_str("data frame after close frame"),
             ProtocolError::UnexpectedEof => f.write_str("connection closed without a close frame"),
             ProtocolError::MisplacedCompressedBit => {
                 f.write_str("rsv1 set on a control or continuation frame")
@@ -132,6 +129,10 @@ pub enum TimeoutError {
     /// Output waited for [`Config::write_timeout`](crate::Config::write_timeout) and the
     /// transport took none of it: the peer stopped reading.
     Write,
+    /// The close handshake did not finish within
+    /// [`Config::close_timeout`](crate::Config::close_timeout): the peer's close frame did not
+    /// come, or ours could not be written.
+    Close,
 }
 
 impl TimeoutError {
@@ -146,6 +147,7 @@ impl fmt::Display for TimeoutError {
         match self {
             TimeoutError::Idle => f.write_str("peer idle timeout"),
             TimeoutError::Write => f.write_str("write timeout, the peer is not reading"),
+            TimeoutError::Close => f.write_str("close handshake timeout"),
         }
     }
 }

@@ -1,28 +1,36 @@
 //! # gangway-proto
 //!
 //! The WebSocket protocol (RFC 6455) with no I/O inside: no sockets, no async runtime, no clock.
-//! Bytes go in, events and bytes come out; the caller owns the transport.
+//! Bytes go in, events and bytes come out; the caller owns the transport and the time.
 //!
 //! ```text
 //!   transport bytes ──► handshake::server::parse_request / ClientHandshake::parse_response
 //!                          │ Negotiated + leftover bytes
 //!                          ▼
-//!   transport bytes ──► Connection::receive_data ──► poll_event() ──► Text / Binary / Ping / Close
-//!   send_text / send_binary / send_close ──► output() ──► transport
+//!   transport bytes ──► Connection::receive_data(bytes, now)
+//!                          │ kept until asked for
+//!                          ▼
+//!                       Connection::poll_event() ──► Text / Binary / Ping / Pong / Close
+//!                          │ (decodes the next frame; answers pings and the peer's close)
+//!   send_text / send_binary / send_close ──► Connection::output() ──► transport
+//!   poll_timeout(now) ──► one timer ──► handle_timeout(now)
 //! ```
 //!
 //! A blocking echo loop, the whole protocol after the handshake:
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
+//! use std::time::Instant;
 //! use gangway_proto::{Config, Connection, Event, Role};
 //!
 //! fn echo(mut socket: std::net::TcpStream, leftover: &[u8]) -> std::io::Result<()> {
 //!     let mut conn = Connection::new(Role::Server, Config::default());
-//!     let _ = conn.receive_data(leftover); // bytes that followed the handshake head
+//!     conn.receive_data(leftover, Instant::now()); // bytes that followed the handshake head
 //!     let mut buf = vec![0u8; 16 * 1024];
 //!     loop {
-//!         while let Some(event) = conn.poll_event() {
+//!         // Until the input holds no whole event (`Ok(None)`), or the peer broke the protocol
+//!         // (`Err`: the close frame that fails the connection is queued).
+//!         while let Ok(Some(event)) = conn.poll_event() {
 //!             match event {
 //!                 Event::Text(t) => { let _ = conn.send_text(&t); }
 //!                 Event::Binary(b) => { let _ = conn.send_binary(&b); }
@@ -37,13 +45,16 @@
 //!         }
 //!         let n = socket.read(&mut buf)?;
 //!         if n == 0 {
-//!             let _ = conn.receive_eof();
+//!             conn.receive_eof();
+//!             let _ = conn.poll_event(); // hands out what is left, then the end
 //!             return Ok(());
 //!         }
-//!         let _ = conn.receive_data(&buf[..n]); // a violation queues the close frame
+//!         conn.receive_data(&buf[..n], Instant::now());
 //!     }
 //! }
 //! ```
+//!
+//! Design notes (the life cycle, the decode path, output and time): the [`connection`] module.
 
 pub mod config;
 pub mod connection;
@@ -59,7 +70,7 @@ pub mod text;
 pub mod utf8;
 
 pub use config::Config;
-pub use connection::{Connection, SpareBuffers, State};
+pub use connection::{Connection, End, SpareBuffers, State};
 pub use error::{ApiMisuse, HandshakeError, ProtocolError, TimeoutError};
 pub use frame::{CloseCode, CloseFrame, OpCode};
 pub use message::{DataKind, Event};

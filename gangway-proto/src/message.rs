@@ -158,12 +158,13 @@ impl Reassembly {
 
     /// Whether no payload byte of the message has been received yet (its frames so far were
     /// empty), so a final frame that arrives whole is the whole message.
-    pub(crate) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.taken == 0
     }
 
     /// The message's kind if nothing of it has arrived yet, so that a final frame that arrived
-    /// whole can be handed over as it is (see [`finish_lent`](Self::finish_lent)).
+    /// whole can be handed over as it is, without passing through the buffer (see
+    /// [`finish_lent`](Self::finish_lent)).
     pub(crate) fn empty_kind(&self) -> Option<DataKind> {
         self.kind.filter(|_| self.is_empty())
     }
@@ -172,34 +173,6 @@ impl Reassembly {
     /// through the buffer: only its state is ended here.
     pub(crate) fn finish_lent(&mut self) {
         self.kind = None;
-    }
-
-    /// The message's final frame arrived whole and nothing came before it
-    /// ([`is_empty`](Self::is_empty)): hand the message over in one step, its payload copied
-    /// once into a buffer of exactly its size and unmasked there (continuing at `mask_offset`).
-    ///
-    /// Text is validated once, by the conversion to `String`: the whole message is here, so
-    /// failing at its end fails as early as validating it piece by piece would, and the
-    /// incremental validator would only repeat that pass.
-    ///
-    /// # Errors
-    ///
-    /// [`ProtocolError::InvalidUtf8`] for text that is not UTF-8.
-    pub(crate) fn finish_whole(
-        &mut self,
-        payload: &[u8],
-        mask: Option<[u8; 4]>,
-        mask_offset: usize,
-    ) -> Result<Event, ProtocolError> {
-        let kind = self.kind.take();
-        let mut buf = payload.to_vec();
-        if let Some(key) = mask {
-            apply_mask(&mut buf, key, mask_offset);
-        }
-        match kind {
-            Some(DataKind::Text) => Utf8Bytes::validated(Bytes::from(buf)).map(Event::Text),
-            _ => Ok(Event::Binary(Bytes::from(buf))),
-        }
     }
 
     /// Inflate a piece of a compressed message's payload (RFC 7692 §7.2.2) into the message as it
@@ -306,10 +279,9 @@ impl Reassembly {
                     .finish()
                     .map_err(|()| ProtocolError::InvalidUtf8)?;
                 // Every byte went through the validator as it arrived (`push`, or
-                // `validate_from` after inflating), and no code point is left open.
-                Ok(Event::Text(Utf8Bytes::validated_in_pieces(Bytes::from(
-                    buf,
-                ))))
+                // `validate_from` after inflating), so this cannot fail; validating the whole once
+                // more (at SIMD speed) keeps the text's validity a local fact of `Utf8Bytes`.
+                Utf8Bytes::validated(Bytes::from(buf)).map(Event::Text)
             }
             _ => Ok(Event::Binary(Bytes::from(buf))),
         }

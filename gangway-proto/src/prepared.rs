@@ -518,22 +518,8 @@ mod tests {
         assert!(p.without(&spans).is_empty());
     }
 
+    use crate::connection::tests::pair::{events, feed, take_output as drain};
     use crate::{ApiMisuse, CloseCode, Config, Connection, Event, Role};
-
-    /// Everything `conn` queued, all parts, consumed.
-    fn drain(conn: &mut Connection) -> Vec<u8> {
-        let mut wire = Vec::new();
-        while !conn.output().is_empty() {
-            let part = conn.output().to_vec();
-            conn.consume_output(part.len());
-            wire.extend(part);
-        }
-        wire
-    }
-
-    fn events(conn: &mut Connection) -> Vec<Event> {
-        std::iter::from_fn(|| conn.poll_event()).collect()
-    }
 
     #[test]
     fn a_server_queues_the_frames_shared_between_its_own_messages() {
@@ -549,7 +535,7 @@ mod tests {
         assert_eq!(server.output_len(), 8 + p.len() + 7);
         let wire = drain(&mut server);
         let mut client = Connection::new(Role::Client, Config::default());
-        client.receive_data(&wire).unwrap();
+        feed(&mut client, &wire);
         assert_eq!(
             events(&mut client),
             ["before", "b1", "b2", "after"].map(|t| Event::Text(t.into()))
@@ -567,7 +553,7 @@ mod tests {
         let wire = drain(&mut client);
         assert_ne!(&wire[..], &p.frames()[..], "a client's frames are masked");
         let mut server = Connection::new(Role::Server, Config::default());
-        server.receive_data(&wire).unwrap();
+        feed(&mut server, &wire);
         assert_eq!(
             events(&mut server),
             [Event::Text("hi".into()), Event::Binary(vec![9; 300].into())]
@@ -588,7 +574,7 @@ mod tests {
         assert_eq!(wire.len(), 3 * 2 + 10 + 2 + 2);
         assert_eq!(wire[0], 0x01, "a first text fragment, not FIN");
         let mut client = Connection::new(Role::Client, Config::default());
-        client.receive_data(&wire).unwrap();
+        feed(&mut client, &wire);
         assert_eq!(
             events(&mut client),
             [Event::Text("0123456789".into()), Event::Text("ab".into())]
@@ -619,7 +605,7 @@ mod tests {
         server.send_text(&text).unwrap();
         let again = drain(&mut server);
         for wire in [compressed, shared, again] {
-            client.receive_data(&wire).unwrap();
+            feed(&mut client, &wire);
         }
         assert_eq!(
             events(&mut client),
@@ -711,7 +697,7 @@ mod tests {
         server.send_prepared(&p).unwrap();
         let wire = drain(&mut server);
         assert_eq!(&wire[..], &p.frames()[..], "queued as they are");
-        client.receive_data(&wire).unwrap();
+        feed(&mut client, &wire);
         assert_eq!(
             events(&mut client),
             [
@@ -780,7 +766,7 @@ mod tests {
         assert!(message.payload().len() > 64, "more than one frame");
         assert_eq!(wire[0], 0x41, "not FIN, RSV1, text");
         assert_eq!(wire[2 + 64] & 0x70, 0, "a continuation has no RSV bit");
-        client.receive_data(&wire).unwrap();
+        feed(&mut client, &wire);
         assert_eq!(events(&mut client), [Event::Text(text.as_str().into())]);
     }
 

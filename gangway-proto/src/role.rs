@@ -17,9 +17,4 @@ impl Role {
     pub fn masks_outgoing(self) -> bool {
         self == Role::Client
     }
-
-    /// Whether frames this role receives must be masked.
-    pub fn expects_masked_incoming(self) -> bool {
-        self == Role::Server
-    }
 }

@@ -35,9 +35,8 @@ impl Utf8Bytes {
     pub fn as_str(&self) -> &str {
         #[allow(unsafe_code)]
         // SAFETY: `from_utf8_unchecked` requires valid UTF-8. Every constructor of `Utf8Bytes`
-        // takes a `str` or validates its bytes (`TryFrom<Bytes>`, `validated`, and
-        // `validated_in_pieces` after the incremental validator passed every byte), and the
-        // bytes are never modified afterwards (`Bytes` is immutable).
+        // takes a `str` or validates its bytes (`TryFrom<Bytes>`, `validated`), and the bytes
+        // are never modified afterwards (`Bytes` is immutable).
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
         }
@@ -64,17 +63,6 @@ impl Utf8Bytes {
             return Err(crate::ProtocolError::InvalidUtf8);
         }
         Ok(Utf8Bytes(bytes))
-    }
-
-    /// Wrap a reassembled text message that [`Utf8Validator`](crate::utf8::Utf8Validator)
-    /// accepted piece by piece, every byte of it in order, and whose `finish` succeeded (no code
-    /// point left open), so a second pass over the whole would only repeat the proof.
-    ///
-    /// The pieces' concatenation is valid: each piece's body was checked by simdutf8, and a code
-    /// point split between pieces was checked whole once its last byte arrived.
-    pub(crate) fn validated_in_pieces(bytes: Bytes) -> Self {
-        debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Utf8Bytes(bytes)
     }
 }
 

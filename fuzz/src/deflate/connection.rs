@@ -48,6 +48,7 @@ use gangway_proto::{
 use super::{cycled, frame, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
 use crate::output::{OutputReader, TAIL};
+use crate::{check_life_cycle, now};
 
 /// Receive limits to choose from: one large enough for every message the harness builds, and
 /// sizes small enough for short inputs to cross.
@@ -77,8 +78,9 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// Run the harness on `data` (format in the module docs).
 ///
-/// Oracle: no panic; `receive_data` fails at most once, with a documented [`ProtocolError`]
-/// that the role can see, and then ignores input; until the peer sends something malformed,
+/// Oracle: no panic; `poll_event` fails at most once, with a documented [`ProtocolError`]
+/// that the role can see (or [`ProtocolError::UnexpectedEof`] after an early `receive_eof`),
+/// after handing out every event before the violation, and then input is ignored; until the peer sends something malformed,
 /// every well-formed message arrives as sent (the peer compresses with the agreed window and
 /// context takeover), and only a message or frame over a limit fails the connection (1009);
 /// events stay within the limits; our output is well-formed (RSV1 on first data frames only,
@@ -488,61 +490,45 @@ impl Harness {
 
     fn receive(&mut self, bytes: &[u8]) {
         let ignored = self.input_finished();
-        let result = if self.lend_input {
-            self.conn.receive_buf(BytesMut::from(bytes))
+        if self.lend_input {
+            self.conn.receive_buf(BytesMut::from(bytes), now());
         } else {
-            self.conn.receive_data(bytes)
-        };
+            self.conn.receive_data(bytes, now());
+        }
         if ignored {
-            assert_eq!(result, Ok(()), "input after the end was not ignored");
-            assert_eq!(self.conn.poll_event(), None, "event after the end of input");
+            assert_eq!(
+                self.conn.poll_event(),
+                Ok(None),
+                "event after the end of input"
+            );
             assert!(
                 self.conn.output().is_empty(),
                 "output after the end of input"
             );
             return;
         }
-        let error = result.err();
-        if let Some(err) = error {
-            let documented = match err {
-                // Only receive_eof reports it.
-                ProtocolError::UnexpectedEof => false,
-                ProtocolError::UnmaskedFrame => self.role == Role::Server,
-                ProtocolError::MaskedFrame => self.role == Role::Client,
-                _ => true,
-            };
-            assert!(documented, "{err:?} from receive_data as a {:?}", self.role);
-            self.failed = true;
-            self.outcome.error = Some(err);
-        }
-        self.settle(error);
+        self.settle();
     }
 
-    /// Poll every event (echoing messages if asked to) and check it, then take and check the
-    /// whole output. `error`: what the input just given failed with.
-    fn settle(&mut self, error: Option<ProtocolError>) {
+    /// Poll every event (echoing messages if asked to) and check it, up to the failure
+    /// `poll_event` may reach, then take and check the whole output.
+    fn settle(&mut self) {
         let close_was_sent = self.out.closed();
         let mut peer_close = None;
-        while let Some(event) = self.conn.poll_event() {
+        let mut error = None;
+        loop {
+            let event = match self.conn.poll_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(err) => {
+                    self.fail(err);
+                    error = Some(err);
+                    assert_eq!(self.conn.poll_event(), Ok(None), "event after {err:?}");
+                    break;
+                }
+            };
             assert!(peer_close.is_none(), "{event:?} after the close event");
             self.event(event, &mut peer_close);
-        }
-        if let Some(err) = error {
-            // receive_eof's failure is checked by `eof`.
-            if self.clean && err != ProtocolError::UnexpectedEof {
-                assert!(
-                    matches!(
-                        err,
-                        ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge
-                    ) && self.expected.front() == Some(&Expected::TooLarge),
-                    "a well-formed peer was refused: {err:?}, expected {:?}",
-                    self.expected
-                );
-                self.expected.clear();
-            }
-            // The failure's close frame follows the events before it; it abandons the message
-            // we were sending.
-            self.sending = None;
         }
         self.out.drain(&mut self.conn);
         while let Some((kind, bytes, compressed)) = self.out.messages.pop_front() {
@@ -571,7 +557,7 @@ impl Harness {
                     (err != ProtocolError::UnexpectedEof).then_some(Some(err.close_code()));
                 assert_eq!(sent, expected, "close frame after {err:?}");
             } else if let Some(close) = peer_close {
-                // §5.5.1: the peer's close is answered with its code.
+                // §5.5.1: the peer's close is answered with its code as it is handed out.
                 let sent = self
                     .out
                     .close
@@ -584,6 +570,41 @@ impl Harness {
             self.peer_closed = true;
             self.outcome.peer_closed = true;
         }
+        check_life_cycle(
+            &self.conn,
+            self.out.closed(),
+            self.peer_closed,
+            self.outcome.error,
+            self.eof,
+        );
+    }
+
+    /// `poll_event` reached the failure `err`: every event before it was handed out.
+    fn fail(&mut self, err: ProtocolError) {
+        assert!(!self.failed, "error reported twice: {err:?}");
+        let documented = match err {
+            // Only after receive_eof.
+            ProtocolError::UnexpectedEof => self.eof,
+            ProtocolError::UnmaskedFrame => self.role == Role::Server,
+            ProtocolError::MaskedFrame => self.role == Role::Client,
+            _ => true,
+        };
+        assert!(documented, "{err:?} from poll_event as a {:?}", self.role);
+        if self.clean && err != ProtocolError::UnexpectedEof {
+            assert!(
+                matches!(
+                    err,
+                    ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge
+                ) && self.expected.front() == Some(&Expected::TooLarge),
+                "a well-formed peer was refused: {err:?}, expected {:?}",
+                self.expected
+            );
+        }
+        self.expected.clear();
+        self.failed = true;
+        self.outcome.error = Some(err);
+        // The failure's close frame is queued now: it abandons the message we were sending.
+        self.sending = None;
     }
 
     fn event(&mut self, event: Event, peer_close: &mut Option<Option<CloseCode>>) {
@@ -596,7 +617,7 @@ impl Harness {
                 );
                 assert!(text.len() <= limit, "message of {} bytes", text.len());
                 if self.echo {
-                    self.send_whole(DataKind::Text, text.as_bytes(), false, true);
+                    self.send_whole(DataKind::Text, text.as_bytes(), false);
                 }
                 Some(Expected::Data(DataKind::Text, text.as_bytes().to_vec()))
             }
@@ -607,7 +628,7 @@ impl Harness {
                 );
                 assert!(data.len() <= limit, "message of {} bytes", data.len());
                 if self.echo {
-                    self.send_whole(DataKind::Binary, &data, false, true);
+                    self.send_whole(DataKind::Binary, &data, false);
                 }
                 Some(Expected::Data(DataKind::Binary, data.to_vec()))
             }
@@ -672,10 +693,11 @@ impl Harness {
         }
     }
 
-    /// What sending a whole message (or a fragment, with `fragment`'s kind) must give now.
-    /// `polling`: while events are being handed out, a failure's close is not sent yet.
-    fn send_outcome(&self, fragment: Option<DataKind>, polling: bool) -> Result<(), ApiMisuse> {
-        if self.out.closed() || (self.failed && !polling) {
+    /// What sending a whole message (or a fragment, with `fragment`'s kind) must give now:
+    /// nothing goes out after our close, the peer's (answered as it was handed out), or a
+    /// failure (reached after the events before it, which can still be answered).
+    fn send_outcome(&self, fragment: Option<DataKind>) -> Result<(), ApiMisuse> {
+        if self.out.closed() || self.failed || self.peer_closed {
             return Err(ApiMisuse::AlreadyClosing);
         }
         match (fragment, &self.sending) {
@@ -686,10 +708,9 @@ impl Harness {
     }
 
     /// A whole message: copied, or shared (queued without a copy where large enough).
-    /// `polling`: an echo, while events are handed out.
-    fn send_whole(&mut self, kind: DataKind, data: &[u8], shared: bool, polling: bool) {
+    fn send_whole(&mut self, kind: DataKind, data: &[u8], shared: bool) {
         let data = message(kind, data);
-        let expected = self.send_outcome(None, polling);
+        let expected = self.send_outcome(None);
         let result = match (kind, shared) {
             (DataKind::Text, false) => self.conn.send_text(as_str(&data)),
             (DataKind::Text, true) => self.conn.send_text_shared(as_str(&data).into()),
@@ -718,14 +739,14 @@ impl Harness {
             data.len()
         );
         let Some(stateless) = stateless else {
-            return self.send_whole(kind, &data, false, false);
+            return self.send_whole(kind, &data, false);
         };
         assert_eq!(stateless.window_bits(), bits);
         let compressed = match kind {
             DataKind::Text => stateless.compress_text(as_str(&data)),
             DataKind::Binary => stateless.compress_binary(&data),
         };
-        let expected = self.send_outcome(None, false);
+        let expected = self.send_outcome(None);
         assert_eq!(
             self.conn.send_compressed(&compressed),
             expected,
@@ -738,7 +759,7 @@ impl Harness {
 
     fn fragment(&mut self, kind: DataKind, data: &[u8], fin: bool) {
         let data = message(kind, data);
-        let expected = self.send_outcome(Some(kind), false);
+        let expected = self.send_outcome(Some(kind));
         let result = self.conn.send_fragment(kind, &data, fin);
         assert_eq!(result, expected, "send_fragment({kind:?}, {fin})");
         if result.is_ok() {
@@ -758,27 +779,27 @@ impl Harness {
             DataKind::Binary
         };
         match command {
-            0 | 1 => self.send_whole(kind, data, false, false),
-            2 | 3 => self.send_whole(kind, data, true, false),
+            0 | 1 => self.send_whole(kind, data, false),
+            2 | 3 => self.send_whole(kind, data, true),
             4 | 5 => self.send_stateless(kind, data),
             6 | 7 => self.fragment(kind, data, false),
             _ => self.fragment(kind, data, true),
         }
-        self.settle(None);
+        self.settle();
     }
 
     fn ping(&mut self, payload: &[u8]) {
-        let expected = self.send_outcome(None, false).or_else(|e| match e {
+        let expected = self.send_outcome(None).or_else(|e| match e {
             // A ping may go out inside a fragmented message.
             ApiMisuse::FragmentOrder => Ok(()),
             e => Err(e),
         });
         assert_eq!(self.conn.send_ping(payload), expected, "send_ping");
-        self.settle(None);
+        self.settle();
     }
 
     fn close(&mut self) {
-        let expected = self.send_outcome(None, false).or_else(|e| match e {
+        let expected = self.send_outcome(None).or_else(|e| match e {
             ApiMisuse::FragmentOrder => Ok(()),
             e => Err(e),
         });
@@ -788,28 +809,33 @@ impl Harness {
             // Nothing follows the close frame: a fragmented message stays unfinished.
             self.sending = None;
         }
-        self.settle(None);
+        self.settle();
         if result.is_ok() {
             assert!(self.out.closed(), "send_close wrote no close frame");
         }
     }
 
     fn eof(&mut self) {
-        let clean_end = self.failed || self.eof || (self.out.closed() && self.peer_closed);
-        let result = self.conn.receive_eof();
-        let expected = if clean_end {
-            Ok(())
-        } else {
-            Err(ProtocolError::UnexpectedEof)
-        };
-        assert_eq!(result, expected, "receive_eof");
+        // Every event was handed out after the last read: only a partial frame can be left.
+        let clean_end = self.failed || self.eof || self.peer_closed;
+        let failed_before = self.failed;
+        self.conn.receive_eof();
         self.eof = true;
-        if let Err(err) = result {
-            self.failed = true;
-            self.outcome.error = Some(err);
-            self.expected.clear();
+        self.settle();
+        if clean_end {
+            assert_eq!(
+                self.failed, failed_before,
+                "EOF after the close handshake failed"
+            );
+        } else {
+            // RFC 6455 §7.1.5: 1006, which is never sent.
+            assert_eq!(
+                self.outcome.error,
+                Some(ProtocolError::UnexpectedEof),
+                "EOF before the close handshake"
+            );
         }
-        self.settle(result.err());
+        assert!(self.conn.should_close_transport());
     }
 
     /// How much the heap may grow during the input: the compression states; a message being

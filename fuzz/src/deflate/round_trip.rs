@@ -26,6 +26,7 @@ use gangway_proto::{Config, Connection, DataKind, Event, Role};
 use super::connection::LENGTHS;
 use super::{cycled, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
+use crate::now;
 use crate::output::{take_output, OutputReader};
 
 /// Send fragment sizes to choose from.
@@ -168,19 +169,19 @@ impl Pair {
             .send_close(gangway_proto::CloseCode::NORMAL, "done")
             .expect("the client closes");
         let close = take_output(&mut self.client.conn);
-        self.server
-            .conn
-            .receive_data(&close)
-            .expect("the server takes the close");
+        self.server.conn.receive_data(&close, now());
         let event = self.server.conn.poll_event();
-        assert!(matches!(event, Some(Event::Close(Some(_)))), "{event:?}");
+        assert!(
+            matches!(event, Ok(Some(Event::Close(Some(_))))),
+            "{event:?}"
+        );
         let answer = take_output(&mut self.server.conn);
-        self.client
-            .conn
-            .receive_data(&answer)
-            .expect("the client takes the answer");
+        self.client.conn.receive_data(&answer, now());
         let event = self.client.conn.poll_event();
-        assert!(matches!(event, Some(Event::Close(Some(_)))), "{event:?}");
+        assert!(
+            matches!(event, Ok(Some(Event::Close(Some(_))))),
+            "{event:?}"
+        );
         for end in [&self.client, &self.server] {
             assert_eq!(
                 end.conn.state(),
@@ -261,13 +262,16 @@ fn send(
 fn deliver(from: &mut End, to: &mut End, read: usize, lend: bool) {
     let wire = std::mem::take(&mut from.wire);
     for piece in wire.chunks(read.max(1)) {
-        let result = if lend {
-            to.conn.receive_buf(BytesMut::from(piece))
+        if lend {
+            to.conn.receive_buf(BytesMut::from(piece), now());
         } else {
-            to.conn.receive_data(piece)
-        };
-        result.unwrap_or_else(|e| panic!("{:?} refused what {:?} sent: {e}", to.role, from.role));
-        while let Some(event) = to.conn.poll_event() {
+            to.conn.receive_data(piece, now());
+        }
+        while let Some(event) = to
+            .conn
+            .poll_event()
+            .unwrap_or_else(|e| panic!("{:?} refused what {:?} sent: {e}", to.role, from.role))
+        {
             let (kind, data) = match event {
                 Event::Text(text) => (DataKind::Text, text.as_bytes().to_vec()),
                 Event::Binary(data) => (DataKind::Binary, data.to_vec()),

@@ -154,18 +154,18 @@ mod tests {
     //! testsuite's sections 12 and 13: messages of many sizes under every parameter combination,
     //! and the frames a misbehaving peer could send.
 
+    use gangway_test_support::WireFrame;
+
     use super::*;
     use crate::config::Config;
+    use crate::connection::tests::pair::{drain, events, feed, take_output, to};
     use crate::extensions::permessage_deflate::{Compressor, DeflateConfig};
-    use crate::frame::mask::apply_mask_scalar;
     use crate::frame::{CloseCode, FrameHeader};
     use crate::handshake::Negotiated;
     use crate::message::{DataKind, Event};
     use crate::random::SeededRandom;
     use crate::role::Role;
     use crate::State;
-
-    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
     fn config_with(deflate: DeflateConfig) -> Config {
         Config {
@@ -190,73 +190,15 @@ mod tests {
         )
     }
 
-    fn take_output(conn: &mut Connection) -> Vec<u8> {
-        let bytes = conn.output().to_vec();
-        conn.consume_output(bytes.len());
-        bytes
-    }
-
-    /// Every output byte, the shared parts included.
-    fn take_all_output(conn: &mut Connection) -> Vec<u8> {
-        let mut all = Vec::new();
-        loop {
-            let mut parts = [std::io::IoSlice::new(&[]); 8];
-            let n = conn.output_parts(&mut parts);
-            let len: usize = parts[..n].iter().map(|p| p.len()).sum();
-            if len == 0 {
-                return all;
-            }
-            for part in &parts[..n] {
-                all.extend_from_slice(part);
-            }
-            conn.consume_output(len);
-        }
-    }
-
-    fn events(conn: &mut Connection) -> Vec<Event> {
-        std::iter::from_fn(|| conn.poll_event()).collect()
-    }
-
-    /// Decode every frame in `bytes`: (header, unmasked payload).
-    fn frames(mut bytes: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
-        let mut out = Vec::new();
-        while !bytes.is_empty() {
-            let (header, len) = FrameHeader::decode(bytes).unwrap().expect("whole header");
-            let end = len + usize::try_from(header.payload_len).unwrap();
-            let mut payload = bytes[len..end].to_vec();
-            if let Some(key) = header.mask {
-                apply_mask_scalar(&mut payload, key, 0);
-            }
-            out.push((header, payload));
-            bytes = &bytes[end..];
-        }
-        out
-    }
-
-    /// A raw frame as `role`'s peer sends it (masked when it goes to a server).
-    fn to(role: Role, b0: u8, payload: &[u8]) -> Vec<u8> {
-        let header = FrameHeader {
-            fin: b0 & 0x80 != 0,
-            rsv: (b0 >> 4) & 0b111,
-            opcode: OpCode::from_u8(b0 & 0x0f).unwrap(),
-            mask: (role == Role::Server).then_some(KEY),
-            payload_len: payload.len() as u64,
-        };
-        let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
-        let n = header.encode(&mut head);
-        let mut out = head[..n].to_vec();
-        let start = out.len();
-        out.extend_from_slice(payload);
-        if let Some(key) = header.mask {
-            apply_mask_scalar(&mut out[start..], key, 0);
-        }
-        out
+    /// Every frame in `bytes` (whole frames only).
+    fn frames(bytes: &[u8]) -> Vec<WireFrame> {
+        gangway_test_support::parse_frames(bytes)
     }
 
     /// The close code `conn` sent last.
     fn close_code(bytes: &[u8]) -> Option<u16> {
-        let (header, payload) = frames(bytes).pop()?;
-        (header.opcode == OpCode::Close).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+        let frame = frames(bytes).pop()?;
+        (frame.opcode == OpCode::Close.as_u8()).then(|| frame.close_code())?
     }
 
     fn text_like(len: usize, seed: u32) -> String {
@@ -321,8 +263,8 @@ mod tests {
                         // 8-bit windows are honoured by not compressing (zlib cannot).
                         // Under the threshold (32 bytes), uncompressed.
                         let compressed = cmwb > 8 && size >= 32;
-                        assert_eq!(sent[0].0.rsv == RSV1, compressed, "{params:?} {size}");
-                        server.receive_data(&wire).unwrap();
+                        assert_eq!(sent[0].rsv == RSV1, compressed, "{params:?} {size}");
+                        feed(&mut server, &wire);
                         assert_eq!(
                             events(&mut server),
                             [
@@ -335,8 +277,8 @@ mod tests {
                         server.send_text(&text).unwrap();
                         server.send_binary(&binary).unwrap();
                         let wire = take_output(&mut server);
-                        assert_eq!(frames(&wire)[0].0.rsv == RSV1, smwb > 8 && size >= 32);
-                        client.receive_data(&wire).unwrap();
+                        assert_eq!(frames(&wire)[0].rsv == RSV1, smwb > 8 && size >= 32);
+                        feed(&mut client, &wire);
                         assert_eq!(
                             events(&mut client),
                             [Event::Text(text.into()), Event::Binary(binary.into())],
@@ -366,7 +308,7 @@ mod tests {
         let wire = take_output(&mut shared);
         assert_eq!(wire, take_output(&mut copied));
         assert!(wire.len() < text.len());
-        client.receive_data(&wire).unwrap();
+        feed(&mut client, &wire);
         assert_eq!(events(&mut client).len(), 4);
     }
 
@@ -381,7 +323,7 @@ mod tests {
             "{} bytes on the wire",
             wire.len()
         );
-        server.receive_data(&wire).unwrap();
+        feed(&mut server, &wire);
         assert_eq!(events(&mut server), [Event::Text(text.into())]);
     }
 
@@ -393,18 +335,18 @@ mod tests {
             Config::default(),
             Some(DeflateParams::default()),
         );
-        client
-            .receive_data(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
-            .unwrap();
-        client
-            .receive_data(&[0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00])
-            .unwrap();
+        feed(
+            &mut client,
+            &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        );
+        feed(&mut client, &[0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00]);
         // §7.2.3.1: fragmented.
-        client
-            .receive_data(&[
+        feed(
+            &mut client,
+            &[
                 0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
-            ])
-            .unwrap();
+            ],
+        );
         assert_eq!(
             events(&mut client),
             [
@@ -418,13 +360,14 @@ mod tests {
             Config::default(),
             Some(DeflateParams::default()),
         );
-        server
-            .receive_data(&to(
+        feed(
+            &mut server,
+            &to(
                 Role::Server,
                 0xc1,
                 &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
-            ))
-            .unwrap();
+            ),
+        );
         assert_eq!(events(&mut server), [Event::Text("Hello".into())]);
     }
 
@@ -438,9 +381,9 @@ mod tests {
         client.send_text("Hello").unwrap();
         client.send_text("Hello").unwrap();
         let sent = frames(&take_output(&mut client));
-        assert_eq!(sent[0].0.rsv, RSV1);
-        assert_eq!(sent[0].1, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-        assert_eq!(sent[1].1, [0xf2, 0x00, 0x11, 0x00, 0x00]);
+        assert_eq!(sent[0].rsv, RSV1);
+        assert_eq!(sent[0].payload, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(sent[1].payload, [0xf2, 0x00, 0x11, 0x00, 0x00]);
     }
 
     #[test]
@@ -452,10 +395,10 @@ mod tests {
         client.send_text(&large).unwrap();
         let wire = take_output(&mut client);
         let sent = frames(&wire);
-        assert_eq!(sent[0].0.rsv, 0, "31 bytes: uncompressed");
-        assert_eq!(sent[0].1, small.as_bytes());
-        assert_eq!(sent[1].0.rsv, RSV1, "32 bytes: compressed");
-        server.receive_data(&wire).unwrap();
+        assert_eq!(sent[0].rsv, 0, "31 bytes: uncompressed");
+        assert_eq!(sent[0].payload, small.as_bytes());
+        assert_eq!(sent[1].rsv, RSV1, "32 bytes: compressed");
+        feed(&mut server, &wire);
         assert_eq!(
             events(&mut server),
             [Event::Text(small.into()), Event::Text(large.into())]
@@ -475,14 +418,14 @@ mod tests {
             .send_close(CloseCode::NORMAL, &"r".repeat(100))
             .unwrap();
         let wire = take_output(&mut client);
-        for (header, _) in frames(&wire) {
-            assert_eq!(header.rsv, 0, "{:?}", header.opcode);
+        for frame in frames(&wire) {
+            assert_eq!(frame.rsv, 0, "{:?}", frame.opcode);
         }
-        server.receive_data(&wire).unwrap();
+        feed(&mut server, &wire);
         // The automatic pong and close answer are not compressed either.
         events(&mut server);
-        for (header, _) in frames(&take_output(&mut server)) {
-            assert_eq!(header.rsv, 0, "{:?}", header.opcode);
+        for frame in frames(&take_output(&mut server)) {
+            assert_eq!(frame.rsv, 0, "{:?}", frame.opcode);
         }
     }
 
@@ -505,7 +448,7 @@ mod tests {
         let wire = take_output(&mut client);
         let rsv: Vec<(OpCode, u8)> = frames(&wire)
             .iter()
-            .map(|(h, _)| (h.opcode, h.rsv))
+            .map(|f| (OpCode::from_u8(f.opcode).unwrap(), f.rsv))
             .collect();
         assert_eq!(
             rsv,
@@ -516,7 +459,7 @@ mod tests {
                 (OpCode::Continuation, 0)
             ]
         );
-        server.receive_data(&wire).unwrap();
+        feed(&mut server, &wire);
         assert_eq!(
             events(&mut server),
             [Event::Ping("between".into()), Event::Text(text.into())]
@@ -538,11 +481,11 @@ mod tests {
         let wire = take_output(&mut client);
         let sent = frames(&wire);
         assert!(sent.len() > 10);
-        assert_eq!(sent[0].0.rsv, RSV1);
+        assert_eq!(sent[0].rsv, RSV1);
         assert!(sent[1..]
             .iter()
-            .all(|(h, _)| h.rsv == 0 && h.opcode == OpCode::Continuation));
-        server.receive_data(&wire).unwrap();
+            .all(|f| f.rsv == 0 && f.opcode == OpCode::Continuation.as_u8()));
+        feed(&mut server, &wire);
         assert_eq!(events(&mut server), [Event::Binary(binary.into())]);
     }
 
@@ -557,13 +500,16 @@ mod tests {
         let text = text_like(30_000, 8);
         client.send_text(&text).unwrap();
         client.send_text(&text).unwrap();
+        let mut got = Vec::new();
         for (i, byte) in take_output(&mut client).iter().enumerate() {
-            server
-                .receive_data(std::slice::from_ref(byte))
-                .unwrap_or_else(|e| panic!("byte {i}: {e}"));
+            feed(&mut server, std::slice::from_ref(byte));
+            match drain(&mut server) {
+                (events, Ok(())) => got.extend(events),
+                (_, Err(e)) => panic!("byte {i}: {e}"),
+            }
         }
         assert_eq!(
-            events(&mut server),
+            got,
             [Event::Text(text.clone().into()), Event::Text(text.into())]
         );
     }
@@ -583,8 +529,9 @@ mod tests {
             to(Role::Server, 0xc0, &payload[2..]),
         ]
         .concat();
+        feed(&mut server, &stream);
         assert_eq!(
-            server.receive_data(&stream),
+            drain(&mut server).1,
             Err(ProtocolError::MisplacedCompressedBit)
         );
         assert_eq!(close_code(&take_output(&mut server)), Some(1002));
@@ -598,8 +545,9 @@ mod tests {
                 Config::default(),
                 Some(DeflateParams::default()),
             );
+            feed(&mut client, &to(Role::Client, b0, b""));
             assert_eq!(
-                client.receive_data(&to(Role::Client, b0, b"")),
+                drain(&mut client).1,
                 Err(ProtocolError::MisplacedCompressedBit),
                 "{b0:#x}"
             );
@@ -615,8 +563,9 @@ mod tests {
                 Config::default(),
                 Some(DeflateParams::default()),
             );
+            feed(&mut client, &to(Role::Client, b0, b"x"));
             assert_eq!(
-                client.receive_data(&to(Role::Client, b0, b"x")),
+                drain(&mut client).1,
                 Err(ProtocolError::ReservedBits),
                 "{b0:#x}"
             );
@@ -627,10 +576,11 @@ mod tests {
     #[test]
     fn rsv1_without_deflate_is_a_reserved_bit() {
         let mut client = endpoint(Role::Client, Config::default(), None);
-        assert_eq!(
-            client.receive_data(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
-            Err(ProtocolError::ReservedBits)
+        feed(
+            &mut client,
+            &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
         );
+        assert_eq!(drain(&mut client).1, Err(ProtocolError::ReservedBits));
     }
 
     #[test]
@@ -644,7 +594,8 @@ mod tests {
         let frame = to(Role::Client, 0xc2, &bomb);
         let mut result = Ok(());
         for piece in frame.chunks(512) {
-            result = client.receive_data(piece);
+            feed(&mut client, piece);
+            result = drain(&mut client).1;
             assert!(client.message_capacity() <= 1 << 20, "never past the limit");
             if result.is_err() {
                 break;
@@ -668,7 +619,7 @@ mod tests {
         let mut pieces = 0;
         let mut fins = 0;
         for chunk in frame.chunks(1000) {
-            client.receive_data(chunk).unwrap();
+            feed(&mut client, chunk);
             for event in events(&mut client) {
                 let Event::Fragment { kind, data, fin } = event else {
                     panic!("{event:?}");
@@ -698,8 +649,10 @@ mod tests {
         let mut delivered = 0;
         let mut result = Ok(());
         for piece in frame.chunks(512) {
-            result = client.receive_data(piece);
-            for event in events(&mut client) {
+            feed(&mut client, piece);
+            let (got, drained) = drain(&mut client);
+            result = drained;
+            for event in got {
                 if let Event::Fragment { data, .. } = event {
                     delivered += data.len();
                 }
@@ -721,10 +674,11 @@ mod tests {
             let mut config = config_with(DeflateConfig::default());
             config.max_message_size = limit;
             let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
-            let result = client.receive_data(&to(Role::Client, 0xc1, &payload));
+            feed(&mut client, &to(Role::Client, 0xc1, &payload));
+            let (got, result) = drain(&mut client);
             if ok {
                 assert_eq!(result, Ok(()));
-                assert_eq!(events(&mut client), [Event::Text(text.clone().into())]);
+                assert_eq!(got, [Event::Text(text.clone().into())]);
             } else {
                 assert_eq!(result, Err(ProtocolError::MessageTooLarge));
             }
@@ -742,9 +696,7 @@ mod tests {
         config.max_message_size = 1024;
         config.max_frame_size = 1024;
         let mut client = endpoint(Role::Client, config.clone(), Some(DeflateParams::default()));
-        client
-            .receive_data(&to(Role::Client, 0xc2, &payload))
-            .unwrap();
+        feed(&mut client, &to(Role::Client, 0xc2, &payload));
         assert_eq!(events(&mut client), [Event::Binary(data.into())]);
         // Far past the allowance is still refused from the header alone.
         let mut client = endpoint(Role::Client, config, Some(DeflateParams::default()));
@@ -757,10 +709,8 @@ mod tests {
         };
         let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
         let n = huge.encode(&mut head);
-        assert_eq!(
-            client.receive_data(&head[..n]),
-            Err(ProtocolError::FrameTooLarge)
-        );
+        feed(&mut client, &head[..n]);
+        assert_eq!(drain(&mut client).1, Err(ProtocolError::FrameTooLarge));
     }
 
     #[test]
@@ -780,7 +730,8 @@ mod tests {
         ] {
             let mut client = endpoint(Role::Client, config.clone(), Some(DeflateParams::default()));
             if b0 == 0x00 {
-                client.receive_data(&to(Role::Client, 0x42, &[])).unwrap();
+                feed(&mut client, &to(Role::Client, 0x42, &[]));
+                assert_eq!(events(&mut client), []);
             }
             let header = FrameHeader {
                 fin: b0 & 0x80 != 0,
@@ -791,11 +742,16 @@ mod tests {
             };
             let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
             let n = header.encode(&mut head);
-            let result = client.receive_data(&head[..n]);
-            assert_eq!(result.is_ok(), accepted, "{b0:#x}, {len} bytes: {result:?}");
-            if !accepted {
-                assert_eq!(result, Err(ProtocolError::FrameTooLarge));
-            }
+            // The header alone: the limit is checked before the payload comes.
+            feed(&mut client, &head[..n]);
+            let (got, result) = drain(&mut client);
+            assert_eq!(got, [], "{b0:#x}, {len} bytes");
+            let expected = if accepted {
+                Ok(())
+            } else {
+                Err(ProtocolError::FrameTooLarge)
+            };
+            assert_eq!(result, expected, "{b0:#x}, {len} bytes");
         }
     }
 
@@ -810,10 +766,8 @@ mod tests {
         let mut c = Compressor::new(15, 6, false);
         c.compress(b"valid text, then \xff", false, &mut payload);
         // A first fragment, not final: the error comes without waiting for the rest.
-        assert_eq!(
-            server.receive_data(&to(Role::Server, 0x41, &payload)),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        feed(&mut server, &to(Role::Server, 0x41, &payload));
+        assert_eq!(drain(&mut server).1, Err(ProtocolError::InvalidUtf8));
         assert_eq!(close_code(&take_output(&mut server)), Some(1007));
     }
 
@@ -824,8 +778,9 @@ mod tests {
             Config::default(),
             Some(DeflateParams::default()),
         );
+        feed(&mut client, &to(Role::Client, 0xc2, &[0xff, 0xff, 0xff]));
         assert_eq!(
-            client.receive_data(&to(Role::Client, 0xc2, &[0xff, 0xff, 0xff])),
+            drain(&mut client).1,
             Err(ProtocolError::InvalidCompressedData)
         );
         assert_eq!(close_code(&take_output(&mut client)), Some(1007));
@@ -839,19 +794,16 @@ mod tests {
             Config::default(),
             Some(DeflateParams::default()),
         );
-        client
-            .receive_data(&to(Role::Client, 0x81, b"plain"))
-            .unwrap();
-        client
-            .receive_data(&to(
+        feed(&mut client, &to(Role::Client, 0x81, b"plain"));
+        feed(
+            &mut client,
+            &to(
                 Role::Client,
                 0xc1,
                 &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
-            ))
-            .unwrap();
-        client
-            .receive_data(&to(Role::Client, 0x82, b"plain"))
-            .unwrap();
+            ),
+        );
+        feed(&mut client, &to(Role::Client, 0x82, b"plain"));
         assert_eq!(
             events(&mut client),
             [
@@ -874,10 +826,10 @@ mod tests {
         let wire = take_output(&mut client);
         assert!(frames(&wire)
             .iter()
-            .all(|(h, p)| h.rsv == RSV1 && p == &[0x00]));
-        server.receive_data(&wire).unwrap();
+            .all(|f| f.rsv == RSV1 && f.payload == [0x00]));
+        feed(&mut server, &wire);
         // And a peer's RSV1 frame with no payload at all.
-        server.receive_data(&to(Role::Server, 0xc1, b"")).unwrap();
+        feed(&mut server, &to(Role::Server, 0xc1, b""));
         assert_eq!(
             events(&mut server),
             [
@@ -905,8 +857,8 @@ mod tests {
         server.send_text("Hello").unwrap();
         let sent = frames(&take_output(&mut server));
         // No context takeover: the second "Hello" is compressed afresh.
-        assert_eq!(sent[0].1, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-        assert_eq!(sent[1].1, sent[0].1);
+        assert_eq!(sent[0].payload, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(sent[1].payload, sent[0].payload);
 
         let plain =
             Connection::from_negotiated(Role::Server, Config::default(), &Negotiated::default());
@@ -952,9 +904,9 @@ mod tests {
                 .send_compressed(&how.compress_binary(&binary))
                 .unwrap();
             reference.send_binary(&binary).unwrap();
-            let wire = take_all_output(&mut server);
+            let wire = take_output(&mut server);
             assert_eq!(wire, take_output(&mut reference), "{len}");
-            client.receive_data(&wire).unwrap();
+            feed(&mut client, &wire);
             assert_eq!(
                 events(&mut client),
                 [Event::Text(text.into()), Event::Binary(binary.into())]
@@ -1019,8 +971,8 @@ mod tests {
         let n = server.output_parts(&mut parts);
         assert_eq!(n, 2, "header, then the shared payload");
         assert_eq!(parts[1].as_ptr(), message.payload().as_ptr());
-        let wire = take_all_output(&mut server);
-        client.receive_data(&wire).unwrap();
+        let wire = take_output(&mut server);
+        feed(&mut client, &wire);
         assert_eq!(events(&mut client), [Event::Binary(data.into())]);
     }
 }

@@ -5,19 +5,21 @@ use crate::error::ProtocolError;
 /// A frame opcode. Reserved values never make an `OpCode`: decoding them is a
 /// [`ProtocolError::ReservedOpcode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum OpCode {
+    // The wire values as discriminants: `as_u8` is a cast, `is_control` one comparison.
     /// 0x0: continues a fragmented message.
-    Continuation,
+    Continuation = 0x0,
     /// 0x1: first frame of a text message.
-    Text,
+    Text = 0x1,
     /// 0x2: first frame of a binary message.
-    Binary,
+    Binary = 0x2,
     /// 0x8: close.
-    Close,
+    Close = 0x8,
     /// 0x9: ping.
-    Ping,
+    Ping = 0x9,
     /// 0xA: pong.
-    Pong,
+    Pong = 0xA,
 }
 
 impl OpCode {
@@ -26,6 +28,7 @@ impl OpCode {
     /// # Errors
     ///
     /// [`ProtocolError::ReservedOpcode`] for 0x3–0x7 and 0xB–0xF.
+    #[inline]
     pub fn from_u8(v: u8) -> Result<OpCode, ProtocolError> {
         Ok(match v {
             0x0 => OpCode::Continuation,
@@ -39,20 +42,15 @@ impl OpCode {
     }
 
     /// The 4-bit wire value.
+    #[inline]
     pub fn as_u8(self) -> u8 {
-        match self {
-            OpCode::Continuation => 0x0,
-            OpCode::Text => 0x1,
-            OpCode::Binary => 0x2,
-            OpCode::Close => 0x8,
-            OpCode::Ping => 0x9,
-            OpCode::Pong => 0xA,
-        }
+        self as u8
     }
 
-    /// Close, ping and pong are control frames (§5.5).
+    /// Close, ping and pong are control frames (§5.5): the opcodes from 0x8.
+    #[inline]
     pub fn is_control(self) -> bool {
-        matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
+        self as u8 >= 0x8
     }
 }
 

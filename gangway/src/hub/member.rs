@@ -284,9 +284,8 @@ impl MemberState {
     /// Returns whether anything was queued; when nothing was, the member is registered in every
     /// room for the next publish.
     fn take(&mut self, conn: &mut Connection, waker: &Waker) -> bool {
-        // Output that starts waiting starts the write timeout: the core's clock must be now.
-        // Read once, when the first entry is queued.
-        let mut stamped = false;
+        // Output that starts waiting starts the write timeout, from the time the core is given
+        // next (the driver gives it when it re-arms its timer).
         let mut queued = false;
         let mut refused = None;
         let mut lost = 0;
@@ -299,17 +298,11 @@ impl MemberState {
                 true,
                 waker,
                 &mut sub.generation,
-                |seq, frames| {
-                    if !stamped {
-                        conn.set_now(crate::stream::now());
-                        stamped = true;
-                    }
-                    match queue(conn, seq, frames, own) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            refused = Some(e);
-                            false
-                        }
+                |seq, frames| match queue(conn, seq, frames, own) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
                     }
                 },
             );
@@ -384,8 +377,6 @@ impl MemberState {
             WhenFull::Close(code) => {
                 self.leave_all();
                 self.hub.shared.closed.fetch_add(1, Ordering::Relaxed);
-                // The close frame starts the write timeout: the core's clock must be now.
-                conn.set_now(crate::stream::now());
                 // Fails only if a close was sent already: closing anyway.
                 let _ = conn.send_close(code, TOO_SLOW);
             }

@@ -60,33 +60,12 @@ pub(crate) fn request_head(extra: &str) -> String {
 
 /// A single-frame message from a client: FIN set, masked with a fixed key.
 pub(crate) fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = frame_header(opcode, payload.len(), true);
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    frame
+    gangway_test_support::masked(opcode, payload)
 }
 
 /// A single-frame message from a server: FIN set, no mask.
 pub(crate) fn unmasked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = frame_header(opcode, payload.len(), false);
-    frame.extend_from_slice(payload);
-    frame
-}
-
-fn frame_header(opcode: u8, len: usize, masked: bool) -> Vec<u8> {
-    let mask_bit = if masked { 0x80 } else { 0 };
-    let mut h = vec![0x80 | opcode];
-    if len < 126 {
-        h.push(mask_bit | len as u8);
-    } else if len <= 0xffff {
-        h.push(mask_bit | 126);
-        h.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        h.push(mask_bit | 127);
-        h.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    h
+    gangway_test_support::unmasked(opcode, payload)
 }
 
 /// Read one frame: (first byte, unmasked payload).
@@ -108,9 +87,7 @@ pub(crate) async fn read_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut payload = vec![0u8; usize::try_from(len).unwrap()];
     tcp.read_exact(&mut payload).await.unwrap();
     if let Some(k) = key {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= k[i % 4];
-        }
+        gangway_test_support::apply_mask(&mut payload, k);
     }
     (h[0], payload)
 }

@@ -1,4 +1,5 @@
-//! The scripted raw peer: its own frame writer and reader, HTTP heads, SHA-1 and base64.
+//! The scripted raw peer: its frame writer (over `gangway-test-support`'s, the one every test
+//! shares) and reader, HTTP heads, SHA-1 and base64.
 //!
 //! Nothing here uses gangway: the suite judges gangway against RFC 6455 as written, so a mistake
 //! shared by gangway's encoder and decoder (or its accept-key computation) cannot hide itself.
@@ -119,51 +120,33 @@ impl Frame {
 
     /// The header length of this frame when sent by `side` (payload bytes start there).
     pub(crate) fn header_len(&self, side: Side) -> usize {
-        let len_bytes = match self.length {
-            Length::Announce(_) => 8,
-            Length::Minimal => match self.payload.len() {
-                0..=125 => 0,
-                126..=0xFFFF => 2,
-                _ => 8,
-            },
-        };
-        2 + len_bytes + if self.masked_by(side) { 4 } else { 0 }
+        self.wire(side, [0; 4]).header_len()
     }
 
     fn masked_by(&self, side: Side) -> bool {
         (side == Side::Client) != self.wrong_mask
     }
 
+    /// The frame as sent by `side`, masked with `key` if that side masks it.
+    fn wire(&self, side: Side, key: [u8; 4]) -> gangway_test_support::Frame<&[u8]> {
+        let frame = gangway_test_support::Frame::of(self.opcode, &self.payload[..])
+            .fin(self.fin)
+            .rsv(self.rsv)
+            .mask(self.masked_by(side).then_some(key));
+        match self.length {
+            Length::Announce(n) => frame.announce(n),
+            Length::Minimal => frame,
+        }
+    }
+
     /// Append the wire bytes of this frame as sent by `side`, with mask keys from `rng`.
     pub(crate) fn encode(&self, side: Side, rng: &mut Rng, out: &mut Vec<u8>) {
-        let masked = self.masked_by(side);
-        out.push(u8::from(self.fin) << 7 | (self.rsv & 7) << 4 | (self.opcode & 0xF));
-        let mask_bit = if masked { 0x80 } else { 0 };
-        let len = self.payload.len();
-        match self.length {
-            Length::Announce(n) => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&n.to_be_bytes());
-            }
-            Length::Minimal if len <= 125 => out.push(mask_bit | len as u8),
-            Length::Minimal if len <= 0xFFFF => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            Length::Minimal => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        let start = out.len();
-        if masked {
-            let key = rng.next_u32().to_be_bytes();
-            out.extend_from_slice(&key);
-            out.extend_from_slice(&self.payload);
-            apply_mask(&mut out[start + 4..], key);
+        let key = if self.masked_by(side) {
+            rng.next_u32().to_be_bytes()
         } else {
-            out.extend_from_slice(&self.payload);
-        }
+            [0; 4]
+        };
+        self.wire(side, key).encode_into(out);
     }
 }
 
@@ -176,22 +159,8 @@ pub(crate) fn encode_all(frames: &[Frame], side: Side, rng: &mut Rng) -> Vec<u8>
     out
 }
 
-/// XOR `data` with `key` (§5.3), eight bytes at a time so megabytes stay cheap in debug builds.
-pub(crate) fn apply_mask(data: &mut [u8], key: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
-    }
-    // Whole 8-byte chunks keep the key aligned: the remainder starts at key[0].
-    for (b, k) in chunks.into_remainder().iter_mut().zip(key.iter().cycle()) {
-        *b ^= k;
-    }
-}
+/// XOR `data` with `key` (§5.3).
+pub(crate) use gangway_test_support::apply_mask;
 
 /// A small deterministic generator (xorshift64*) for mask keys, handshake keys and payloads.
 #[derive(Clone, Debug)]
