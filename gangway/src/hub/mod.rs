@@ -380,8 +380,9 @@ impl Hub {
     /// The hub's counters.
     pub fn stats(&self) -> HubStats {
         HubStats {
+            // Members first: a count of no member comes with every room they left removed.
+            members: self.shared.members.load(Ordering::Acquire) as usize,
             rooms: self.shared.rooms().len(),
-            members: self.shared.members.load(Ordering::Relaxed) as usize,
             published: self.shared.published.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             closed: self.shared.closed.load(Ordering::Relaxed),
@@ -522,19 +523,20 @@ impl Shared {
 
     /// A member of `encoding` at `cursor` leaves `room`; the room goes once it has no member.
     fn leave(&self, room: &Arc<Room>, encoding: Encoding, cursor: room::Position) {
-        self.members.fetch_sub(1, Ordering::Relaxed);
-        if room.leave(encoding, cursor) > 0 {
-            return;
-        }
-        let mut rooms = self.rooms();
-        // Someone may have joined since: only an empty room that is still this one goes.
-        let current = rooms.get(room.name()).is_some_and(|r| Arc::ptr_eq(r, room));
-        if current && room.members() == 0 {
-            rooms.remove(room.name());
-            if let Some(bus) = &self.bus {
-                bus.unsubscribe(room.name());
+        if room.leave(encoding, cursor) == 0 {
+            let mut rooms = self.rooms();
+            // Someone may have joined since: only an empty room that is still this one goes.
+            let current = rooms.get(room.name()).is_some_and(|r| Arc::ptr_eq(r, room));
+            if current && room.members() == 0 {
+                rooms.remove(room.name());
+                if let Some(bus) = &self.bus {
+                    bus.unsubscribe(room.name());
+                }
             }
         }
+        // Counted last (and released): whoever reads no member left also finds every room
+        // its last member left removed.
+        self.members.fetch_sub(1, Ordering::Release);
     }
 }
 
