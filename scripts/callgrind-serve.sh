@@ -4,13 +4,17 @@
 # `gangway bench` load (the same as measured) warms it up, then instrumentation is switched on
 # for a measured run.
 #
-#   scripts/callgrind-serve.sh [--server raw|gangway] [--out FILE] [BENCH ARGS...]
+#   scripts/callgrind-serve.sh [--server raw|floor|gangway] [--out FILE] [BENCH ARGS...]
 #
 #   scripts/callgrind-serve.sh --connections 64 --window 16 --payload 16 --duration 2
 #   scripts/callgrind-serve.sh --server raw --connections 64 --window 16 --payload 16 --duration 2
 #
-# `gangway` is target/release/gangway serve (keepalive and idle timeout off, as in
-# scripts/bench-compare.py), `raw` the raw TCP echo of bench/peers (built by bench-compare.py).
+#   scripts/callgrind-serve.sh --server floor --connections 64 --handshakes --duration 2
+#
+# `gangway` is target/release/gangway serve, keepalive and idle timeout off as in
+# scripts/bench-compare.py (or $GANGWAY_BIN: a release build with line tables gives per-line
+# figures); `raw` is the raw TCP echo of bench/peers and `floor` its handshake floor (built by
+# bench-compare.py). Messages are handshake cycles with --handshakes.
 # Prints the messages echoed, the instructions counted and their quotient; `callgrind_annotate
 # FILE` shows where they went. Needs valgrind (Debian package `valgrind`). Loopback only; the
 # server is stopped on exit.
@@ -27,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 command -v valgrind >/dev/null || { echo "callgrind-serve.sh: valgrind is missing (apt-get install valgrind)" >&2; exit 2; }
-gw=target/release/gangway
+gw=${GANGWAY_BIN:-target/release/gangway}
 [[ -x $gw ]] || { echo "callgrind-serve.sh: build first: cargo build --release -p gangway-cli" >&2; exit 2; }
 
 port=$((20000 + RANDOM % 20000))
@@ -38,7 +42,10 @@ case $server in
         cmd=(bench/peers/target/release/raw-echo --listen "127.0.0.1:$port")
         [[ -x ${cmd[0]} ]] || { echo "callgrind-serve.sh: build bench/peers first (cd bench/peers && cargo build --release)" >&2; exit 2; }
         extra=(--raw-echo) ;;
-    *) echo "callgrind-serve.sh: --server raw|gangway" >&2; exit 2 ;;
+    floor)
+        cmd=(bench/peers/target/release/handshake-floor --listen "127.0.0.1:$port")
+        [[ -x ${cmd[0]} ]] || { echo "callgrind-serve.sh: build bench/peers first (cd bench/peers && cargo build --release)" >&2; exit 2; } ;;
+    *) echo "callgrind-serve.sh: --server raw|floor|gangway" >&2; exit 2 ;;
 esac
 
 RUST_LOG=warn taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \

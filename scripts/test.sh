@@ -80,6 +80,13 @@ done
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     fail "Python 3.11 or later is required (websockets 17), found $(python3 --version 2>&1)"
 echo "$(cargo --version); $(python3 --version); node $(node --version); npm $(npm --version)"
+# The builds (debug, release, fuzz) take about 5 GB here: say what is free, so that a run that
+# fails for want of space says so from the start.
+free_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
+echo "disk: $((free_kib / 1024 / 1024)) GiB free where the builds go"
+if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
+    echo "test.sh: warning: less than 6 GiB free; the builds may run out of space" >&2
+fi
 
 # --- Rust ---------------------------------------------------------------------------------------
 

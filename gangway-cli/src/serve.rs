@@ -777,8 +777,12 @@ async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Opti
             };
             match accepted {
                 Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                    let conn = server.builder.accept_http2(MaybeTlsStream::from(tls)).await;
-                    serve_http2(server, conn, peer).await;
+                    // Boxed, as every path but the WebSocket's: see below.
+                    Box::pin(async {
+                        let conn = server.builder.accept_http2(MaybeTlsStream::from(tls)).await;
+                        serve_http2(server, conn, peer).await;
+                    })
+                    .await;
                     return None;
                 }
                 Ok(Ok(tls)) => MaybeTlsStream::from(tls),
@@ -805,14 +809,20 @@ async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Opti
             return None;
         }
     };
+    // The paths other than the WebSocket's run in futures of their own on the heap: inline,
+    // the largest (HTTP/2's, 4 KiB) would make this future that size for every connection,
+    // copied when it is boxed and moved on every upgrade (it was 6.4 KiB, now 1.4 KiB).
     if incoming.is_http2_prior_knowledge() {
-        let conn = incoming.accept_http2().await;
-        serve_http2(server, conn, peer).await;
+        Box::pin(async {
+            let conn = incoming.accept_http2().await;
+            serve_http2(server, conn, peer).await;
+        })
+        .await;
         None
     } else if incoming.is_upgrade() {
         websocket(server, incoming, peer).await
     } else {
-        http(server, incoming, peer).await;
+        Box::pin(http(server, incoming, peer)).await;
         None
     }
 }
@@ -885,7 +895,7 @@ async fn websocket(
         Ok(since) => since,
         Err((response, body)) => {
             info!(%peer, %path, "websocket refused: bad position in the query");
-            let _ = incoming.respond(response, &body).await;
+            let _ = Box::pin(incoming.respond(response, &body)).await;
             return None;
         }
     };
@@ -912,7 +922,10 @@ async fn websocket(
         server.handshakes.update(id, |r| r.protocol = selected);
     }
     let ws = match &server.history {
-        Some(bus) => Opened::Member(join_history(server, bus, ws, &path, since, peer).await?),
+        // Boxed: rare, and larger than the rest of this future.
+        Some(bus) => {
+            Opened::Member(Box::pin(join_history(server, bus, ws, &path, since, peer)).await?)
+        }
         None => Opened::Socket(ws),
     };
     Some(Session { ws, path })
