@@ -31,7 +31,7 @@ use gangway_proto::{
 };
 
 use crate::output::{OutFrame, OutputReader};
-use crate::{check_life_cycle, now};
+use crate::{check_input_ignored, check_life_cycle, now};
 
 /// Receive limits to choose from: the default, and sizes small enough for short inputs to cross.
 const RECEIVE_LIMITS: [usize; 4] = [DEFAULT_MAX_MESSAGE_SIZE, 4096, 130, 16];
@@ -214,15 +214,7 @@ impl Harness {
         self.fed += piece.len();
         self.conn.receive_data(piece, now());
         if ignored {
-            assert_eq!(
-                self.conn.poll_event(),
-                Ok(None),
-                "event after the end of input"
-            );
-            assert!(
-                self.conn.output().is_empty(),
-                "output after the end of input"
-            );
+            check_input_ignored(&mut self.conn);
             return;
         }
         self.settle();

@@ -60,6 +60,13 @@ pub fn check_life_cycle(
     }
 }
 
+/// Check that input given after the connection's input ended (the peer's close handed out, or a
+/// failure) is ignored: no event, no output.
+pub fn check_input_ignored(conn: &mut gangway_proto::Connection) {
+    assert_eq!(conn.poll_event(), Ok(None), "event after the end of input");
+    assert!(conn.output().is_empty(), "output after the end of input");
+}
+
 /// A split point in `0..=data.len()` derived from the bytes themselves (FNV-1a), so the fuzzer
 /// explores other splits as it mutates the input, and a crash reproduces from its input alone.
 pub fn split_point(data: &[u8]) -> usize {

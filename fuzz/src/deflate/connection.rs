@@ -48,7 +48,7 @@ use gangway_proto::{
 use super::{cycled, frame, message, Agreement, SPARE_BUDGET, STATES_BUDGET};
 use crate::memory;
 use crate::output::{OutputReader, TAIL};
-use crate::{check_life_cycle, now};
+use crate::{check_input_ignored, check_life_cycle, now};
 
 /// Receive limits to choose from: one large enough for every message the harness builds, and
 /// sizes small enough for short inputs to cross.
@@ -496,15 +496,7 @@ impl Harness {
             self.conn.receive_data(bytes, now());
         }
         if ignored {
-            assert_eq!(
-                self.conn.poll_event(),
-                Ok(None),
-                "event after the end of input"
-            );
-            assert!(
-                self.conn.output().is_empty(),
-                "output after the end of input"
-            );
+            check_input_ignored(&mut self.conn);
             return;
         }
         self.settle();
