@@ -72,7 +72,8 @@ pub(crate) struct ServeOpts {
     ping_interval: Duration,
 
     /// Drop a client after this many seconds without receiving anything from it, not even an
-    /// answer to a ping; no close frame is sent to a dead peer (fractions allowed; 0: never).
+    /// answer to a ping; no close frame is sent to a dead peer. An HTTP/2 connection with no
+    /// request or WebSocket open for as long is closed with GOAWAY (fractions allowed; 0: never).
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
     idle_timeout: Duration,
 
@@ -358,6 +359,9 @@ struct Server {
     /// --history: the bus, which then positions every message; members join with what their
     /// client missed (see [`join_history`]).
     history: Option<gangway_bus::Bus>,
+    /// --idle-timeout (`None` for 0): how long an HTTP/2 connection may stay with no stream being
+    /// served (see [`serve_http2`]).
+    http2_idle_timeout: Option<Duration>,
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -486,6 +490,7 @@ pub(crate) async fn run(opts: ServeOpts) -> anyhow::Result<ExitCode> {
         hub,
         exclude_self: opts.broadcast_exclude_self,
         history: bus.clone().filter(gangway_bus::Bus::history),
+        http2_idle_timeout: Some(opts.idle_timeout).filter(|t| !t.is_zero()),
     }));
 
     // One signal future for the whole loop, and a hand-written poll instead of `select!`: this
@@ -1450,15 +1455,56 @@ async fn serve_http2<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
+    // The requests being served, each in a task of its own. While there is none, the
+    // connection is idle: after --idle-timeout it is closed with GOAWAY, as an HTTP/1.1
+    // connection that sends no request is at the handshake timeout, so that a client cannot
+    // keep connections open for nothing.
+    let mut streams = tokio::task::JoinSet::new();
+    let mut idle_since = tokio::time::Instant::now();
     let mut stopping = false;
+    // Once closed for idleness, the connection ends when the client has seen the GOAWAY (it
+    // answers the PING sent with it); a client that answers nothing is dropped when that has
+    // not happened within --idle-timeout again.
+    let mut give_up = None;
     // The connection's frames, for every stream, move only while `accept` is polled: it is
     // polled until the connection is over, also while shutting down.
     loop {
         let next = if stopping {
-            conn.accept().await
+            while streams.try_join_next().is_some() {}
+            match give_up.filter(|_| streams.is_empty()) {
+                Some(at) => match tokio::time::timeout_at(at, conn.accept()).await {
+                    Ok(next) => next,
+                    Err(_elapsed) => {
+                        info!(%peer, "http/2 connection idle: no answer to its GOAWAY, dropped");
+                        break;
+                    }
+                },
+                None => conn.accept().await,
+            }
         } else {
+            let idle_deadline = server
+                .http2_idle_timeout
+                .filter(|_| streams.is_empty())
+                .map(|timeout| idle_since + timeout);
             tokio::select! {
                 next = conn.accept() => next,
+                Some(_) = streams.join_next(), if !streams.is_empty() => {
+                    if streams.is_empty() {
+                        idle_since = tokio::time::Instant::now();
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(idle_deadline.unwrap_or(idle_since)),
+                    if idle_deadline.is_some() =>
+                {
+                    info!(%peer, "http/2 connection idle: closing it");
+                    stopping = true;
+                    give_up = server
+                        .http2_idle_timeout
+                        .map(|timeout| tokio::time::Instant::now() + timeout);
+                    conn.graceful_shutdown();
+                    continue;
+                }
                 () = server.shutdown.stopping() => {
                     stopping = true;
                     conn.graceful_shutdown();
@@ -1467,16 +1513,18 @@ async fn serve_http2<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         match next {
-            None => return,
+            None => break,
             Some(Err(e)) => {
                 info!(%peer, "http/2 connection failed: {}", causes(&e));
-                return;
+                break;
             }
             Some(Ok(incoming)) => {
-                tokio::spawn(http2_request(server, incoming, peer));
+                streams.spawn(http2_request(server, incoming, peer));
             }
         }
     }
+    // What is still running ends on its own (its stream fails with the connection).
+    streams.detach_all();
 }
 
 /// One request of an HTTP/2 connection: a WebSocket echo session, or a page.

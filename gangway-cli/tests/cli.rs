@@ -1031,3 +1031,97 @@ fn serve_waits_for_the_pong_a_client_still_owes() {
     assert!(status.success(), "{status:?}");
     assert!(log.contains("closed by peer, code 1000"), "{log}");
 }
+
+/// RFC 9113 §3.4: the client connection preface, then its first frame, an empty SETTINGS.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// The frames of an HTTP/2 byte stream (RFC 9113 §4.1): (type, payload), up to the last whole one.
+fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes.len() < 9 + len {
+            break;
+        }
+        frames.push((bytes[3], bytes[9..9 + len].to_vec()));
+        bytes = &bytes[9 + len..];
+    }
+    frames
+}
+
+#[test]
+fn serve_closes_an_http2_connection_left_idle_with_goaway() {
+    let mut serve = Serve::start(&["--idle-timeout", "0.5"]);
+    let mut tcp = TcpStream::connect(serve.addr).expect("connect");
+    tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    tcp.write_all(H2_PREFACE).expect("preface");
+    let started = Instant::now();
+    // The client opens no stream and answers nothing (not even the PING that comes with the
+    // GOAWAY): the server says GOAWAY after the idle timeout, then drops the connection after
+    // as long again.
+    let mut all = Vec::new();
+    tcp.read_to_end(&mut all).expect("the server closes");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    let frames = h2_frames(&all);
+    // SETTINGS first (§3.4), then a GOAWAY with NO_ERROR (§6.8: error code after the last
+    // stream id).
+    assert_eq!(frames.first().map(|f| f.0), Some(0x4), "{frames:?}");
+    let goaway = frames.iter().find(|f| f.0 == 0x7).expect("a GOAWAY");
+    assert_eq!(goaway.1.get(4..8), Some(&[0, 0, 0, 0][..]), "{goaway:?}");
+    let (status, log) = serve.terminate();
+    assert!(status.success());
+    assert!(log.contains("http/2 connection idle"), "{log}");
+}
+
+#[test]
+fn serve_keeps_an_http2_connection_while_a_websocket_is_open_then_closes_it_when_idle() {
+    let serve = Serve::start(&["--idle-timeout", "0.6", "--ping-interval", "0.2"]);
+    let url = serve.url("/");
+    let checked = in_thread(async move {
+        let builder = gangway::ClientBuilder::new(&url).expect("url");
+        let conn = gangway::http2::Http2Connection::connect(&builder)
+            .await
+            .expect("an HTTP/2 connection");
+        let (mut ws, response) = conn.websocket(&url).await.expect("a websocket");
+        assert_eq!(response.status(), 200);
+        // Three idle timeouts with the WebSocket open (the client answers the server's pings
+        // as it reads): the connection stays, the WebSocket echoes.
+        let open_until = tokio::time::Instant::now() + Duration::from_millis(1800);
+        let mut sent = 0;
+        while tokio::time::Instant::now() < open_until {
+            sent += 1;
+            ws.send(Message::text(format!("message {sent}")))
+                .await
+                .expect("send");
+            // The server's pings come too (answered by the library as they are read).
+            let echo = loop {
+                match ws.next().await.expect("an echo").expect("no error") {
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    other => break other,
+                }
+            };
+            assert_eq!(echo, Message::text(format!("message {sent}")));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ws.close(CloseCode::NORMAL, "").await.expect("close");
+        while let Some(next) = ws.next().await {
+            next.expect("a clean close");
+        }
+        // Without a stream, the connection is idle: the server ends it after the timeout.
+        let closed_at = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .expect("the server closes the idle connection");
+        (sent, closed_at.elapsed())
+    });
+    let (sent, closed_after) = checked.join().expect("the client's checks");
+    assert!(sent >= 5, "{sent}");
+    assert!(
+        closed_after >= Duration::from_millis(500) && closed_after < Duration::from_secs(3),
+        "{closed_after:?}"
+    );
+}
