@@ -569,6 +569,68 @@ async fn subscribers_become(url: &str, room: &str, n: u64) -> bool {
     }
 }
 
+/// Wait (bounded) until NATS counts `n` subscriptions to the room's subject.
+#[cfg(feature = "nats")]
+async fn nats_subscriptions_become(server: &Server, room: &str, n: u64) -> bool {
+    let subject = format!("gangway.room.{room}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if server.nats_subscriptions(&subject) == n {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counted by NATS itself: one subscription per room and node, made when the first local member
+/// joins and dropped when the last leaves, whatever the number of members.
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_one_subscription_per_room_and_node() {
+    let server = Server::start(support::Kind::Nats);
+    let a = node(Engine::Nats(server.url()), BusConfig::default(), &[]).await;
+    let b = node(Engine::Nats(server.url()), BusConfig::default(), &[]).await;
+    assert_eq!(server.nats_subscriptions("gangway.room./sub"), 0);
+    let on_a: Vec<Subscription> = (0..50).map(|_| a.bus.subscribe("/sub")).collect();
+    for s in &on_a {
+        s.ready().await;
+    }
+    assert!(
+        nats_subscriptions_become(&server, "/sub", 1).await,
+        "one subscription for 50 members of node A"
+    );
+    let on_b: Vec<Subscription> = (0..50).map(|_| b.bus.subscribe("/sub")).collect();
+    for s in &on_b {
+        s.ready().await;
+    }
+    assert!(
+        nats_subscriptions_become(&server, "/sub", 2).await,
+        "one more for node B's"
+    );
+    // Another room is a subscription of its own.
+    let other = a.bus.subscribe("/other");
+    other.ready().await;
+    assert!(nats_subscriptions_become(&server, "/other", 1).await);
+    assert_eq!(server.nats_subscriptions("gangway.room./sub"), 2);
+    let mut on_a = on_a;
+    on_a.truncate(1);
+    drop(on_b);
+    assert!(
+        nats_subscriptions_become(&server, "/sub", 1).await,
+        "node B's last member left; node A has one"
+    );
+    drop(on_a);
+    drop(other);
+    assert!(
+        nats_subscriptions_become(&server, "/sub", 0).await,
+        "no member left"
+    );
+    assert!(nats_subscriptions_become(&server, "/other", 0).await);
+}
+
 /// Counted by Redis itself: one subscription per room and node, made when the first local
 /// member joins and dropped when the last leaves, whatever the number of members.
 #[cfg(feature = "redis")]

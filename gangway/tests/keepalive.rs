@@ -133,7 +133,10 @@ async fn live_peer_that_answers_pings_stays_past_the_idle_timeout() {
                 },
             }
         }
-        assert!(pongs >= 5, "{pongs} pongs");
+        // About ten come on an idle machine (a ping 100 ms after the last pong); fewer on a
+        // loaded one, which delays the timers. The connection can outlive three idle timeouts
+        // of silence only by hearing pongs in between: at least two.
+        assert!(pongs >= 2, "{pongs} pongs");
         server.send(Message::text("still here")).await.unwrap();
         assert_eq!(
             server.next().await.unwrap().unwrap(),

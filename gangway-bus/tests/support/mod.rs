@@ -23,6 +23,8 @@ pub enum Kind {
 pub struct Server {
     kind: Kind,
     pub port: u16,
+    /// NATS only: the port of its HTTP monitoring (`-m`), where it counts subscriptions.
+    pub monitor_port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -52,6 +54,7 @@ impl Server {
         let mut s = Server {
             kind,
             port: free_port(),
+            monitor_port: free_port(),
             dir,
             child: None,
         };
@@ -84,6 +87,7 @@ impl Server {
                 let mut c =
                     Command::new(binary(&["/usr/sbin/nats-server", "/usr/bin/nats-server"]));
                 c.args(["-a", "127.0.0.1", "-p", &port]);
+                c.args(["-m", &self.monitor_port.to_string()]);
                 c
             }
         };
@@ -125,5 +129,40 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    /// NATS only: how many subscriptions the server has whose subject matches `subject`,
+    /// counted by the server itself (its monitoring endpoint `/subsz?subs=1&test=SUBJECT`).
+    pub fn nats_subscriptions(&self, subject: &str) -> u64 {
+        use std::io::{Read, Write};
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.monitor_port).parse().unwrap();
+        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .expect("connect to the NATS monitoring port");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Room subjects are URL-safe but for `%` (see the engine's `subject`).
+        let query = subject.replace('%', "%25");
+        write!(
+            tcp,
+            "GET /subsz?subs=1&test={query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.") && answer.contains("\"num_subscriptions\""),
+            "not a /subsz answer: {answer}"
+        );
+        // `total` is the number of matching subscriptions, left out when there is none.
+        match answer.split_once("\"total\":") {
+            None => 0,
+            Some((_, rest)) => rest
+                .trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a count after \"total\": {answer}")),
+        }
     }
 }
