@@ -70,8 +70,22 @@ pub fn check_request(data: &[u8]) {
         "head does not end a line"
     );
     let _ = server::is_upgrade_request(&req);
+    check_connect(&req);
     match server::check_request(&req) {
         Ok(offer) => {
+            // The same request as an RFC 8441 extended CONNECT (no key, no `Upgrade`): the
+            // checks the two share (host, version, origin, subprotocols, extensions) accept it
+            // too and read the same offer. (Only for a request target without an authority:
+            // an HTTP/2 `:authority` is judged on its own, userinfo refused.)
+            if req.uri().authority().is_none() {
+                let connect = as_connect(&req);
+                let h2_offer = server::check_connect_request(&connect, Some("websocket"))
+                    .expect("an upgrade request accepted on HTTP/1.1 is accepted as a CONNECT");
+                assert_eq!(h2_offer.key, None);
+                assert_eq!(h2_offer.protocols, offer.protocols);
+                assert_eq!(h2_offer.extensions, offer.extensions);
+                assert_eq!(h2_offer.origin, offer.origin);
+            }
             // An HTTP/1.1 upgrade request always carries a key (only RFC 8441's CONNECT has none).
             let key = offer
                 .key
@@ -117,6 +131,93 @@ pub fn check_request(data: &[u8]) {
                 "check_request: undocumented error {err:?}"
             );
             check_reject(&err);
+        }
+    }
+}
+
+/// `req` with the method CONNECT, as an HTTP/2 layer would hand over an extended CONNECT.
+fn as_connect(req: &http::Request<()>) -> http::Request<()> {
+    let mut connect = http::Request::new(());
+    *connect.method_mut() = Method::CONNECT;
+    *connect.uri_mut() = req.uri().clone();
+    *connect.version_mut() = Version::HTTP_2;
+    *connect.headers_mut() = req.headers().clone();
+    connect
+}
+
+/// `server::check_connect_request` on a parsed request as it came (any method), its
+/// `:protocol` taken from its `Upgrade` header (none without one).
+///
+/// Oracle: only the errors an HTTP/2 server can produce, each with an answer that is valid on
+/// HTTP/2; an accepted request is a CONNECT for `websocket` with a version 13 and no key, and
+/// is answered `200` with no `Sec-WebSocket-Accept`, with what it offered.
+fn check_connect(req: &http::Request<()>) {
+    let protocol = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    match server::check_connect_request(req, protocol) {
+        Ok(offer) => {
+            assert_eq!(req.method(), Method::CONNECT);
+            assert!(protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")));
+            assert!(req.uri().path().starts_with('/'));
+            let versions: Vec<_> = req
+                .headers()
+                .get_all(http::header::SEC_WEBSOCKET_VERSION)
+                .iter()
+                .collect();
+            assert_eq!(versions.len(), 1, "{versions:?}");
+            assert_eq!(versions[0].as_bytes().trim_ascii(), b"13");
+            assert_eq!(offer.key, None);
+            let supported: Vec<String> = SERVER_PROTOCOLS.iter().map(|s| s.to_string()).collect();
+            let selected = select_protocol(&supported, &offer.protocols);
+            let response = server::accept_response(&offer, selected, &offer.extensions);
+            assert_eq!(response.status(), StatusCode::OK);
+            let headers = response.headers();
+            assert!(headers.get(http::header::SEC_WEBSOCKET_ACCEPT).is_none());
+            // RFC 9113 §8.2.2: no connection-specific fields on HTTP/2.
+            assert!(headers.get(http::header::UPGRADE).is_none());
+            assert!(headers.get(http::header::CONNECTION).is_none());
+            assert_eq!(
+                headers
+                    .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                    .map(|v| v.as_bytes()),
+                selected.map(str::as_bytes)
+            );
+            assert_eq!(parse_extensions(headers).as_ref(), Ok(&offer.extensions));
+        }
+        Err(err) => {
+            assert!(
+                matches!(
+                    err,
+                    HandshakeError::MalformedHttp(_)
+                        | HandshakeError::MethodNotAllowed
+                        | HandshakeError::MissingHeader(_)
+                        | HandshakeError::DuplicateHeader(_)
+                        | HandshakeError::InvalidHeader(..)
+                        | HandshakeError::UnsupportedVersion
+                ),
+                "check_connect_request: undocumented error {err:?}"
+            );
+            let status = err.status();
+            assert!(matches!(status, 400 | 403 | 405 | 426), "{status}");
+            let response = server::reject_response(&err, Version::HTTP_2);
+            assert_eq!(response.status().as_u16(), status);
+            let headers = response.headers();
+            assert!(headers.get(http::header::CONNECTION).is_none());
+            assert!(headers.get(http::header::UPGRADE).is_none());
+            if status == 426 {
+                assert_eq!(
+                    headers.get(http::header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()),
+                    Some(&b"13"[..])
+                );
+            }
+            if status == 405 {
+                assert_eq!(
+                    headers.get(http::header::ALLOW).map(|v| v.as_bytes()),
+                    Some(&b"CONNECT"[..])
+                );
+            }
         }
     }
 }
