@@ -208,7 +208,9 @@ fn check_connect(req: &http::Request<()>) {
             assert!(headers.get(http::header::UPGRADE).is_none());
             if status == 426 {
                 assert_eq!(
-                    headers.get(http::header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()),
+                    headers
+                        .get(http::header::SEC_WEBSOCKET_VERSION)
+                        .map(|v| v.as_bytes()),
                     Some(&b"13"[..])
                 );
             }
