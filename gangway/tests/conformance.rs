@@ -53,8 +53,14 @@ use target::Target;
 /// Cases run at the same time (each on its own connection).
 const PARALLEL: usize = 8;
 
-/// Bound on a whole run (each case has its own, far shorter).
-const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(480);
+/// Bound on a whole run (each case has its own, far shorter); `GANGWAY_CONFORMANCE_WATCHDOG`
+/// (seconds) sets another, to look into a run that does not end.
+fn watchdog() -> std::time::Duration {
+    std::env::var("GANGWAY_CONFORMANCE_WATCHDOG")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map_or(std::time::Duration::from_secs(480), std::time::Duration::from_secs)
+}
 
 #[test]
 fn raw_peer_tools_match_published_vectors() {
@@ -189,8 +195,9 @@ fn run_over(role: Role, target: &Target, http2: bool) {
     // with the cases still running named instead of hanging the whole test job.
     let (finished, watched) = std::sync::mpsc::channel::<()>();
     let run_name = format!("{}{}", role.name(), if http2 { " over http/2" } else { "" });
+    let limit = watchdog();
     let watchdog = std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(WATCHDOG) {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(limit) {
             let running = runner::IN_FLIGHT
                 .lock()
                 .map(|set| set.iter().cloned().collect::<Vec<_>>().join(", "))
@@ -199,7 +206,7 @@ fn run_over(role: Role, target: &Target, http2: bool) {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!(
-                    "conformance {run_name}: the run did not end within {WATCHDOG:?}; cases \
+                    "conformance {run_name}: the run did not end within {limit:?}; cases \
                      still running: [{running}]\n"
                 )
                 .as_bytes(),
