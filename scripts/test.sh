@@ -98,6 +98,9 @@ step "cargo clippy (default features, all features, no default features), warnin
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo clippy -p gangway-proto -p gangway --all-targets --no-default-features -- -D warnings
+# The bus with one engine each (a user who needs one builds only that one).
+cargo clippy -p gangway-bus --all-targets --no-default-features --features redis -- -D warnings
+cargo clippy -p gangway-bus --all-targets --no-default-features --features nats -- -D warnings
 step_ok
 
 step "cargo doc --workspace --no-deps --all-features (warnings denied)"

@@ -112,12 +112,14 @@ pub(crate) struct Outgoing {
     /// The publisher stream goes on after this message (a room with local members, or with
     /// history the node's lone stream), so a retry of it must be recognised by the engine, with
     /// history (see the Redis engine). `None` for a stream of one message (no local member, no
-    /// history).
+    /// history). Read by the Redis engine only (NATS keeps no history).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) stream: Option<StreamRef>,
 }
 
 /// A message's place in its publisher stream, for the engine to store each message of a
-/// stream once and in order (history on).
+/// stream once and in order (history on). Read by the Redis engine only.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct StreamRef {
     /// The stream id in the message's envelope.
     pub(crate) id: u64,

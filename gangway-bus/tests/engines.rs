@@ -7,12 +7,16 @@
 mod support;
 
 use std::collections::HashMap;
+#[cfg(feature = "redis")]
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gangway_bus::{Bus, BusConfig, Engine, Kind, Position, RecoverError, Subscription};
+use gangway_bus::{Bus, BusConfig, Engine, Kind, Subscription};
+// History is the Redis engine's.
+#[cfg(feature = "redis")]
+use gangway_bus::{Position, RecoverError};
 use support::Server;
 
 type Log = Arc<Mutex<Vec<(String, Bytes)>>>;
@@ -429,6 +433,7 @@ async fn redis_recovery_gives_what_was_missed_or_says_it_cannot() {
 }
 
 /// The offset in a positioned delivery's line (`E:N`).
+#[cfg(feature = "redis")]
 fn offset(payload: &Bytes) -> u64 {
     let text = std::str::from_utf8(payload).expect("text");
     let (line, _) = text.split_once('\n').expect("a position line");
@@ -554,12 +559,21 @@ async fn redis_subscribers(url: &str, room: &str) -> u64 {
     n
 }
 
-/// Wait (bounded) until Redis counts `n` subscribers to the room's channel.
-#[cfg(feature = "redis")]
-async fn subscribers_become(url: &str, room: &str, n: u64) -> bool {
+/// The engine server's own count of subscriptions to a room: Redis's subscribers to its
+/// channel, NATS's subscriptions to its subject.
+async fn engine_subscriptions(server: &Server, room: &str) -> u64 {
+    #[cfg(feature = "redis")]
+    if server.url().starts_with("redis:") {
+        return redis_subscribers(&server.url(), room).await;
+    }
+    server.nats_subscriptions(&format!("gangway.room.{room}"))
+}
+
+/// Wait (bounded) until the engine server counts `n` subscriptions to the room.
+async fn subscriptions_become(server: &Server, room: &str, n: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if redis_subscribers(url, room).await == n {
+        if engine_subscriptions(server, room).await == n {
             return true;
         }
         if Instant::now() > deadline {
@@ -569,37 +583,18 @@ async fn subscribers_become(url: &str, room: &str, n: u64) -> bool {
     }
 }
 
-/// Wait (bounded) until NATS counts `n` subscriptions to the room's subject.
-#[cfg(feature = "nats")]
-async fn nats_subscriptions_become(server: &Server, room: &str, n: u64) -> bool {
-    let subject = format!("gangway.room.{room}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if server.nats_subscriptions(&subject) == n {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Counted by NATS itself: one subscription per room and node, made when the first local member
-/// joins and dropped when the last leaves, whatever the number of members.
-#[cfg(feature = "nats")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_one_subscription_per_room_and_node() {
-    let server = Server::start(support::Kind::Nats);
-    let a = node(Engine::Nats(server.url()), BusConfig::default(), &[]).await;
-    let b = node(Engine::Nats(server.url()), BusConfig::default(), &[]).await;
-    assert_eq!(server.nats_subscriptions("gangway.room./sub"), 0);
+/// Counted by the engine server itself: one subscription per room and node, made when the first
+/// local member joins and dropped when the last leaves, whatever the number of members.
+async fn one_subscription_per_room_and_node(server: &Server, engine: impl Fn() -> Engine) {
+    let a = node(engine(), BusConfig::default(), &[]).await;
+    let b = node(engine(), BusConfig::default(), &[]).await;
+    assert_eq!(engine_subscriptions(server, "/sub").await, 0);
     let on_a: Vec<Subscription> = (0..50).map(|_| a.bus.subscribe("/sub")).collect();
     for s in &on_a {
         s.ready().await;
     }
     assert!(
-        nats_subscriptions_become(&server, "/sub", 1).await,
+        subscriptions_become(server, "/sub", 1).await,
         "one subscription for 50 members of node A"
     );
     let on_b: Vec<Subscription> = (0..50).map(|_| b.bus.subscribe("/sub")).collect();
@@ -607,63 +602,40 @@ async fn nats_one_subscription_per_room_and_node() {
         s.ready().await;
     }
     assert!(
-        nats_subscriptions_become(&server, "/sub", 2).await,
+        subscriptions_become(server, "/sub", 2).await,
         "one more for node B's"
     );
     // Another room is a subscription of its own.
     let other = a.bus.subscribe("/other");
     other.ready().await;
-    assert!(nats_subscriptions_become(&server, "/other", 1).await);
-    assert_eq!(server.nats_subscriptions("gangway.room./sub"), 2);
+    assert!(subscriptions_become(server, "/other", 1).await);
+    assert_eq!(engine_subscriptions(server, "/sub").await, 2);
     let mut on_a = on_a;
     on_a.truncate(1);
     drop(on_b);
     assert!(
-        nats_subscriptions_become(&server, "/sub", 1).await,
+        subscriptions_become(server, "/sub", 1).await,
         "node B's last member left; node A has one"
     );
     drop(on_a);
     drop(other);
     assert!(
-        nats_subscriptions_become(&server, "/sub", 0).await,
+        subscriptions_become(server, "/sub", 0).await,
         "no member left"
     );
-    assert!(nats_subscriptions_become(&server, "/other", 0).await);
+    assert!(subscriptions_become(server, "/other", 0).await);
 }
 
-/// Counted by Redis itself: one subscription per room and node, made when the first local
-/// member joins and dropped when the last leaves, whatever the number of members.
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_one_subscription_per_room_and_node() {
+    let server = Server::start(support::Kind::Nats);
+    one_subscription_per_room_and_node(&server, || Engine::Nats(server.url())).await;
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_one_subscription_per_room_and_node() {
     let server = Server::start(support::Kind::Redis { persistent: false });
-    let url = server.url();
-    let a = node(Engine::Redis(url.clone()), BusConfig::default(), &[]).await;
-    let b = node(Engine::Redis(url.clone()), BusConfig::default(), &[]).await;
-    assert_eq!(redis_subscribers(&url, "/sub").await, 0);
-    let on_a: Vec<Subscription> = (0..50).map(|_| a.bus.subscribe("/sub")).collect();
-    for s in &on_a {
-        s.ready().await;
-    }
-    assert!(
-        subscribers_become(&url, "/sub", 1).await,
-        "one subscription for 50 members of node A"
-    );
-    let on_b: Vec<Subscription> = (0..50).map(|_| b.bus.subscribe("/sub")).collect();
-    for s in &on_b {
-        s.ready().await;
-    }
-    assert!(
-        subscribers_become(&url, "/sub", 2).await,
-        "one more for node B's"
-    );
-    let mut on_a = on_a;
-    on_a.truncate(1);
-    drop(on_b);
-    assert!(
-        subscribers_become(&url, "/sub", 1).await,
-        "node B's last member left; node A has one"
-    );
-    drop(on_a);
-    assert!(subscribers_become(&url, "/sub", 0).await, "no member left");
+    one_subscription_per_room_and_node(&server, || Engine::Redis(server.url())).await;
 }

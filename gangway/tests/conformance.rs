@@ -59,7 +59,10 @@ fn watchdog() -> std::time::Duration {
     std::env::var("GANGWAY_CONFORMANCE_WATCHDOG")
         .ok()
         .and_then(|secs| secs.parse().ok())
-        .map_or(std::time::Duration::from_secs(480), std::time::Duration::from_secs)
+        .map_or(
+            std::time::Duration::from_secs(480),
+            std::time::Duration::from_secs,
+        )
 }
 
 #[test]
