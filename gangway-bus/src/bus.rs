@@ -124,7 +124,7 @@ pub(crate) struct StreamRef {
     /// The stream id in the message's envelope.
     pub(crate) id: u64,
     /// The stream's number on this node, never reused while the node lives (the id's low bits
-    /// come round again after 65,536 streams): with `id`, the stream's key at the engine.
+    /// come round again after 2^24 streams): with `id`, the stream's key at the engine.
     pub(crate) key: u64,
     pub(crate) seq: u64,
     /// The last sequence number of the stream the engine took (0: none yet), raised by the
@@ -134,7 +134,8 @@ pub(crate) struct StreamRef {
 
 /// What a node shares between its handles, its subscriptions and its engine tasks.
 pub(crate) struct Shared {
-    /// Random; the high 48 bits prefix every publisher stream id of this node.
+    /// Random; its high bits (all but [`STREAM_NUMBER_BITS`]) prefix every publisher stream id
+    /// of this node.
     node: u64,
     pub(crate) config: BusConfig,
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
@@ -143,7 +144,7 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     handler: Box<Handler>,
     pub(crate) counters: Counters,
-    /// Publisher stream ids handed out (the low 16 bits of each).
+    /// Publisher stream ids handed out (the low [`STREAM_NUMBER_BITS`] bits of each).
     streams: AtomicU64,
     /// With history: the publisher stream of this node's publishes to rooms it has no member
     /// in (without history each such publish is a stream of one message).
@@ -194,6 +195,16 @@ struct RoomState {
     /// The engine subscription is in place (and the position known).
     ready: bool,
 }
+
+/// The low bits of a publisher stream id that number the node's streams; the rest is the node's
+/// random prefix. A node opens a stream per room it has members in (each time the room gets its
+/// first member), so its ids come round again only after 2^24 of those (the previous 16 bits
+/// came round after 65,536, which a server whose rooms come and go reaches in a day, and a room
+/// that got a used id back could have its first messages taken for duplicates). The 40-bit
+/// prefix keeps two nodes from sharing one (and taking each other's messages for their own)
+/// however many nodes there are in practice: for 1,000 nodes the odds are about 1 in 2 million.
+const STREAM_NUMBER_BITS: u32 = 24;
+const STREAM_NUMBER_MASK: u64 = (1 << STREAM_NUMBER_BITS) - 1;
 
 /// Publisher streams remembered per room; past this, the map is cleared (the next message of
 /// each stream is then taken as its first: no loss or duplicate is detected across the reset).
@@ -264,7 +275,7 @@ impl Shared {
         };
         let mut state = lock(&room.state);
         let history = self.history();
-        if !history && message.stream >> 16 == self.node >> 16 {
+        if !history && message.stream & !STREAM_NUMBER_MASK == self.node & !STREAM_NUMBER_MASK {
             // Our own: delivered locally when it was published.
             return Received::Done;
         }
@@ -314,31 +325,34 @@ impl Shared {
             }
         }
         // A publisher's sequence: a duplicate (a retried publish) is dropped, a jump counted.
-        let last = state.seen.get(&message.stream).copied();
-        match last {
-            Some(last) if message.seq <= last => {
-                self.counters.duplicates.fetch_add(1, Relaxed);
-                if let Some(at) = message.position {
-                    // Its offset is taken all the same: the next message follows it.
-                    state.position = Some(at);
+        // A stream of one message (see `envelope`) has none: nothing to follow or remember.
+        if message.seq != envelope::UNSEQUENCED {
+            let last = state.seen.get(&message.stream).copied();
+            match last {
+                Some(last) if message.seq <= last => {
+                    self.counters.duplicates.fetch_add(1, Relaxed);
+                    if let Some(at) = message.position {
+                        // Its offset is taken all the same: the next message follows it.
+                        state.position = Some(at);
+                    }
+                    return Received::Done;
                 }
-                return Received::Done;
+                Some(last) if message.seq > last + 1 && !history => {
+                    let missed = message.seq - last - 1;
+                    self.counters.lost.fetch_add(missed, Relaxed);
+                    tracing::warn!(
+                        room = &*room.name,
+                        missed,
+                        "messages from another node were lost (at-most-once delivery)"
+                    );
+                }
+                _ => {}
             }
-            Some(last) if message.seq > last + 1 && !history => {
-                let missed = message.seq - last - 1;
-                self.counters.lost.fetch_add(missed, Relaxed);
-                tracing::warn!(
-                    room = &*room.name,
-                    missed,
-                    "messages from another node were lost (at-most-once delivery)"
-                );
+            if state.seen.len() >= SEEN_STREAMS && last.is_none() {
+                state.seen.clear();
             }
-            _ => {}
+            state.seen.insert(message.stream, message.seq);
         }
-        if state.seen.len() >= SEEN_STREAMS && last.is_none() {
-            state.seen.clear();
-        }
-        state.seen.insert(message.stream, message.seq);
         if let Some(at) = &message.position {
             state.position = Some(at.clone());
         }
@@ -468,7 +482,7 @@ impl Bus {
             // Number 0 is the lone stream's.
             streams: AtomicU64::new(1),
             lone: Mutex::new(LoneStream {
-                id: node & !0xffff,
+                id: node & !STREAM_NUMBER_MASK,
                 key: 0,
                 next_seq: 1,
                 stored: Arc::default(),
@@ -624,10 +638,17 @@ impl Bus {
                 }
                 queued
             }
-            // No local member: a stream of one message.
+            // No local member: a stream of one message, unsequenced (see `envelope`), under
+            // the node's own id (number 0, which no stream of a room gets).
             None => shared.queue.try_send(Outgoing {
                 room: Arc::from(room),
-                wire: envelope::encode(kind, history, shared.next_stream().0, 1, &payload),
+                wire: envelope::encode(
+                    kind,
+                    history,
+                    shared.node & !STREAM_NUMBER_MASK,
+                    envelope::UNSEQUENCED,
+                    &payload,
+                ),
                 stream: None,
             }),
         };
@@ -726,13 +747,17 @@ impl Bus {
 }
 
 impl Shared {
-    /// A new publisher stream: its id (this node's 48 bits, then 16 of its number) and its
-    /// number. The id of the lone stream (low bits 0) is never handed out again.
+    /// A new publisher stream: its id (this node's prefix, then [`STREAM_NUMBER_BITS`] of its
+    /// number) and its number. Number 0 (the lone stream's, and the unsequenced messages') is
+    /// never handed out.
     fn next_stream(&self) -> (u64, u64) {
         loop {
             let n = self.streams.fetch_add(1, Relaxed);
-            if n & 0xffff != 0 {
-                return ((self.node & !0xffff) | (n & 0xffff), n);
+            if n & STREAM_NUMBER_MASK != 0 {
+                return (
+                    (self.node & !STREAM_NUMBER_MASK) | (n & STREAM_NUMBER_MASK),
+                    n,
+                );
             }
         }
     }
@@ -960,6 +985,55 @@ mod tests {
         assert_eq!(lock(&seen).len(), 3);
         let stats = b.stats();
         assert_eq!((stats.duplicates, stats.lost, stats.foreign), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn publishes_from_a_node_without_members_are_never_taken_for_duplicates() {
+        let engine = MemoryEngine::default();
+        let (a, _) = node(&engine, BusConfig::default()).await;
+        let (b, seen) = node(&engine, BusConfig::default()).await;
+        let _s = b.subscribe("/r");
+        settle().await;
+        // A has no member in /r: each publish is a stream of one message. Each such stream
+        // used to take a new id, whose 16 low bits came round again after 65,536 of them, and
+        // B took the repeat for a duplicate and dropped it. The counter is moved on here to
+        // where the next id would have been the first's again.
+        a.publish("/r", Kind::Text, Bytes::from_static(b"one"))
+            .unwrap();
+        a.inner.shared.streams.fetch_add(0xffff, Relaxed);
+        a.publish("/r", Kind::Text, Bytes::from_static(b"two"))
+            .unwrap();
+        settle().await;
+        // And by hand: two unsequenced messages of one stream id, after a sequenced one.
+        for seq in [1, envelope::UNSEQUENCED, envelope::UNSEQUENCED] {
+            engine.inject("/r", envelope::encode(Kind::Text, false, 42, seq, b"m"));
+        }
+        settle().await;
+        let payloads: Vec<_> = lock(&seen).iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(payloads, ["one", "two", "m", "m", "m"]);
+        let stats = b.stats();
+        assert_eq!((stats.duplicates, stats.lost, stats.delivered), (0, 0, 5));
+        // An unsequenced message leaves nothing behind: the stream 42 still expects 2.
+        engine.inject("/r", envelope::encode(Kind::Text, false, 42, 1, b"again"));
+        settle().await;
+        assert_eq!(b.stats().duplicates, 1);
+    }
+
+    #[tokio::test]
+    async fn stream_ids_of_a_node_do_not_come_round_for_millions_of_rooms() {
+        let (a, _) = node(&MemoryEngine::default(), BusConfig::default()).await;
+        let shared = &a.inner.shared;
+        let (first, _) = shared.next_stream();
+        assert_eq!(
+            first & !STREAM_NUMBER_MASK,
+            shared.node & !STREAM_NUMBER_MASK
+        );
+        // Past the 65,536 streams after which the 16-bit numbers came round.
+        for _ in 0..0x1_0001 {
+            let (id, n) = shared.next_stream();
+            assert_ne!(id, first, "stream {n}");
+            assert_ne!(id & STREAM_NUMBER_MASK, 0, "number 0 is never handed out");
+        }
     }
 
     #[tokio::test]

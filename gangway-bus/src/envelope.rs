@@ -7,14 +7,18 @@
 //! ```text
 //! byte 0        flags: bit 0 = binary message (else text), bit 1 = positioned (history on)
 //! bytes 1..9    publisher stream id (u64, big endian): one per publishing node and room
-//! bytes 9..17   sequence number in that publisher stream (u64, big endian), from 1
+//! bytes 9..17   sequence number in that publisher stream (u64, big endian), from 1; 0 for an
+//!               unsequenced message (below)
 //! positioned:   "<epoch>:<offset>\n" (ASCII), written by the engine (the Redis script)
 //! the rest      the message as the client sent it
 //! ```
 //!
 //! The publisher stream and sequence number let a receiving node drop a message it has seen
 //! already and count the messages it missed (a jump in the sequence), without any help from the
-//! engine. The position line is added by Redis when history is on, so that the offset comes
+//! engine. A message published without history by a node that has no member in its room is a
+//! stream of its own: it is sent unsequenced (sequence number 0), and receivers deliver it without
+//! keeping anything of it (there is nothing to follow, and a node may send many of them). The
+//! position line is added by Redis when history is on, so that the offset comes
 //! from the one place that orders the room's messages.
 //!
 //! # What a client receives
@@ -35,6 +39,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// Length of the fixed head of an engine message.
 pub(crate) const HEAD_LEN: usize = 17;
+
+/// The sequence number of an unsequenced message (see the module's documentation).
+pub(crate) const UNSEQUENCED: u64 = 0;
 
 const FLAG_BINARY: u8 = 1;
 const FLAG_POSITIONED: u8 = 2;
