@@ -1051,14 +1051,28 @@ fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 #[test]
 fn serve_closes_an_http2_connection_left_idle_with_goaway() {
+    check_idle_http2_connection_closed(&[]);
+}
+
+#[test]
+fn serve_closes_an_http2_connection_that_stalls_in_the_middle_of_its_headers() {
+    // A HEADERS frame for stream 1 that announces 64 bytes and stops after 9: no stream is
+    // open until the frame is whole, so the connection counts as idle.
+    let mut partial = vec![0, 0, 64, 0x1, 0x4, 0, 0, 0, 1];
+    partial.extend_from_slice(&[0x82, 0x87, 0x84, 0x41, 0x8a, 0x08, 0x9d, 0x5c, 0x0b]);
+    check_idle_http2_connection_closed(&partial);
+}
+
+/// A client that sends the preface and `then`, and nothing more (not even the answer to the PING
+/// that comes with the GOAWAY): the server says GOAWAY after the idle timeout, then drops the
+/// connection after as long again.
+fn check_idle_http2_connection_closed(then: &[u8]) {
     let mut serve = Serve::start(&["--idle-timeout", "0.5"]);
     let mut tcp = TcpStream::connect(serve.addr).expect("connect");
     tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     tcp.write_all(H2_PREFACE).expect("preface");
+    tcp.write_all(then).expect("the rest");
     let started = Instant::now();
-    // The client opens no stream and answers nothing (not even the PING that comes with the
-    // GOAWAY): the server says GOAWAY after the idle timeout, then drops the connection after
-    // as long again.
     let mut all = Vec::new();
     tcp.read_to_end(&mut all).expect("the server closes");
     let elapsed = started.elapsed();
