@@ -108,6 +108,13 @@ def servers(args):
                lambda port: [os.path.join(peer, "handshake-floor"), "--listen",
                              f"127.0.0.1:{port}"],
                websocket=False, echo=False),
+        # The floor of the echo scenarios: the same program with --echo, which after the 101
+        # decodes each frame's header, unmasks its payload behind a new header and writes a
+        # read's answers at once; nothing else (not a WebSocket server either).
+        Server("echofloor", "echo floor (tokio, WebSocket framing only; not a WebSocket server)",
+               lambda port: [os.path.join(peer, "handshake-floor"), "--echo", "--listen",
+                             f"127.0.0.1:{port}"],
+               websocket=False, handshakes=False),
     ]
     if args.with_uws or os.path.isdir(os.path.join(UWS_DIR, "node_modules")):
         env, label = uws_env()
@@ -573,7 +580,7 @@ def parse_args():
                         "memory")
     p.add_argument("--only", metavar="SERVER,...",
                    help="run these servers only (gangway, tungstenite, fastwebsockets, raw, floor, "
-                        "uws)")
+                        "echofloor, uws)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
     p.add_argument("--with-uws", action="store_true",
                    help="install uWebSockets.js (npm ci in bench/peers/uws) and include it")
@@ -668,12 +675,13 @@ def main():
         notes.append("raw: skipped, `gangway bench` has no --raw-echo (the raw echo sends "
                      "the client's masked frames back unchanged)")
         all_servers = [s for s in all_servers if not s.masked_echo]
-    floor = [s for s in all_servers if s.name == "floor"]
-    if floor and not os.path.exists(floor[0].argv(0)[0]):
-        # A peers build from before the floor existed (with --no-build).
-        notes.append("floor: skipped, bench/peers has no handshake-floor binary (build the peers: "
-                     "cargo build --release --manifest-path bench/peers/Cargo.toml)")
-        all_servers = [s for s in all_servers if s.name != "floor"]
+    for name in ("floor", "echofloor"):
+        floor = [s for s in all_servers if s.name == name]
+        if floor and not os.path.exists(floor[0].argv(0)[0]):
+            # A peers build from before the floor existed (with --no-build).
+            notes.append(f"{name}: skipped, bench/peers has no handshake-floor binary (build the "
+                         "peers: cargo build --release --manifest-path bench/peers/Cargo.toml)")
+            all_servers = [s for s in all_servers if s.name != name]
     if any(s.name == "uws" for s in all_servers) and not os.path.isdir(
             os.path.join(UWS_DIR, "node_modules")):
         raise Failure("uws: bench/peers/uws/node_modules is missing (run with --with-uws)")
