@@ -199,7 +199,7 @@ struct RoomState {
 /// The low bits of a publisher stream id that number the node's streams; the rest is the node's
 /// random prefix. A node opens a stream per room it has members in (each time the room gets its
 /// first member), so its ids come round again only after 2^24 of those (the previous 16 bits
-/// came round after 65,536, which a server whose rooms come and go reaches in a day, and a room
+/// came round after 65,536, which a server whose rooms come and go can reach in a day, and a room
 /// that got a used id back could have its first messages taken for duplicates). The 40-bit
 /// prefix keeps two nodes from sharing one (and taking each other's messages for their own)
 /// however many nodes there are in practice: for 1,000 nodes the odds are about 1 in 2 million.
