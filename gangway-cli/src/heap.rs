@@ -123,19 +123,31 @@ mod tests {
             pins.push(vec![2u8; 64]);
         }
         let busy = usage().unwrap();
+        let busy_resident = resident_kib();
         drop(blocks);
         let freed = usage().unwrap();
+        // The allocator no longer counts them as used.
         assert!(
-            freed.free >= busy.free + (60 << 20),
+            busy.used >= freed.used + (60 << 20),
             "{busy:?} then {freed:?}"
         );
         let before = resident_kib();
         trim();
         let after = resident_kib();
-        // Other tests run at the same time and allocate a little: the bulk is what counts.
+        // Once trimmed, the bulk has left the process. (Other tests run at the same time and
+        // allocate a little.)
         assert!(
-            before >= after + (48 << 10),
-            "resident {before} KiB before the trim, {after} KiB after"
+            busy_resident >= after + (48 << 10),
+            "resident {busy_resident} KiB in use, {after} KiB after the free and the trim"
+        );
+        // What the allocator held free went back with the trim. glibc may give part of it back
+        // by itself on the free, when blocks border the top of a heap: how much depends on which
+        // arena this test's thread got and what the other tests left in it (once a third of it,
+        // in CI). What it still held free is what the trim must give back.
+        let held = freed.free >> 10;
+        assert!(
+            before + (16 << 10) >= after + held,
+            "{freed:?}: resident {before} KiB before the trim, {after} KiB after"
         );
         assert!(pins.iter().all(|pin| pin[0] == 2), "what is in use stays");
     }
