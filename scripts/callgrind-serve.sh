@@ -4,7 +4,7 @@
 # `gangway bench` load (the same as measured) warms it up, then instrumentation is switched on
 # for a measured run.
 #
-#   scripts/callgrind-serve.sh [--server raw|floor|gangway] [--out FILE] [BENCH ARGS...]
+#   scripts/callgrind-serve.sh [--server raw|floor|echofloor|gangway] [--out FILE] [BENCH ARGS...]
 #
 #   scripts/callgrind-serve.sh --connections 64 --window 16 --payload 16 --duration 2
 #   scripts/callgrind-serve.sh --server raw --connections 64 --window 16 --payload 16 --duration 2
@@ -13,8 +13,8 @@
 #
 # `gangway` is target/release/gangway serve, keepalive and idle timeout off as in
 # scripts/bench-compare.py (or $GANGWAY_BIN: a release build with line tables gives per-line
-# figures); `raw` is the raw TCP echo of bench/peers and `floor` its handshake floor (built by
-# bench-compare.py). Messages are handshake cycles with --handshakes.
+# figures); `raw` is the raw TCP echo of bench/peers, `floor` its handshake floor and `echofloor`
+# its echo floor (built by bench-compare.py). Messages are handshake cycles with --handshakes.
 # Prints the messages echoed, the instructions counted and their quotient; `callgrind_annotate
 # FILE` shows where they went. Needs valgrind (Debian package `valgrind`). Loopback only; the
 # server is stopped on exit.
@@ -42,10 +42,11 @@ case $server in
         cmd=(bench/peers/target/release/raw-echo --listen "127.0.0.1:$port")
         [[ -x ${cmd[0]} ]] || { echo "callgrind-serve.sh: build bench/peers first (cd bench/peers && cargo build --release)" >&2; exit 2; }
         extra=(--raw-echo) ;;
-    floor)
+    floor|echofloor)
         cmd=(bench/peers/target/release/handshake-floor --listen "127.0.0.1:$port")
+        [[ $server == echofloor ]] && cmd+=(--echo)
         [[ -x ${cmd[0]} ]] || { echo "callgrind-serve.sh: build bench/peers first (cd bench/peers && cargo build --release)" >&2; exit 2; } ;;
-    *) echo "callgrind-serve.sh: --server raw|floor|gangway" >&2; exit 2 ;;
+    *) echo "callgrind-serve.sh: --server raw|floor|echofloor|gangway" >&2; exit 2 ;;
 esac
 
 RUST_LOG=warn taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use gangway_proto::config::DEFAULT_MAX_MESSAGE_SIZE;
 use gangway_proto::{
-    ApiMisuse, CloseCode, CloseFrame, Config, Connection, DataKind, End, Event, OpCode,
+    ApiMisuse, CloseCode, CloseFrame, Config, Connection, DataKind, End, Event, EventRef, OpCode,
     ProtocolError, Role, SeededRandom, State,
 };
 
@@ -82,12 +82,14 @@ pub fn check(role: Role, data: &[u8]) {
     harness.eof();
 }
 
-/// The same chunks (format in the module docs) fed to two connections, one borrowing its input
-/// (`receive_data`) and one handed it (`receive_buf`, which lends whole messages out of it):
-/// every result, event and byte of output must be the same.
+/// The same chunks (format in the module docs) fed to three connections, one borrowing its
+/// input (`receive_data`) and two handed it (`receive_buf`, which lends whole messages out of it),
+/// the first two drained by `poll_event`, the third by `for_each_event` (which lends whole
+/// messages in place); each echoes the text and binary messages it gets, the third through the
+/// `Replies` it is lent: every result, event and byte of output must be the same.
 fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
     let new = || Connection::with_random(role, config.clone(), Box::new(SeededRandom::new(7)));
-    let (mut copied, mut lent) = (new(), new());
+    let (mut copied, mut lent, mut each) = (new(), new(), new());
     // Every piece of input, one after the other in one buffer: the pieces fed from it are
     // consecutive slices of one allocation, as reads into one buffer are (a message cut between
     // them is joined without a copy), the others are buffers of their own.
@@ -109,18 +111,18 @@ fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
                 rest = tail;
                 let pooled = pool.split_to(piece.len());
                 copied.receive_data(piece, now());
-                lent.receive_buf(
-                    if tag % 2 == 0 {
-                        pooled
-                    } else {
-                        bytes::BytesMut::from(piece)
-                    },
-                    now(),
-                );
+                let (to_lent, to_each) = if tag % 2 == 0 {
+                    (pooled, bytes::BytesMut::from(piece))
+                } else {
+                    (bytes::BytesMut::from(piece), pooled)
+                };
+                lent.receive_buf(to_lent, now());
+                each.receive_buf(to_each, now());
             }
             0xFF => {
                 copied.receive_eof();
                 lent.receive_eof();
+                each.receive_eof();
             }
             // Commands change what later input means (a close sent, a fragment open): both
             // connections get them, to reach the same states.
@@ -134,22 +136,95 @@ fn check_lent_input(role: Role, config: &Config, mut rest: &[u8]) {
                     0xFD => conn.send_fragment(DataKind::Binary, &[0xFF, 0], false),
                     _ => conn.send_fragment(DataKind::Binary, &[], true),
                 };
-                assert_eq!(send(&mut copied), send(&mut lent), "command result");
+                let result = send(&mut copied);
+                assert_eq!(result, send(&mut lent), "command result");
+                assert_eq!(result, send(&mut each), "command result");
             }
         }
-        loop {
-            let event = copied.poll_event();
-            assert_eq!(event, lent.poll_event(), "events differ");
-            if event == Ok(None) {
-                break;
-            }
+        let polled = poll_and_echo(&mut copied);
+        assert_eq!(polled, poll_and_echo(&mut lent), "events differ");
+        assert_eq!(polled, lend_and_echo(&mut each), "lent events differ");
+        for conn in [&mut lent, &mut each] {
+            assert_eq!(copied.output(), conn.output(), "output differs");
+            assert_eq!(copied.state(), conn.state());
+            assert_eq!(copied.ended(), conn.ended());
         }
-        assert_eq!(copied.output(), lent.output(), "output differs");
         let n = copied.output().len();
-        copied.consume_output(n);
-        lent.consume_output(n);
-        assert_eq!(copied.state(), lent.state());
-        assert_eq!(copied.ended(), lent.ended());
+        for conn in [&mut copied, &mut lent, &mut each] {
+            conn.consume_output(n);
+        }
+    }
+}
+
+/// What draining a connection's events gave: each event with the result of echoing it (for text
+/// and binary messages), and how the draining ended.
+type Drained = (
+    Vec<(Event, Option<Result<(), ApiMisuse>>)>,
+    Result<(), ProtocolError>,
+);
+
+/// Every event `conn`'s input holds, by `poll_event`, each text and binary message echoed.
+fn poll_and_echo(conn: &mut Connection) -> Drained {
+    let mut events = Vec::new();
+    loop {
+        match conn.poll_event() {
+            Ok(Some(event)) => {
+                let echoed = match &event {
+                    Event::Text(text) => Some(conn.send_text(text)),
+                    Event::Binary(data) => Some(conn.send_binary(data)),
+                    _ => None,
+                };
+                events.push((event, echoed));
+            }
+            Ok(None) => return (events, Ok(())),
+            Err(err) => return (events, Err(err)),
+        }
+    }
+}
+
+/// [`poll_and_echo`] by `for_each_event`: the events lent, the echoes sent through the
+/// `Replies` lent with them.
+fn lend_and_echo(conn: &mut Connection) -> Drained {
+    let mut events = Vec::new();
+    let result = conn.for_each_event(|event, replies| {
+        let echoed = match event {
+            // Both ways to answer: `echo` (without a copy for a large message), and sending a
+            // copy of what was lent.
+            EventRef::Text(text) if text.len() % 2 == 0 => Some(replies.send_text(text)),
+            EventRef::Binary(data) if data.len() % 2 == 0 => Some(replies.send_binary(data)),
+            EventRef::Text(_) | EventRef::Binary(_) => Some(replies.echo().map(|sent| {
+                assert!(sent, "a message lent, but echo sent nothing");
+            })),
+            _ => {
+                assert_eq!(replies.echo(), Ok(false), "echo of {event:?}");
+                None
+            }
+        };
+        events.push((owned(event), echoed));
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Ok(flow) = result {
+        assert!(
+            flow.is_continue(),
+            "stopped though the callback never stopped it"
+        );
+    }
+    (events, result.map(|_| ()))
+}
+
+/// A lent event as the event `poll_event` hands out.
+fn owned(event: EventRef<'_>) -> Event {
+    match event {
+        EventRef::Text(text) => Event::Text(text.into()),
+        EventRef::Binary(data) => Event::Binary(bytes::Bytes::copy_from_slice(data)),
+        EventRef::Ping(data) => Event::Ping(bytes::Bytes::copy_from_slice(data)),
+        EventRef::Pong(data) => Event::Pong(bytes::Bytes::copy_from_slice(data)),
+        EventRef::Fragment { kind, data, fin } => Event::Fragment {
+            kind,
+            data: bytes::Bytes::copy_from_slice(data),
+            fin,
+        },
+        EventRef::Close(close) => Event::Close(close.cloned()),
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use gangway::http2::{H2Stream, Http2Incoming, Http2Server};
 use gangway::hub::{Hub, HubConfig, Member, PublishError, WhenFull};
 use gangway::proto::handshake::{accept_key, header_tokens, select_protocol};
@@ -624,9 +624,6 @@ struct Cold {
     stop: Stopping<'static>,
     /// Messages echoed (published, in a broadcast session).
     echoed: u64,
-    /// A message received and not yet queued for sending because the write buffer was full.
-    /// Boxed: only a session that waits for a slow reader pays for it.
-    waiting: Option<Box<Message>>,
 }
 
 /// One TCP connection's task: read the head, then a WebSocket session or a plain HTTP answer.
@@ -679,7 +676,6 @@ impl ConnectionTask {
             path: RequestPath::new(""),
             stop: server.shutdown.stopping(),
             echoed: 0,
-            waiting: None,
         });
         ConnectionTask::Accepted { tcp, cold }
     }
@@ -1030,14 +1026,11 @@ async fn join_history<S: Transport>(
 /// shuts down (`cold.stop` resolves). Ready with how the loop ended; `cold.echoed` counts the
 /// messages echoed.
 ///
-/// Echoes are queued with `start_send`, not sent: nothing is written per message. The stream
-/// writes everything queued in one system call when it has no more decoded messages to hand out
-/// and is about to read again, so a burst of messages that arrived in one read is answered by
-/// one write (corking per turn of the event loop).
-///
-/// One hand-written loop rather than `select!`s around `next` and `feed`: this runs once per
-/// message, and the macros' bookkeeping costs as much as the rest of the echo. The shutdown
-/// signal is looked at whenever the session would wait.
+/// Messages are lent out of the read buffer and answered at once, in place
+/// ([`WebSocket::poll_each`]): nothing is split off, counted or allocated per message, and a large
+/// message goes back out of the buffer it arrived in. Nothing is written per message either: the
+/// answers to everything one read brought go out in one system call, before the next read. The
+/// shutdown signal is looked at whenever the session would wait.
 fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocket<S>,
     cold: &mut Cold,
@@ -1045,33 +1038,24 @@ fn echo<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Poll<End> {
     // Counted here and added once on the way out: the loop then touches `cold` only to wait.
     let mut echoed = 0;
-    let mut waiting = cold.waiting.take();
-    let result = loop {
-        let message = match waiting.take() {
-            Some(message) => *message,
-            None => match Pin::new(&mut *ws).poll_next(cx) {
-                Poll::Ready(None) => break Poll::Ready(End::Closed),
-                Poll::Ready(Some(Err(e))) if vanished(&e) => break Poll::Ready(End::Vanished),
-                Poll::Ready(Some(Err(e))) => {
-                    break Poll::Ready(End::Failed(format!("error: {}", causes(&e))))
-                }
-                Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => m,
-                // Pings are answered by the core; pongs need nothing.
-                Poll::Ready(Some(Ok(_))) => continue,
-                Poll::Pending => break Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown),
-            },
-        };
-        match queue_echo(ws, cx, message) {
-            Ok(None) => echoed += 1,
-            Ok(Some(message)) => {
-                cold.waiting = Some(Box::new(message));
-                break Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown);
-            }
-            Err(end) => break Poll::Ready(end),
-        }
-    };
+    let mut refused = None;
+    // Pings are answered by the core; pongs need nothing.
+    let polled = ws.poll_each(cx, |_, replies| match replies.echo() {
+        Ok(sent) => echoed += u64::from(sent),
+        Err(e) => refused = Some(e),
+    });
     cold.echoed += echoed;
-    result
+    if let Some(e) = refused {
+        // Not reached: a message is lent only while the connection is open, and then it can be
+        // sent.
+        return Poll::Ready(End::Failed(format!("error while echoing: {e}")));
+    }
+    match polled {
+        Poll::Ready(Ok(())) => Poll::Ready(End::Closed),
+        Poll::Ready(Err(e)) if vanished(&e) => Poll::Ready(End::Vanished),
+        Poll::Ready(Err(e)) => Poll::Ready(End::Failed(format!("error: {}", causes(&e)))),
+        Poll::Pending => Pin::new(&mut cold.stop).poll(cx).map(|()| End::Shutdown),
+    }
 }
 
 /// Publish every text and binary message to the member's room until the peer closes, the
@@ -1116,24 +1100,6 @@ fn broadcast<S: AsyncRead + AsyncWrite + Unpin>(
     };
     cold.echoed += published;
     result
-}
-
-/// Queue `message` as an echo: `Ok(None)` when queued, `Ok(Some(message))` back when the write
-/// buffer is full (`cx` is woken when it has room), `Err` when the connection failed.
-fn queue_echo<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocket<S>,
-    cx: &mut std::task::Context<'_>,
-    message: Message,
-) -> Result<Option<Message>, End> {
-    let failed = |e: gangway::Error| End::Failed(format!("error while echoing: {}", causes(&e)));
-    match Pin::new(&mut *ws).poll_ready(cx) {
-        Poll::Ready(Ok(())) => {
-            Pin::new(&mut *ws).start_send(message).map_err(failed)?;
-            Ok(None)
-        }
-        Poll::Ready(Err(e)) => Err(failed(e)),
-        Poll::Pending => Ok(Some(message)),
-    }
 }
 
 /// Whether `e` is the peer gone without a close frame: its EOF or a reset, not a violation
@@ -1577,7 +1543,6 @@ async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: S
         path,
         stop: server.shutdown.stopping(),
         echoed: 0,
-        waiting: None,
     });
     match &server.hub {
         Some(hub) => {

@@ -70,10 +70,10 @@ pub mod text;
 pub mod utf8;
 
 pub use config::Config;
-pub use connection::{Connection, End, SpareBuffers, State};
+pub use connection::{Connection, End, Replies, SpareBuffers, State};
 pub use error::{ApiMisuse, HandshakeError, ProtocolError, TimeoutError};
 pub use frame::{CloseCode, CloseFrame, OpCode};
-pub use message::{DataKind, Event};
+pub use message::{DataKind, Event, EventRef};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use role::Role;
 pub use text::Utf8Bytes;

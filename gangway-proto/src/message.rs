@@ -49,6 +49,57 @@ pub enum Event {
     Close(Option<CloseFrame>),
 }
 
+/// An [`Event`] lent rather than handed over, by
+/// [`Connection::for_each_event`](crate::Connection::for_each_event): valid while the callback
+/// it is given to runs. A message that arrived whole is a slice of the input, unmasked in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventRef<'a> {
+    /// A complete text message (validated UTF-8).
+    Text(&'a str),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    /// A ping. The pong is already queued: nothing to do.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// A piece of a data message (see [`Event::Fragment`]).
+    Fragment {
+        /// The kind of the whole message.
+        kind: DataKind,
+        /// The piece's bytes (for text, valid UTF-8).
+        data: &'a [u8],
+        /// This is the message's last piece.
+        fin: bool,
+    },
+    /// The peer's close frame (see [`Event::Close`]).
+    Close(Option<&'a CloseFrame>),
+}
+
+impl Event {
+    /// This event, lent.
+    ///
+    /// ```
+    /// use gangway_proto::{Event, EventRef};
+    ///
+    /// let event = Event::Binary("hi".into());
+    /// assert_eq!(event.lend(), EventRef::Binary(b"hi"));
+    /// ```
+    pub fn lend(&self) -> EventRef<'_> {
+        match self {
+            Event::Text(text) => EventRef::Text(text),
+            Event::Binary(data) => EventRef::Binary(data),
+            Event::Ping(data) => EventRef::Ping(data),
+            Event::Pong(data) => EventRef::Pong(data),
+            Event::Fragment { kind, data, fin } => EventRef::Fragment {
+                kind: *kind,
+                data,
+                fin: *fin,
+            },
+            Event::Close(close) => EventRef::Close(close.as_ref()),
+        }
+    }
+}
+
 /// The kind of a data message, for [`Connection::send_fragment`](crate::Connection::send_fragment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataKind {

@@ -64,7 +64,7 @@ pub use error::{Error, TlsError};
 pub use gangway_proto as proto;
 #[cfg(feature = "deflate")]
 pub use gangway_proto::extensions::permessage_deflate::DeflateConfig;
-pub use gangway_proto::{CloseCode, CloseFrame, Config, DataKind, Utf8Bytes};
+pub use gangway_proto::{CloseCode, CloseFrame, Config, DataKind, EventRef, Replies, Utf8Bytes};
 pub use message::{Fragment, Message};
 pub use proxy::ProxyError;
 pub use server::{accept, Incoming, ServerBuilder};

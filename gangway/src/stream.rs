@@ -7,8 +7,10 @@
 //! core asks for, and keeps what only the transport has: whether it needs a flush, whether its
 //! write side is shut down, whether the last read found nothing.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
@@ -19,7 +21,9 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::AtomicWaker;
 pub use gangway_proto::config::DEFAULT_CLOSE_TIMEOUT;
-use gangway_proto::{CloseCode, CloseFrame, Connection, End, SpareBuffers, State, TimeoutError};
+use gangway_proto::{
+    CloseCode, CloseFrame, Connection, End, EventRef, Replies, SpareBuffers, State, TimeoutError,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -636,14 +640,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// End the stream: what to yield last, from how the core says the connection ended.
-    fn finish(&mut self) -> Option<Result<Message, Error>> {
+    /// End the stream: the error to yield last, if any, from how the core says the connection
+    /// ended.
+    fn finish(&mut self) -> Option<Error> {
         self.done = true;
         self.timer = None;
         match self.conn.ended() {
-            Some(End::Failed(e)) => Some(Err(Error::Protocol(e))),
-            Some(End::TimedOut(TimeoutError::Close)) => Some(Err(Error::Timeout)),
-            Some(End::TimedOut(e)) => Some(Err(Error::Unresponsive(e))),
+            Some(End::Failed(e)) => Some(Error::Protocol(e)),
+            Some(End::TimedOut(TimeoutError::Close)) => Some(Error::Timeout),
+            Some(End::TimedOut(e)) => Some(Error::Unresponsive(e)),
             Some(End::Clean) | None => None,
         }
     }
@@ -654,17 +659,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// is closed cleanly whatever the transport does next (RFC 6455 §7.1.4): a reset instead of
     /// the peer's FIN, as servers that abort the TCP connection after the close handshake send,
     /// ends the stream like the FIN would.
-    fn finish_with_io(&mut self, e: io::Error) -> Option<Result<Message, Error>> {
+    fn finish_with_io(&mut self, e: io::Error) -> Option<Error> {
         if self.close_handshake_done() {
             tracing::debug!("transport error after the close handshake, ignored: {e}");
             return self.finish();
         }
         self.done = true;
         self.timer = None;
-        Some(Err(match self.conn.ended() {
+        Some(match self.conn.ended() {
             Some(End::Failed(p)) => Error::Protocol(p),
             _ => self.dead().unwrap_or(Error::Io(e)),
-        }))
+        })
     }
 
     /// Whether the close handshake is complete: the peer's close frame was received and ours
@@ -695,19 +700,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
+        self.get_mut().poll_drive(cx, |conn| loop {
+            // The next message is decoded when asked for. A violation (`Err`) is reported once
+            // the close frame the core queued for it is written, as the connection's end.
+            match conn.poll_event() {
+                Ok(Some(event)) => match Message::from_event(event) {
+                    Some(msg) => return Taken::Item(msg),
+                    None => continue, // the peer's close: the core answered it
+                },
+                _ => return Taken::Exhausted,
+            }
+        })
+    }
+}
+
+/// What [`WebSocket::poll_drive`] took from the core in one turn.
+enum Taken<T> {
+    /// Something to hand out.
+    Item(T),
+    /// Every event of the input was taken: read more.
+    Exhausted,
+    /// Taking stopped with events left, because too much output waits: read no more until it is
+    /// written.
+    Blocked,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// The one life cycle of the receiving side, shared by the stream and
+    /// [`poll_each`](Self::poll_each): take from the core what its input holds (`take`), and when
+    /// it holds nothing more, write what is queued, act on the deadlines, close the transport at
+    /// the end, and read.
+    #[inline(always)]
+    fn poll_drive<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&mut Connection) -> Taken<T>,
+    ) -> Poll<Option<Result<T, Error>>> {
+        if self.done {
             return Poll::Ready(None);
         }
         loop {
-            // The next message is decoded when asked for. A violation (`Err`) is reported once
-            // the close frame the core queued for it is written, as the connection's end.
-            if let Ok(Some(event)) = this.conn.poll_event() {
-                match Message::from_event(event) {
-                    Some(msg) => return Poll::Ready(Some(Ok(msg))),
-                    None => continue, // the peer's close: the core answered it
-                }
-            }
+            let blocked = match take(&mut self.conn) {
+                Taken::Item(item) => return Poll::Ready(Some(Ok(item))),
+                Taken::Exhausted => false,
+                Taken::Blocked => true,
+            };
             // One reading of the clock for this turn: it is read once per batch of input, not per
             // message.
             let now = now();
@@ -715,31 +752,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
             // transport must not stop us from receiving (the peer may be waiting for us to read).
             // Everything queued since the last read (the answers to a whole batch of messages)
             // goes out in one write.
-            let drained = match this.poll_write_output(cx, Half::Read) {
+            let drained = match self.poll_write_output(cx, Half::Read) {
                 Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(e)) => return Poll::Ready(this.finish_with_io(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(self.finish_with_io(e).map(Err)),
                 Poll::Pending => false,
             };
-            let ending = this.conn.should_close_transport();
-            if ending && (drained || this.conn.close_timed_out()) {
+            if blocked && drained {
+                // Room again for the answers to what is left of the input.
+                continue;
+            }
+            let ending = self.conn.should_close_transport();
+            if ending && (drained || self.conn.close_timed_out()) {
                 // The end is here, with nothing left to write: close the transport (the server
                 // first, RFC 6455 §7.1.1; either side after a failure, §7.1.7). Past the close
                 // handshake's deadline, without waiting for the shutdown to complete.
-                if this.poll_shutdown_write(cx).is_ready() || this.conn.close_timed_out() {
-                    return Poll::Ready(this.finish());
+                if self.poll_shutdown_write(cx).is_ready() || self.conn.close_timed_out() {
+                    return Poll::Ready(self.finish().map(Err));
                 }
             }
-            let deadline = this.conn.poll_timeout(now);
-            if !ending && !this.conn.input_paused() && deadline.is_some_and(|d| d <= now) {
+            // Stop reading while too much output waits: too many automatic answers, or (`blocked`)
+            // the answers of a `poll_each` callback.
+            let paused = blocked || self.conn.input_paused();
+            let deadline = self.conn.poll_timeout(now);
+            if !ending && !paused && deadline.is_some_and(|d| d <= now) {
                 // A deadline is due: read first, so that bytes already waiting count as heard
                 // from the peer (an application that was busy must not find its peer idle).
-                match this.poll_read_into_core(cx, now) {
+                match self.poll_read_into_core(cx, now) {
                     Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(this.finish_with_io(e)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(self.finish_with_io(e).map(Err)),
                     Poll::Pending => {}
                 }
             }
-            if this.poll_timers(cx, Half::Read, now, deadline) {
+            if self.poll_timers(cx, Half::Read, now, deadline) {
                 // A keepalive ping to write, or the connection given up on: start over.
                 continue;
             }
@@ -748,19 +792,101 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                 // close handshake's deadline (the timer is armed for it).
                 return Poll::Pending;
             }
-            if this.conn.input_paused() && !drained {
-                // Too many automatic answers wait unsent: woken by the transport once it takes
-                // more (the write registered the waker).
+            if paused && !drained {
+                // Woken by the transport once it takes more (the write registered the waker).
                 return Poll::Pending;
             }
             // Reading goes on in the closing state too: the peer's close frame, and for a client
             // the server's EOF (§7.1.1), are still to come.
-            match this.poll_read_into_core(cx, now) {
+            match self.poll_read_into_core(cx, now) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(this.finish_with_io(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(self.finish_with_io(e).map(Err)),
                 Poll::Ready(Ok(())) => {}
             }
         }
+    }
+
+    /// Receive by lending: hand every message and control frame to `f` as it is decoded, lent
+    /// out of the read buffer (see [`Connection::for_each_event`]), with the [`Replies`] to answer
+    /// it at once; until no more input is there (`Pending`), or the connection ends: `Ready(Ok)`
+    /// after a clean close, `Ready(Err)` as the stream would yield. Meanwhile it does what polling
+    /// the stream does: writes the answers (all of a read's in one write), keeps the deadlines,
+    /// closes the transport at the end.
+    ///
+    /// Nothing is split off, counted or allocated per message, and there is no poll per
+    /// message: this is the fastest way to receive, for applications that answer each message
+    /// before the next (an echo, a router, a counter). One that needs to wait while handling a
+    /// message uses the stream. While more than [`WRITE_BUFFER_HIGH_WATER`] bytes of answers
+    /// wait, the rest of the input waits for the transport to take them.
+    ///
+    /// Don't mix it with polling the stream for the same input: each hands out what it decoded.
+    ///
+    /// # Errors
+    ///
+    /// As the stream: [`Error::Protocol`], [`Error::Io`], [`Error::Unresponsive`],
+    /// [`Error::Timeout`], once; after the end, `Ready(Ok)` again.
+    ///
+    /// [`Replies`]: gangway_proto::Replies
+    pub fn poll_each<F>(&mut self, cx: &mut Context<'_>, mut f: F) -> Poll<Result<(), Error>>
+    where
+        F: FnMut(EventRef<'_>, &mut Replies<'_>),
+    {
+        let drive = self.poll_drive(cx, |conn| {
+            let flow = conn.for_each_event(|event, replies| {
+                f(event, replies);
+                if replies.output_len() > WRITE_BUFFER_HIGH_WATER {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            match flow {
+                Ok(ControlFlow::Break(())) => Taken::<Infallible>::Blocked,
+                // An error is the connection's end, found once the close frame is written.
+                Ok(ControlFlow::Continue(())) | Err(_) => Taken::Exhausted,
+            }
+        });
+        drive.map(|end| match end {
+            None => Ok(()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(never)) => match never {},
+        })
+    }
+
+    /// [`poll_each`](Self::poll_each) until the connection ends: every message and control frame
+    /// is lent to `f`, with the [`Replies`] to answer it.
+    ///
+    /// ```no_run
+    /// use gangway::EventRef;
+    ///
+    /// # async fn run(mut ws: gangway::WebSocket<tokio::net::TcpStream>) -> Result<(), gangway::Error> {
+    /// // An echo server's session.
+    /// ws.each(|event, replies| {
+    ///     let _ = match event {
+    ///         EventRef::Text(text) => replies.send_text(text),
+    ///         EventRef::Binary(data) => replies.send_binary(data),
+    ///         _ => Ok(()), // pings are answered by the core
+    ///     };
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`poll_each`](Self::poll_each).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: every event was handed to `f` by the poll that decoded it; what was read and
+    /// not decoded stays in the connection.
+    ///
+    /// [`Replies`]: gangway_proto::Replies
+    pub async fn each<F>(&mut self, mut f: F) -> Result<(), Error>
+    where
+        F: FnMut(EventRef<'_>, &mut Replies<'_>),
+    {
+        std::future::poll_fn(|cx| self.poll_each(cx, &mut f)).await
     }
 }
 
@@ -1387,5 +1513,142 @@ mod tests {
             ws.conn.output().len()
         );
         flood.abort();
+    }
+
+    #[tokio::test]
+    async fn each_lends_every_message_and_its_answers_go_out_in_order() {
+        let (io, mut peer) = tokio::io::duplex(1 << 20);
+        let large: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let mut stream = Vec::new();
+        for i in 0..200u32 {
+            stream.extend(client_frame(0x2, &i.to_be_bytes(), true));
+            if i % 50 == 0 {
+                stream.extend(client_frame(0x1, "é".repeat(100).as_bytes(), true));
+                stream.extend(client_frame(0x9, b"ping", true));
+                stream.extend(client_frame(0x2, &large, true));
+            }
+        }
+        stream.extend(client_frame(0x8, &[0x03, 0xE8], true));
+        let expected_frames = 200 + 4 * 3 + 1;
+        let mut ws = server_over(io, &[]);
+        let writer = tokio::spawn(async move {
+            peer.write_all(&stream).await.unwrap();
+            let mut echoed = Vec::new();
+            peer.read_to_end(&mut echoed).await.unwrap();
+            echoed
+        });
+        let (mut binary, mut kinds) = (0u32, Vec::new());
+        let end = ws
+            .each(|event, replies| {
+                match event {
+                    EventRef::Binary(data) if data.len() == 4 => {
+                        assert_eq!(data, binary.to_be_bytes(), "in order");
+                        binary += 1;
+                    }
+                    other => kinds.push(format!("{other:?}").chars().take(4).collect::<String>()),
+                }
+                replies.echo().unwrap();
+            })
+            .await;
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(binary, 200);
+        assert_eq!(kinds.iter().filter(|k| *k == "Text").count(), 4);
+        assert_eq!(kinds.iter().filter(|k| *k == "Ping").count(), 4);
+        assert_eq!(kinds.last().map(String::as_str), Some("Clos"));
+        // The server closed the transport after the close handshake: everything came back.
+        let echoed = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        let frames = gangway_test_support::parse_frames(&echoed);
+        assert_eq!(frames.len(), expected_frames);
+        let larges = frames
+            .iter()
+            .filter(|f| f.payload.len() == large.len())
+            .count();
+        assert_eq!(larges, 4);
+        assert!(frames
+            .iter()
+            .all(|f| f.payload.len() != large.len() || f.payload == large));
+        assert_eq!(frames.last().map(|f| f.opcode), Some(0x8));
+        // Ended: it stays so.
+        assert!(ws
+            .each(|_, _| panic!("nothing after the end"))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn each_stops_reading_while_its_answers_wait_for_a_peer_that_does_not_read() {
+        let (io, mut peer) = tokio::io::duplex(64 << 10);
+        let mut ws = server_over(io, &[]);
+        let message = client_frame(0x2, &[0x33; 1000], true);
+        // 8 MiB of messages, never reading the echoes: the writer stalls once we stop reading.
+        let flood = tokio::spawn(async move {
+            let mut sent = 0;
+            for _ in 0..(8 << 20) / message.len() {
+                if peer.write_all(&message).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        });
+        let mut echoed = 0usize;
+        let waited = tokio::time::timeout(
+            Duration::from_millis(500),
+            ws.each(|_, replies| {
+                replies.echo().unwrap();
+                echoed += 1;
+            }),
+        )
+        .await;
+        assert!(waited.is_err(), "still open, waiting for the peer to read");
+        assert!(echoed > 0);
+        assert!(
+            !flood.is_finished(),
+            "the reading stopped, so the writer stalled"
+        );
+        // At most the high-water mark plus one read's worth of answers.
+        let queued = ws.conn.output_len();
+        assert!(
+            queued <= WRITE_BUFFER_HIGH_WATER + READ_SIZE + 1000,
+            "{queued} bytes of answers queued"
+        );
+        assert!(echoed * 1004 < (8 << 20) / 2, "{echoed} echoed");
+        flood.abort();
+    }
+
+    #[tokio::test]
+    async fn each_ends_with_the_violation_after_the_messages_before_it() {
+        let (io, mut peer) = tokio::io::duplex(1 << 16);
+        let mut stream = client_frame(0x2, b"before", true);
+        stream.extend(client_frame(0x2, b"unmasked", false));
+        peer.write_all(&stream).await.unwrap();
+        let mut ws = server_over(io, &[]);
+        let mut got = Vec::new();
+        let end = ws
+            .each(|event, _| {
+                if let EventRef::Binary(data) = event {
+                    got.push(data.to_vec());
+                }
+            })
+            .await;
+        assert_eq!(got, [b"before".to_vec()]);
+        assert!(
+            matches!(
+                end,
+                Err(Error::Protocol(gangway_proto::ProtocolError::UnmaskedFrame))
+            ),
+            "{end:?}"
+        );
+        let mut out = Vec::new();
+        peer.read_to_end(&mut out).await.unwrap();
+        let frames = gangway_test_support::parse_frames(&out);
+        assert_eq!(
+            frames.last().map(|f| f.opcode),
+            Some(0x8),
+            "the close frame for 1002"
+        );
     }
 }

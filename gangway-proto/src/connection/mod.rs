@@ -23,6 +23,7 @@ mod state;
 pub(crate) mod tests;
 mod timers;
 
+pub use receive::Replies;
 pub use spare::SpareBuffers;
 pub use state::{End, State};
 

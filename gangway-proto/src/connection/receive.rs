@@ -10,16 +10,18 @@
 //! must be validated as it arrives, fragmented and compressed messages, messages delivered in
 //! pieces) is gathered into the message being reassembled, piece by piece.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::state::{End, Phase};
+use super::send::SHARED_MIN_LEN;
+use super::state::{End, Phase, State};
 use super::{Connection, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, RSV1};
-use crate::error::ProtocolError;
+use crate::error::{ApiMisuse, ProtocolError};
 use crate::frame::mask::apply_mask;
-use crate::frame::{CloseFrame, FrameHeader, OpCode, MAX_HEADER_LEN};
-use crate::message::{to_u64, DataKind, Event, Reassembly};
+use crate::frame::{CloseCode, CloseFrame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::message::{to_u64, DataKind, Event, EventRef, Reassembly};
 use crate::role::Role;
 use crate::text::Utf8Bytes;
 
@@ -228,6 +230,144 @@ impl Spill {
     }
 }
 
+/// What the decoding loop found next.
+enum Next {
+    /// An event made by the loop: a control frame, a message gathered piece by piece, a piece.
+    Event(Event),
+    /// A message whose only frame is whole in the input, still there, its header decoded and
+    /// checked: one split off for [`Connection::poll_event`], lent in place by
+    /// [`Connection::for_each_event`].
+    Whole(WholeFrame),
+}
+
+/// A whole single-frame message at the start of the input (see [`Next::Whole`]).
+#[derive(Clone, Copy)]
+struct WholeFrame {
+    kind: DataKind,
+    header_len: usize,
+    len: usize,
+    mask: Option<[u8; 4]>,
+}
+
+/// What [`Connection::for_each_event`]'s callback may do while an event is lent to it: send.
+/// (The input the event is lent from is out of the connection meanwhile, so nothing else is
+/// offered.)
+#[derive(Debug)]
+pub struct Replies<'a> {
+    conn: &'a mut Connection,
+    /// The message lent with it, for [`echo`](Self::echo).
+    lent: Lent<'a>,
+}
+
+/// The message lent to [`Connection::for_each_event`]'s callback, as its [`Replies`] keep it.
+#[derive(Debug)]
+enum Lent<'a> {
+    /// Not a message (a control frame, a piece).
+    Nothing,
+    /// Text, a slice of the input (a message of less than [`SHARED_MIN_LEN`] bytes, or input
+    /// given by [`Connection::receive_data`]).
+    Text(&'a str),
+    /// Binary, a slice of the input (as for `Text`).
+    Binary(&'a [u8]),
+    /// A message that shares the input's buffer, or has one of its own (gathered piece by piece).
+    Shared(&'a Event),
+}
+
+impl Replies<'_> {
+    /// Send the message lent with these replies back as it is (text as text, binary as binary),
+    /// as [`Connection::send_binary_shared`] and [`Connection::send_text_shared`] would: a large
+    /// one goes out of the buffer it arrived in, without a copy. Returns whether there was a
+    /// message to send (not for control frames and pieces).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_text`].
+    #[inline]
+    pub fn echo(&mut self) -> Result<bool, ApiMisuse> {
+        match self.lent {
+            Lent::Nothing => return Ok(false),
+            Lent::Text(text) => self.conn.send_text(text)?,
+            Lent::Binary(data) => self.conn.send_binary(data)?,
+            Lent::Shared(Event::Text(text)) => self.conn.send_text_shared(text.clone())?,
+            Lent::Shared(Event::Binary(data)) => self.conn.send_binary_shared(data.clone())?,
+            Lent::Shared(_) => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// [`Connection::send_text`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_text`].
+    #[inline]
+    pub fn send_text(&mut self, text: &str) -> Result<(), ApiMisuse> {
+        self.conn.send_text(text)
+    }
+
+    /// [`Connection::send_binary`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_text`].
+    #[inline]
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ApiMisuse> {
+        self.conn.send_binary(data)
+    }
+
+    /// [`Connection::send_fragment`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_fragment`].
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        data: &[u8],
+        fin: bool,
+    ) -> Result<(), ApiMisuse> {
+        self.conn.send_fragment(kind, data, fin)
+    }
+
+    /// [`Connection::send_ping`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_ping`].
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), ApiMisuse> {
+        self.conn.send_ping(payload)
+    }
+
+    /// [`Connection::send_pong`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_pong`].
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), ApiMisuse> {
+        self.conn.send_pong(payload)
+    }
+
+    /// [`Connection::send_close`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_close`].
+    pub fn send_close(&mut self, code: CloseCode, reason: &str) -> Result<(), ApiMisuse> {
+        self.conn.send_close(code, reason)
+    }
+
+    /// [`Connection::state`].
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// [`Connection::output_len`]: what waits to be written, this reply included.
+    #[inline]
+    pub fn output_len(&self) -> usize {
+        self.conn.output_len()
+    }
+}
+
 /// A data frame whose header is decoded and whose payload is being gathered.
 #[derive(Clone, Copy, Debug)]
 struct IncomingFrame {
@@ -329,14 +469,139 @@ impl Connection {
         if !self.phase.receiving() {
             return Ok(None);
         }
-        match self.next_event() {
-            Ok(Some(event)) => Ok(Some(event)),
-            Ok(None) => self.input_exhausted(),
-            Err(err) => {
-                self.fail(err);
-                Err(err)
+        let next = match self.next_frame() {
+            Ok(Some(Next::Event(event))) => return Ok(Some(event)),
+            Ok(Some(Next::Whole(whole))) => {
+                let payload = self.take_frame(whole.header_len, whole.len, whole.mask);
+                Event::from_whole(whole.kind, payload)
+            }
+            Ok(None) => return self.input_exhausted(),
+            Err(err) => Err(err),
+        };
+        next.map(Some).inspect_err(|&err| self.fail(err))
+    }
+
+    /// Decode and hand out, lent, every event the input holds, to `f`, in order, until the
+    /// input holds no whole event or `f` returns [`ControlFlow::Break`]; meanwhile `f` may send
+    /// through the [`Replies`] it is given. Returns `Break` when `f` stopped it, `Continue` when
+    /// the input is used up (feed more, then call again).
+    ///
+    /// This is [`poll_event`](Self::poll_event) without handing anything over: the same decoding,
+    /// the same checks, the same automatic answers, but a message whose only frame is whole in
+    /// the input is unmasked in place and lent to `f` as a slice of the input, so that nothing is
+    /// split off, counted or allocated for it. (Events made otherwise, such as control frames and
+    /// messages gathered piece by piece, are lent from the [`Event`] made for them.) For
+    /// applications that answer each message at once, such as an echo or a router; one that
+    /// keeps a message copies it (`to_vec`, `to_owned`).
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use std::time::Instant;
+    /// use bytes::BytesMut;
+    /// use gangway_proto::{Config, Connection, EventRef, Role};
+    ///
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// // Two masked binary frames, "hi" and "yo" (key 1, 2, 3, 4), as a client sends them.
+    /// let frames = [
+    ///     0x82, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2,
+    ///     0x82, 0x82, 1, 2, 3, 4, b'y' ^ 1, b'o' ^ 2,
+    /// ];
+    /// server.receive_buf(BytesMut::from(&frames[..]), Instant::now());
+    /// let flow = server.for_each_event(|event, replies| {
+    ///     if let EventRef::Binary(data) = event {
+    ///         replies.send_binary(data).unwrap(); // echo
+    ///     }
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert!(flow.is_continue());
+    /// assert_eq!(server.output(), [0x82, 2, b'h', b'i', 0x82, 2, b'y', b'o']);
+    /// # Ok::<(), gangway_proto::ProtocolError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`poll_event`](Self::poll_event): the peer's violation, once, when it is reached, after
+    /// every event before it was handed to `f`.
+    pub fn for_each_event<F>(&mut self, mut f: F) -> Result<ControlFlow<()>, ProtocolError>
+    where
+        F: FnMut(EventRef<'_>, &mut Replies<'_>) -> ControlFlow<()>,
+    {
+        while self.phase.receiving() {
+            let flow = match self.next_frame() {
+                Ok(Some(Next::Whole(whole))) => self.lend_frame(whole, &mut f)?,
+                Ok(Some(Next::Event(event))) => {
+                    let lent = match &event {
+                        Event::Text(_) | Event::Binary(_) => Lent::Shared(&event),
+                        _ => Lent::Nothing,
+                    };
+                    f(event.lend(), &mut Replies { conn: self, lent })
+                }
+                Ok(None) => {
+                    self.input_exhausted()?;
+                    break;
+                }
+                Err(err) => {
+                    self.fail(err);
+                    return Err(err);
+                }
+            };
+            if flow.is_break() {
+                return Ok(flow);
             }
         }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Lend the message `whole` to `f`, as a slice of the input, then drop it from the input.
+    /// The input's buffer is out of the connection while `f` runs (`f` can only send, which
+    /// never touches it), so the slice and the [`Replies`] borrow apart.
+    #[inline(always)]
+    fn lend_frame<F>(
+        &mut self,
+        whole: WholeFrame,
+        f: &mut F,
+    ) -> Result<ControlFlow<()>, ProtocolError>
+    where
+        F: FnMut(EventRef<'_>, &mut Replies<'_>) -> ControlFlow<()>,
+    {
+        if whole.len >= SHARED_MIN_LEN && !self.input_copied {
+            // Large: split off (one reference count for many bytes), so that an echo of it goes
+            // out of the read buffer without a copy.
+            let payload = self.take_frame(whole.header_len, whole.len, whole.mask);
+            let message =
+                Event::from_whole(whole.kind, payload).inspect_err(|&err| self.fail(err))?;
+            let lent = Lent::Shared(&message);
+            return Ok(f(message.lend(), &mut Replies { conn: self, lent }));
+        }
+        let total = whole.header_len + whole.len;
+        self.input.fill(total);
+        let mut buf = std::mem::take(&mut self.input.buf);
+        let payload = &mut buf[whole.header_len..total];
+        if let Some(key) = whole.mask {
+            apply_mask(payload, key, 0);
+        }
+        let payload = &buf[whole.header_len..total];
+        let event = match whole.kind {
+            DataKind::Binary => Ok(EventRef::Binary(payload)),
+            DataKind::Text => crate::text::validate(payload).map(EventRef::Text),
+        };
+        let flow = event.map(|event| {
+            let lent = match event {
+                EventRef::Text(text) => Lent::Text(text),
+                _ => Lent::Binary(payload),
+            };
+            f(event, &mut Replies { conn: self, lent })
+        });
+        // The empty buffer put in its place while `f` ran holds no allocation: forgotten rather
+        // than dropped (which would look at it again).
+        let placeholder = std::mem::replace(&mut self.input.buf, buf);
+        debug_assert_eq!(placeholder.capacity(), 0, "sending touched the input");
+        std::mem::forget(placeholder);
+        self.input.buf.advance(total);
+        if self.input.buf.is_empty() {
+            self.input.used_up(self.input_copied);
+        }
+        flow.inspect_err(|&err| self.fail(err))
     }
 
     /// [`poll_event`](Self::poll_event) found no whole event in the input (once per read: out of
@@ -363,16 +628,18 @@ impl Connection {
         Ok(None)
     }
 
-    /// The one decoding loop: the next event, or `None` when the input holds none whole.
-    #[inline]
-    fn next_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+    /// The one decoding loop: the next event, or a message whose only frame is whole in the
+    /// input, left there for the caller to take out ([`poll_event`](Self::poll_event)) or lend
+    /// ([`for_each_event`](Self::for_each_event)); `None` when the input holds none whole.
+    #[inline(always)]
+    fn next_frame(&mut self) -> Result<Option<Next>, ProtocolError> {
         loop {
             if let Some(frame) = self.gathering() {
                 if !self.input.ready() {
                     return Ok(None);
                 }
                 match self.gather(frame)? {
-                    Some(event) => return Ok(Some(event)),
+                    Some(event) => return Ok(Some(Next::Event(event))),
                     None => continue,
                 }
             }
@@ -392,7 +659,9 @@ impl Connection {
                     return Ok(None);
                 }
                 let payload = self.take_frame(header_len, len, header.mask);
-                return self.control(header.opcode, payload).map(Some);
+                return self
+                    .control(header.opcode, payload)
+                    .map(|e| Some(Next::Event(e)));
             }
             if let Some(kind) = self.single_frame_message(header, compressed) {
                 if whole {
@@ -402,8 +671,12 @@ impl Connection {
                             spill.message.finish_lent();
                         }
                     }
-                    let payload = self.take_frame(header_len, len, header.mask);
-                    return message_event(kind, payload).map(Some);
+                    return Ok(Some(Next::Whole(WholeFrame {
+                        kind,
+                        header_len,
+                        len,
+                        mask: header.mask,
+                    })));
                 }
                 if kind == DataKind::Binary {
                     // Kept as it came, to be taken whole; what arrived after it is all its own.
@@ -415,7 +688,7 @@ impl Connection {
             }
             self.input.buf.advance(header_len);
             if let Some(event) = self.start_frame(&header, compressed)? {
-                return Ok(Some(event));
+                return Ok(Some(Next::Event(event)));
             }
         }
     }
@@ -742,13 +1015,15 @@ impl Connection {
     }
 }
 
-/// The event for a whole message of `kind`: text is validated once, whole, at SIMD speed.
-#[inline(always)]
-fn message_event(kind: DataKind, payload: Bytes) -> Result<Event, ProtocolError> {
-    Ok(match kind {
-        DataKind::Binary => Event::Binary(payload),
-        DataKind::Text => Event::Text(Utf8Bytes::validated(payload)?),
-    })
+impl Event {
+    /// The event for a whole message of `kind`: text is validated once, whole, at SIMD speed.
+    #[inline(always)]
+    fn from_whole(kind: DataKind, payload: Bytes) -> Result<Event, ProtocolError> {
+        Ok(match kind {
+            DataKind::Binary => Event::Binary(payload),
+            DataKind::Text => Event::Text(Utf8Bytes::validated(payload)?),
+        })
+    }
 }
 
 /// Without permessage-deflate no message is compressed: RSV1 is refused with the other reserved

@@ -28,9 +28,10 @@ impl Connection {
     /// [`ApiMisuse::AlreadyClosing`] once the connection is not open (our close frame went, the
     /// peer's close was handed out, the connection failed or ended), [`ApiMisuse::FragmentOrder`]
     /// inside a fragmented message.
+    #[inline]
     pub fn send_text(&mut self, text: &str) -> Result<(), ApiMisuse> {
         self.check_can_send_message()?;
-        self.write_message(OpCode::Text, text.as_bytes(), true);
+        self.write_whole(OpCode::Text, text.as_bytes());
         Ok(())
     }
 
@@ -39,9 +40,10 @@ impl Connection {
     /// # Errors
     ///
     /// As [`send_text`](Self::send_text).
+    #[inline]
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ApiMisuse> {
         self.check_can_send_message()?;
-        self.write_message(OpCode::Binary, data, true);
+        self.write_whole(OpCode::Binary, data);
         Ok(())
     }
 
@@ -296,6 +298,26 @@ impl Connection {
         } else {
             self.write_frames(opcode, 0, data, fin);
         }
+    }
+
+    /// [`write_message`](Self::write_message) for a whole message: a server's small one, the
+    /// usual one, is written in place here (as in
+    /// [`write_message_shared`](Self::write_message_shared)).
+    #[inline(always)]
+    fn write_whole(&mut self, opcode: OpCode, data: &[u8]) {
+        #[cfg(feature = "deflate")]
+        let compressing = self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        let compressing = false;
+        if data.len() < SHARED_MIN_LEN
+            && !compressing
+            && self.rng.is_none()
+            && data.len() <= self.config.max_send_frame_size
+        {
+            self.write_frame_rsv(true, 0, opcode, data);
+            return;
+        }
+        self.write_message(opcode, data, true);
     }
 
     /// [`write_message`](Self::write_message) for a payload that may be queued without a copy

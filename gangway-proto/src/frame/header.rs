@@ -35,7 +35,7 @@ impl FrameHeader {
     /// [`ProtocolError::ReservedOpcode`] and [`ProtocolError::InvalidLength`] (64-bit length with
     /// the top bit set). Role- and state-dependent checks (masking, RSV, control-frame rules) are
     /// the connection's.
-    #[inline]
+    #[inline(always)]
     pub fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let Some(&b0) = buf.first() else {
             return Ok(None);

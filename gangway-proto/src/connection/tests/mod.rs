@@ -10,6 +10,7 @@ mod failure;
 mod fragmentation;
 mod framing;
 mod input;
+mod lending;
 mod limits;
 mod messages;
 mod output;
