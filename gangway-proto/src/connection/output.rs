@@ -193,8 +193,10 @@ impl Output {
         let len = payload.len();
         debug_assert!(len <= 0xFFFF);
         if len <= 125 {
-            // Cannot truncate: at most 125.
-            self.buf.extend_from_slice(&[b0, len as u8]);
+            // Two pushes into the room reserved: two stores, where copying a 2-byte array is a
+            // call. Cannot truncate: at most 125.
+            self.buf.push(b0);
+            self.buf.push(len as u8);
         } else {
             // Cannot truncate: at most 0xFFFF.
             let [hi, lo] = (len as u16).to_be_bytes();
