@@ -818,7 +818,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// message uses the stream. While more than [`WRITE_BUFFER_HIGH_WATER`] bytes of answers
     /// wait, the rest of the input waits for the transport to take them.
     ///
-    /// Don't mix it with polling the stream for the same input: each hands out what it decoded.
+    /// It may be mixed with polling the stream: each takes the next events of the input, in
+    /// order, and nothing is handed out twice.
     ///
     /// # Errors
     ///
