@@ -300,20 +300,26 @@ impl Connection {
         }
     }
 
-    /// [`write_message`](Self::write_message) for a whole message: a server's small one, the
-    /// usual one, is written in place here (as in
-    /// [`write_message_shared`](Self::write_message_shared)).
+    /// Whether a whole message of `len` bytes is the usual one, a server's small message that is
+    /// one frame and not compressed: copied behind its header in place (`write_frame_rsv`'s first
+    /// branch), with nothing else to decide.
     #[inline(always)]
-    fn write_whole(&mut self, opcode: OpCode, data: &[u8]) {
+    fn written_in_place(&self, len: usize) -> bool {
         #[cfg(feature = "deflate")]
         let compressing = self.deflate.is_some();
         #[cfg(not(feature = "deflate"))]
         let compressing = false;
-        if data.len() < SHARED_MIN_LEN
+        len < SHARED_MIN_LEN
             && !compressing
             && self.rng.is_none()
-            && data.len() <= self.config.max_send_frame_size
-        {
+            && len <= self.config.max_send_frame_size
+    }
+
+    /// [`write_message`](Self::write_message) for a whole message, the usual one written in
+    /// place here (see [`written_in_place`](Self::written_in_place)).
+    #[inline(always)]
+    fn write_whole(&mut self, opcode: OpCode, data: &[u8]) {
+        if self.written_in_place(data.len()) {
             self.write_frame_rsv(true, 0, opcode, data);
             return;
         }
@@ -325,25 +331,21 @@ impl Connection {
     /// message takes the copying path, which decides whether to compress it.
     #[inline(always)]
     fn write_message_shared(&mut self, opcode: OpCode, data: Bytes) {
-        #[cfg(feature = "deflate")]
-        let compressing = self.deflate.is_some();
-        #[cfg(not(feature = "deflate"))]
-        let compressing = false;
-        if data.len() < SHARED_MIN_LEN && !compressing && self.rng.is_none() {
-            // A server's message under 16 KiB, the usual one: copied behind its header in place
-            // (`write_frame_rsv`'s first branch), unless the frame size limit is smaller still.
-            if data.len() <= self.config.max_send_frame_size {
-                self.write_frame_rsv(true, 0, opcode, &data);
-                return;
-            }
+        if self.written_in_place(data.len()) {
+            self.write_frame_rsv(true, 0, opcode, &data);
+            return;
         }
-        self.write_message_shared_slow(opcode, data, compressing);
+        self.write_message_shared_slow(opcode, data);
     }
 
     /// [`write_message_shared`](Self::write_message_shared) for everything but a server's small
     /// message.
     #[inline(never)]
-    fn write_message_shared_slow(&mut self, opcode: OpCode, data: Bytes, compressing: bool) {
+    fn write_message_shared_slow(&mut self, opcode: OpCode, data: Bytes) {
+        #[cfg(feature = "deflate")]
+        let compressing = self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        let compressing = false;
         if compressing {
             // The copying path decides whether to compress.
             self.write_message(opcode, &data, true);
