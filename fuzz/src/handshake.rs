@@ -40,6 +40,7 @@ type ResponseView = (StatusCode, Version, HeaderMap, Negotiated, usize);
 /// what was negotiated.
 pub fn check_request(data: &[u8]) {
     let result = server::parse_request(data, MAX_HEAD_SIZE);
+    same_head(data, &result);
     assert_split_consistent(data, &request_view(&result), |piece| {
         request_view(&server::parse_request(piece, MAX_HEAD_SIZE))
     });
@@ -123,6 +124,33 @@ pub fn check_request(data: &[u8]) {
             );
             check_reject(&err);
         }
+    }
+}
+
+/// `server::RequestHead::parse` answers as `parse_request` (`result`, for the same `data`) and
+/// the checks on its request do, and rebuilds that request.
+fn same_head(data: &[u8], result: &Result<Parsed<http::Request<()>>, HandshakeError>) {
+    match (result, server::RequestHead::parse(data, MAX_HEAD_SIZE)) {
+        (Ok(Parsed::Complete(req, n)), Ok(Parsed::Complete(head, m))) => {
+            assert_eq!(*n, m, "head length");
+            assert_eq!(head.method(), req.method());
+            assert_eq!(head.uri(), req.uri());
+            assert_eq!(head.version(), req.version());
+            assert_eq!(head.is_upgrade(), server::is_upgrade_request(req));
+            assert_eq!(
+                head.upgrade_refusal(),
+                server::upgrade_refusal(req).as_ref()
+            );
+            let rebuilt = head.to_request();
+            assert_eq!(rebuilt.method(), req.method());
+            assert_eq!(rebuilt.uri(), req.uri());
+            assert_eq!(rebuilt.version(), req.version());
+            assert_eq!(rebuilt.headers(), req.headers());
+            assert_eq!(head.into_checked(), server::check_request(req));
+        }
+        (Ok(Parsed::Partial), Ok(Parsed::Partial)) => {}
+        (Err(a), Err(b)) => assert_eq!(*a, b, "parse errors differ"),
+        (a, b) => panic!("parse_request {a:?}, RequestHead::parse {b:?}"),
     }
 }
 

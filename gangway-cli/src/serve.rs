@@ -890,9 +890,9 @@ async fn websocket(
     incoming: Incoming<MaybeTlsStream>,
     peer: SocketAddr,
 ) -> Option<Session> {
-    let path = RequestPath::new(incoming.request().uri().path());
+    let path = RequestPath::new(incoming.uri().path());
     // With history: the position the client saw last, checked before answering 101.
-    let since = match asked_position(server, incoming.request()) {
+    let since = match asked_position(server, incoming.uri()) {
         Ok(since) => since,
         Err((response, body)) => {
             info!(%peer, %path, "websocket refused: bad position in the query");
@@ -901,7 +901,7 @@ async fn websocket(
         }
     };
     // Record before answering 101: the page asks for the record as soon as its socket opens.
-    let id = demo::query_id(incoming.request().uri().query()).map(str::to_owned);
+    let id = demo::query_id(incoming.uri().query()).map(str::to_owned);
     if let Some(id) = &id {
         if let Some(record) = record_handshake(server, incoming.request(), None) {
             server.handshakes.insert(id, record);
@@ -941,12 +941,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[allow(clippy::result_large_err)]
 fn asked_position(
     server: &Server,
-    request: &Request<()>,
+    uri: &http::Uri,
 ) -> Result<Option<gangway_bus::Position>, (Response<()>, Vec<u8>)> {
     if server.history.is_none() {
         return Ok(None);
     }
-    gangway_bus::Position::from_query(request.uri().query()).map_err(|e| {
+    gangway_bus::Position::from_query(uri.query()).map_err(|e| {
         let body = format!("bad position: {e}\n").into_bytes();
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::BAD_REQUEST;
@@ -1509,7 +1509,7 @@ async fn http2_request(server: &'static Server, incoming: Http2Incoming, peer: S
         }
         return;
     }
-    let since = match asked_position(server, request) {
+    let since = match asked_position(server, request.uri()) {
         Ok(since) => since,
         Err((response, body)) => {
             info!(%peer, %path, "websocket refused: bad position in the query");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gangway_proto::config::DEFAULT_MAX_HEAD_SIZE;
-use gangway_proto::handshake::server::{self as hs, ClientOffer};
+use gangway_proto::handshake::server::{self as hs, ClientOffer, RequestHead};
 use gangway_proto::handshake::{self, Negotiated};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -277,15 +277,16 @@ impl ServerBuilder {
         )
         .await;
         match head {
-            Ok(Ok((request, leftover))) => Ok(Incoming {
+            Ok(Ok((head, leftover))) => Ok(Incoming {
                 stream,
-                request,
+                head,
                 leftover,
                 builder: self.clone(),
             }),
             Ok(Err(Error::Handshake(e))) => {
                 tracing::debug!(error = %e, "refused websocket request head");
-                reject(&mut stream, &e).await;
+                // Boxed, as in `Incoming::accept`.
+                Box::pin(reject(&mut stream, &e)).await;
                 Err(Error::Handshake(e))
             }
             Ok(Err(e)) => Err(e),
@@ -346,19 +347,21 @@ impl ServerBuilder {
     ) -> Result<Accepted, HandshakeError> {
         // A request that asks for no upgrade at all is refused for that, whatever else is wrong
         // with it. Looked at only when the checks fail: a valid request passes the same test in
-        // `check_request` (§4.2.1 item 3), and every lookup costs a little per handshake.
-        let offer = match hs::check_request(request) {
-            Ok(offer) => offer,
-            Err(_) if !hs::is_upgrade_request(request) => {
-                return Err(if request.headers().contains_key(http::header::UPGRADE) {
-                    HandshakeError::InvalidHeader("Upgrade", "no websocket token")
-                } else {
-                    HandshakeError::MissingHeader("Upgrade")
-                });
+        // `check_request` (§4.2.1 item 3).
+        match hs::check_request(request) {
+            Ok(offer) => self.choose(offer),
+            Err(e) => Err(hs::upgrade_refusal(request).unwrap_or(e)),
+        }
+    }
+
+    /// [`negotiate`](Self::negotiate) for a head read from a stream, checked as it was parsed.
+    fn negotiate_head(&self, head: RequestHead) -> Result<Accepted, HandshakeError> {
+        if head.checked().is_err() {
+            if let Some(refusal) = head.upgrade_refusal() {
+                return Err(refusal.clone());
             }
-            Err(e) => return Err(e),
-        };
-        self.choose(offer)
+        }
+        self.choose(head.into_checked()?)
     }
 
     /// [`negotiate`](Self::negotiate) for an HTTP/2 extended CONNECT request (RFC 8441 §5),
@@ -420,22 +423,32 @@ impl ServerBuilder {
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_head_size: usize,
-) -> Result<(http::Request<()>, Vec<u8>), Error> {
+) -> Result<(Head, Vec<u8>), Error> {
+    use gangway_proto::handshake::Parsed;
     crate::head::read_head(stream, max_head_size, |buf| {
-        let parsed = hs::parse_request(buf, max_head_size);
+        let parsed = RequestHead::parse(buf, max_head_size);
         #[cfg(feature = "http2")]
         if parsed.is_err() && buf.starts_with(&crate::http2::PREFACE[..16]) {
             // Not HTTP/1.1: an HTTP/2 client with prior knowledge (RFC 9113 §3.3), once its
             // whole preface is here. A head of length 0: everything read stays for the HTTP/2
             // connection.
             if let Some(request) = crate::http2::prior_knowledge(buf) {
-                return Ok(gangway_proto::handshake::Parsed::Complete(request, 0));
+                return Ok(Parsed::Complete(Head::preface(request), 0));
             }
             if buf.len() < crate::http2::PREFACE.len() {
-                return Ok(gangway_proto::handshake::Parsed::Partial);
+                return Ok(Parsed::Partial);
             }
         }
-        parsed
+        Ok(match parsed? {
+            Parsed::Complete(head, len) => Parsed::Complete(
+                Head {
+                    http1: Some(head),
+                    request: std::sync::OnceLock::new(),
+                },
+                len,
+            ),
+            Parsed::Partial => Parsed::Partial,
+        })
     })
     .await
     .map_err(|e| match e {
@@ -475,24 +488,63 @@ async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
 /// A request head that was read, before it is accepted as a WebSocket or answered as HTTP.
 pub struct Incoming<S> {
     stream: S,
-    request: http::Request<()>,
+    head: Head,
     leftover: Vec<u8>,
     builder: ServerBuilder,
+}
+
+/// What [`Incoming`] read.
+#[derive(Debug)]
+struct Head {
+    /// An HTTP/1.1 request head, checked as it was parsed; `None` for an HTTP/2 client's
+    /// preface.
+    http1: Option<RequestHead>,
+    /// The request, built only if asked for ([`Incoming::request`]): accepting a WebSocket
+    /// needs none. From the start for a preface: `PRI * HTTP/2.0`.
+    request: std::sync::OnceLock<Box<http::Request<()>>>,
+}
+
+impl Head {
+    #[cfg(feature = "http2")]
+    fn preface(request: http::Request<()>) -> Self {
+        Head {
+            http1: None,
+            request: std::sync::OnceLock::from(Box::new(request)),
+        }
+    }
+
+    fn request(&self) -> &http::Request<()> {
+        self.request.get_or_init(|| {
+            Box::new(match &self.http1 {
+                Some(head) => head.to_request(),
+                // Not reached: a preface's request is there from the start.
+                None => http::Request::new(()),
+            })
+        })
+    }
 }
 
 impl<S> std::fmt::Debug for Incoming<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
-            .field("request", &self.request)
+            .field("head", &self.head)
             .field("leftover", &self.leftover.len())
             .finish_non_exhaustive()
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
-    /// The request head.
+    /// The request head, every header line in order (built on the first call).
     pub fn request(&self) -> &http::Request<()> {
-        &self.request
+        self.head.request()
+    }
+
+    /// The request target: [`request`](Self::request)`.uri()`, without building the request.
+    pub fn uri(&self) -> &http::Uri {
+        match &self.head.http1 {
+            Some(head) => head.uri(),
+            None => self.head.request().uri(),
+        }
     }
 
     /// The transport.
@@ -502,7 +554,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
 
     /// Whether the request asks for a WebSocket upgrade.
     pub fn is_upgrade(&self) -> bool {
-        hs::is_upgrade_request(&self.request)
+        self.head
+            .http1
+            .as_ref()
+            .is_some_and(RequestHead::is_upgrade)
     }
 
     /// Whether the client spoke HTTP/2 with prior knowledge (RFC 9113 §3.3) instead of sending
@@ -510,7 +565,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// preface's `PRI * HTTP/2.0`. Serve it with [`accept_http2`](Self::accept_http2).
     #[cfg(feature = "http2")]
     pub fn is_http2_prior_knowledge(&self) -> bool {
-        self.request.version() == http::Version::HTTP_2
+        self.head.http1.is_none()
     }
 
     /// Serve the connection as HTTP/2 (see
@@ -536,7 +591,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// request has exactly one valid `Sec-WebSocket-Key`.
     pub fn accept_key(&self) -> Option<String> {
         let mut keys = self
-            .request
+            .request()
             .headers()
             .get_all("sec-websocket-key")
             .into_iter();
@@ -554,11 +609,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// [`Error::Handshake`] (already answered), [`Error::Io`], [`Error::Timeout`] if the answer
     /// cannot be written within the handshake timeout.
     pub async fn accept(mut self) -> Result<WebSocket<S>, Error> {
-        let accepted = match self.builder.negotiate(&self.request) {
+        let negotiated = match self.head.http1 {
+            Some(head) => self.builder.negotiate_head(head),
+            None => self.builder.negotiate(self.head.request()),
+        };
+        let accepted = match negotiated {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(error = %e, status = e.status(), "refused websocket request");
-                reject(&mut self.stream, &e).await;
+                // Boxed: the refusal's future (its write, lingering and their timers) would
+                // otherwise make every accept's future that much larger, moved whole where it
+                // is awaited.
+                Box::pin(reject(&mut self.stream, &e)).await;
                 return Err(Error::Handshake(e));
             }
         };
@@ -730,7 +792,16 @@ mod tests {
         let mut bytes = head.as_bytes().to_vec();
         bytes.extend_from_slice(b"\x81\x80pipelined");
         let mut stream = &bytes[..];
-        let (request, leftover) = read_head(&mut stream, head.len()).await.unwrap();
+        let (
+            Head {
+                http1: Some(request),
+                ..
+            },
+            leftover,
+        ) = read_head(&mut stream, head.len()).await.unwrap()
+        else {
+            panic!("not an HTTP/1.1 head");
+        };
         assert_eq!(request.uri(), "/");
         // One byte past the head was read with it; the rest is still in the transport.
         assert_eq!(leftover, b"\x81");

@@ -111,3 +111,50 @@ impl<'a> Shared<'a> {
         Ok(map)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `httparse` takes a request with a header line `name: value`.
+    fn httparse_takes(name: &[u8], value: &[u8]) -> bool {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        head.extend_from_slice(name);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; 4];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                // Taken as this very line (not, say, as a name that ends sooner).
+                request.headers.len() == 1
+                    && request.headers[0].name.as_bytes() == name
+                    && request.headers[0].value == value
+            }
+            _ => false,
+        }
+    }
+
+    /// `RequestHead` builds its request from lines `httparse` took, without checking them again:
+    /// every name and value `httparse` takes must be one `http` takes.
+    #[test]
+    fn httparse_takes_no_header_line_that_http_refuses() {
+        // The probe sees lines taken and lines refused.
+        assert!(httparse_takes(b"x-a", b"v \x80\t w"));
+        assert!(!httparse_takes(b"x a", b"v"));
+        assert!(!httparse_takes(b"n", b"v\x00"));
+        for b in 0..=255u8 {
+            for name in [vec![b], vec![b'x', b, b'y']] {
+                if httparse_takes(&name, b"v") {
+                    assert!(HeaderName::from_bytes(&name).is_ok(), "name {name:?}");
+                }
+            }
+            for value in [vec![b], vec![b'x', b, b'y']] {
+                if httparse_takes(b"n", &value) {
+                    assert!(HeaderValue::from_bytes(&value).is_ok(), "value {value:?}");
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,8 @@
 //!
 //! - Client: [`client::ClientHandshake`] builds the request and checks the response.
 //! - Server: [`server::parse_request`], [`server::check_request`], then [`server::accept`] or
-//!   [`server::reject`].
+//!   [`server::reject`]. [`server::RequestHead::parse`] parses and checks in one pass without
+//!   building an `http::Request` (what a server that reads heads from a socket wants).
 //!
 //! The outcome is a [`Negotiated`], from which a [`Connection`](crate::Connection) is built.
 

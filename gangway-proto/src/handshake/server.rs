@@ -28,8 +28,8 @@ use http::{Method, StatusCode, Version};
 use crate::error::HandshakeError;
 use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::key::{accept_key_into, ACCEPT_LEN};
-use crate::handshake::negotiate::is_token;
-use crate::handshake::{header_tokens, is_valid_key, parse_extensions, ExtensionOffer, Parsed};
+use crate::handshake::negotiate::{is_token, parse_extension_list};
+use crate::handshake::{is_valid_key, ExtensionOffer, Parsed};
 
 /// What a valid upgrade request offered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,11 +89,150 @@ pub fn parse_request(
     Ok(Parsed::Complete(req, head_len))
 }
 
+/// A request head as [`RequestHead::parse`] read it: its method, target and version, whether it
+/// asks for a WebSocket upgrade, and what [`check_request`] answers for it, worked out while the
+/// header lines were parsed, without building an [`http::Request`] (a header map costs more
+/// than the whole check). [`to_request`](Self::to_request) builds that request on demand.
+///
+/// ```
+/// use gangway_proto::handshake::{server::RequestHead, Parsed};
+///
+/// let bytes = b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///     Sec-WebSocket-Version: 13\r\n\r\n";
+/// let Parsed::Complete(head, len) = RequestHead::parse(bytes, 16 * 1024).unwrap() else {
+///     unreachable!("the whole head is there");
+/// };
+/// assert_eq!(len, bytes.len());
+/// assert_eq!(head.uri().path(), "/chat");
+/// assert!(head.is_upgrade());
+/// let offer = head.checked().unwrap();
+/// assert_eq!(offer.key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+/// assert_eq!(head.to_request().headers()["host"], "example.com");
+/// ```
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// The head as received, for [`to_request`](Self::to_request).
+    bytes: Box<[u8]>,
+    method: Method,
+    uri: http::Uri,
+    version: Version,
+    /// [`upgrade_refusal`]'s answer.
+    no_upgrade: Option<HandshakeError>,
+    /// [`check_request`]'s answer.
+    checked: Result<ClientOffer, HandshakeError>,
+}
+
+impl RequestHead {
+    /// Parse a request head received so far, as [`parse_request`] does: the same answers and
+    /// the same errors, for the same bytes; then check it as [`check_request`] would.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_request`].
+    pub fn parse(buf: &[u8], max_head_size: usize) -> Result<Parsed<RequestHead>, HandshakeError> {
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
+        let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut parsed,
+            head::limited(buf, max_head_size),
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return head::partial(buf, max_head_size),
+            Err(e) => return Err(head::parse_error(e)),
+        };
+        // As `parse_request`: the method and the target must be what `http` accepts, so that
+        // `to_request` can build the request from the same bytes. So must every header line,
+        // which `httparse` already sees to: it allows the names and values `http` does (a test
+        // holds the two crates to that).
+        let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+            .map_err(|_| HandshakeError::MalformedHttp("invalid method"))?;
+        let uri = http::Uri::try_from(parsed.path.unwrap_or_default())
+            .map_err(|_| HandshakeError::MalformedHttp("invalid request target"))?;
+        let lines = Indexed::new(parsed.headers);
+        let version = head::version(parsed.version);
+        let checked = check_upgrade(method == Method::GET, version, uri.path(), &lines);
+        Ok(Parsed::Complete(
+            RequestHead {
+                bytes: buf[..head_len].into(),
+                no_upgrade: no_upgrade(&lines),
+                checked,
+                method,
+                uri,
+                version,
+            },
+            head_len,
+        ))
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request target.
+    pub fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+
+    /// The HTTP version (1.0 or 1.1).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether the request asks for a WebSocket upgrade at all, as [`is_upgrade_request`]
+    /// answers.
+    pub fn is_upgrade(&self) -> bool {
+        self.no_upgrade.is_none()
+    }
+
+    /// What [`upgrade_refusal`] answers for this request.
+    pub fn upgrade_refusal(&self) -> Option<&HandshakeError> {
+        self.no_upgrade.as_ref()
+    }
+
+    /// What [`check_request`] answers for this request.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_request`].
+    pub fn checked(&self) -> Result<&ClientOffer, &HandshakeError> {
+        self.checked.as_ref()
+    }
+
+    /// [`checked`](Self::checked), taken out of the head.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_request`].
+    pub fn into_checked(self) -> Result<ClientOffer, HandshakeError> {
+        self.checked
+    }
+
+    /// The request as [`parse_request`] returns it for the same bytes: every header line, in
+    /// order.
+    pub fn to_request(&self) -> http::Request<()> {
+        match parse_request(&self.bytes, self.bytes.len()) {
+            Ok(Parsed::Complete(request, _)) => request,
+            // Not reached: these bytes parsed as a whole head with the same checks. Should it
+            // ever be, the request keeps what is known without its header lines.
+            _ => {
+                let mut request = http::Request::new(());
+                *request.method_mut() = self.method.clone();
+                *request.uri_mut() = self.uri.clone();
+                *request.version_mut() = self.version;
+                request
+            }
+        }
+    }
+}
+
 /// Whether the request asks for a WebSocket upgrade at all (an `Upgrade` header naming
 /// `websocket`). A server that also serves plain HTTP answers other requests itself; requests
 /// that return `true` go to [`check_request`].
 pub fn is_upgrade_request(req: &http::Request<()>) -> bool {
-    has_token(req.headers(), &header::UPGRADE, b"websocket")
+    no_upgrade(req.headers()).is_none()
 }
 
 /// Check everything RFC 6455 §4.2.1 requires of the request.
@@ -112,36 +251,51 @@ pub fn is_upgrade_request(req: &http::Request<()>) -> bool {
 /// a `Sec-WebSocket-Protocol` element that is not a token, malformed `Sec-WebSocket-Extensions`
 /// (all 400).
 pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeError> {
+    check_upgrade(
+        req.method() == Method::GET,
+        req.version(),
+        req.uri().path(),
+        req.headers(),
+    )
+}
+
+/// The checks of [`check_request`], on the parts of a request however it was parsed: whether
+/// its method is GET, its version, its path, and its header lines.
+fn check_upgrade(
+    get: bool,
+    version: Version,
+    path: &str,
+    headers: &(impl Lines + ?Sized),
+) -> Result<ClientOffer, HandshakeError> {
     // §4.2.1 item 1: "An HTTP/1.1 or higher GET request, including a Request-URI".
-    if req.method() != Method::GET {
+    if !get {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    if req.version() < Version::HTTP_11 {
+    if version < Version::HTTP_11 {
         return Err(HandshakeError::UnsupportedHttpVersion);
     }
     // The resource name is an absolute path, or comes inside an absolute URI (§3, §4.2.1 item 1).
-    if !req.uri().path().starts_with('/') {
+    if !path.starts_with('/') {
         return Err(HandshakeError::MalformedHttp(
             "request target is not an absolute path or uri",
         ));
     }
-    let headers = req.headers();
     // Item 2: a |Host| header field. RFC 7230 §5.4: exactly one, with a valid value, else 400;
     // RFC 6455 §4.1 item 4: the value is the host, optionally with ":" and the port.
-    let host = single(headers, header::HOST, "Host")?;
-    if !is_host(host.as_bytes()) {
+    let host = single(headers, Known::Host, "Host")?;
+    if !is_host(host) {
         return Err(HandshakeError::InvalidHeader(
             "Host",
             "not a host with an optional port",
         ));
     }
     // Item 3: an |Upgrade| header field containing the value "websocket".
-    required_token(headers, header::UPGRADE, "Upgrade", b"websocket")?;
+    required_token(headers, Known::Upgrade, "Upgrade", b"websocket")?;
     // Item 4: a |Connection| header field that includes the token "Upgrade".
-    required_token(headers, header::CONNECTION, "Connection", b"upgrade")?;
+    required_token(headers, Known::Connection, "Connection", b"upgrade")?;
     // Item 5: a |Sec-WebSocket-Key| that, base64-decoded, is 16 bytes long.
-    let key = single(headers, header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key")?;
-    if !is_valid_key(key.as_bytes()) {
+    let key = single(headers, Known::Key, "Sec-WebSocket-Key")?;
+    if !is_valid_key(key) {
         return Err(HandshakeError::InvalidHeader(
             "Sec-WebSocket-Key",
             "not 16 bytes in base64",
@@ -153,11 +307,35 @@ pub fn check_request(req: &http::Request<()>) -> Result<ClientOffer, HandshakeEr
     let (protocols, extensions) = offered(headers)?;
     Ok(ClientOffer {
         // A valid key is base64, hence ASCII: the conversion is exact.
-        key: Some(String::from_utf8_lossy(key.as_bytes().trim_ascii()).into_owned()),
+        key: Some(String::from_utf8_lossy(key.trim_ascii()).into_owned()),
         protocols,
         extensions,
         origin,
     })
+}
+
+/// What a server answers a request that asks for no WebSocket upgrade at all (no `Upgrade`
+/// header naming `websocket`), whatever else is wrong with it: that it asked for none
+/// (`None` for an upgrade request). A server that accepts only WebSockets reports this before
+/// the failures of [`check_request`], which come in the order of RFC 6455 §4.2.1.
+pub fn upgrade_refusal(req: &http::Request<()>) -> Option<HandshakeError> {
+    no_upgrade(req.headers())
+}
+
+/// [`upgrade_refusal`] on the header lines.
+fn no_upgrade(headers: &(impl Lines + ?Sized)) -> Option<HandshakeError> {
+    let mut lines = headers.lines(Known::Upgrade).peekable();
+    if lines.peek().is_none() {
+        return Some(HandshakeError::MissingHeader("Upgrade"));
+    }
+    if tokens(lines).any(|t| t.eq_ignore_ascii_case(b"websocket")) {
+        None
+    } else {
+        Some(HandshakeError::InvalidHeader(
+            "Upgrade",
+            "no websocket token",
+        ))
+    }
 }
 
 /// Check an HTTP/2 extended CONNECT request for a WebSocket (RFC 8441 §4, §5), as the HTTP/2
@@ -206,7 +384,7 @@ pub fn check_connect_request(
     // `Host` header from a client that sends one instead.
     let host_ok = match req.uri().authority() {
         Some(authority) => is_host(authority.as_str().as_bytes()),
-        None => is_host(single(headers, header::HOST, ":authority")?.as_bytes()),
+        None => is_host(single(headers, Known::Host, ":authority")?),
     };
     if !host_ok {
         return Err(HandshakeError::InvalidHeader(
@@ -228,24 +406,23 @@ pub fn check_connect_request(
 /// RFC 6455 §4.2.1 item 6: `Sec-WebSocket-Version` is 13 (another version gets 426 and the
 /// versions we speak, §4.2.2 item 4); item 7: the optional `Origin`, at most once (two would let
 /// a policy judge one and miss the other). The same on HTTP/1.1 and HTTP/2 (RFC 8441 §5).
-fn version_and_origin(headers: &HeaderMap) -> Result<Option<String>, HandshakeError> {
-    let version = single(
-        headers,
-        header::SEC_WEBSOCKET_VERSION,
-        "Sec-WebSocket-Version",
-    )?;
-    if version.as_bytes().trim_ascii() != b"13" {
+fn version_and_origin(headers: &(impl Lines + ?Sized)) -> Result<Option<String>, HandshakeError> {
+    let version = single(headers, Known::Version, "Sec-WebSocket-Version")?;
+    if version.trim_ascii() != b"13" {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    Ok(optional_single(headers, header::ORIGIN, "Origin")?
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()))
+    Ok(optional_single(headers, Known::Origin, "Origin")?
+        .map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
 /// The subprotocols (RFC 6455 §4.2.1 item 8: tokens, in a list that may span several lines,
 /// §11.3.4) and the extensions (item 9, the §9.1 grammar) a request offers. The same on HTTP/1.1
 /// and HTTP/2 (RFC 8441 §5).
-fn offered(headers: &HeaderMap) -> Result<(Vec<String>, Vec<ExtensionOffer>), HandshakeError> {
-    let protocols = header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)
+fn offered(
+    headers: &(impl Lines + ?Sized),
+) -> Result<(Vec<String>, Vec<ExtensionOffer>), HandshakeError> {
+    let protocols = tokens(headers.lines(Known::Protocol))
+        .filter(|t| !t.is_empty())
         .map(|t| {
             if is_token(t) {
                 Ok(String::from_utf8_lossy(t).into_owned())
@@ -257,8 +434,11 @@ fn offered(headers: &HeaderMap) -> Result<(Vec<String>, Vec<ExtensionOffer>), Ha
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let extensions = parse_extensions(headers)
-        .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
+    let mut extensions = Vec::new();
+    for line in headers.lines(Known::Extensions) {
+        parse_extension_list(line, &mut extensions)
+            .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
+    }
     Ok((protocols, extensions))
 }
 
@@ -268,7 +448,7 @@ fn offered(headers: &HeaderMap) -> Result<(Vec<String>, Vec<ExtensionOffer>), Ha
 ///
 /// `protocol` must be a token; one chosen with [`select_protocol`](super::select_protocol) from
 /// the offer's list always is. Extension names and parameter names must be tokens (as those from
-/// [`parse_extensions`] are); parameter values that are not tokens are sent as quoted strings.
+/// [`parse_extensions`](super::parse_extensions) are); parameter values that are not tokens are sent as quoted strings.
 pub fn accept(
     offer: &ClientOffer,
     protocol: Option<&str>,
@@ -537,10 +717,85 @@ fn write_name(out: &mut Vec<u8>, name: &HeaderName) {
     }
 }
 
-/// Whether a `Host` value is `host [ ":" port ]` (RFC 7230 §5.4, RFC 3986 §3.2.2), without
-/// the user info an authority may otherwise carry.
+/// Whether a `Host` value is `host [ ":" port ]` (RFC 7230 §5.4, RFC 3986 §3.2.2, §3.2.3), with
+/// a host that is not empty and without the user info an authority may otherwise carry.
+///
+/// The host is an IP literal in brackets (an IPv6 address, with an RFC 6874 zone identifier or
+/// not, or an `IPvFuture`), or a registered name or IPv4 address: unreserved characters,
+/// percent-encoded octets and sub-delimiters. The port is digits (none is allowed).
 fn is_host(value: &[u8]) -> bool {
-    !value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok()
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        // A colon inside the brackets of an IP literal is not the port's.
+        Some(colon) if !value[colon..].contains(&b']') => (&value[..colon], &value[colon + 1..]),
+        _ => (value, &[][..]),
+    };
+    if !port.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    match host {
+        [] => false,
+        [b'[', literal @ .., b']'] => is_ip_literal(literal),
+        name => is_reg_name(name),
+    }
+}
+
+/// RFC 3986 `unreserved`.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 `sub-delims`.
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+/// `*( pct-encoded / allowed )`.
+fn is_pct_text(s: &[u8], allowed: impl Fn(u8) -> bool) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if allowed(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// RFC 3986 `reg-name` (which covers `IPv4address`).
+fn is_reg_name(name: &[u8]) -> bool {
+    is_pct_text(name, |b| is_unreserved(b) || is_sub_delim(b))
+}
+
+/// What is inside the brackets of an RFC 3986 `IP-literal`: an `IPv6address` (with an RFC 6874
+/// `ZoneID` after `%25`, or not) or an `IPvFuture` (`v`, hex digits, `.`, then unreserved
+/// characters, sub-delimiters and colons).
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = literal {
+        let hex = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        return match rest[hex..] {
+            [b'.', ref tail @ ..] if hex > 0 && !tail.is_empty() => tail
+                .iter()
+                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':'),
+            _ => false,
+        };
+    }
+    let (address, zone) = match literal.windows(3).position(|w| w == b"%25") {
+        Some(at) => (&literal[..at], Some(&literal[at + 3..])),
+        None => (literal, None),
+    };
+    // `ZoneID = 1*( unreserved / pct-encoded )`.
+    let zone_ok = zone.map_or(true, |z| !z.is_empty() && is_pct_text(z, is_unreserved));
+    zone_ok && std::str::from_utf8(address).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// The canonical reason phrase, or an empty one (the status line keeps its space).
@@ -551,31 +806,153 @@ fn reason_phrase(status: u16) -> &'static str {
         .unwrap_or("")
 }
 
-/// Whether any element of the `name` token lists, over all lines, is `token` (ASCII
-/// case-insensitive).
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    // Looked up by `HeaderName`, not by string: a string would be parsed (and lowercased) again
-    // on every lookup.
-    header_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
+/// The header fields the checks read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    Host,
+    Upgrade,
+    Connection,
+    Key,
+    Version,
+    Origin,
+    Protocol,
+    Extensions,
+}
+
+impl Known {
+    /// Every one, in the order of their slots in [`Indexed`].
+    #[cfg(test)]
+    const ALL: [Known; 8] = [
+        Known::Host,
+        Known::Upgrade,
+        Known::Connection,
+        Known::Key,
+        Known::Version,
+        Known::Origin,
+        Known::Protocol,
+        Known::Extensions,
+    ];
+
+    fn header(self) -> HeaderName {
+        match self {
+            Known::Host => header::HOST,
+            Known::Upgrade => header::UPGRADE,
+            Known::Connection => header::CONNECTION,
+            Known::Key => header::SEC_WEBSOCKET_KEY,
+            Known::Version => header::SEC_WEBSOCKET_VERSION,
+            Known::Origin => header::ORIGIN,
+            Known::Protocol => header::SEC_WEBSOCKET_PROTOCOL,
+            Known::Extensions => header::SEC_WEBSOCKET_EXTENSIONS,
+        }
+    }
+
+    /// The name in lowercase.
+    fn name(self) -> &'static str {
+        match self {
+            Known::Host => "host",
+            Known::Upgrade => "upgrade",
+            Known::Connection => "connection",
+            Known::Key => "sec-websocket-key",
+            Known::Version => "sec-websocket-version",
+            Known::Origin => "origin",
+            Known::Protocol => "sec-websocket-protocol",
+            Known::Extensions => "sec-websocket-extensions",
+        }
+    }
+
+    /// The field named `name` (any case), if the checks read it. The eight names have eight
+    /// lengths: one comparison at most.
+    fn of(name: &[u8]) -> Option<Known> {
+        let known = match name.len() {
+            4 => Known::Host,
+            7 => Known::Upgrade,
+            10 => Known::Connection,
+            17 => Known::Key,
+            21 => Known::Version,
+            6 => Known::Origin,
+            22 => Known::Protocol,
+            24 => Known::Extensions,
+            _ => return None,
+        };
+        name.eq_ignore_ascii_case(known.name().as_bytes())
+            .then_some(known)
+    }
+}
+
+/// The header lines of a request by name, as the checks read them: those of an
+/// [`HeaderMap`] (a request parsed by [`parse_request`] or an HTTP library) or those `httparse`
+/// found in a head ([`Indexed`], for [`RequestHead`]). The checks are written once, for both.
+trait Lines {
+    /// The value of every line named `name`, in order.
+    fn lines(&self, name: Known) -> impl Iterator<Item = &[u8]>;
+}
+
+impl Lines for HeaderMap {
+    fn lines(&self, name: Known) -> impl Iterator<Item = &[u8]> {
+        // Looked up by `HeaderName`, not by string: a string would be parsed (and lowercased)
+        // again on every lookup.
+        self.get_all(name.header())
+            .iter()
+            .map(HeaderValue::as_bytes)
+    }
+}
+
+/// The lines of a head parsed by `httparse`, with where each field the checks read is: one
+/// pass over the names, then each lookup goes straight to its lines.
+struct Indexed<'h, 'b> {
+    lines: &'h [httparse::Header<'b>],
+    /// For each of [`Known::ALL`], the first line with that name and one past the last
+    /// (`(0, 0)` for none).
+    at: [(u8, u8); 8],
+}
+
+impl<'h, 'b> Indexed<'h, 'b> {
+    fn new(lines: &'h [httparse::Header<'b>]) -> Self {
+        let mut at = [(0, 0); 8];
+        // At most `MAX_HEADERS` (100) lines: every index fits.
+        for (i, line) in lines.iter().enumerate().take(usize::from(u8::MAX)) {
+            if let Some(known) = Known::of(line.name.as_bytes()) {
+                let (first, end) = &mut at[known as usize];
+                if *end == 0 {
+                    *first = i as u8;
+                }
+                *end = i as u8 + 1;
+            }
+        }
+        Indexed { lines, at }
+    }
+}
+
+impl Lines for Indexed<'_, '_> {
+    fn lines(&self, name: Known) -> impl Iterator<Item = &[u8]> {
+        let (first, end) = self.at[name as usize];
+        self.lines[usize::from(first)..usize::from(end)]
+            .iter()
+            .filter(move |h| Known::of(h.name.as_bytes()) == Some(name))
+            .map(|h| h.value)
+    }
+}
+
+/// The comma-separated elements of `lines`, trimmed (RFC 7230 §7 list rule; empty ones kept).
+fn tokens<'a>(lines: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    lines
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// A header that must be present and contain `token`.
 fn required_token(
-    headers: &HeaderMap,
-    name: HeaderName,
+    headers: &(impl Lines + ?Sized),
+    name: Known,
     display: &'static str,
     token: &[u8],
 ) -> Result<(), HandshakeError> {
     // One lookup for both questions: this runs twice per handshake.
-    let values = headers.get_all(&name);
-    if values.iter().next().is_none() {
+    let mut lines = headers.lines(name).peekable();
+    if lines.peek().is_none() {
         return Err(HandshakeError::MissingHeader(display));
     }
-    let mut tokens = values
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii);
-    if !tokens.any(|t| t.eq_ignore_ascii_case(token)) {
+    if !tokens(lines).any(|t| t.eq_ignore_ascii_case(token)) {
         return Err(HandshakeError::InvalidHeader(
             display,
             if token == b"websocket" {
@@ -590,20 +967,20 @@ fn required_token(
 
 /// The value of a header that must appear exactly once.
 fn single<'a>(
-    headers: &'a HeaderMap,
-    name: HeaderName,
+    headers: &'a (impl Lines + ?Sized),
+    name: Known,
     display: &'static str,
-) -> Result<&'a HeaderValue, HandshakeError> {
+) -> Result<&'a [u8], HandshakeError> {
     optional_single(headers, name, display)?.ok_or(HandshakeError::MissingHeader(display))
 }
 
 /// The value of a header that may appear at most once.
 fn optional_single<'a>(
-    headers: &'a HeaderMap,
-    name: HeaderName,
+    headers: &'a (impl Lines + ?Sized),
+    name: Known,
     display: &'static str,
-) -> Result<Option<&'a HeaderValue>, HandshakeError> {
-    let mut values = headers.get_all(name).iter();
+) -> Result<Option<&'a [u8]>, HandshakeError> {
+    let mut values = headers.lines(name);
     let first = values.next();
     if values.next().is_some() {
         return Err(HandshakeError::DuplicateHeader(display));
@@ -655,8 +1032,39 @@ mod tests {
         }
     }
 
+    /// `check_request`'s answer, which the head parsed without a request must give too.
     fn check(head: &str) -> Result<ClientOffer, HandshakeError> {
-        check_request(&parse(head))
+        let checked = check_request(&parse(head));
+        same_as_request(head.as_bytes(), DEFAULT_MAX_HEAD_SIZE);
+        checked
+    }
+
+    /// `RequestHead::parse` answers as `parse_request`, `check_request`, `is_upgrade_request`
+    /// and `upgrade_refusal` do for `input`, and its request is theirs.
+    fn same_as_request(input: &[u8], limit: usize) {
+        match (
+            parse_request(input, limit),
+            RequestHead::parse(input, limit),
+        ) {
+            (Ok(Parsed::Complete(req, n)), Ok(Parsed::Complete(head, m))) => {
+                assert_eq!(n, m, "{input:?}");
+                assert_eq!(head.method(), req.method());
+                assert_eq!(head.uri(), req.uri());
+                assert_eq!(head.version(), req.version());
+                assert_eq!(head.is_upgrade(), is_upgrade_request(&req), "{input:?}");
+                assert_eq!(head.upgrade_refusal(), upgrade_refusal(&req).as_ref());
+                assert_eq!(head.checked(), check_request(&req).as_ref());
+                let rebuilt = head.to_request();
+                assert_eq!(rebuilt.method(), req.method());
+                assert_eq!(rebuilt.uri(), req.uri());
+                assert_eq!(rebuilt.version(), req.version());
+                assert_eq!(rebuilt.headers(), req.headers());
+                assert_eq!(head.into_checked(), check_request(&req));
+            }
+            (Ok(Parsed::Partial), Ok(Parsed::Partial)) => {}
+            (Err(a), Err(b)) => assert_eq!(a, b, "{input:?}"),
+            (a, b) => panic!("{input:?}: parse_request {a:?}, RequestHead::parse {b:?}"),
+        }
     }
 
     fn text(bytes: &[u8]) -> &str {
@@ -861,6 +1269,22 @@ mod tests {
     }
 
     #[test]
+    fn each_field_the_checks_read_is_known_by_its_name_in_any_case() {
+        for (slot, known) in Known::ALL.into_iter().enumerate() {
+            assert_eq!(known as usize, slot);
+            assert_eq!(known.header().as_str(), known.name());
+            let name = known.name();
+            assert_eq!(Known::of(name.as_bytes()), Some(known));
+            assert_eq!(Known::of(name.to_ascii_uppercase().as_bytes()), Some(known));
+            // Same length, another name.
+            let mut other = name.as_bytes().to_vec();
+            other[0] = b'x';
+            assert_eq!(Known::of(&other), None);
+        }
+        assert_eq!(Known::of(b"x-forwarded-host"), None);
+    }
+
+    #[test]
     fn host_must_appear_exactly_once() {
         assert_eq!(
             check(&request_with(&["host"], "")),
@@ -880,6 +1304,14 @@ mod tests {
             "[::1]",
             "example.com",
             "EXAMPLE.com:80",
+            "example.com:",
+            "[2001:db8::7]:443",
+            "[::ffff:192.0.2.1]",
+            "[fe80::1%25eth0]:80",
+            "[v7.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a%41b",
+            "a!$&'()*+,;=b-._~",
         ] {
             let head = request_with(&["host"], &format!("Host: {host}\r\n"));
             assert!(check(&head).is_ok(), "{host}");
@@ -891,6 +1323,22 @@ mod tests {
             "example.com/path",
             "[::1",
             "a:b:c",
+            ":80",
+            "[]",
+            "[::1]x",
+            "x[::1]",
+            "[::1]:8a",
+            "[1::2::3]",
+            "[::1%25]",
+            "[::1%eth0]",
+            "[v7.]",
+            "[v.x]",
+            "a%4",
+            "a%zz",
+            "a[b",
+            "example.com?q",
+            "example.com#f",
+            "b\u{e4}r.example",
         ] {
             let head = request_with(&["host"], &format!("Host: {host}\r\n"));
             assert_eq!(
@@ -1430,6 +1878,7 @@ mod tests {
     /// The fuzz oracle: any input is either still partial, a complete head within the input
     /// that the checks accept or refuse with a status, or one of the documented parse errors.
     fn assert_documented(input: &[u8], limit: usize, seen: &mut Outcomes) {
+        same_as_request(input, limit);
         match parse_request(input, limit) {
             Ok(Parsed::Partial) => {
                 assert!(input.len() <= limit);
