@@ -285,8 +285,7 @@ impl ServerBuilder {
             }),
             Ok(Err(Error::Handshake(e))) => {
                 tracing::debug!(error = %e, "refused websocket request head");
-                // Boxed, as in `Incoming::accept`.
-                Box::pin(reject(&mut stream, &e)).await;
+                reject(&mut stream, &e).await;
                 Err(Error::Handshake(e))
             }
             Ok(Err(e)) => Err(e),
@@ -617,10 +616,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(error = %e, status = e.status(), "refused websocket request");
-                // Boxed: the refusal's future (its write, lingering and their timers) would
-                // otherwise make every accept's future that much larger, moved whole where it
-                // is awaited.
-                Box::pin(reject(&mut self.stream, &e)).await;
+                reject(&mut self.stream, &e).await;
                 return Err(Error::Handshake(e));
             }
         };
