@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use http::header::{AsHeaderName, HeaderMap};
+use http::header::{AsHeaderName, HeaderMap, HeaderValue};
 
 /// One extension from a `Sec-WebSocket-Extensions` header: a name and its parameters
 /// (RFC 6455 §9.1 grammar; quoted values are unquoted).
@@ -23,12 +23,17 @@ pub fn header_tokens<'a, K: AsHeaderName>(
     headers: &'a HeaderMap,
     name: K,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
+    list_elements(headers.get_all(name).iter().map(HeaderValue::as_bytes)).filter(|t| !t.is_empty())
+}
+
+/// The comma-separated elements of every line of a list header, trimmed, empty ones kept
+/// (RFC 7230 §7 list rule).
+pub(crate) fn list_elements<'a>(
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = &'a [u8]> {
+    lines
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// Parse every `Sec-WebSocket-Extensions` line into offers, in order.
@@ -56,9 +61,21 @@ pub fn header_tokens<'a, K: AsHeaderName>(
 ///
 /// A short reason if the syntax is not that of RFC 6455 §9.1.
 pub fn parse_extensions(headers: &HeaderMap) -> Result<Vec<ExtensionOffer>, &'static str> {
+    extension_offers(
+        headers
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// [`parse_extensions`] on the `Sec-WebSocket-Extensions` lines, however they were parsed.
+pub(crate) fn extension_offers<'a>(
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> Result<Vec<ExtensionOffer>, &'static str> {
     let mut offers = Vec::new();
-    for line in headers.get_all(http::header::SEC_WEBSOCKET_EXTENSIONS) {
-        parse_extension_list(line.as_bytes(), &mut offers)?;
+    for line in lines {
+        parse_extension_list(line, &mut offers)?;
     }
     Ok(offers)
 }

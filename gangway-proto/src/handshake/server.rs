@@ -28,7 +28,7 @@ use http::{Method, StatusCode, Version};
 use crate::error::HandshakeError;
 use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::key::{accept_key_into, ACCEPT_LEN};
-use crate::handshake::negotiate::{is_token, parse_extension_list};
+use crate::handshake::negotiate::{extension_offers, is_token, list_elements};
 use crate::handshake::{is_valid_key, ExtensionOffer, Parsed};
 
 /// What a valid upgrade request offered.
@@ -322,20 +322,9 @@ pub fn upgrade_refusal(req: &http::Request<()>) -> Option<HandshakeError> {
     no_upgrade(req.headers())
 }
 
-/// [`upgrade_refusal`] on the header lines.
+/// [`upgrade_refusal`] on the header lines: RFC 6455 §4.2.1 item 3's check alone.
 fn no_upgrade(headers: &(impl Lines + ?Sized)) -> Option<HandshakeError> {
-    let mut lines = headers.lines(Known::Upgrade).peekable();
-    if lines.peek().is_none() {
-        return Some(HandshakeError::MissingHeader("Upgrade"));
-    }
-    if tokens(lines).any(|t| t.eq_ignore_ascii_case(b"websocket")) {
-        None
-    } else {
-        Some(HandshakeError::InvalidHeader(
-            "Upgrade",
-            "no websocket token",
-        ))
-    }
+    required_token(headers, Known::Upgrade, "Upgrade", b"websocket").err()
 }
 
 /// Check an HTTP/2 extended CONNECT request for a WebSocket (RFC 8441 §4, §5), as the HTTP/2
@@ -421,7 +410,7 @@ fn version_and_origin(headers: &(impl Lines + ?Sized)) -> Result<Option<String>,
 fn offered(
     headers: &(impl Lines + ?Sized),
 ) -> Result<(Vec<String>, Vec<ExtensionOffer>), HandshakeError> {
-    let protocols = tokens(headers.lines(Known::Protocol))
+    let protocols = list_elements(headers.lines(Known::Protocol))
         .filter(|t| !t.is_empty())
         .map(|t| {
             if is_token(t) {
@@ -434,11 +423,8 @@ fn offered(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut extensions = Vec::new();
-    for line in headers.lines(Known::Extensions) {
-        parse_extension_list(line, &mut extensions)
-            .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
-    }
+    let extensions = extension_offers(headers.lines(Known::Extensions))
+        .map_err(|why| HandshakeError::InvalidHeader("Sec-WebSocket-Extensions", why))?;
     Ok((protocols, extensions))
 }
 
@@ -933,13 +919,6 @@ impl Lines for Indexed<'_, '_> {
     }
 }
 
-/// The comma-separated elements of `lines`, trimmed (RFC 7230 §7 list rule; empty ones kept).
-fn tokens<'a>(lines: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
-    lines
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-}
-
 /// A header that must be present and contain `token`.
 fn required_token(
     headers: &(impl Lines + ?Sized),
@@ -952,7 +931,7 @@ fn required_token(
     if lines.peek().is_none() {
         return Err(HandshakeError::MissingHeader(display));
     }
-    if !tokens(lines).any(|t| t.eq_ignore_ascii_case(token)) {
+    if !list_elements(lines).any(|t| t.eq_ignore_ascii_case(token)) {
         return Err(HandshakeError::InvalidHeader(
             display,
             if token == b"websocket" {
