@@ -49,21 +49,85 @@ pub(crate) fn accept_key_into<'a>(key: &[u8], out: &'a mut [u8; ACCEPT_LEN]) -> 
 
 /// Whether a received key (whitespace trimmed) is base64 that decodes to exactly 16 bytes.
 pub fn is_valid_key(key: &[u8]) -> bool {
-    let key = key.trim_ascii();
-    // 16 bytes encode to 22 characters and "==" padding: anything else cannot decode to 16.
-    // Decoded on the stack (24 characters decode to at most 18 bytes): no allocation per
-    // handshake.
-    let mut decoded = [0u8; 18];
-    key.len() == 24
-        && STANDARD
-            .decode_slice(key, &mut decoded)
-            .is_ok_and(|n| n == 16)
+    // 16 bytes encode to 22 characters and "==" padding (RFC 4648 §4), and only so: checked
+    // without decoding. The 22nd character carries the last 2 bits of the 16th byte and 4 bits
+    // that must be zero (canonical base64, as the decoder requires): A, Q, g or w.
+    match key.trim_ascii() {
+        [chars @ .., last, b'=', b'='] if chars.len() == 21 => {
+            chars.iter().all(|&b| BASE64[usize::from(b)])
+                && matches!(last, b'A' | b'Q' | b'g' | b'w')
+        }
+        _ => false,
+    }
 }
+
+/// For every byte, whether it is in the base64 alphabet (RFC 4648 §4, without the padding).
+static BASE64: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'+' as usize || b == b'/' as usize;
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
+
+    /// What [`is_valid_key`] answers, by decoding: base64 that decodes to exactly 16 bytes.
+    fn decodes_to_16(key: &[u8]) -> bool {
+        let mut decoded = [0u8; 64];
+        STANDARD
+            .decode_slice(key.trim_ascii(), &mut decoded)
+            .is_ok_and(|n| n == 16)
+    }
+
+    #[test]
+    fn a_key_is_valid_exactly_when_it_decodes_to_16_bytes() {
+        let mut keys: Vec<Vec<u8>> = vec![
+            b"dGhlIHNhbXBsZSBub25jZQ==".to_vec(),
+            b" dGhlIHNhbXBsZSBub25jZQ==\t".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZQ=".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZQ".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZR==".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZQ==dGhl".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZQA=".to_vec(),
+            b"dGhlIHNhbXBsZSBub25j====".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZ-==".to_vec(),
+            b"AAAAAAAAAAAAAAAAAAAAAA==".to_vec(),
+            b"////////////////////ww==".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZQ".to_vec(),
+            Vec::new(),
+        ];
+        // Every byte in every position of a valid key.
+        for at in 0..24 {
+            for b in 0..=255u8 {
+                let mut key = b"08kp54j1E3z4IfuM1m75tQ==".to_vec();
+                key[at] = b;
+                keys.push(key);
+            }
+        }
+        let mut random = SeededRandom::new(15);
+        for _ in 0..2000 {
+            let mut raw = [0u8; 16];
+            random.fill(&mut raw);
+            keys.push(STANDARD.encode(raw).into_bytes());
+        }
+        let mut valid = 0;
+        for key in &keys {
+            assert_eq!(is_valid_key(key), decodes_to_16(key), "{key:?}");
+            valid += usize::from(is_valid_key(key));
+        }
+        // The probe is not empty-handed either way.
+        assert!(
+            valid > 2000 && valid < keys.len(),
+            "{valid} of {}",
+            keys.len()
+        );
+    }
 
     #[test]
     fn rfc_6455_accept_vectors() {

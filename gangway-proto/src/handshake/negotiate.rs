@@ -31,9 +31,22 @@ pub fn header_tokens<'a, K: AsHeaderName>(
 pub(crate) fn list_elements<'a>(
     lines: impl Iterator<Item = &'a [u8]>,
 ) -> impl Iterator<Item = &'a [u8]> {
-    lines
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
+    lines.flat_map(elements)
+}
+
+/// Whether one of the lines of a list header has `token` (any case) among its elements: what
+/// [`list_elements`] would find, looked for line by line.
+pub(crate) fn list_has<'a>(mut lines: impl Iterator<Item = &'a [u8]>, token: &[u8]) -> bool {
+    // A line that is the token alone, as `Upgrade: websocket` and `Connection: Upgrade` nearly
+    // always are, is its one element: no need to split it.
+    lines.any(|line| {
+        line.eq_ignore_ascii_case(token) || elements(line).any(|e| e.eq_ignore_ascii_case(token))
+    })
+}
+
+/// The comma-separated elements of one line of a list header, trimmed, empty ones kept.
+fn elements(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Parse every `Sec-WebSocket-Extensions` line into offers, in order.

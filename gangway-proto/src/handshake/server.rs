@@ -28,7 +28,7 @@ use http::{Method, StatusCode, Version};
 use crate::error::HandshakeError;
 use crate::handshake::head::{self, MAX_HEADERS};
 use crate::handshake::key::{accept_key_into, ACCEPT_LEN};
-use crate::handshake::negotiate::{extension_offers, is_token, list_elements};
+use crate::handshake::negotiate::{extension_offers, is_token, list_elements, list_has};
 use crate::handshake::{is_valid_key, ExtensionOffer, Parsed};
 
 /// What a valid upgrade request offered.
@@ -156,7 +156,9 @@ impl RequestHead {
         Ok(Parsed::Complete(
             RequestHead {
                 bytes: buf[..head_len].into(),
-                no_upgrade: no_upgrade(&lines),
+                // A request that passes the checks asks for the upgrade (§4.2.1 item 3 is one
+                // of them): the refusal is looked for only when they fail.
+                no_upgrade: checked.as_ref().err().and_then(|_| no_upgrade(&lines)),
                 checked,
                 method,
                 uri,
@@ -307,7 +309,7 @@ fn check_upgrade(
     let (protocols, extensions) = offered(headers)?;
     Ok(ClientOffer {
         // A valid key is base64, hence ASCII: the conversion is exact.
-        key: Some(String::from_utf8_lossy(key.trim_ascii()).into_owned()),
+        key: Some(text(key.trim_ascii())),
         protocols,
         extensions,
         origin,
@@ -320,6 +322,16 @@ fn check_upgrade(
 /// the failures of [`check_request`], which come in the order of RFC 6455 §4.2.1.
 pub fn upgrade_refusal(req: &http::Request<()>) -> Option<HandshakeError> {
     no_upgrade(req.headers())
+}
+
+/// A header value as text: as it is when it is UTF-8 (a valid key, a token, nearly every
+/// origin), with U+FFFD for what is not. What `String::from_utf8_lossy` gives, without its
+/// slower walk for the common case.
+fn text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(value).into_owned(),
+    }
 }
 
 /// [`upgrade_refusal`] on the header lines: RFC 6455 §4.2.1 item 3's check alone.
@@ -400,8 +412,7 @@ fn version_and_origin(headers: &(impl Lines + ?Sized)) -> Result<Option<String>,
     if version.trim_ascii() != b"13" {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    Ok(optional_single(headers, Known::Origin, "Origin")?
-        .map(|v| String::from_utf8_lossy(v).into_owned()))
+    Ok(optional_single(headers, Known::Origin, "Origin")?.map(text))
 }
 
 /// The subprotocols (RFC 6455 §4.2.1 item 8: tokens, in a list that may span several lines,
@@ -414,7 +425,7 @@ fn offered(
         .filter(|t| !t.is_empty())
         .map(|t| {
             if is_token(t) {
-                Ok(String::from_utf8_lossy(t).into_owned())
+                Ok(text(t))
             } else {
                 Err(HandshakeError::InvalidHeader(
                     "Sec-WebSocket-Protocol",
@@ -726,12 +737,12 @@ fn is_host(value: &[u8]) -> bool {
 }
 
 /// RFC 3986 `unreserved`.
-fn is_unreserved(b: u8) -> bool {
+const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// RFC 3986 `sub-delims`.
-fn is_sub_delim(b: u8) -> bool {
+const fn is_sub_delim(b: u8) -> bool {
     matches!(
         b,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
@@ -759,8 +770,20 @@ fn is_pct_text(s: &[u8], allowed: impl Fn(u8) -> bool) -> bool {
 
 /// RFC 3986 `reg-name` (which covers `IPv4address`).
 fn is_reg_name(name: &[u8]) -> bool {
-    is_pct_text(name, |b| is_unreserved(b) || is_sub_delim(b))
+    is_pct_text(name, |b| REG_NAME[usize::from(b)])
 }
+
+/// For every byte, whether a `reg-name` may have it as it is: `unreserved / sub-delims`. A
+/// lookup per byte of the `Host` of every request.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_unreserved(b as u8) || is_sub_delim(b as u8);
+        b += 1;
+    }
+    table
+};
 
 /// What is inside the brackets of an RFC 3986 `IP-literal`: an `IPv6address` (with an RFC 6874
 /// `ZoneID` after `%25`, or not) or an `IPvFuture` (`v`, hex digits, `.`, then unreserved
@@ -912,10 +935,18 @@ impl<'h, 'b> Indexed<'h, 'b> {
 impl Lines for Indexed<'_, '_> {
     fn lines(&self, name: Known) -> impl Iterator<Item = &[u8]> {
         let (first, end) = self.at[name as usize];
+        let last = usize::from(end).saturating_sub(1);
+        // The first and the last line of the range were found by that name; only those between
+        // (other fields, or repeats) are looked at again.
         self.lines[usize::from(first)..usize::from(end)]
             .iter()
-            .filter(move |h| Known::of(h.name.as_bytes()) == Some(name))
-            .map(|h| h.value)
+            .enumerate()
+            .filter(move |&(i, h)| {
+                i == 0
+                    || usize::from(first) + i == last
+                    || Known::of(h.name.as_bytes()) == Some(name)
+            })
+            .map(|(_, h)| h.value)
     }
 }
 
@@ -926,12 +957,12 @@ fn required_token(
     display: &'static str,
     token: &[u8],
 ) -> Result<(), HandshakeError> {
-    // One lookup for both questions: this runs twice per handshake.
-    let mut lines = headers.lines(name).peekable();
-    if lines.peek().is_none() {
+    // One lookup for both questions.
+    let mut lines = headers.lines(name);
+    let Some(first) = lines.next() else {
         return Err(HandshakeError::MissingHeader(display));
-    }
-    if !list_elements(lines).any(|t| t.eq_ignore_ascii_case(token)) {
+    };
+    if !list_has(std::iter::once(first).chain(lines), token) {
         return Err(HandshakeError::InvalidHeader(
             display,
             if token == b"websocket" {
