@@ -266,33 +266,42 @@ impl ServerBuilder {
     ///
     /// [`Error::Handshake`] for a malformed or oversized head (already answered with 400/431),
     /// [`Error::Io`], [`Error::Timeout`].
-    pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    pub fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: S,
-    ) -> Result<Incoming<S>, Error> {
+    ) -> impl std::future::Future<Output = Result<Incoming<S>, Error>> {
+        let builder = self.clone();
         let mut stream = stream;
-        let head = tokio::time::timeout(
-            self.handshake_timeout,
-            read_head(&mut stream, self.max_head_size),
-        )
-        .await;
-        match head {
-            Ok(Ok((head, leftover))) => Ok(Incoming {
-                stream,
-                head,
-                leftover,
-                builder: self.clone(),
-            }),
-            Ok(Err(Error::Handshake(e))) => {
-                tracing::debug!(error = %e, "refused websocket request head");
-                reject(&mut stream, &e).await;
-                Err(Error::Handshake(e))
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_elapsed) => {
-                tracing::debug!("request head not received within the handshake timeout");
-                Err(Error::Timeout)
-            }
+        // A block, not an async function: an async function keeps its arguments in its future
+        // twice over (as received, and moved into its body), the stream and the builder here.
+        async move {
+            // What was read is gone at the end of this statement: kept until the refusal is
+            // written, it would be in this future beside the reading.
+            let refusal = match tokio::time::timeout(
+                builder.handshake_timeout,
+                read_head(&mut stream, builder.max_head_size),
+            )
+            .await
+            {
+                Ok(Ok((head, leftover))) => {
+                    return Ok(Incoming {
+                        stream,
+                        head,
+                        leftover,
+                        builder,
+                    })
+                }
+                Ok(Err(Error::Handshake(e))) => e,
+                Ok(Err(e)) => return Err(e),
+                Err(_elapsed) => {
+                    tracing::debug!("request head not received within the handshake timeout");
+                    return Err(Error::Timeout);
+                }
+            };
+            tracing::debug!(error = %refusal, "refused websocket request head");
+            // Boxed: the refusal's state is larger than the reading's.
+            Box::pin(reject(&mut stream, &refusal)).await;
+            Err(Error::Handshake(refusal))
         }
     }
 }
@@ -461,6 +470,45 @@ async fn read_head<S: AsyncRead + Unpin>(
     })
 }
 
+/// [`Incoming::accept`] once the request is judged: answer `101` and open the WebSocket, or
+/// answer the refusal. A block, not an async function: an async function keeps its arguments in
+/// its future twice over (as received, and moved into its body).
+#[allow(clippy::manual_async_fn)]
+fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    negotiated: Result<Accepted, HandshakeError>,
+    leftover: Vec<u8>,
+    builder: ServerBuilder,
+) -> impl std::future::Future<Output = Result<WebSocket<S>, Error>> {
+    async move {
+        // Looked at in place: taken out, the offer would be in this future twice.
+        let response = match &negotiated {
+            Ok(accepted) => accepted.response(),
+            Err(e) => {
+                tracing::debug!(error = %e, status = e.status(), "refused websocket request");
+                // Boxed: the refusal's state is larger than the answer's.
+                Box::pin(reject(&mut stream, e)).await;
+                return Err(Error::Handshake(e.clone()));
+            }
+        };
+        let written = tokio::time::timeout(builder.handshake_timeout, async {
+            stream.write_all(&response).await?;
+            stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Io(e)),
+            Err(_elapsed) => return Err(Error::Timeout),
+        }
+        match negotiated {
+            Ok(accepted) => Ok(builder.open(stream, accepted, &leftover)),
+            // Not reached: refused above.
+            Err(e) => Err(Error::Handshake(e)),
+        }
+    }
+}
+
 /// Answer `err` with its HTTP status, then close the connection gracefully. Failures are ignored:
 /// the handshake error is what the caller reports.
 async fn reject<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: &HandshakeError) {
@@ -603,35 +651,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
 
     /// Check the request (RFC 6455 §4.2.1 and the origin policy) and answer 101, or answer the error.
     ///
+    /// The request is judged when this is called; the answer is written when the future is
+    /// polled.
+    ///
     /// # Errors
     ///
     /// [`Error::Handshake`] (already answered), [`Error::Io`], [`Error::Timeout`] if the answer
     /// cannot be written within the handshake timeout.
-    pub async fn accept(mut self) -> Result<WebSocket<S>, Error> {
+    pub fn accept(self) -> impl std::future::Future<Output = Result<WebSocket<S>, Error>> {
+        // Decided before the first poll, so that the future holds only what the answer needs,
+        // not the request head: it is a fraction of the size, and moved as often.
         let negotiated = match self.head.http1 {
             Some(head) => self.builder.negotiate_head(head),
             None => self.builder.negotiate(self.head.request()),
         };
-        let accepted = match negotiated {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::debug!(error = %e, status = e.status(), "refused websocket request");
-                reject(&mut self.stream, &e).await;
-                return Err(Error::Handshake(e));
-            }
-        };
-        let response = accepted.response();
-        let written = tokio::time::timeout(self.builder.handshake_timeout, async {
-            self.stream.write_all(&response).await?;
-            self.stream.flush().await
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Io(e)),
-            Err(_elapsed) => return Err(Error::Timeout),
-        }
-        Ok(self.builder.open(self.stream, accepted, &self.leftover))
+        answer(self.stream, negotiated, self.leftover, self.builder)
     }
 
     /// Answer as plain HTTP and close the connection.
