@@ -39,13 +39,7 @@ where
     S: AsyncRead + Unpin,
 {
     let limit = max_head_size.saturating_add(1);
-    // The first read goes into the thread's scratch buffer: a head that arrives whole in it, as
-    // nearly every head does, is parsed there and costs no buffer of its own.
-    let mut buf = match std::future::poll_fn(|cx| first_read(stream, cx, limit, &mut parse)).await?
-    {
-        First::Head(head, rest) => return Ok((head, rest)),
-        First::Partial(buf) => buf,
-    };
+    let mut buf = Vec::new();
     loop {
         // At least 1: the loop ends once `buf` holds more than `max_head_size`.
         let room = limit.saturating_sub(buf.len()).min(HEAD_READ_SIZE);
@@ -77,64 +71,6 @@ where
             Parsed::Partial => {}
         }
     }
-}
-
-/// What the first read brought.
-enum First<T> {
-    /// A whole head, and the bytes after it.
-    Head(T, Vec<u8>),
-    /// Part of a head, copied out of the scratch buffer.
-    Partial(Vec<u8>),
-}
-
-thread_local! {
-    /// Where the first read of a head goes (see [`read_head`]): one per thread, as the
-    /// connections polled on a thread are polled one at a time.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The first read of [`read_head`], into [`SCRATCH`], and the parse of what it brought when it
-/// can hold a head (as there: it has a newline, or passes the limit).
-fn first_read<S, T, E>(
-    stream: &mut S,
-    cx: &mut std::task::Context<'_>,
-    limit: usize,
-    parse: &mut impl FnMut(&[u8]) -> Result<Parsed<T>, E>,
-) -> std::task::Poll<Result<First<T>, HeadError<E>>>
-where
-    S: AsyncRead + Unpin,
-{
-    let room = limit.min(HEAD_READ_SIZE);
-    SCRATCH.with(|scratch| {
-        // Never borrowed twice (nothing here polls another connection); if it were, a buffer of
-        // this read's own does the same.
-        let mut own = Vec::new();
-        let mut borrowed = scratch.try_borrow_mut();
-        let scratch = match &mut borrowed {
-            Ok(scratch) => &mut **scratch,
-            Err(_) => &mut own,
-        };
-        scratch.clear();
-        scratch.reserve(room);
-        let mut read = tokio::io::ReadBuf::uninit(&mut scratch.spare_capacity_mut()[..room]);
-        std::task::ready!(std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read))
-            .map_err(HeadError::Io)?;
-        let got = read.filled();
-        if got.is_empty() {
-            return std::task::Poll::Ready(Err(HeadError::Eof));
-        }
-        if !got.contains(&b'\n') && got.len() < limit {
-            return std::task::Poll::Ready(Ok(First::Partial(got.to_vec())));
-        }
-        std::task::Poll::Ready(match parse(got).map_err(HeadError::Parse)? {
-            Parsed::Complete(head, head_len) => Ok(First::Head(
-                head,
-                got.get(head_len..).unwrap_or_default().to_vec(),
-            )),
-            Parsed::Partial if got.len() >= limit => Err(HeadError::TooLarge),
-            Parsed::Partial => Ok(First::Partial(got.to_vec())),
-        })
-    })
 }
 
 #[cfg(test)]
