@@ -868,8 +868,7 @@ enum Route {
     /// A plain HTTP request.
     Http,
     /// An upgrade refused before its handshake is looked at (a bad history position), and the
-    /// answer.
-    /// Boxed: rare, and twice the size of the rest.
+    /// answer (boxed: rare, and twice the size of the rest).
     Refused(Box<(Response<()>, Vec<u8>)>),
     /// An upgrade, and what it asks beyond the handshake.
     Upgrade(Upgrade),
