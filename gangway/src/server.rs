@@ -491,21 +491,31 @@ fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(Error::Handshake(e.clone()));
             }
         };
-        let written = tokio::time::timeout(builder.handshake_timeout, async {
-            stream.write_all(&response).await?;
-            stream.flush().await
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Io(e)),
-            Err(_elapsed) => return Err(Error::Timeout),
-        }
+        write_within(&mut stream, &response, builder.handshake_timeout).await?;
         match negotiated {
             Ok(accepted) => Ok(builder.open(stream, accepted, &leftover)),
             // Not reached: refused above.
             Err(e) => Err(Error::Handshake(e)),
         }
+    }
+}
+
+/// Write an answer to the request (the `101`, or a plain HTTP answer) and flush it, within
+/// `limit`.
+async fn write_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), Error> {
+    let written = tokio::time::timeout(limit, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Io(e)),
+        Err(_elapsed) => Err(Error::Timeout),
     }
 }
 
@@ -677,16 +687,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     pub async fn respond(self, response: http::Response<()>, body: &[u8]) -> Result<(), Error> {
         let mut stream = self.stream;
         let bytes = hs::encode_response(&response, body);
-        let written = tokio::time::timeout(self.builder.handshake_timeout, async {
-            stream.write_all(&bytes).await?;
-            stream.flush().await
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Io(e)),
-            Err(_elapsed) => return Err(Error::Timeout),
-        }
+        write_within(&mut stream, &bytes, self.builder.handshake_timeout).await?;
         close_gracefully(&mut stream).await;
         Ok(())
     }
