@@ -62,15 +62,8 @@ pub fn is_valid_key(key: &[u8]) -> bool {
 }
 
 /// For every byte, whether it is in the base64 alphabet (RFC 4648 §4, without the padding).
-static BASE64: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'+' as usize || b == b'/' as usize;
-        b += 1;
-    }
-    table
-};
+static BASE64: [bool; 256] =
+    crate::handshake::byte_set!(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,23 @@
 //!
 //! The outcome is a [`Negotiated`], from which a [`Connection`](crate::Connection) is built.
 
+/// A set of bytes as a 256-entry table (`static NAME: [bool; 256] = byte_set!(|b| test);`): a
+/// lookup per byte where a test would be a chain of comparisons. `test` is a `const` expression
+/// in the byte `b`.
+macro_rules! byte_set {
+    (|$b:ident| $test:expr) => {{
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $b = i as u8;
+            table[i] = $test;
+            i += 1;
+        }
+        table
+    }};
+}
+pub(crate) use byte_set;
+
 pub mod client;
 mod head;
 mod key;

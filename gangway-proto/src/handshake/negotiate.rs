@@ -225,32 +225,24 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 
 /// [`is_tchar`] for every byte: a lookup per byte of a header name rather than a chain of
 /// comparisons.
-static TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric()
-            || matches!(
-                b as u8,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
+static TCHAR: [bool; 256] = crate::handshake::byte_set!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ));
 
 /// Whether `s` is a non-empty token (RFC 2616 §2.2).
 pub(crate) fn is_token(s: &[u8]) -> bool {

@@ -775,15 +775,7 @@ fn is_reg_name(name: &[u8]) -> bool {
 
 /// For every byte, whether a `reg-name` may have it as it is: `unreserved / sub-delims`. A
 /// lookup per byte of the `Host` of every request.
-static REG_NAME: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = is_unreserved(b as u8) || is_sub_delim(b as u8);
-        b += 1;
-    }
-    table
-};
+static REG_NAME: [bool; 256] = crate::handshake::byte_set!(|b| is_unreserved(b) || is_sub_delim(b));
 
 /// What is inside the brackets of an RFC 3986 `IP-literal`: an `IPv6address` (with an RFC 6874
 /// `ZoneID` after `%25`, or not) or an `IPvFuture` (`v`, hex digits, `.`, then unreserved
