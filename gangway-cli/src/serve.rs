@@ -679,6 +679,24 @@ impl ConnectionTask {
         });
         ConnectionTask::Accepted { tcp, cold }
     }
+
+    /// What follows the end of a session: [`end_session`] on the heap, or, when the peer closed
+    /// and there is nothing left to wait for ([`done_at_once`]), the log line at once and the
+    /// task done (the socket and the guard are dropped here).
+    fn ending(
+        ws: WebSocket<MaybeTlsStream>,
+        cold: Box<Cold>,
+        end: End,
+        dropped: Option<u64>,
+    ) -> Self {
+        if !done_at_once(&ws, &end) {
+            return ConnectionTask::Ending(Box::pin(end_session(ws, cold, end, dropped)));
+        }
+        if tracing::enabled!(tracing::Level::INFO) {
+            log_end(&ws, &cold, &closed_by_peer(&ws), dropped);
+        }
+        ConnectionTask::Done
+    }
 }
 
 impl std::future::Future for ConnectionTask {
@@ -727,13 +745,7 @@ impl std::future::Future for ConnectionTask {
                     if let ConnectionTask::Echoing { ws, cold } =
                         std::mem::replace(this, ConnectionTask::Done)
                     {
-                        if done_at_once(&ws, &end) {
-                            // The socket and the guard go with this arm: the task is done.
-                            ended_at_once(&ws, &cold, None);
-                        } else {
-                            *this =
-                                ConnectionTask::Ending(Box::pin(end_session(ws, cold, end, None)));
-                        }
+                        *this = ConnectionTask::ending(ws, cold, end, None);
                     }
                 }
                 ConnectionTask::Broadcasting(session) => {
@@ -748,16 +760,7 @@ impl std::future::Future for ConnectionTask {
                         let dropped = member.dropped();
                         // Leaves the room: nothing more is delivered while it closes.
                         let ws = member.into_websocket();
-                        if done_at_once(&ws, &end) {
-                            ended_at_once(&ws, &cold, Some(dropped));
-                        } else {
-                            *this = ConnectionTask::Ending(Box::pin(end_session(
-                                ws,
-                                cold,
-                                end,
-                                Some(dropped),
-                            )));
-                        }
+                        *this = ConnectionTask::ending(ws, cold, end, Some(dropped));
                     }
                 }
                 ConnectionTask::Ending(ending) => {
@@ -1225,9 +1228,9 @@ fn done_at_once<S: Transport>(ws: &WebSocket<S>, end: &End) -> bool {
 }
 
 /// The end of a session, once: finish the close handshake as `end` requires, let the client
-/// close its side, and log one line. Runs on the heap (see [`ConnectionTask`]), unless there is
-/// nothing to wait for ([`done_at_once`]). `dropped`: a broadcast session's messages dropped for
-/// being too slow.
+/// close its side, and log one line. Runs on the heap (see [`ConnectionTask::ending`]), unless
+/// there is nothing to wait for ([`done_at_once`]). `dropped`: a broadcast session's messages
+/// dropped for being too slow.
 async fn end_session<S: Transport>(
     mut ws: WebSocket<S>,
     cold: Box<Cold>,
@@ -1292,14 +1295,6 @@ fn log_end<S: Transport>(ws: &WebSocket<S>, cold: &Cold, end: &str, dropped: Opt
             dropped,
             "websocket ended: {end}"
         ),
-    }
-}
-
-/// A session the peer closed with nothing left to wait for ([`done_at_once`]): its log line,
-/// without a future of its own for [`end_session`].
-fn ended_at_once<S: Transport>(ws: &WebSocket<S>, cold: &Cold, dropped: Option<u64>) {
-    if tracing::enabled!(tracing::Level::INFO) {
-        log_end(ws, cold, &closed_by_peer(ws), dropped);
     }
 }
 
