@@ -323,12 +323,21 @@ pub(crate) struct Accepted {
 
 impl Accepted {
     /// The `101 Switching Protocols` answer as HTTP/1.1 bytes.
+    #[cfg(test)]
     pub(crate) fn response(&self) -> Vec<u8> {
-        hs::accept(
+        let mut out = Vec::new();
+        self.response_into(&mut out);
+        out
+    }
+
+    /// The `101 Switching Protocols` answer as HTTP/1.1 bytes, appended to `out`.
+    pub(crate) fn response_into(&self, out: &mut Vec<u8>) {
+        hs::accept_into(
+            out,
             &self.offer,
             self.negotiated.protocol.as_deref(),
             &self.negotiated.extensions,
-        )
+        );
     }
 
     /// The same answer as parts for an HTTP library (`101` on HTTP/1.1, `200` on HTTP/2).
@@ -483,7 +492,12 @@ fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     async move {
         // Looked at in place: taken out, the offer would be in this future twice.
         let response = match &negotiated {
-            Ok(accepted) => accepted.response(),
+            // Written in this thread's spare output buffer: no allocation of its own.
+            Ok(accepted) => {
+                let mut out = crate::stream::take_spare();
+                accepted.response_into(&mut out);
+                out
+            }
             Err(e) => {
                 tracing::debug!(error = %e, status = e.status(), "refused websocket request");
                 // Boxed: the refusal's state is larger than the answer's.
@@ -492,6 +506,7 @@ fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         write_within(&mut stream, &response, builder.handshake_timeout).await?;
+        crate::stream::give_back_spare(response);
         match negotiated {
             Ok(accepted) => Ok(builder.open(stream, accepted, &leftover)),
             // Not reached: refused above.

@@ -71,6 +71,27 @@ thread_local! {
     static PER_THREAD: std::cell::RefCell<PerThread> = std::cell::RefCell::new(PerThread::default());
 }
 
+/// A buffer for bytes written before a connection exists (a server's handshake answer): the
+/// output buffer this thread's connections keep spare, if there is one. Hand it back with
+/// [`give_back_spare`] once written: the next connection's output goes there.
+pub(crate) fn take_spare() -> Vec<u8> {
+    PER_THREAD.with(|shared| {
+        shared
+            .try_borrow_mut()
+            .map(|mut shared| shared.spare.take())
+            .unwrap_or_default()
+    })
+}
+
+/// Hand back a buffer from [`take_spare`].
+pub(crate) fn give_back_spare(buf: Vec<u8>) {
+    PER_THREAD.with(|shared| {
+        if let Ok(mut shared) = shared.try_borrow_mut() {
+            shared.spare.give_back(buf);
+        }
+    });
+}
+
 /// Buffers shared by the connections polled on one thread, one connection at a time.
 #[derive(Default)]
 struct PerThread {
@@ -456,8 +477,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))?;
             self.needs_flush = false;
         }
-        // Written out after the last read found nothing: idle now.
-        if self.read_idle {
+        // Written out after the last read found nothing: idle now. Or ended (the close
+        // handshake's last frame written, or the connection failed): nothing more is written,
+        // and the output buffer goes to the next connection rather than to the allocator.
+        if self.read_idle || self.conn.ended().is_some() {
             self.release_if_idle();
         }
         Poll::Ready(Ok(()))
@@ -611,7 +634,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Give back the output buffer the core keeps between messages once the connection is
-    /// idle: the last read found nothing, and the output is written. It goes to this thread's
+    /// idle (the last read found nothing, and the output is written) or has ended (the close
+    /// handshake's last frame is written: it would be freed with the connection). It goes to this thread's
     /// [`PerThread::spare`], for the next connection that reads. An idle connection then holds
     /// no buffer, yet a connection that goes idle after every message (request/response
     /// traffic) allocates none for the next: it takes the spare set back. Holding them until the
@@ -621,7 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// This is the release after a write that ended after the last read; the read side
     /// releases when it finds nothing to read (see `poll_read_with`).
     fn release_if_idle(&mut self) {
-        if self.read_idle && self.conn.holds_spare_buffers() {
+        if (self.read_idle || self.conn.ended().is_some()) && self.conn.holds_spare_buffers() {
             PER_THREAD.with(|shared| match shared.try_borrow_mut() {
                 Ok(mut shared) => self.conn.release_buffers_into(&mut shared.spare),
                 Err(_) => self.conn.release_buffers(),
@@ -1430,6 +1454,34 @@ mod tests {
         flushed.unwrap();
         assert!(reply[4..].iter().all(|&b| b == 7));
         assert!(!ws.conn.holds_spare_buffers(), "released after the write");
+    }
+
+    #[tokio::test]
+    async fn the_close_reply_buffer_goes_to_the_spare_set_when_the_connection_ends() {
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let mut ws = server_over(io, &[]);
+        // This thread's spare set starts empty (tests share threads only one at a time).
+        drop(take_spare());
+        peer.write_all(&client_frame(0x8, &1000u16.to_be_bytes(), true))
+            .await
+            .unwrap();
+        // The close is answered, and the stream ends: the reply was written from a buffer of
+        // the connection's own, given back now that nothing more will be written.
+        assert!(futures_util::StreamExt::next(&mut ws).await.is_none());
+        let mut reply = [0u8; 4];
+        peer.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [0x88, 2, 0x03, 0xe8]);
+        assert!(ws.conn.ended().is_some());
+        assert!(!ws.conn.holds_spare_buffers());
+        let spare = take_spare();
+        assert!(
+            spare.is_empty() && spare.capacity() > 0,
+            "{}",
+            spare.capacity()
+        );
+        // What a handshake answer borrows and hands back is kept for the next connection.
+        give_back_spare(spare);
+        assert!(PER_THREAD.with(|shared| !shared.borrow().spare.is_empty()));
     }
 
     #[tokio::test]

@@ -17,6 +17,31 @@ impl SpareBuffers {
         self.out.capacity() == 0
     }
 
+    /// Lend the output buffer it holds (empty; a new, empty `Vec` if it holds none), for bytes
+    /// written before a connection exists: a server's handshake answer. Hand it back with
+    /// [`give_back`](Self::give_back) once written, for the next connection.
+    ///
+    /// ```
+    /// use gangway_proto::SpareBuffers;
+    ///
+    /// let mut spare = SpareBuffers::default();
+    /// let mut buf = spare.take();
+    /// buf.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    /// spare.give_back(buf);
+    /// assert!(!spare.is_empty());
+    /// assert!(spare.take().is_empty());
+    /// ```
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Keep `buf`, emptied, as a spare output buffer if there is room for it and it is not too
+    /// large to keep; else it is freed.
+    pub fn give_back(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.keep(buf);
+    }
+
     /// Keep `buf` (empty) if there is room for it and it is not too large to keep; else it is
     /// freed.
     fn keep(&mut self, buf: Vec<u8>) {

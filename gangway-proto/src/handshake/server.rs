@@ -451,21 +451,49 @@ pub fn accept(
     protocol: Option<&str>,
     extensions: &[ExtensionOffer],
 ) -> Vec<u8> {
-    // Built by appending to one buffer sized for the common answer: one allocation per
+    let mut out = Vec::new();
+    accept_into(&mut out, offer, protocol, extensions);
+    out
+}
+
+/// [`accept`], appended to `out`: a server that keeps a buffer for what it writes (the output
+/// buffer of its connections) writes the answer there without allocating one.
+///
+/// ```
+/// use gangway_proto::handshake::server::{accept, accept_into, check_request};
+///
+/// let request = http::Request::get("/chat")
+///     .header("host", "example.com")
+///     .header("upgrade", "websocket")
+///     .header("connection", "Upgrade")
+///     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+///     .header("sec-websocket-version", "13")
+///     .body(())
+///     .unwrap();
+/// let offer = check_request(&request).unwrap();
+/// let mut out = b"kept".to_vec();
+/// accept_into(&mut out, &offer, None, &[]);
+/// assert_eq!(&out[4..], &accept(&offer, None, &[])[..]);
+/// assert!(out.ends_with(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"));
+/// ```
+pub fn accept_into(
+    out: &mut Vec<u8>,
+    offer: &ClientOffer,
+    protocol: Option<&str>,
+    extensions: &[ExtensionOffer],
+) {
+    // Appended to one buffer with room for the common answer: at most one allocation per
     // handshake, no header map, no formatting machinery.
-    let mut out = Vec::with_capacity(
-        STATUS_101.len() + 90 + ACCEPT_LEN + protocol.map_or(0, |p| p.len() + 26),
-    );
+    out.reserve(STATUS_101.len() + 90 + ACCEPT_LEN + protocol.map_or(0, |p| p.len() + 26));
     out.extend_from_slice(if offer.key.is_some() {
         STATUS_101
     } else {
         b"HTTP/1.1 200 OK\r\n"
     });
     accept_fields(offer, protocol, extensions, |field, value| {
-        write_field(&mut out, field, value);
+        write_field(out, field, value);
     });
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// The status line of an accepted HTTP/1.1 upgrade.
