@@ -30,7 +30,7 @@ impl ServerBuilder {
         let mut builder = h2::server::Builder::new();
         Settings::default().apply_server(&mut builder);
         builder.enable_connect_protocol();
-        let conn = tokio::time::timeout(self.handshake_timeout, builder.handshake(io))
+        let conn = tokio::time::timeout(self.settings.handshake_timeout, builder.handshake(io))
             .await
             .map_err(|_| Error::Timeout)?
             .map_err(|e| Error::Http2(Http2Error::new("http/2 handshake failed", e)))?;
