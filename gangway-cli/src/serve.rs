@@ -636,31 +636,33 @@ struct Cold {
 /// [`Cold`], and its task is 384 bytes (640 with an async function). What runs only once, before
 /// or after (opening handshake, closing, lingering, the log line), runs in futures of its own on
 /// the heap.
+///
+/// `cold` is beside the [`Phase`] rather than in each of its variants: a change of phase then
+/// writes the new phase in place, where taking `cold` out of the old one copied the whole task
+/// out and back.
+struct ConnectionTask {
+    /// Taken when the session ends (into [`end_session`], or dropped with the log line).
+    cold: Option<Box<Cold>>,
+    phase: Phase,
+}
+
+/// Where a [`ConnectionTask`] is.
 // The idle session is the variant that matters, and it is kept inline on purpose: boxing it would
 // cost an allocation and an indirection per message. The others are short-lived.
 #[allow(clippy::large_enum_variant)]
-enum ConnectionTask {
-    /// Accepted, not polled yet.
-    Accepted {
-        tcp: TcpStream,
-        cold: Box<Cold>,
-    },
+enum Phase {
+    /// Accepted, not polled yet (the stream is taken when the opening starts).
+    Accepted(Option<TcpStream>),
     /// Reading the request head, then accepting the upgrade or answering plain HTTP. Boxed: its
     /// state (request head, answer being written, their timers) is several times an idle
     /// session's.
-    Opening {
-        open: Pin<Box<dyn std::future::Future<Output = Option<Session>> + Send>>,
-        cold: Box<Cold>,
-    },
+    Opening(Pin<Box<dyn std::future::Future<Output = Option<Session>> + Send>>),
     /// The echo session.
-    Echoing {
-        ws: WebSocket<MaybeTlsStream>,
-        cold: Box<Cold>,
-    },
+    Echoing(WebSocket<MaybeTlsStream>),
     /// The broadcast session (--broadcast): a member of the room named by the path. Boxed: a
     /// member is a `WebSocket` and a pointer, which inline would make every connection's task,
     /// echo sessions' too, one size class larger.
-    Broadcasting(Box<(Member<MaybeTlsStream>, Box<Cold>)>),
+    Broadcasting(Box<Member<MaybeTlsStream>>),
     /// Closing, lingering, the log line.
     Ending(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
     Done,
@@ -677,25 +679,29 @@ impl ConnectionTask {
             stop: server.shutdown.stopping(),
             echoed: 0,
         });
-        ConnectionTask::Accepted { tcp, cold }
+        ConnectionTask {
+            cold: Some(cold),
+            phase: Phase::Accepted(Some(tcp)),
+        }
     }
 
-    /// What follows the end of a session: [`end_session`] on the heap, or, when the peer closed
-    /// and there is nothing left to wait for ([`done_at_once`]), the log line at once and the
-    /// task done (the socket and the guard are dropped here).
-    fn ending(
-        ws: WebSocket<MaybeTlsStream>,
-        cold: Box<Cold>,
-        end: End,
+    /// Whether the session whose socket is `ws` ends here, without a future of its own: the
+    /// peer closed and there is nothing left to wait for ([`done_at_once`]). If so its log line
+    /// is written; the socket and the guard are dropped by the caller. Else the caller runs
+    /// [`end_session`] on the heap.
+    fn ended_at_once(
+        ws: &WebSocket<MaybeTlsStream>,
+        cold: &Cold,
+        end: &End,
         dropped: Option<u64>,
-    ) -> Self {
-        if !done_at_once(&ws, &end) {
-            return ConnectionTask::Ending(Box::pin(end_session(ws, cold, end, dropped)));
+    ) -> bool {
+        if !done_at_once(ws, end) {
+            return false;
         }
         if tracing::enabled!(tracing::Level::INFO) {
-            log_end(&ws, &cold, &closed_by_peer(&ws), dropped);
+            log_end(ws, cold, &closed_by_peer(ws), dropped);
         }
-        ConnectionTask::Done
+        true
     }
 }
 
@@ -705,71 +711,79 @@ impl std::future::Future for ConnectionTask {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         loop {
-            match this {
-                ConnectionTask::Accepted { .. } => {
-                    if let ConnectionTask::Accepted { tcp, cold } =
-                        std::mem::replace(this, ConnectionTask::Done)
-                    {
-                        let open = Box::pin(open(cold.guard.owner(), tcp, cold.peer));
-                        *this = ConnectionTask::Opening { open, cold };
-                    }
+            // `cold` is there until the session ends: in every phase before `Ending`.
+            let cold = this.cold.as_deref_mut();
+            match (&mut this.phase, cold) {
+                (Phase::Accepted(tcp), Some(cold)) => {
+                    let Some(tcp) = tcp.take() else {
+                        return Poll::Ready(());
+                    };
+                    this.phase = Phase::Opening(Box::pin(open(cold.guard.owner(), tcp, cold.peer)));
                 }
-                ConnectionTask::Opening { open, .. } => {
+                (Phase::Opening(open), Some(cold)) => {
                     let Poll::Ready(opened) = open.as_mut().poll(cx) else {
                         return Poll::Pending;
                     };
-                    // Without a session the guard (in `cold`) is dropped here: the task is done.
-                    let state = std::mem::replace(this, ConnectionTask::Done);
-                    let (Some(Session { ws, path }), ConnectionTask::Opening { mut cold, .. }) =
-                        (opened, state)
-                    else {
+                    let Some(Session { ws, path }) = opened else {
+                        // No session: the guard (in `cold`) is dropped here, the task is done.
+                        this.cold = None;
+                        this.phase = Phase::Done;
                         return Poll::Ready(());
                     };
                     cold.path = path;
-                    *this = match (ws, &cold.guard.owner().hub) {
-                        (Opened::Member(member), _) => {
-                            ConnectionTask::Broadcasting(Box::new((member, cold)))
-                        }
+                    this.phase = match (ws, &cold.guard.owner().hub) {
+                        (Opened::Member(member), _) => Phase::Broadcasting(Box::new(member)),
                         (Opened::Socket(ws), Some(hub)) => {
                             let mut member = hub.member(ws);
                             member.join(cold.path.as_str());
-                            ConnectionTask::Broadcasting(Box::new((member, cold)))
+                            Phase::Broadcasting(Box::new(member))
                         }
-                        (Opened::Socket(ws), None) => ConnectionTask::Echoing { ws, cold },
+                        (Opened::Socket(ws), None) => Phase::Echoing(ws),
                     };
                 }
-                ConnectionTask::Echoing { ws, cold } => {
+                (Phase::Echoing(ws), Some(cold)) => {
                     let Poll::Ready(end) = echo(ws, cold, cx) else {
                         return Poll::Pending;
                     };
-                    if let ConnectionTask::Echoing { ws, cold } =
-                        std::mem::replace(this, ConnectionTask::Done)
-                    {
-                        *this = ConnectionTask::ending(ws, cold, end, None);
+                    // Looked at in place: the socket is moved only into `end_session`.
+                    if ConnectionTask::ended_at_once(ws, cold, &end, None) {
+                        this.cold = None;
+                        this.phase = Phase::Done;
+                    } else if let (Phase::Echoing(ws), Some(cold)) = (
+                        std::mem::replace(&mut this.phase, Phase::Done),
+                        this.cold.take(),
+                    ) {
+                        this.phase = Phase::Ending(Box::pin(end_session(ws, cold, end, None)));
                     }
                 }
-                ConnectionTask::Broadcasting(session) => {
-                    let (member, cold) = &mut **session;
+                (Phase::Broadcasting(member), Some(cold)) => {
                     let Poll::Ready(end) = broadcast(member, cold, cx) else {
                         return Poll::Pending;
                     };
-                    if let ConnectionTask::Broadcasting(session) =
-                        std::mem::replace(this, ConnectionTask::Done)
-                    {
-                        let (member, cold) = *session;
+                    if let (Phase::Broadcasting(member), Some(cold)) = (
+                        std::mem::replace(&mut this.phase, Phase::Done),
+                        this.cold.take(),
+                    ) {
                         let dropped = member.dropped();
                         // Leaves the room: nothing more is delivered while it closes.
                         let ws = member.into_websocket();
-                        *this = ConnectionTask::ending(ws, cold, end, Some(dropped));
+                        let dropped = Some(dropped);
+                        this.phase = if ConnectionTask::ended_at_once(&ws, &cold, &end, dropped) {
+                            Phase::Done
+                        } else {
+                            Phase::Ending(Box::pin(end_session(ws, cold, end, dropped)))
+                        };
                     }
                 }
-                ConnectionTask::Ending(ending) => {
+                (Phase::Ending(ending), _) => {
                     let Poll::Ready(()) = ending.as_mut().poll(cx) else {
                         return Poll::Pending;
                     };
-                    *this = ConnectionTask::Done;
+                    this.phase = Phase::Done;
                 }
-                ConnectionTask::Done => return Poll::Ready(()),
+                // Done; or (not reached) a phase before `Ending` without `cold`, which is taken
+                // only when the session ends.
+                (Phase::Done, _) | (_, None) => return Poll::Ready(()),
             }
         }
     }
@@ -811,7 +825,7 @@ async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Opti
             None
         }
         Route::Upgrade(Upgrade { path, since, id }) => {
-            let ws = match incoming.accept().await {
+            let mut ws = match incoming.accept().await {
                 Ok(ws) => ws,
                 Err(e) => {
                     if let Some(id) = &id {
@@ -821,7 +835,9 @@ async fn open(server: &'static Server, tcp: TcpStream, peer: SocketAddr) -> Opti
                     return None;
                 }
             };
-            let ws = record_protocol(server, id.as_deref(), ws);
+            if let Some(id) = id.as_deref() {
+                ws = record_protocol(server, id, ws);
+            }
             let ws = match &server.history {
                 // Boxed: rare, and larger than the rest of this future.
                 Some(bus) => Opened::Member(
@@ -849,18 +865,16 @@ async fn read_request(
         .ok()
 }
 
-/// The demo page's record of the handshake `id` (if any): the subprotocol `ws` selected. The
-/// socket is handed back rather than borrowed: a local of an async function that was ever
-/// borrowed keeps its room in the future until its scope ends.
+/// The demo page's record of the handshake `id`: the subprotocol `ws` selected. The socket is
+/// handed back rather than borrowed: a local of an async function that was ever borrowed keeps
+/// its room in the future until its scope ends (264 bytes more in the opening future).
 fn record_protocol(
     server: &Server,
-    id: Option<&str>,
+    id: &str,
     ws: WebSocket<MaybeTlsStream>,
 ) -> WebSocket<MaybeTlsStream> {
-    if let Some(id) = id {
-        let selected = ws.protocol().map(str::to_owned);
-        server.handshakes.update(id, |r| r.protocol = selected);
-    }
+    let selected = ws.protocol().map(str::to_owned);
+    server.handshakes.update(id, |r| r.protocol = selected);
     ws
 }
 
