@@ -338,7 +338,7 @@ pub(crate) struct Accepted {
 
 impl Accepted {
     /// The `101 Switching Protocols` answer as HTTP/1.1 bytes.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "hyper"))]
     pub(crate) fn response(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.response_into(&mut out);

@@ -480,9 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         // Written out after the last read found nothing: idle now. Or ended (the close
         // handshake's last frame written, or the connection failed): nothing more is written,
         // and the output buffer goes to the next connection rather than to the allocator.
-        if self.read_idle || self.conn.ended().is_some() {
-            self.release_if_idle();
-        }
+        self.release_if_idle();
         Poll::Ready(Ok(()))
     }
 
@@ -635,12 +633,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Give back the output buffer the core keeps between messages once the connection is
     /// idle (the last read found nothing, and the output is written) or has ended (the close
-    /// handshake's last frame is written: it would be freed with the connection). It goes to this thread's
-    /// [`PerThread::spare`], for the next connection that reads. An idle connection then holds
-    /// no buffer, yet a connection that goes idle after every message (request/response
-    /// traffic) allocates none for the next: it takes the spare set back. Holding them until the
-    /// connection had been quiet for a while (a timer) cost more per message, and after a wave
-    /// of traffic on every connection left the heap as large as all their buffers together.
+    /// handshake's last frame is written: it would be freed with the connection). It goes to
+    /// this thread's [`PerThread::spare`], for the next connection that reads. An idle
+    /// connection then holds no buffer, yet a connection that goes idle after every message
+    /// (request/response traffic) allocates none for the next: it takes the spare set back.
+    /// Holding them until the connection had been quiet for a while (a timer) cost more per
+    /// message, and after a wave of traffic on every connection left the heap as large as all
+    /// their buffers together.
     ///
     /// This is the release after a write that ended after the last read; the read side
     /// releases when it finds nothing to read (see `poll_read_with`).
