@@ -858,6 +858,9 @@ async fn read_request(
     peer: SocketAddr,
 ) -> Option<Incoming<MaybeTlsStream>> {
     let read = tokio::select! {
+        // The request first: a head that is there already is read without polling (and so
+        // registering, then removing) the shutdown signal.
+        biased;
         read = server.builder.read_request(stream) => read,
         () = server.shutdown.stopping() => return None,
     };
