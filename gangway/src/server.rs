@@ -557,11 +557,7 @@ async fn write_within<S: AsyncWrite + Unpin>(
 /// the handshake error is what the caller reports.
 async fn reject<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: &HandshakeError) {
     let response = hs::reject(err);
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        stream.write_all(&response).await?;
-        stream.flush().await
-    })
-    .await;
+    let _ = write_within(stream, &response, LINGER_TIME).await;
     close_gracefully(stream).await;
 }
 
