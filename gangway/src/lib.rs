@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod deadline;
 mod error;
 mod head;
 #[cfg(feature = "http2")]

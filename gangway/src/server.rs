@@ -1,5 +1,6 @@
 //! Server: accept WebSocket connections on streams the caller accepted.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use gangway_proto::handshake::{self, Negotiated};
 use gangway_proto::{Config, Connection, HandshakeError, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::deadline::within;
 use crate::head::HeadError;
 use crate::{origin, Error, WebSocket, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 
@@ -292,27 +294,24 @@ impl ServerBuilder {
         async move {
             // What was read is gone at the end of this statement: kept until the refusal is
             // written, it would be in this future beside the reading.
-            let refusal = match tokio::time::timeout(
-                builder.settings.handshake_timeout,
-                read_head(&mut stream, builder.settings.max_head_size),
-            )
-            .await
-            {
-                Ok(Ok((head, leftover))) => {
-                    return Ok(Incoming {
-                        stream,
-                        head,
-                        leftover,
-                        builder,
-                    })
-                }
-                Ok(Err(Error::Handshake(e))) => e,
-                Ok(Err(e)) => return Err(e),
-                Err(_elapsed) => {
-                    tracing::debug!("request head not received within the handshake timeout");
-                    return Err(Error::Timeout);
-                }
-            };
+            let limit = builder.settings.handshake_timeout;
+            let refusal =
+                match read_head_within(&mut stream, builder.settings.max_head_size, limit).await {
+                    Some(Ok((head, leftover))) => {
+                        return Ok(Incoming {
+                            stream,
+                            head,
+                            leftover,
+                            builder,
+                        })
+                    }
+                    Some(Err(Error::Handshake(e))) => e,
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        tracing::debug!("request head not received within the handshake timeout");
+                        return Err(Error::Timeout);
+                    }
+                };
             tracing::debug!(error = %refusal, "refused websocket request head");
             // Boxed: the refusal's state is larger than the reading's.
             Box::pin(reject(&mut stream, &refusal)).await;
@@ -534,22 +533,34 @@ fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// [`read_head`] within `limit` ([`within`]: no timer if the head is there already).
+async fn read_head_within<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_head_size: usize,
+    limit: Duration,
+) -> Option<Result<(Box<Head>, Vec<u8>), Error>> {
+    within(limit, pin!(read_head(stream, max_head_size))).await
+}
+
 /// Write an answer to the request (the `101`, or a plain HTTP answer) and flush it, within
-/// `limit`.
+/// `limit` ([`within`]: no timer unless the socket's buffer is full).
 async fn write_within<S: AsyncWrite + Unpin>(
     stream: &mut S,
     bytes: &[u8],
     limit: Duration,
 ) -> Result<(), Error> {
-    let written = tokio::time::timeout(limit, async {
-        stream.write_all(bytes).await?;
-        stream.flush().await
-    })
+    let written = within(
+        limit,
+        pin!(async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        }),
+    )
     .await;
     match written {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Io(e)),
-        Err(_elapsed) => Err(Error::Timeout),
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(Error::Io(e)),
+        None => Err(Error::Timeout),
     }
 }
 
