@@ -219,10 +219,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// A protocol violation in `leftover` is reported by the first poll of the stream, after the
     /// messages that preceded it.
+    ///
+    /// The idle timeout and the keepalive start counting at the first poll that reads or waits
+    /// to write (at this call if `leftover` holds bytes).
     pub fn from_parts(io: S, conn: Connection, protocol: Option<String>, leftover: &[u8]) -> Self {
         let mut conn = conn;
-        // The connection is established now: the idle and keepalive clocks start here.
-        conn.receive_data(leftover, now());
+        // The idle and keepalive clocks start at the first reading the core is given: here if
+        // frames came with the head, else at the first poll (microseconds later, when a server
+        // starts its session), which reads the clock anyway. One clock reading fewer per
+        // connection (bench/RESULTS.md).
+        if !leftover.is_empty() {
+            conn.receive_data(leftover, now());
+        }
         WebSocket {
             io,
             conn,
@@ -1180,6 +1188,25 @@ mod tests {
             None,
             leftover,
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_clock_starts_at_the_first_poll() {
+        // A session handed over and first polled 5 s later (a server that queues what it
+        // accepts) is not judged on those 5 s: its idle timeout counts from the first poll.
+        let (io, _peer) = tokio::io::duplex(64);
+        let mut config = Config::default();
+        config.idle_timeout = Some(Duration::from_secs(2));
+        config.ping_interval = None;
+        let mut ws = WebSocket::from_parts(io, Connection::new(Role::Server, config), None, &[]);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let polled = tokio::time::Instant::now();
+        let end = std::future::poll_fn(|cx| Pin::new(&mut ws).poll_next(cx)).await;
+        assert!(
+            matches!(end, Some(Err(Error::Unresponsive(TimeoutError::Idle)))),
+            "{end:?}"
+        );
+        assert_eq!(polled.elapsed(), Duration::from_secs(2));
     }
 
     /// A transport that writes vectored, at most `max` bytes per call taken across the parts
