@@ -10,8 +10,8 @@ use std::time::Duration;
 /// Like `tokio::time::timeout`, except that the clock is read and the timer set up only if
 /// `future` is not ready when first polled. A request head that has arrived, or an answer that
 /// fits the socket's send buffer (the usual case for both), then costs no clock reading (some
-/// 40 ns each on the machine of bench/RESULTS.md, two of a handshake's five). The limit counts
-/// from that first poll; `future` is polled once per wake-up, as under `timeout`.
+/// 40 ns each on the machine of bench/RESULTS.md; two of the five a handshake made). The limit
+/// counts from that first poll; `future` is polled once per wake-up, as under `timeout`.
 ///
 /// `future` is pinned by the caller (`within(limit, pin!(f))`): taken by value, it would be
 /// stored twice in this function's state, as received and where it is pinned.
