@@ -1245,9 +1245,9 @@ fn done_at_once<S: Transport>(ws: &WebSocket<S>, end: &End) -> bool {
 }
 
 /// The end of a session, once: finish the close handshake as `end` requires, let the client
-/// close its side, and log one line. Runs on the heap (see [`ConnectionTask::ended_at_once`]), unless
-/// there is nothing to wait for ([`done_at_once`]). `dropped`: a broadcast session's messages
-/// dropped for being too slow.
+/// close its side, and log one line. Runs on the heap (see [`ConnectionTask::ended_at_once`]),
+/// unless there is nothing to wait for ([`done_at_once`]). `dropped`: a broadcast session's
+/// messages dropped for being too slow.
 async fn end_session<S: Transport>(
     mut ws: WebSocket<S>,
     cold: Box<Cold>,
